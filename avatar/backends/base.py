@@ -1,0 +1,137 @@
+"""The small contracts every engine honours, and the plain results they return.
+
+Stages depend on these protocols, never on a concrete engine, so a configuration switch or a test swaps
+the backend without touching the stage. Every method here is blocking: stages call them in a worker
+thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+AudioArray = npt.NDArray[np.float32]
+"""Mono float32 samples in [-1, 1]."""
+
+FrameArray = npt.NDArray[np.uint8]
+"""Video frames, shape (n, height, width, 3), RGB."""
+
+ASR_SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    text: str
+    start: float
+    end: float
+    words: tuple[Word, ...] = ()
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str
+    segments: tuple[Segment, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class VoiceSpec:
+    """What a synthesiser needs to speak as a persona.
+
+    ``key`` names the voice for caches (the persona's name); ``voice`` is an engine voice name (hibari's
+    bundled voice), ``sample`` a recording to clone (XTTS).
+    """
+
+    key: str
+    language: str = "en"
+    voice: str | None = None
+    sample: str | None = None
+    speed: float = 1.0
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Lifecycle shared by every engine: built (loaded) by its factory, warmed once, closed once."""
+
+    name: str
+
+    def warmup(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SpeechRecognizer(Backend, Protocol):
+    def transcribe(self, audio: AudioArray, *, language: str | None = None) -> Transcript:
+        """Transcribe 16 kHz mono audio. ``language`` None means detect it."""
+        ...
+
+
+class ChatModel(Backend, Protocol):
+    def reply(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> str:
+        """The assistant's next message, whole."""
+        ...
+
+    def stream(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> Iterator[str]:
+        """The assistant's next message as text pieces, as they are generated."""
+        ...
+
+
+class SpeechSynthesizer(Backend, Protocol):
+    sample_rate: int
+
+    def prepare_voice(self, voice: VoiceSpec) -> None:
+        """Compute and cache whatever the voice needs (speaker latents), once per persona."""
+        ...
+
+    def synthesize(self, text: str, voice: VoiceSpec) -> AudioArray:
+        """Speak ``text`` at ``sample_rate``."""
+        ...
+
+
+class PreparedFace(Protocol):
+    """Whatever an animator computed once from a reference photo (opaque to the pipeline)."""
+
+
+class FaceAnimator(Backend, Protocol):
+    fps: int
+
+    def prepare(self, image: FrameArray) -> PreparedFace:
+        """Locate and prepare the face in an RGB photo (h, w, 3). Raises NoFaceError."""
+        ...
+
+    def render(self, face: PreparedFace, audio: AudioArray, sample_rate: int) -> FrameArray:
+        """Frames of the face speaking ``audio``: ``frame_count(len(audio)/sample_rate, fps)``."""
+        ...
+
+
+def frame_count(seconds: float, fps: int) -> int:
+    """The number of video frames that cover ``seconds`` of audio (at least one)."""
+    return max(1, round(seconds * fps))
+
+
+@dataclass
+class ModelInfo:
+    """What `avatar models list` and /readyz say about one loaded model."""
+
+    kind: str
+    backend: str
+    name: str
+    device: str = "cpu"
+    details: dict[str, str] = field(default_factory=dict)

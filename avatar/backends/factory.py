@@ -1,0 +1,61 @@
+"""Which engine serves each role, chosen by Settings. Engines are imported only when chosen."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from avatar.backends.base import Backend
+from avatar.config import Settings
+from avatar.registry import ModelSpec
+
+
+def _asr(s: Settings) -> Backend:
+    from avatar.backends.whisper import WhisperOptions, WhisperRecognizer
+
+    options = WhisperOptions(
+        device=s.asr_device,
+        compute_type=s.asr_compute_type,
+        threads=s.cpu_threads,
+        vad=s.asr_vad,
+        beam_size=s.asr_beam_size,
+    )
+    return WhisperRecognizer(s.model_path(s.asr_model), options)
+
+
+def _llm(s: Settings) -> Backend:
+    from avatar.backends.transformers_llm import LLMOptions, TransformersChat
+
+    options = LLMOptions(device=s.llm_device, dtype=s.llm_dtype, threads=s.cpu_threads, temperature=s.llm_temperature)
+    return TransformersChat(s.model_path(s.llm_model), options)
+
+
+def _tts(s: Settings) -> Backend:
+    if s.tts_backend == "xtts":
+        from avatar.backends.xtts import XttsSynthesizer
+
+        return XttsSynthesizer(s.model_path(s.tts_model), device=s.llm_device)
+    from avatar.backends.hibari_tts import HibariSynthesizer
+
+    return HibariSynthesizer(threads=1)
+
+
+def _face(s: Settings) -> Backend:
+    if s.face_backend == "ditto":
+        from avatar.backends.ditto import DittoAnimator
+
+        return DittoAnimator.from_settings(s)
+    from avatar.backends.face_puppet import PuppetAnimator
+
+    return PuppetAnimator(s.model_path(s.face_model), size=s.video_size, fps=s.fps, threads=s.cpu_threads)
+
+
+def model_specs(settings: Settings, kinds: tuple[str, ...] = ("asr", "llm", "tts", "face")) -> list[ModelSpec]:
+    """The registry's load list for ``kinds`` (a CLI command that needs only ASR loads only ASR)."""
+    builders: dict[str, tuple[str, Callable[[Settings], Backend]]] = {
+        "asr": (settings.asr_backend, _asr),
+        "llm": (settings.llm_backend, _llm),
+        "tts": (settings.tts_backend, _tts),
+        "face": (settings.face_backend, _face),
+    }
+    return [ModelSpec(kind, builders[kind][0], functools.partial(builders[kind][1], settings)) for kind in kinds]

@@ -1,0 +1,172 @@
+"""Settings, built once from a mapping (the environment) and an optional TOML file.
+
+Nothing else in the package reads ``os.environ``: tests pass a dict. Every setting is named
+``AVATAR_<FIELD>`` in the environment and ``<field>`` in the TOML file (``AVATAR_CONFIG`` names the
+file); the environment wins over the file. A bad value raises ``ConfigError`` naming the setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from avatar.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+ASR_BACKENDS = ("whisper",)
+LLM_BACKENDS = ("transformers",)
+TTS_BACKENDS = ("hibari", "xtts")
+FACE_BACKENDS = ("puppet", "ditto")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the product. Defaults run the embedded CPU models from ``models_cache/``."""
+
+    models_dir: Path = PROJECT_ROOT / "models_cache"
+    assets_dir: Path = PROJECT_ROOT / "assets"
+    output_dir: Path = PROJECT_ROOT / "out" / "results"
+    default_persona: str = "eileen"
+    threads: int = 0  # 0: every core
+
+    asr_backend: str = "whisper"
+    asr_model: str = "whisper-tiny.en"  # a folder in models_dir, or a path
+    asr_device: str = "auto"
+    asr_compute_type: str = "auto"
+    asr_vad: bool = True
+    asr_beam_size: int = 1
+
+    llm_backend: str = "transformers"
+    llm_model: str = "smollm2-135m-instruct"
+    llm_device: str = "auto"
+    llm_dtype: str = "auto"
+    llm_max_new_tokens: int = 60
+    llm_history_turns: int = 6
+    llm_temperature: float = 0.3
+
+    tts_backend: str = "hibari"
+    tts_model: str = "xtts-v2"  # used by xtts only
+
+    face_backend: str = "puppet"
+    face_model: str = "face/face_landmarker.task"  # puppet; ditto reads ditto_* settings
+    ditto_sdk: str = ""
+    ditto_checkpoints: str = ""
+    video_size: int = 512
+    fps: int = 25
+
+    max_upload_mb: float = 20.0
+    max_audio_seconds: float = 60.0
+    max_text_chars: int = 1000
+    result_ttl_seconds: int = 3600
+    session_ttl_seconds: int = 1800
+    host: str = "127.0.0.1"
+    port: int = 8000
+    shutdown_grace_seconds: float = 30.0
+
+    def model_path(self, value: str) -> Path:
+        """A model setting as a path: absolute, or relative to ``models_dir``."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.models_dir / path
+
+    @property
+    def cpu_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build Settings from ``environ`` (default: the process environment), its TOML file, overrides."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    config_file = environ.get("AVATAR_CONFIG")
+    if config_file:
+        raw.update(_read_toml(Path(config_file)))
+    for f in fields(Settings):
+        key = f"AVATAR_{f.name.upper()}"
+        if key in environ:
+            raw[f.name] = environ[key]
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+
+    known = {f.name: f for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in known:
+            raise ConfigError(f"Unknown setting {name!r}. Known settings: {', '.join(sorted(known))}.")
+        values[name] = _coerce(name, value, type(getattr(Settings(), name)))
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"AVATAR_CONFIG names {path}, which does not exist. Fix the path or unset it.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"AVATAR_CONFIG file {path} is not valid TOML: {exc}.") from None
+    return dict(data.get("avatar", data))
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    setting = f"AVATAR_{name.upper()}"
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    text = str(value).strip()
+    try:
+        if kind is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if kind is Path:
+            return Path(text).expanduser().resolve()
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"{setting}={text!r} is not a valid {kind.__name__}.") from None
+
+
+def _choice(setting: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{setting}={value!r} is not supported; choose one of: {', '.join(allowed)}.")
+
+
+def _validate(s: Settings) -> None:
+    _choice("AVATAR_ASR_BACKEND", s.asr_backend, ASR_BACKENDS)
+    _choice("AVATAR_LLM_BACKEND", s.llm_backend, LLM_BACKENDS)
+    _choice("AVATAR_TTS_BACKEND", s.tts_backend, TTS_BACKENDS)
+    _choice("AVATAR_FACE_BACKEND", s.face_backend, FACE_BACKENDS)
+    for name in ("asr_device", "llm_device"):
+        _choice(f"AVATAR_{name.upper()}", getattr(s, name), DEVICES)
+    positive = {
+        "threads": s.threads >= 0,
+        "asr_beam_size": s.asr_beam_size >= 1,
+        "llm_max_new_tokens": 1 <= s.llm_max_new_tokens <= 4096,
+        "llm_history_turns": s.llm_history_turns >= 0,
+        "llm_temperature": 0.0 <= s.llm_temperature <= 2.0,
+        "video_size": 64 <= s.video_size <= 2048 and s.video_size % 2 == 0,
+        "fps": 1 <= s.fps <= 60,
+        "max_upload_mb": s.max_upload_mb > 0,
+        "max_audio_seconds": s.max_audio_seconds > 0,
+        "max_text_chars": s.max_text_chars > 0,
+        "result_ttl_seconds": s.result_ttl_seconds > 0,
+        "session_ttl_seconds": s.session_ttl_seconds > 0,
+        "port": 0 <= s.port <= 65535,
+        "shutdown_grace_seconds": s.shutdown_grace_seconds >= 0,
+    }
+    for name, ok in positive.items():
+        if not ok:
+            raise ConfigError(
+                f"AVATAR_{name.upper()}={getattr(s, name)!r} is out of range; see README 'Configuration'."
+            )

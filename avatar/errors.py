@@ -1,0 +1,102 @@
+"""Typed errors. Each knows its HTTP status and a stable machine-readable code.
+
+Everything a user can cause raises an ``AvatarError`` subclass; the CLI prints its message and exits
+non-zero, the HTTP layer turns it into ``{"error": {"code", "message"}}`` with ``status``.
+"""
+
+from __future__ import annotations
+
+
+class AvatarError(Exception):
+    """Base of every error the product reports to a user."""
+
+    code = "error"
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def as_dict(self) -> dict[str, dict[str, str]]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class InvalidAudioError(AvatarError):
+    """The bytes are empty, corrupt, truncated or not decodable audio."""
+
+    code = "invalid_audio"
+    status = 400
+
+
+class InvalidImageError(AvatarError):
+    """The photo cannot be decoded as an image."""
+
+    code = "invalid_image"
+    status = 400
+
+
+class InvalidRequestError(AvatarError):
+    """A request is missing a field or has a malformed one."""
+
+    code = "invalid_request"
+    status = 422
+
+
+class UnsupportedMediaTypeError(AvatarError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+class PayloadTooLargeError(AvatarError):
+    code = "payload_too_large"
+    status = 413
+
+
+class AudioTooLongError(AvatarError):
+    code = "audio_too_long"
+    status = 413
+
+
+class NoSpeechError(AvatarError):
+    """The audio decodes, but nobody says anything in it."""
+
+    code = "no_speech"
+    status = 422
+
+
+class NoFaceError(AvatarError):
+    """The photo holds no face the talking head can animate."""
+
+    code = "no_face"
+    status = 422
+
+
+class UnknownPersonaError(AvatarError):
+    code = "unknown_persona"
+    status = 404
+
+
+class NotFoundError(AvatarError):
+    code = "not_found"
+    status = 404
+
+
+class NotReadyError(AvatarError):
+    """The models are still loading, or one failed to load."""
+
+    code = "not_ready"
+    status = 503
+
+
+class ConfigError(AvatarError):
+    """A setting is wrong. The message names the setting and the fix."""
+
+    code = "config_error"
+    status = 500
+
+
+class ModelError(AvatarError):
+    """A model is missing, failed to load, or failed while running."""
+
+    code = "model_error"
+    status = 500

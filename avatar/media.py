@@ -1,0 +1,248 @@
+"""Audio decoding, loudness, WAV writing and MP4 muxing, on PyAV's bundled FFmpeg.
+
+Every function here is blocking; callers in the event loop run them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import wave
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+
+from avatar.backends.base import AudioArray, FrameArray
+from avatar.errors import InvalidAudioError
+
+AudioSource = bytes | str | os.PathLike[str]
+
+
+def decode_audio(source: AudioSource, sample_rate: int, *, max_seconds: float | None = None) -> AudioArray:
+    """Decode any audio container/codec FFmpeg knows to mono float32 at ``sample_rate``.
+
+    Raises InvalidAudioError for empty, undecodable, truncated or over-long input.
+    """
+    if isinstance(source, bytes) and not source:
+        raise InvalidAudioError("The audio file is empty.")
+    if not isinstance(source, bytes) and os.path.getsize(source) == 0:
+        raise InvalidAudioError("The audio file is empty.")
+    head = source[:4096] if isinstance(source, bytes) else _read_head(source)
+    total_size = len(source) if isinstance(source, bytes) else os.path.getsize(source)
+    if _wav_is_truncated(head, total_size):
+        raise InvalidAudioError("The WAV file is truncated: its header promises more audio than the file holds.")
+    try:
+        container = av.open(io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source), mode="r")
+    except (av.error.FFmpegError, ValueError, UnicodeDecodeError):
+        raise InvalidAudioError(
+            "The file is not audio this server can decode (try WAV, MP3, OGG, FLAC, M4A or WebM)."
+        ) from None
+    with container:
+        if not container.streams.audio:
+            raise InvalidAudioError("The file holds no audio stream.")
+        stream = container.streams.audio[0]
+        declared = _declared_seconds(container, stream)
+        if max_seconds is not None and declared is not None and declared > max_seconds + 0.5:
+            _too_long(declared, max_seconds)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        chunks: list[np.ndarray] = []
+        total = 0
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunk = out.to_ndarray().reshape(-1)
+                    chunks.append(chunk)
+                    total += len(chunk)
+                if max_seconds is not None and total > (max_seconds + 0.5) * sample_rate:
+                    _too_long(total / sample_rate, max_seconds)
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+        except av.error.FFmpegError:
+            raise InvalidAudioError("The audio is corrupt or truncated: decoding failed part-way.") from None
+    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    if audio.size == 0:
+        raise InvalidAudioError("The file holds no audio samples.")
+    seconds = audio.size / sample_rate
+    if declared is not None and declared - seconds > max(0.25, 0.05 * declared):
+        raise InvalidAudioError(
+            f"The audio file is truncated: its header promises {declared:.1f} s but only {seconds:.1f} s is there."
+        )
+    if not np.all(np.isfinite(audio)):
+        raise InvalidAudioError("The audio holds invalid (non-finite) samples.")
+    return np.clip(audio, -1.0, 1.0)
+
+
+def _read_head(path: str | os.PathLike[str]) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(4096)
+
+
+def _wav_is_truncated(head: bytes, total_size: int) -> bool:
+    """FFmpeg decodes a cut-off WAV without complaint; its RIFF header tells how much should be there."""
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return False
+    pos = 12
+    while pos + 8 <= len(head):
+        size = int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if head[pos : pos + 4] == b"data":
+            # 0 and 0xFFFFFFFF mean "unknown" (streamed WAV); accept those.
+            return size not in (0, 0xFFFFFFFF) and pos + 8 + size > total_size
+        pos += 8 + size + (size & 1)
+    return False
+
+
+def _declared_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return None
+
+
+def _too_long(seconds: float, limit: float) -> None:
+    raise InvalidAudioError(f"The audio is {seconds:.0f} s long; the limit is {limit:.0f} s.")
+
+
+def rms_dbfs(audio: AudioArray) -> float:
+    """Root-mean-square level in dBFS (-inf for digital silence)."""
+    if audio.size == 0:
+        return float("-inf")
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    return 20 * np.log10(rms) if rms > 0 else float("-inf")
+
+
+def normalize_loudness(audio: AudioArray, target_dbfs: float = -20.0, peak: float = 0.95) -> AudioArray:
+    """Scale speech to ``target_dbfs`` RMS over its voiced part, limiting peaks softly."""
+    if audio.size == 0:
+        return audio
+    frame = 480
+    usable = audio[: audio.size // frame * frame].reshape(-1, frame) if audio.size >= frame else audio[None, :]
+    frame_rms = np.sqrt(np.mean(np.square(usable, dtype=np.float64), axis=1))
+    loud = frame_rms[frame_rms > frame_rms.max() * 0.1] if frame_rms.max() > 0 else frame_rms
+    level = float(np.sqrt(np.mean(np.square(loud)))) if loud.size else 0.0
+    if level < 1e-5:
+        return audio
+    out = audio * (10 ** (target_dbfs / 20) / level)
+    # Soft-knee limiter: tanh above the knee keeps peaks under `peak` without hard clipping.
+    knee = 0.8 * peak
+    over = np.abs(out) > knee
+    out[over] = np.sign(out[over]) * (knee + (peak - knee) * np.tanh((np.abs(out[over]) - knee) / (peak - knee)))
+    return out.astype(np.float32)
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """A temporary path beside ``target`` that becomes ``target`` only if the block succeeds."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=target.suffix, dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def wav_bytes(audio: AudioArray, sample_rate: int) -> bytes:
+    """16-bit PCM mono WAV."""
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(sample_rate)
+        wav.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+def write_wav(path: Path, audio: AudioArray, sample_rate: int) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(wav_bytes(audio, sample_rate))
+    return path
+
+
+def fit_audio_to_frames(audio: AudioArray, sample_rate: int, frames: int, fps: int) -> AudioArray:
+    """Pad (with silence) or trim audio to exactly ``frames / fps`` seconds, so both streams end together."""
+    want = round(frames * sample_rate / fps)
+    if audio.size >= want:
+        return audio[:want]
+    return np.concatenate([audio, np.zeros(want - audio.size, np.float32)])
+
+
+def write_mp4(
+    path: Path,
+    frames: Iterable[FrameArray],
+    audio: AudioArray,
+    sample_rate: int,
+    fps: int,
+    *,
+    crf: int = 23,
+    preset: str = "veryfast",
+) -> Path:
+    """Mux RGB frames (H.264, yuv420p) and mono audio (AAC) into a streamable MP4, atomically.
+
+    ``frames`` may be an iterator of single frames or of (n, h, w, 3) chunks.
+    """
+    with atomic_path(path) as tmp, av.open(os.fspath(tmp), mode="w", format="mp4",
+                                          options={"movflags": "+faststart"}) as out:
+        video = None
+        audio_stream = out.add_stream("aac", rate=sample_rate, layout="mono")
+        audio_stream.bit_rate = 96_000
+        for chunk in frames:
+            batch = chunk[None] if chunk.ndim == 3 else chunk
+            if video is None:
+                video = out.add_stream("libx264", rate=Fraction(fps), options={"crf": str(crf), "preset": preset})
+                video.height, video.width = int(batch.shape[1]), int(batch.shape[2])
+                video.pix_fmt = "yuv420p"
+            for image in batch:
+                out.mux(video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
+        if video is None:
+            raise ValueError("write_mp4 needs at least one frame")
+        out.mux(video.encode(None))
+        _encode_audio(out, audio_stream, audio, sample_rate)
+    return path
+
+
+def _encode_audio(out: av.container.OutputContainer, stream: av.audio.stream.AudioStream, audio: AudioArray,
+                  sample_rate: int) -> None:
+    block = 1024
+    for start in range(0, audio.size, block):
+        piece = np.ascontiguousarray(audio[start : start + block], dtype=np.float32)[None, :]
+        frame = av.AudioFrame.from_ndarray(piece, format="flt", layout="mono")
+        frame.sample_rate = sample_rate
+        frame.pts = start
+        frame.time_base = Fraction(1, sample_rate)
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
+
+
+def probe_mp4(path: Path) -> dict[str, float | int | str]:
+    """Codec names, frame count and stream durations of an MP4 (for tests, eval and the CLI)."""
+    with av.open(os.fspath(path)) as container:
+        v = container.streams.video[0]
+        a = container.streams.audio[0]
+        frames = sum(1 for _ in container.decode(v))
+        return {
+            "video_codec": v.codec_context.name,
+            "audio_codec": a.codec_context.name,
+            "width": v.codec_context.width,
+            "height": v.codec_context.height,
+            "frames": frames,
+            "fps": float(v.average_rate or 0),
+            "video_seconds": _seconds(v) if v.duration else frames / float(v.average_rate or 1),
+            "audio_seconds": _seconds(a),
+            "sample_rate": a.codec_context.sample_rate,
+        }
+
+
+def _seconds(stream: av.stream.Stream) -> float:
+    if stream.duration is None or stream.time_base is None:
+        return 0.0
+    return float(stream.duration * stream.time_base)

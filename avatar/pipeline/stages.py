@@ -1,0 +1,176 @@
+"""The stages of a conversation turn. Each is a small class with one async method; the model comes in
+through the constructor, and every blocking call runs in a worker thread so the event loop never stalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from avatar import media
+from avatar.backends.base import (
+    AudioArray,
+    ChatMessage,
+    ChatModel,
+    FaceAnimator,
+    FrameArray,
+    PreparedFace,
+    SpeechRecognizer,
+    SpeechSynthesizer,
+    Transcript,
+)
+from avatar.errors import InvalidImageError, ModelError, NoSpeechError
+from avatar.personas import Persona
+from avatar.pipeline.text import clean_reply, split_sentences
+
+log = logging.getLogger(__name__)
+
+SILENCE_DBFS = -60.0
+
+
+class TranscribeStage:
+    """16 kHz audio → the words in it. No words → NoSpeechError."""
+
+    def __init__(self, asr: SpeechRecognizer) -> None:
+        self.asr = asr
+
+    async def __call__(self, audio: AudioArray, language: str | None = None) -> Transcript:
+        if media.rms_dbfs(audio) < SILENCE_DBFS:
+            raise NoSpeechError("The recording is silent: no speech was heard. Check the microphone and try again.")
+        transcript = await asyncio.to_thread(self.asr.transcribe, audio, language=language)
+        if not any(ch.isalnum() for ch in transcript.text):
+            raise NoSpeechError("No speech was recognised in the recording. Speak clearly and try again.")
+        return transcript
+
+
+class RespondStage:
+    """The persona's reply to what the user said, short and speakable.
+
+    The model's tokens are streamed and generation stops as soon as ``max_sentences`` sentences are
+    complete; a failed or empty generation gives the persona's fallback reply instead of an error.
+    """
+
+    def __init__(self, llm: ChatModel, *, max_new_tokens: int = 60, max_sentences: int = 2) -> None:
+        self.llm = llm
+        self.max_new_tokens = max_new_tokens
+        self.max_sentences = max_sentences
+
+    def messages(self, persona: Persona, history: Sequence[ChatMessage], user_text: str) -> list[ChatMessage]:
+        return [ChatMessage("system", persona.system_prompt), *history, ChatMessage("user", user_text)]
+
+    def _generate(self, messages: list[ChatMessage]) -> str:
+        text = ""
+        pieces = self.llm.stream(messages, max_new_tokens=self.max_new_tokens)
+        try:
+            for piece in pieces:
+                text += piece
+                # A sentence is complete once the next one has begun.
+                if len(split_sentences(text)) > self.max_sentences:
+                    break
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()  # stops generation early
+        return text
+
+    async def __call__(self, persona: Persona, history: Sequence[ChatMessage], user_text: str) -> tuple[str, bool]:
+        """The reply and whether it is the fallback."""
+        messages = self.messages(persona, history, user_text)
+        try:
+            raw = await asyncio.to_thread(self._generate, messages)
+        except Exception as exc:  # noqa: BLE001 - any model failure degrades to the fallback reply
+            log.warning("llm failed; using fallback reply", extra={"error": f"{type(exc).__name__}: {exc}"})
+            return persona.fallback_reply, True
+        reply = clean_reply(raw, self.max_sentences)
+        if not any(ch.isalpha() for ch in reply):
+            log.warning("llm reply empty; using fallback reply", extra={"raw": raw[:200]})
+            return persona.fallback_reply, True
+        return reply, False
+
+
+class SpeakStage:
+    """Text → the persona's voice, loudness-normalised."""
+
+    def __init__(self, tts: SpeechSynthesizer) -> None:
+        self.tts = tts
+
+    @property
+    def sample_rate(self) -> int:
+        return self.tts.sample_rate
+
+    async def __call__(self, text: str, persona: Persona) -> AudioArray:
+        audio = await asyncio.to_thread(self.tts.synthesize, text, persona.voice_spec)
+        if audio.size == 0:
+            raise ModelError(f"The speech synthesiser produced no audio for {text[:80]!r}.")
+        return audio
+
+
+class AnimateStage:
+    """Reply audio + the persona's photo → video frames. Prepared faces are cached per photo."""
+
+    def __init__(self, animator: FaceAnimator, cache_size: int = 16) -> None:
+        self.animator = animator
+        self._faces: OrderedDict[str, PreparedFace] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    @property
+    def fps(self) -> int:
+        return self.animator.fps
+
+    def prepare_path(self, image_path: Path) -> PreparedFace:
+        """The prepared face of a photo file, from the cache when the file is unchanged (blocking)."""
+        key = f"{image_path.resolve()}:{image_path.stat().st_mtime_ns}"
+        return self._prepared(key, lambda: load_image(image_path.read_bytes()))
+
+    def prepare_bytes(self, data: bytes) -> PreparedFace:
+        """The prepared face of an uploaded photo, cached by content (blocking)."""
+        return self._prepared(hashlib.sha256(data).hexdigest(), lambda: load_image(data))
+
+    def _prepared(self, key: str, read: Callable[[], FrameArray]) -> PreparedFace:
+        with self._lock:
+            face = self._faces.get(key)
+            if face is not None:
+                self._faces.move_to_end(key)
+                return face
+        face = self.animator.prepare(read())
+        with self._lock:
+            self._faces[key] = face
+            while len(self._faces) > self._cache_size:
+                self._faces.popitem(last=False)
+        return face
+
+    async def face_for(self, image_path: Path) -> PreparedFace:
+        return await asyncio.to_thread(self.prepare_path, image_path)
+
+    async def __call__(self, face: PreparedFace, audio: AudioArray, sample_rate: int) -> FrameArray:
+        return await asyncio.to_thread(self.animator.render, face, audio, sample_rate)
+
+
+class MuxStage:
+    """Frames + audio → an H.264/AAC MP4 whose streams start and end together."""
+
+    async def __call__(self, path: Path, frames: FrameArray, audio: AudioArray, sample_rate: int, fps: int) -> Path:
+        fitted = media.fit_audio_to_frames(audio, sample_rate, len(frames), fps)
+        return await asyncio.to_thread(media.write_mp4, path, frames, fitted, sample_rate, fps)
+
+
+def load_image(data: bytes) -> FrameArray:
+    """Decode a photo to RGB uint8, honouring EXIF orientation."""
+    import io
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            upright = ImageOps.exif_transpose(opened)
+            return np.asarray(upright.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise InvalidImageError("The photo could not be read; upload a JPEG or PNG image.") from None

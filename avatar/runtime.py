@@ -1,0 +1,66 @@
+"""Everything a running product holds: settings, personas, the model registry and the pipeline.
+
+Built from Settings, started once (load, warm, prepare every persona's voice and face), closed once.
+The CLI and the HTTP server both use it, so a turn runs the same way from either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from avatar.backends.factory import model_specs
+from avatar.config import Settings
+from avatar.errors import ModelError
+from avatar.personas import PersonaStore
+from avatar.pipeline import Pipeline
+from avatar.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+ALL_KINDS = ("asr", "llm", "tts", "face")
+
+
+class Runtime:
+    def __init__(self, settings: Settings, kinds: tuple[str, ...] = ALL_KINDS) -> None:
+        self.settings = settings
+        self.personas = PersonaStore(settings.assets_dir / "personas")
+        self.personas.get(settings.default_persona)  # a wrong default fails at start-up, not per request
+        self.registry = ModelRegistry(model_specs(settings, kinds))
+        self._pipeline: Pipeline | None = None
+
+    def start_blocking(self) -> None:
+        """Load and warm every model, then prepare each persona (voice conditioning, face)."""
+        self.registry.load_all()
+        if self.registry.failed:
+            return
+        if {"tts", "face"} <= {k for k in self.registry.states()}:
+            pipeline = self.pipeline
+            for persona in self.personas:
+                pipeline.speak.tts.prepare_voice(persona.voice_spec)
+                pipeline.animate.prepare_path(persona.image_path)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.start_blocking)
+
+    def require_ready(self) -> None:
+        if not self.registry.ready:
+            raise ModelError("Models failed to load:\n  " + "\n  ".join(self.registry.failures()))
+
+    @property
+    def pipeline(self) -> Pipeline:
+        if self._pipeline is None:
+            s = self.settings
+            self._pipeline = Pipeline.from_registry(
+                self.registry,
+                self.personas,
+                max_new_tokens=s.llm_max_new_tokens,
+                history_turns=s.llm_history_turns,
+                session_ttl=s.session_ttl_seconds,
+                max_text_chars=s.max_text_chars,
+                default_persona=s.default_persona,
+            )
+        return self._pipeline
+
+    def close(self) -> None:
+        self.registry.close()

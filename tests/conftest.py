@@ -1,0 +1,69 @@
+"""Shared fixtures: settings isolated from the environment, real speech, the embedded runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avatar import embedded, media
+from avatar.backends.base import ASR_SAMPLE_RATE, AudioArray, VoiceSpec
+from avatar.config import PROJECT_ROOT, Settings, load_settings
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Default settings (the embedded models) with outputs in a temporary folder; the real
+    environment is ignored so a developer's AVATAR_* variables cannot change the tests."""
+    return load_settings({}, output_dir=tmp_path_factory.mktemp("results"))
+
+
+@pytest.fixture(scope="session")
+def prepared_models(settings: Settings) -> Path:
+    missing = [m.folder for m in embedded.EMBEDDED if not embedded.is_prepared(settings.models_dir, m)]
+    if missing:
+        pytest.fail(f"embedded models not prepared ({', '.join(missing)}): run `make test`, which prepares them")
+    return settings.models_dir
+
+
+@pytest.fixture(scope="session")
+def speech() -> Callable[[str], AudioArray]:
+    """Real speech at 24 kHz from the embedded TTS."""
+    from avatar.backends.hibari_tts import HibariSynthesizer
+
+    tts = HibariSynthesizer()
+    return lambda text: tts.synthesize(text, VoiceSpec("test"))
+
+
+@pytest.fixture(scope="session")
+def spoken_wav(speech: Callable[[str], AudioArray]) -> Callable[[str], bytes]:
+    """A WAV file (bytes) of the text spoken."""
+    return lambda text: media.wav_bytes(speech(text), 24_000)
+
+
+@pytest.fixture(scope="session")
+def runtime(settings: Settings, prepared_models: Path) -> Iterator[object]:
+    """Every embedded model loaded and warm, once for the whole session."""
+    from avatar.runtime import Runtime
+
+    rt = Runtime(settings)
+    rt.start_blocking()
+    rt.require_ready()
+    yield rt
+    rt.close()
+
+
+@pytest.fixture(scope="session")
+def to_asr() -> Callable[[bytes], AudioArray]:
+    return lambda wav: media.decode_audio(wav, ASR_SAMPLE_RATE)
+
+
+@pytest.fixture(scope="session")
+def portrait() -> Path:
+    return PROJECT_ROOT / "assets" / "personas" / "eileen" / "portrait.png"
+
+
+def silence(seconds: float, rate: int = 24_000) -> AudioArray:
+    return np.zeros(int(seconds * rate), np.float32)

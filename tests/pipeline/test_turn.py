@@ -1,0 +1,126 @@
+"""A whole turn through the real embedded models: speech in, a talking-head MP4 out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avatar import media
+from avatar.errors import InvalidRequestError, NoSpeechError, UnknownPersonaError
+from avatar.quality import lipsync
+from avatar.runtime import Runtime
+
+QUESTION = "What was it like to fly the Space Shuttle?"
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+@pytest.fixture(scope="module")
+def turn(runtime: Runtime, spoken_wav, to_asr, tmp_path_factory) -> tuple[object, Path]:
+    out = tmp_path_factory.mktemp("turn")
+    audio = to_asr(spoken_wav(QUESTION))
+    result = asyncio.run(runtime.pipeline.run(out, audio=audio))
+    return result, out
+
+
+def test_transcript_holds_the_question(turn) -> None:
+    result, _ = turn
+    assert {"fly", "space", "shuttle"} <= words(result.transcript)
+
+
+def test_reply_is_short_spoken_text(turn) -> None:
+    result, _ = turn
+    assert any(ch.isalpha() for ch in result.reply)
+    assert "*" not in result.reply and "\n" not in result.reply
+    assert result.degraded == []
+
+
+def test_summary_file_has_every_stage(turn) -> None:
+    result, out = turn
+    summary = json.loads((out / "turn.json").read_text())
+    assert summary["transcript"] == result.transcript and summary["reply"] == result.reply
+    assert set(summary["timings"]) == {"asr", "llm", "tts", "avatar", "mux", "total"}
+    assert set(summary["rtf"]) >= {"tts", "avatar"}
+    assert summary["timings"]["total"] >= sum(v for k, v in summary["timings"].items() if k != "total") * 0.99
+    assert summary["models"]["asr"].startswith("faster-whisper")
+    assert summary["audio_seconds"] > 0.5
+
+
+def test_mp4_has_h264_and_aac_of_equal_length(turn) -> None:
+    result, _ = turn
+    info = media.probe_mp4(result.video_path)
+    assert info["video_codec"] == "h264" and info["audio_codec"] == "aac"
+    assert (info["width"], info["height"]) == (512, 512)
+    frame = 1 / info["fps"]
+    assert abs(info["video_seconds"] - info["audio_seconds"]) <= frame + 1e-6
+    assert abs(info["video_seconds"] - result.audio_seconds) <= frame + 1e-6
+    wav = media.decode_audio(result.audio_path, 24_000)
+    assert abs(wav.size / 24_000 - result.audio_seconds) < 0.01
+
+
+def test_lips_move_with_the_reply(turn, prepared_models: Path) -> None:
+    result, _ = turn
+    score = lipsync.measure_video(result.video_path, prepared_models / "face" / "face_landmarker.task")
+    assert score.faces_found >= 0.95 * score.frames
+    assert score.peak_correlation > 0.5, score
+    assert abs(score.lag_ms) <= 40, score
+
+
+def test_mouth_rests_in_silence(runtime: Runtime, speech) -> None:
+    rate = 24_000
+    audio = np.concatenate([np.zeros(rate, np.float32), speech("Hello there, how are you today?"),
+                            np.zeros(rate, np.float32)])
+    stage = runtime.pipeline.animate
+    face = stage.prepare_path(runtime.personas.get("eileen").image_path)
+    frames = asyncio.run(stage(face, audio, rate))
+    meter = lipsync.MouthMeter(runtime.settings.model_path(runtime.settings.face_model))
+    try:
+        opening = meter.openings(frames)
+    finally:
+        meter.close()
+    fps = stage.fps
+    silent = np.concatenate([opening[: fps // 2], opening[-fps // 2 :]])
+    speaking = opening[fps + 5 : -fps - 5]
+    assert np.nanmax(speaking) > 2.5 * np.nanmax(silent), (np.nanmax(speaking), np.nanmax(silent))
+    assert np.nanstd(silent) < 0.01
+
+
+def test_text_turn_skips_recognition_and_keeps_history(runtime: Runtime, tmp_path: Path) -> None:
+    pipeline = runtime.pipeline
+    first = asyncio.run(pipeline.run(tmp_path / "a", text="My name is Sam."))
+    assert first.transcript is None and "asr" not in first.timings
+    second = asyncio.run(pipeline.run(tmp_path / "b", text="What is my name?", session_id=first.session_id))
+    assert second.session_id == first.session_id
+    session = pipeline.sessions.get(first.session_id, "eileen")
+    assert [m.content for m in session.history[::2]] == ["My name is Sam.", "What is my name?"]
+
+
+def test_second_turn_loads_nothing(runtime: Runtime, tmp_path: Path) -> None:
+    before = runtime.registry.states()
+    asyncio.run(runtime.pipeline.run(tmp_path, text="Tell me about the Moon."))
+    assert runtime.registry.states() == before  # same load times: nothing was loaded again
+    assert all(s["state"] == "ready" for s in before.values())
+
+
+def test_silence_is_no_speech_and_leaves_nothing(runtime: Runtime, tmp_path: Path) -> None:
+    quiet = (np.random.default_rng(0).standard_normal(16_000 * 2) * 1e-4).astype(np.float32)
+    with pytest.raises(NoSpeechError):
+        asyncio.run(runtime.pipeline.run(tmp_path, audio=np.zeros(32_000, np.float32)))
+    with pytest.raises(NoSpeechError):
+        asyncio.run(runtime.pipeline.run(tmp_path, audio=quiet))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_persona_and_bad_text(runtime: Runtime, tmp_path: Path) -> None:
+    with pytest.raises(UnknownPersonaError, match="eileen"):
+        asyncio.run(runtime.pipeline.run(tmp_path, text="Hi", persona="../../etc"))
+    with pytest.raises(InvalidRequestError):
+        asyncio.run(runtime.pipeline.run(tmp_path, text="   "))
+    assert list(tmp_path.iterdir()) == []

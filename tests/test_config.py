@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from avatar.config import load_settings
+from avatar.errors import ConfigError
+
+
+def test_defaults_need_no_configuration() -> None:
+    s = load_settings({})
+    backends = (s.asr_backend, s.llm_backend, s.tts_backend, s.face_backend)
+    assert backends == ("whisper", "transformers", "hibari", "puppet")
+    assert s.model_path(s.asr_model) == s.models_dir / "whisper-tiny.en"
+
+
+def test_environment_is_parsed_and_typed() -> None:
+    s = load_settings({"AVATAR_PORT": "9000", "AVATAR_ASR_VAD": "off", "AVATAR_MAX_UPLOAD_MB": "2.5"})
+    assert s.port == 9000 and s.asr_vad is False and s.max_upload_mb == 2.5
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"AVATAR_PORT": "eighty"}, "AVATAR_PORT"),
+        ({"AVATAR_TTS_BACKEND": "espeak"}, "AVATAR_TTS_BACKEND"),
+        ({"AVATAR_FPS": "0"}, "AVATAR_FPS"),
+        ({"AVATAR_ASR_DEVICE": "tpu"}, "AVATAR_ASR_DEVICE"),
+        ({"AVATAR_CONFIG": "/nonexistent/avatar.toml"}, "AVATAR_CONFIG"),
+    ],
+)
+def test_bad_setting_names_itself(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_settings(env)
+
+
+def test_toml_file_and_environment_precedence(tmp_path: Path) -> None:
+    path = tmp_path / "avatar.toml"
+    path.write_text('[avatar]\nport = 7000\nfps = 30\n')
+    s = load_settings({"AVATAR_CONFIG": str(path), "AVATAR_PORT": "7001"})
+    assert s.fps == 30 and s.port == 7001
+    path.write_text("[avatar]\nspeed_of_light = 3\n")
+    with pytest.raises(ConfigError, match="Unknown setting 'speed_of_light'"):
+        load_settings({"AVATAR_CONFIG": str(path)})
