@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--force", action="store_true")
     pull = msub.add_parser("pull", help="download a production model from the Hugging Face hub")
     pull.add_argument("name")
+
+    from avatar.bench.commands import add_commands
+
+    add_commands(sub)  # bench, eval
     return p
 
 
@@ -88,6 +92,8 @@ def _quiet_libraries(*, offline: bool) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if offline:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -118,6 +124,10 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         return 0
     if command == "models":
         return _models(args)
+    if command in ("bench", "eval"):
+        from avatar.bench.commands import run
+
+        return run(args)
     raise InvalidRequestError(f"unknown command {command}")  # pragma: no cover - argparse rejects it first
 
 

@@ -60,6 +60,7 @@ class Settings:
     ditto_checkpoints: str = ""
     video_size: int = 512
     fps: int = 25
+    overlap: bool = True  # speak and animate sentence k while the model writes sentence k+1
 
     max_upload_mb: float = 20.0
     max_audio_seconds: float = 60.0

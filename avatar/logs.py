@@ -12,11 +12,19 @@ import sys
 
 import structlog
 
+
+def _drop_color_message(logger: object, method: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
+    # uvicorn passes an ANSI-coloured copy of each message as an `extra`; the plain one is enough.
+    event.pop("color_message", None)
+    return event
+
+
 _SHARED: list[structlog.types.Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.stdlib.ExtraAdder(),
+    _drop_color_message,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
 

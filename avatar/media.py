@@ -45,7 +45,7 @@ def decode_audio(source: AudioSource, sample_rate: int, *, max_seconds: float | 
         ) from None
     with container:
         if not container.streams.audio:
-            raise InvalidAudioError("The file holds no audio stream.")
+            raise InvalidAudioError("The file holds no audio stream: it is not audio (an image or a silent video?).")
         stream = container.streams.audio[0]
         declared = _declared_seconds(container, stream)
         if max_seconds is not None and declared is not None and declared > max_seconds + 0.5:
@@ -136,13 +136,22 @@ def normalize_loudness(audio: AudioArray, target_dbfs: float = -20.0, peak: floa
     return out.astype(np.float32)
 
 
+def _temporary_beside(target: Path) -> Path:
+    """An empty file next to ``target`` (same file system, so the final rename is atomic), with the
+    permissions a plainly created file would get (mkstemp's are owner-only)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=target.suffix, dir=target.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+    os.close(fd)
+    return Path(tmp)
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """A temporary path beside ``target`` that becomes ``target`` only if the block succeeds."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=target.suffix, dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _temporary_beside(target)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -176,6 +185,81 @@ def fit_audio_to_frames(audio: AudioArray, sample_rate: int, frames: int, fps: i
     return np.concatenate([audio, np.zeros(want - audio.size, np.float32)])
 
 
+class Mp4Writer:
+    """An MP4 written incrementally: H.264 (yuv420p) video and mono AAC audio, chunk by chunk.
+
+    The file appears at ``path`` only when ``close()`` succeeds; ``abort()``, or an exception inside a
+    ``with`` block, leaves nothing. Each stream is timed by its own count of frames or samples, so they
+    stay in step when the caller feeds matching lengths.
+    """
+
+    def __init__(self, path: Path, sample_rate: int, fps: int, *, crf: int = 23, preset: str = "veryfast") -> None:
+        self.path = path
+        self.sample_rate = sample_rate
+        self.fps = fps
+        self._tmp = _temporary_beside(path)
+        self._out = av.open(os.fspath(self._tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
+        self._video_options = {"crf": str(crf), "preset": preset}
+        self._video: av.video.stream.VideoStream | None = None
+        self._audio = self._out.add_stream("aac", rate=sample_rate, layout="mono")
+        self._audio.bit_rate = 96_000
+        self._samples = 0
+        self.frames = 0
+
+    def write_video(self, frames: FrameArray) -> None:
+        """Append frames, shape (n, h, w, 3) or (h, w, 3), RGB uint8."""
+        batch = frames[None] if frames.ndim == 3 else frames
+        if self._video is None:
+            self._video = self._out.add_stream("libx264", rate=Fraction(self.fps), options=self._video_options)
+            self._video.height, self._video.width = int(batch.shape[1]), int(batch.shape[2])
+            self._video.pix_fmt = "yuv420p"
+        for image in batch:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            self._out.mux(self._video.encode(frame))
+            self.frames += 1
+
+    def write_audio(self, audio: AudioArray, block: int = 1024) -> None:
+        for start in range(0, audio.size, block):
+            piece = np.ascontiguousarray(audio[start : start + block], dtype=np.float32)[None, :]
+            frame = av.AudioFrame.from_ndarray(piece, format="flt", layout="mono")
+            frame.sample_rate = self.sample_rate
+            frame.pts = self._samples
+            frame.time_base = Fraction(1, self.sample_rate)
+            self._samples += piece.shape[1]
+            self._out.mux(self._audio.encode(frame))
+
+    def close(self) -> Path:
+        """Flush both encoders and move the finished file into place."""
+        try:
+            if self._video is None:
+                raise ValueError("an MP4 needs at least one video frame")
+            self._out.mux(self._video.encode(None))
+            self._out.mux(self._audio.encode(None))
+            self._out.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Discard everything written so far."""
+        try:
+            self._out.close()
+        except (av.error.FFmpegError, ValueError):
+            pass
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> Mp4Writer:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
 def write_mp4(
     path: Path,
     frames: Iterable[FrameArray],
@@ -186,41 +270,15 @@ def write_mp4(
     crf: int = 23,
     preset: str = "veryfast",
 ) -> Path:
-    """Mux RGB frames (H.264, yuv420p) and mono audio (AAC) into a streamable MP4, atomically.
+    """Mux RGB frames and mono audio into a streamable MP4, atomically.
 
-    ``frames`` may be an iterator of single frames or of (n, h, w, 3) chunks.
+    ``frames`` may be an (n, h, w, 3) array or an iterable of single frames or of chunks.
     """
-    with atomic_path(path) as tmp, av.open(os.fspath(tmp), mode="w", format="mp4",
-                                          options={"movflags": "+faststart"}) as out:
-        video = None
-        audio_stream = out.add_stream("aac", rate=sample_rate, layout="mono")
-        audio_stream.bit_rate = 96_000
+    with Mp4Writer(path, sample_rate, fps, crf=crf, preset=preset) as writer:
         for chunk in frames:
-            batch = chunk[None] if chunk.ndim == 3 else chunk
-            if video is None:
-                video = out.add_stream("libx264", rate=Fraction(fps), options={"crf": str(crf), "preset": preset})
-                video.height, video.width = int(batch.shape[1]), int(batch.shape[2])
-                video.pix_fmt = "yuv420p"
-            for image in batch:
-                out.mux(video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
-        if video is None:
-            raise ValueError("write_mp4 needs at least one frame")
-        out.mux(video.encode(None))
-        _encode_audio(out, audio_stream, audio, sample_rate)
+            writer.write_video(chunk)
+        writer.write_audio(audio)
     return path
-
-
-def _encode_audio(out: av.container.OutputContainer, stream: av.audio.stream.AudioStream, audio: AudioArray,
-                  sample_rate: int) -> None:
-    block = 1024
-    for start in range(0, audio.size, block):
-        piece = np.ascontiguousarray(audio[start : start + block], dtype=np.float32)[None, :]
-        frame = av.AudioFrame.from_ndarray(piece, format="flt", layout="mono")
-        frame.sample_rate = sample_rate
-        frame.pts = start
-        frame.time_base = Fraction(1, sample_rate)
-        out.mux(stream.encode(frame))
-    out.mux(stream.encode(None))
 
 
 def probe_mp4(path: Path) -> dict[str, float | int | str]:

@@ -59,6 +59,7 @@ class Runtime:
                 session_ttl=s.session_ttl_seconds,
                 max_text_chars=s.max_text_chars,
                 default_persona=s.default_persona,
+                overlapped=s.overlap,
             )
         return self._pipeline
 

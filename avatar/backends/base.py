@@ -116,8 +116,18 @@ class FaceAnimator(Backend, Protocol):
         """Locate and prepare the face in an RGB photo (h, w, 3). Raises NoFaceError."""
         ...
 
-    def render(self, face: PreparedFace, audio: AudioArray, sample_rate: int) -> FrameArray:
-        """Frames of the face speaking ``audio``: ``frame_count(len(audio)/sample_rate, fps)``."""
+    def render(self, face: PreparedFace, audio: AudioArray, sample_rate: int, *, start_frame: int = 0) -> FrameArray:
+        """Frames of the face speaking ``audio``: ``frame_count(len(audio)/sample_rate, fps)``.
+
+        ``start_frame`` is the clip's first frame on the reply's timeline, so idle motion (blinks,
+        head sway) continues across clips rendered one sentence at a time.
+        """
+        ...
+
+    def render_chunks(
+        self, face: PreparedFace, audio: AudioArray, sample_rate: int, chunk_frames: int = 25, *, start_frame: int = 0
+    ) -> Iterator[FrameArray]:
+        """The frames of ``render`` in consecutive chunks, each yielded as soon as it is drawn."""
         ...
 
 

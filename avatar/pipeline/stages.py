@@ -9,7 +9,7 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from avatar.backends.base import (
 from avatar.errors import InvalidImageError, ModelError, NoSpeechError
 from avatar.personas import Persona
 from avatar.pipeline.text import clean_reply, split_sentences
+from avatar.pipeline.threads import run_blocking
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +45,18 @@ class TranscribeStage:
     async def __call__(self, audio: AudioArray, language: str | None = None) -> Transcript:
         if media.rms_dbfs(audio) < SILENCE_DBFS:
             raise NoSpeechError("The recording is silent: no speech was heard. Check the microphone and try again.")
-        transcript = await asyncio.to_thread(self.asr.transcribe, audio, language=language)
+        transcript = await run_blocking(self.asr.transcribe, audio, language=language)
         if not any(ch.isalnum() for ch in transcript.text):
             raise NoSpeechError("No speech was recognised in the recording. Speak clearly and try again.")
         return transcript
 
 
 class RespondStage:
-    """The persona's reply to what the user said, short and speakable.
+    """The persona's reply to what the user said, short and speakable, sentence by sentence.
 
-    The model's tokens are streamed and generation stops as soon as ``max_sentences`` sentences are
-    complete; a failed or empty generation gives the persona's fallback reply instead of an error.
+    The model's tokens are streamed; each sentence is cleaned and handed on as soon as the next one
+    begins, and generation stops once ``max_sentences`` are complete. A failed or empty generation
+    gives the persona's fallback reply instead of an error.
     """
 
     def __init__(self, llm: ChatModel, *, max_new_tokens: int = 60, max_sentences: int = 2) -> None:
@@ -65,34 +67,75 @@ class RespondStage:
     def messages(self, persona: Persona, history: Sequence[ChatMessage], user_text: str) -> list[ChatMessage]:
         return [ChatMessage("system", persona.system_prompt), *history, ChatMessage("user", user_text)]
 
-    def _generate(self, messages: list[ChatMessage]) -> str:
-        text = ""
+    def generate_sentences(self, messages: list[ChatMessage], emit: Callable[[str], object]) -> int:
+        """Stream the model, calling ``emit`` with each finished, cleaned sentence (blocking).
+
+        Returns how many sentences were emitted. A trailing fragment cut off by the token limit is
+        kept only if it is all there is.
+        """
+        text, used, emitted = "", 0, 0
+
+        def take(part: str) -> None:
+            nonlocal emitted
+            sentence = clean_reply(part, 1)
+            if any(ch.isalpha() for ch in sentence):
+                emit(sentence)
+                emitted += 1
+
         pieces = self.llm.stream(messages, max_new_tokens=self.max_new_tokens)
         try:
             for piece in pieces:
                 text += piece
+                parts = split_sentences(text)
                 # A sentence is complete once the next one has begun.
-                if len(split_sentences(text)) > self.max_sentences:
+                while used < len(parts) - 1 and emitted < self.max_sentences:
+                    take(parts[used])
+                    used += 1
+                if emitted >= self.max_sentences:
                     break
         finally:
             close = getattr(pieces, "close", None)
             if close is not None:
                 close()  # stops generation early
-        return text
+        parts = split_sentences(text)
+        if emitted < self.max_sentences and used < len(parts):
+            tail = parts[used]
+            if emitted == 0 or tail.rstrip().endswith((".", "!", "?")):
+                take(tail)
+        return emitted
+
+    async def sentences(
+        self, persona: Persona, history: Sequence[ChatMessage], user_text: str
+    ) -> AsyncGenerator[tuple[str, bool], None]:
+        """(sentence, is_fallback) pairs as the model finishes them, while it keeps generating."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        messages = self.messages(persona, history, user_text)
+
+        def work() -> None:
+            try:
+                self.generate_sentences(messages, lambda s: loop.call_soon_threadsafe(queue.put_nowait, s))
+            except Exception as exc:  # noqa: BLE001 - any model failure degrades to the fallback reply
+                log.warning("llm failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        worker = asyncio.ensure_future(run_blocking(work))
+        count = 0
+        try:
+            while (sentence := await queue.get()) is not None:
+                count += 1
+                yield sentence, False
+            if count == 0:
+                log.warning("llm reply empty; using fallback reply")
+                yield persona.fallback_reply, True
+        finally:
+            await worker  # the model is never left running into the next turn
 
     async def __call__(self, persona: Persona, history: Sequence[ChatMessage], user_text: str) -> tuple[str, bool]:
-        """The reply and whether it is the fallback."""
-        messages = self.messages(persona, history, user_text)
-        try:
-            raw = await asyncio.to_thread(self._generate, messages)
-        except Exception as exc:  # noqa: BLE001 - any model failure degrades to the fallback reply
-            log.warning("llm failed; using fallback reply", extra={"error": f"{type(exc).__name__}: {exc}"})
-            return persona.fallback_reply, True
-        reply = clean_reply(raw, self.max_sentences)
-        if not any(ch.isalpha() for ch in reply):
-            log.warning("llm reply empty; using fallback reply", extra={"raw": raw[:200]})
-            return persona.fallback_reply, True
-        return reply, False
+        """The whole reply and whether it is the fallback."""
+        parts = [part async for part in self.sentences(persona, history, user_text)]
+        return " ".join(text for text, _ in parts), any(fallback for _, fallback in parts)
 
 
 class SpeakStage:
@@ -106,7 +149,7 @@ class SpeakStage:
         return self.tts.sample_rate
 
     async def __call__(self, text: str, persona: Persona) -> AudioArray:
-        audio = await asyncio.to_thread(self.tts.synthesize, text, persona.voice_spec)
+        audio = await run_blocking(self.tts.synthesize, text, persona.voice_spec)
         if audio.size == 0:
             raise ModelError(f"The speech synthesiser produced no audio for {text[:80]!r}.")
         return audio
@@ -148,10 +191,10 @@ class AnimateStage:
         return face
 
     async def face_for(self, image_path: Path) -> PreparedFace:
-        return await asyncio.to_thread(self.prepare_path, image_path)
+        return await run_blocking(self.prepare_path, image_path)
 
     async def __call__(self, face: PreparedFace, audio: AudioArray, sample_rate: int) -> FrameArray:
-        return await asyncio.to_thread(self.animator.render, face, audio, sample_rate)
+        return await run_blocking(self.animator.render, face, audio, sample_rate)
 
 
 class MuxStage:
@@ -159,7 +202,7 @@ class MuxStage:
 
     async def __call__(self, path: Path, frames: FrameArray, audio: AudioArray, sample_rate: int, fps: int) -> Path:
         fitted = media.fit_audio_to_frames(audio, sample_rate, len(frames), fps)
-        return await asyncio.to_thread(media.write_mp4, path, frames, fitted, sample_rate, fps)
+        return await run_blocking(media.write_mp4, path, frames, fitted, sample_rate, fps)
 
 
 def load_image(data: bytes) -> FrameArray:

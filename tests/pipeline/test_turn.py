@@ -46,9 +46,10 @@ def test_summary_file_has_every_stage(turn) -> None:
     result, out = turn
     summary = json.loads((out / "turn.json").read_text())
     assert summary["transcript"] == result.transcript and summary["reply"] == result.reply
-    assert set(summary["timings"]) == {"asr", "llm", "tts", "avatar", "mux", "total"}
+    timings = summary["timings"]
+    assert set(timings) == {"asr", "llm", "tts", "avatar", "mux", "first_frame", "total"}
     assert set(summary["rtf"]) >= {"tts", "avatar"}
-    assert summary["timings"]["total"] >= sum(v for k, v in summary["timings"].items() if k != "total") * 0.99
+    assert 0 < timings["first_frame"] < timings["total"]
     assert summary["models"]["asr"].startswith("faster-whisper")
     assert summary["audio_seconds"] > 0.5
 
@@ -88,7 +89,8 @@ def test_mouth_rests_in_silence(runtime: Runtime, speech) -> None:
     fps = stage.fps
     silent = np.concatenate([opening[: fps // 2], opening[-fps // 2 :]])
     speaking = opening[fps + 5 : -fps - 5]
-    assert np.nanmax(speaking) > 2.5 * np.nanmax(silent), (np.nanmax(speaking), np.nanmax(silent))
+    # Openings are inner-lip gap / face height; the portrait smiles, so rest is already ~0.06.
+    assert np.nanmax(speaking) > np.nanmax(silent) + 0.03, (np.nanmax(speaking), np.nanmax(silent))
     assert np.nanstd(silent) < 0.01
 
 
@@ -124,3 +126,44 @@ def test_unknown_persona_and_bad_text(runtime: Runtime, tmp_path: Path) -> None:
     with pytest.raises(InvalidRequestError):
         asyncio.run(runtime.pipeline.run(tmp_path, text="   "))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("overlapped", [False, True])
+def test_both_schedules_give_in_step_video(runtime: Runtime, tmp_path: Path, overlapped: bool) -> None:
+    result = asyncio.run(runtime.pipeline.run(tmp_path, text="Tell me about the stars.", overlapped=overlapped))
+    info = media.probe_mp4(result.video_path)
+    assert info["frames"] == round(result.audio_seconds * 25)
+    assert abs(info["video_seconds"] - info["audio_seconds"]) <= 1 / 25 + 1e-6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reply.mp4", "reply.wav", "turn.json"]
+
+
+class FailingSecondSentence:
+    """The real synthesiser, failing on its second sentence (a fault half-way through a turn)."""
+
+    def __init__(self, tts) -> None:
+        self.tts, self.calls = tts, 0
+        self.name, self.sample_rate = tts.name, tts.sample_rate
+
+    def synthesize(self, text, voice):
+        self.calls += 1
+        if self.calls == 2:
+            raise RuntimeError("synthesiser fault")
+        return self.tts.synthesize(text, voice)
+
+
+def test_failure_half_way_leaves_nothing_and_frees_the_model(runtime: Runtime, tmp_path: Path) -> None:
+    from avatar.pipeline.stages import SpeakStage
+
+    pipeline = runtime.pipeline
+    real = pipeline.speak
+    failing = FailingSecondSentence(real.tts)
+    pipeline.speak = SpeakStage(failing)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(RuntimeError, match="synthesiser fault"):
+            asyncio.run(pipeline.run(tmp_path, text="Tell me two things about the Moon.", overlapped=True))
+    finally:
+        pipeline.speak = real
+    assert failing.calls == 2
+    assert list(tmp_path.iterdir()) == []
+    # The model is free again: the next turn works.
+    assert asyncio.run(pipeline.run(tmp_path / "next", text="Hello!")).reply
