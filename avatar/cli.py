@@ -53,11 +53,13 @@ def _parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list or prepare models")
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    msub.add_parser("list", help="what is installed/prepared, where, its size and licence")
+    listing = msub.add_parser("list", help="what is installed/prepared, where, its size and licence")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
     prep = msub.add_parser("prepare", help="prepare the embedded models into models_cache/")
     prep.add_argument("--force", action="store_true")
     pull = msub.add_parser("pull", help="download a production model from the Hugging Face hub")
     pull.add_argument("name")
+    pull.add_argument("--accept-license", action="store_true", help="accept a non-commercial model licence")
 
     from avatar.bench.commands import add_commands
 
@@ -89,13 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _quiet_libraries(*, offline: bool) -> None:
     # Entry-point policy, set before the libraries are imported: no progress bars on stderr, and no
     # attempt to reach a model hub except for `models pull`.
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if offline:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -136,8 +138,9 @@ def _require_file(path: Path, what: str) -> None:
         raise InvalidRequestError(f"{what} {path} does not exist or is not a file.")
 
 
-def _converse(settings: Settings, audio_path: Path, persona: str | None, out: Path, *, human: bool,
-              session: str | None = None) -> int:
+def _converse(
+    settings: Settings, audio_path: Path, persona: str | None, out: Path, *, human: bool, session: str | None = None
+) -> int:
     from avatar import media
     from avatar.backends.base import ASR_SAMPLE_RATE
     from avatar.runtime import Runtime
@@ -233,10 +236,41 @@ def _models(args: argparse.Namespace) -> int:
         from avatar.catalog import list_models
 
         rows = list_models(settings)
+        if args.json:
+            print(json.dumps([row.as_dict() for row in rows], indent=2))
+            return 0
+        table = [("NAME", "KIND", "BACKEND", "ORIGIN", "PRESENT", "SIZE", "IN USE", "LICENSE")]
         for row in rows:
-            print("  ".join(str(row.get(k, "")) for k in ("name", "kind", "backend", "present", "size", "license")))
+            size = _human_size(row.size_bytes)
+            table.append(
+                (
+                    row.name,
+                    row.kind,
+                    row.backend,
+                    row.origin,
+                    "yes" if row.present else "no",
+                    size if row.present else f"~{size}",
+                    "yes" if row.in_use else "",
+                    row.license,
+                )
+            )
+        widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
+        for r in table:
+            print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)) + "  " + r[-1])
+        missing = [row for row in rows if row.in_use and not row.present]
+        for row in missing:
+            print(f"\n{row.name} is selected but not present: {row.how_to_get}")
         return 0
     from avatar.catalog import pull
 
-    print(pull(args.name, settings.models_dir))
+    print(pull(args.name, settings.models_dir, accept_license=args.accept_license))
     return 0
+
+
+def _human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"

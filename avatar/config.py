@@ -24,6 +24,8 @@ LLM_BACKENDS = ("transformers",)
 TTS_BACKENDS = ("hibari", "xtts")
 FACE_BACKENDS = ("puppet", "ditto")
 DEVICES = ("auto", "cpu", "cuda")
+QUANTIZATIONS = ("none", "4bit", "8bit")
+DITTO_ENGINES = ("tensorrt", "pytorch")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Settings:
     asr_compute_type: str = "auto"
     asr_vad: bool = True
     asr_beam_size: int = 1
+    asr_word_timestamps: bool = False
 
     llm_backend: str = "transformers"
     llm_model: str = "smollm2-135m-instruct"
@@ -50,14 +53,19 @@ class Settings:
     llm_max_new_tokens: int = 60
     llm_history_turns: int = 6
     llm_temperature: float = 0.3
+    llm_quantization: str = "none"  # none | 4bit | 8bit (CUDA, bitsandbytes)
 
     tts_backend: str = "hibari"
     tts_model: str = "xtts-v2"  # used by xtts only
+    tts_device: str = "auto"  # xtts only; hibari always runs on the CPU
 
     face_backend: str = "puppet"
     face_model: str = "face/face_landmarker.task"  # puppet; ditto reads ditto_* settings
     ditto_sdk: str = ""
-    ditto_checkpoints: str = ""
+    ditto_checkpoints: str = ""  # empty: models_cache/ditto-talkinghead, else <sdk>/checkpoints
+    ditto_engine: str = "tensorrt"
+    ditto_data_root: str = ""
+    ditto_cfg: str = ""
     video_size: int = 512
     fps: int = 25
     overlap: bool = True  # speak and animate sentence k while the model writes sentence k+1
@@ -148,7 +156,9 @@ def _validate(s: Settings) -> None:
     _choice("AVATAR_LLM_BACKEND", s.llm_backend, LLM_BACKENDS)
     _choice("AVATAR_TTS_BACKEND", s.tts_backend, TTS_BACKENDS)
     _choice("AVATAR_FACE_BACKEND", s.face_backend, FACE_BACKENDS)
-    for name in ("asr_device", "llm_device"):
+    _choice("AVATAR_LLM_QUANTIZATION", s.llm_quantization, QUANTIZATIONS)
+    _choice("AVATAR_DITTO_ENGINE", s.ditto_engine, DITTO_ENGINES)
+    for name in ("asr_device", "llm_device", "tts_device"):
         _choice(f"AVATAR_{name.upper()}", getattr(s, name), DEVICES)
     positive = {
         "threads": s.threads >= 0,

@@ -12,6 +12,7 @@ import logging
 from avatar.backends.factory import model_specs
 from avatar.config import Settings
 from avatar.errors import ModelError
+from avatar.gpu import check_gpu_memory
 from avatar.personas import PersonaStore
 from avatar.pipeline import Pipeline
 from avatar.registry import ModelRegistry
@@ -30,15 +31,18 @@ class Runtime:
         self._pipeline: Pipeline | None = None
 
     def start_blocking(self) -> None:
-        """Load and warm every model, then prepare each persona (voice conditioning, face)."""
+        """Check GPU memory, load and warm every model, then prepare each persona (voice conditioning,
+        face) so no request pays for it. Refuses at once if the models cannot fit in free GPU memory."""
+        check_gpu_memory(self.settings)
         self.registry.load_all()
         if self.registry.failed:
             return
-        if {"tts", "face"} <= {k for k in self.registry.states()}:
-            pipeline = self.pipeline
-            for persona in self.personas:
-                pipeline.speak.tts.prepare_voice(persona.voice_spec)
-                pipeline.animate.prepare_path(persona.image_path)
+        kinds = set(self.registry.states())
+        for persona in self.personas:
+            if "tts" in kinds:
+                self.registry.get("tts").prepare_voice(persona.voice_spec)
+            if "face" in kinds and "asr" in kinds and "llm" in kinds:
+                self.pipeline.animate.prepare_path(persona.image_path)
 
     async def start(self) -> None:
         await asyncio.to_thread(self.start_blocking)

@@ -52,8 +52,9 @@ def test_missing_file_and_unknown_persona(tmp_path: Path, spoken_wav) -> None:
     assert_user_error(avatar("transcribe", str(tmp_path / "nope.wav")), "does not exist")
     wav = tmp_path / "q.wav"
     wav.write_bytes(spoken_wav("Hello there."))
-    assert_user_error(avatar("converse", str(wav), "--persona", "nobody", "--out", str(tmp_path / "o")),
-                      "Unknown persona 'nobody'")
+    assert_user_error(
+        avatar("converse", str(wav), "--persona", "nobody", "--out", str(tmp_path / "o")), "Unknown persona 'nobody'"
+    )
 
 
 def test_transcribe_prints_the_words(tmp_path: Path, spoken_wav, prepared_models: Path) -> None:

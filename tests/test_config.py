@@ -37,7 +37,7 @@ def test_bad_setting_names_itself(env: dict[str, str], named: str) -> None:
 
 def test_toml_file_and_environment_precedence(tmp_path: Path) -> None:
     path = tmp_path / "avatar.toml"
-    path.write_text('[avatar]\nport = 7000\nfps = 30\n')
+    path.write_text("[avatar]\nport = 7000\nfps = 30\n")
     s = load_settings({"AVATAR_CONFIG": str(path), "AVATAR_PORT": "7001"})
     assert s.fps == 30 and s.port == 7001
     path.write_text("[avatar]\nspeed_of_light = 3\n")

@@ -19,6 +19,7 @@ def _asr(s: Settings) -> Backend:
         threads=s.cpu_threads,
         vad=s.asr_vad,
         beam_size=s.asr_beam_size,
+        word_timestamps=s.asr_word_timestamps,
     )
     return WhisperRecognizer(s.model_path(s.asr_model), options)
 
@@ -26,15 +27,22 @@ def _asr(s: Settings) -> Backend:
 def _llm(s: Settings) -> Backend:
     from avatar.backends.transformers_llm import LLMOptions, TransformersChat
 
-    options = LLMOptions(device=s.llm_device, dtype=s.llm_dtype, threads=s.cpu_threads, temperature=s.llm_temperature)
+    options = LLMOptions(
+        device=s.llm_device,
+        dtype=s.llm_dtype,
+        threads=s.cpu_threads,
+        temperature=s.llm_temperature,
+        quantization=s.llm_quantization,
+    )
     return TransformersChat(s.model_path(s.llm_model), options)
 
 
 def _tts(s: Settings) -> Backend:
     if s.tts_backend == "xtts":
-        from avatar.backends.xtts import XttsSynthesizer
+        from avatar.backends.xtts import XttsOptions, XttsSynthesizer
 
-        return XttsSynthesizer(s.model_path(s.tts_model), device=s.llm_device)
+        options = XttsOptions(device=s.tts_device, threads=s.cpu_threads)
+        return XttsSynthesizer(s.model_path(s.tts_model), options=options)
     from avatar.backends.hibari_tts import HibariSynthesizer
 
     return HibariSynthesizer(threads=1)
@@ -47,7 +55,9 @@ def _face(s: Settings) -> Backend:
         return DittoAnimator.from_settings(s)
     from avatar.backends.face_puppet import PuppetAnimator
 
-    return PuppetAnimator(s.model_path(s.face_model), size=s.video_size, fps=s.fps, threads=s.cpu_threads)
+    # One thread: measured as fast as two (bench/PROFILE.md), and it leaves a core to the LLM while an
+    # overlapped turn draws sentence k during the generation of sentence k+1.
+    return PuppetAnimator(s.model_path(s.face_model), size=s.video_size, fps=s.fps, threads=1)
 
 
 def model_specs(settings: Settings, kinds: tuple[str, ...] = ("asr", "llm", "tts", "face")) -> list[ModelSpec]:

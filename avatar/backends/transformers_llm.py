@@ -1,7 +1,14 @@
-"""The language model: any transformers causal LM folder that carries a chat template."""
+"""The language model: any transformers causal LM folder that carries a chat template.
+
+bf16 (or fp16 where bf16 is missing) on CUDA, float32 on the CPU; optionally 4-bit/8-bit weights through
+bitsandbytes (the ``gpu`` extra) so a 7B model fits on a 24 GB card beside the other models. The prompt
+is always the tokenizer's own chat template; when a conversation outgrows the model's context, the
+oldest turns are dropped (the system prompt and the newest message are kept).
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -10,29 +17,39 @@ from typing import Any
 
 from avatar.backends.base import ChatMessage
 from avatar.backends.device import resolve_device
-from avatar.errors import ModelError
+from avatar.catalog import check_files, resolve_model_dir
+from avatar.errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+QUANTIZATIONS = ("none", "4bit", "8bit")
+REQUIRED_FILES = ("config.json",)
 
 
 @dataclass(frozen=True)
 class LLMOptions:
+    """How to load and sample the model. ``max_context_tokens`` 0 means the model's own limit."""
+
     device: str = "auto"
     dtype: str = "auto"
     threads: int = 2
     temperature: float = 0.3
     top_p: float = 0.9
     repetition_penalty: float = 1.1
+    quantization: str = "none"
+    max_context_tokens: int = 0
 
 
 class TransformersChat:
     """A chat model loaded once; ``stream`` runs ``generate`` in a thread and yields decoded pieces."""
 
     def __init__(self, model_dir: Path, options: LLMOptions = LLMOptions()) -> None:
-        if not (model_dir / "config.json").is_file():
-            raise ModelError(
-                f"No transformers model in {model_dir} (config.json missing). For the embedded model run "
-                "`avatar models prepare`; for another, `avatar models pull` it (README 'Production models')."
+        model_dir = resolve_model_dir(model_dir)
+        check_files(model_dir, REQUIRED_FILES, "transformers chat model")
+        if options.quantization not in QUANTIZATIONS:
+            raise ConfigError(
+                f"AVATAR_LLM_QUANTIZATION={options.quantization!r}; choose one of {', '.join(QUANTIZATIONS)}."
             )
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -44,23 +61,64 @@ class TransformersChat:
         self.name = f"transformers:{model_dir.name}"
         if self.device == "cpu":
             torch.set_num_threads(options.threads)
+        load_kwargs: dict[str, Any] = {"local_files_only": True, "dtype": getattr(torch, self.dtype)}
+        if options.quantization != "none":
+            load_kwargs.update(_quantization_kwargs(options.quantization, self.device, self.dtype))
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-            self._model = AutoModelForCausalLM.from_pretrained(
-                model_dir, local_files_only=True, dtype=getattr(torch, self.dtype)
-            ).to(self.device)
+            model: Any = AutoModelForCausalLM.from_pretrained(model_dir, **load_kwargs)
         except (OSError, ValueError) as exc:
             raise ModelError(f"transformers could not load {model_dir}: {exc}") from exc
+        # A quantised model is placed by its device_map and refuses .to().
+        self._model: Any = model if options.quantization != "none" else model.to(self.device)
         self._model.eval()
         if not getattr(self._tokenizer, "chat_template", None):
             raise ModelError(f"{model_dir} has no chat template; use an instruction-tuned chat model.")
+        self.context_tokens = options.max_context_tokens or _context_limit(self._model.config, self._tokenizer)
+        self._eos_ids = _eos_ids(self._model.generation_config, self._tokenizer)
+        pad = self._tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else self._eos_ids[0]
+        self.last_generated_tokens = 0  # new tokens of the latest reply/stream (observability, tests)
 
-    def _inputs(self, messages: Sequence[ChatMessage]) -> dict[str, Any]:
+    # --------------------------------------------------------------------------------- prompt
+
+    def prompt_text(self, messages: Sequence[ChatMessage], *, max_new_tokens: int = 0) -> str:
+        """The exact prompt the model is given for ``messages`` (after fitting them into the context)."""
+        return str(self._render(self.fit(messages, max_new_tokens=max_new_tokens), tokenize=False))
+
+    def fit(self, messages: Sequence[ChatMessage], *, max_new_tokens: int = 0) -> list[ChatMessage]:
+        """``messages`` without their oldest turns when prompt + reply would not fit the context."""
+        kept = list(messages)
+        budget = self.context_tokens - max_new_tokens
+        while self._count(kept) > budget:
+            droppable = [i for i, m in enumerate(kept[:-1]) if m.role != "system"]
+            if not droppable:
+                raise ModelError(
+                    f"The prompt does not fit in {self.name}'s context of {self.context_tokens} tokens even "
+                    "without history: shorten the system prompt or the message."
+                )
+            del kept[droppable[0]]
+        if len(kept) < len(messages):
+            log.info("dropped %d old messages to fit the context", len(messages) - len(kept))
+        return kept
+
+    def _count(self, messages: list[ChatMessage]) -> int:
+        return len(self._render(messages, tokenize=True, return_dict=True)["input_ids"])
+
+    def _render(self, messages: list[ChatMessage], **kwargs: Any) -> Any:
         chat = [{"role": m.role, "content": m.content} for m in messages]
-        encoded = self._tokenizer.apply_chat_template(
-            chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
-        return {k: v.to(self.device) for k, v in encoded.items()}
+        try:
+            return self._tokenizer.apply_chat_template(chat, add_generation_prompt=True, **kwargs)
+        except Exception as exc:  # jinja2 TemplateError: some templates (Gemma) refuse a system role
+            if not chat or chat[0]["role"] != "system" or len(chat) < 2:
+                raise ModelError(f"{self.name}'s chat template failed: {exc}") from exc
+            merged = [{"role": chat[1]["role"], "content": f"{chat[0]['content']}\n\n{chat[1]['content']}"}]
+            return self._tokenizer.apply_chat_template(merged + chat[2:], add_generation_prompt=True, **kwargs)
+
+    def _inputs(self, messages: Sequence[ChatMessage], max_new_tokens: int) -> dict[str, Any]:
+        fitted = self.fit(messages, max_new_tokens=max_new_tokens)
+        encoded = self._render(fitted, return_tensors="pt", return_dict=True)
+        return {k: v.to(self._model.device) for k, v in encoded.items()}
 
     def _generate_kwargs(self, max_new_tokens: int) -> dict[str, Any]:
         sample = self.options.temperature > 0
@@ -68,17 +126,25 @@ class TransformersChat:
             "max_new_tokens": max_new_tokens,
             "do_sample": sample,
             "repetition_penalty": self.options.repetition_penalty,
-            "pad_token_id": self._tokenizer.pad_token_id or self._tokenizer.eos_token_id,
+            "pad_token_id": self._pad_id,
+            "eos_token_id": self._eos_ids,
         }
         if sample:
             kwargs.update(temperature=self.options.temperature, top_p=self.options.top_p)
         return kwargs
 
+    # ------------------------------------------------------------------------------- generate
+
     def reply(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> str:
-        inputs = self._inputs(messages)
-        with self._torch.inference_mode():
-            out = self._model.generate(**inputs, **self._generate_kwargs(max_new_tokens))
+        """The assistant's next message, whole (at most ``max_new_tokens`` tokens)."""
+        inputs = self._inputs(messages, max_new_tokens)
+        try:
+            with self._torch.inference_mode():
+                out = self._model.generate(**inputs, **self._generate_kwargs(max_new_tokens))
+        except Exception as exc:  # CUDA OOM, a bad generation config...: the pipeline falls back
+            raise ModelError(f"{self.name} failed while generating: {exc}") from exc
         new_tokens = out[0, inputs["input_ids"].shape[1] :]
+        self.last_generated_tokens = int(new_tokens.shape[0])
         return str(self._tokenizer.decode(new_tokens, skip_special_tokens=True)).strip()
 
     def stream(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> Iterator[str]:
@@ -86,13 +152,18 @@ class TransformersChat:
         caller that has heard enough (two sentences) pays for no more tokens."""
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-        inputs = self._inputs(messages)
+        inputs = self._inputs(messages, max_new_tokens)
+        prompt_length = int(inputs["input_ids"].shape[1])
         streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=120)
         cancelled = threading.Event()
         failure: list[BaseException] = []
+        owner = self
 
         class _Cancelled(StoppingCriteria):
+            """Checked after every token: counts them, and stops once the consumer has gone."""
+
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                owner.last_generated_tokens = int(input_ids.shape[1]) - prompt_length
                 return cancelled.is_set()
 
         def run() -> None:
@@ -104,23 +175,27 @@ class TransformersChat:
                         streamer=streamer,
                         stopping_criteria=StoppingCriteriaList([_Cancelled()]),
                     )
-            except BaseException as exc:  # re-raised in the consuming thread below
+            except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread, raised there
                 failure.append(exc)
                 streamer.end()
 
+        self.last_generated_tokens = 0
         worker = threading.Thread(target=run, name="llm-generate", daemon=True)
         worker.start()
+        ended = False
         try:
             for piece in streamer:
                 if piece:
                     yield piece
+            ended = True
         finally:
             cancelled.set()
-            for _ in streamer:  # drain so generate() is never blocked on a full queue
-                pass
+            if not ended:  # closed early: read up to the end signal, which generate() sends as it stops
+                for _ in streamer:
+                    pass
             worker.join()
         if failure:
-            raise failure[0]
+            raise ModelError(f"{self.name} failed while generating: {failure[0]}") from failure[0]
 
     def warmup(self) -> None:
         self.reply([ChatMessage("user", "Hello!")], max_new_tokens=4)
@@ -133,7 +208,7 @@ class TransformersChat:
 
 def _pick_dtype(setting: str, device: str) -> str:
     if setting not in DTYPES:
-        raise ModelError(f"AVATAR_LLM_DTYPE={setting!r}; choose one of {', '.join(DTYPES)}.")
+        raise ConfigError(f"AVATAR_LLM_DTYPE={setting!r}; choose one of {', '.join(DTYPES)}.")
     if setting != "auto":
         return setting
     if device == "cuda":
@@ -141,3 +216,50 @@ def _pick_dtype(setting: str, device: str) -> str:
 
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     return "float32"
+
+
+def _quantization_kwargs(quantization: str, device: str, dtype: str) -> dict[str, Any]:
+    if device != "cuda":
+        raise ConfigError(
+            f"AVATAR_LLM_QUANTIZATION={quantization} needs a CUDA GPU (bitsandbytes); set it to none on the CPU."
+        )
+    try:
+        import bitsandbytes  # noqa: F401 - only checks that the gpu extra is installed
+        import torch
+        from transformers import BitsAndBytesConfig
+    except ImportError as exc:
+        raise ConfigError(
+            f"AVATAR_LLM_QUANTIZATION={quantization} needs bitsandbytes: install the gpu extra "
+            "(pip install 'avatar[gpu]')."
+        ) from exc
+    if quantization == "4bit":
+        config = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=getattr(torch, dtype)
+        )
+    else:
+        config = BitsAndBytesConfig(load_in_8bit=True)
+    return {"quantization_config": config, "device_map": {"": 0}}
+
+
+def _context_limit(config: Any, tokenizer: Any) -> int:
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", 0)
+    return int(limit) if 0 < int(limit) < 1_000_000 else 4096
+
+
+def _eos_ids(generation_config: Any, tokenizer: Any) -> list[int]:
+    """Every id that ends the assistant's turn: the model's generation config may name the document end
+    (<|endoftext|>) and the tokenizer the turn end (<|im_end|>), or the other way round."""
+    ids: list[int] = []
+    configured = getattr(generation_config, "eos_token_id", None)
+    for value in configured if isinstance(configured, list) else [configured]:
+        if isinstance(value, int) and value not in ids:
+            ids.append(value)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(int(tokenizer.eos_token_id))
+    if not ids:
+        raise ModelError("The model names no end-of-turn token (eos_token_id); its tokenizer config is incomplete.")
+    return ids

@@ -96,8 +96,15 @@ class Pipeline:
 
     @classmethod
     def from_registry(
-        cls, registry: ModelRegistry, personas: PersonaStore, *, max_new_tokens: int = 60, history_turns: int = 6,
-        session_ttl: float = 1800, max_text_chars: int = 1000, default_persona: str | None = None,
+        cls,
+        registry: ModelRegistry,
+        personas: PersonaStore,
+        *,
+        max_new_tokens: int = 60,
+        history_turns: int = 6,
+        session_ttl: float = 1800,
+        max_text_chars: int = 1000,
+        default_persona: str | None = None,
         overlapped: bool = True,
     ) -> Pipeline:
         return cls(
@@ -188,7 +195,12 @@ class Pipeline:
         return result
 
     async def _sequential(
-        self, who: Persona, history: list[ChatMessage], user_text: str, video_path: Path, timings: TurnTimings,
+        self,
+        who: Persona,
+        history: list[ChatMessage],
+        user_text: str,
+        video_path: Path,
+        timings: TurnTimings,
         started: float,
     ) -> tuple[str, bool, AudioArray]:
         """Each stage over the whole reply, one after the other."""
@@ -205,7 +217,12 @@ class Pipeline:
         return reply, fallback, media.fit_audio_to_frames(speech, self.speak.sample_rate, len(frames), self.animate.fps)
 
     async def _overlapped(
-        self, who: Persona, history: list[ChatMessage], user_text: str, video_path: Path, timings: TurnTimings,
+        self,
+        who: Persona,
+        history: list[ChatMessage],
+        user_text: str,
+        video_path: Path,
+        timings: TurnTimings,
         started: float,
     ) -> tuple[str, bool, AudioArray]:
         """Sentence by sentence: while the model writes sentence k+1, sentence k is spoken, drawn and

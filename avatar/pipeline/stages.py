@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -34,6 +35,9 @@ from avatar.pipeline.threads import run_blocking
 log = logging.getLogger(__name__)
 
 SILENCE_DBFS = -60.0
+FIRST_CLAUSE_WORDS = 4
+# The start of a sentence up to its first clause break, once the next word has begun after it.
+_FIRST_CLAUSE = re.compile(rf"^(?:\S+\s+){{{FIRST_CLAUSE_WORDS - 1},}}?\S*?[,;:\u2013\u2014](?=\s+\S)")
 
 
 class TranscribeStage:
@@ -68,19 +72,21 @@ class RespondStage:
         return [ChatMessage("system", persona.system_prompt), *history, ChatMessage("user", user_text)]
 
     def generate_sentences(self, messages: list[ChatMessage], emit: Callable[[str], object]) -> int:
-        """Stream the model, calling ``emit`` with each finished, cleaned sentence (blocking).
+        """Stream the model, calling ``emit`` with each finished, cleaned piece of speech (blocking).
 
-        Returns how many sentences were emitted. A trailing fragment cut off by the token limit is
-        kept only if it is all there is.
+        Pieces are whole sentences, except that the first sentence is handed on at its first clause
+        break (a comma, semicolon, colon or dash after at least ``FIRST_CLAUSE_WORDS`` words): the voice
+        and the face can start on it while the model finishes the sentence. Returns how many sentences
+        were emitted. A trailing fragment cut off by the token limit is kept only if it is all there is.
         """
-        text, used, emitted = "", 0, 0
+        text, used, emitted, head = "", 0, 0, 0  # head: characters of parts[used] already emitted
 
-        def take(part: str) -> None:
-            nonlocal emitted
-            sentence = clean_reply(part, 1)
-            if any(ch.isalpha() for ch in sentence):
-                emit(sentence)
-                emitted += 1
+        def take(part: str) -> bool:
+            piece = clean_reply(part, 1)
+            if any(ch.isalpha() for ch in piece):
+                emit(piece)
+                return True
+            return False
 
         pieces = self.llm.stream(messages, max_new_tokens=self.max_new_tokens)
         try:
@@ -89,19 +95,23 @@ class RespondStage:
                 parts = split_sentences(text)
                 # A sentence is complete once the next one has begun.
                 while used < len(parts) - 1 and emitted < self.max_sentences:
-                    take(parts[used])
-                    used += 1
+                    emitted += take(parts[used][head:]) or head > 0
+                    used, head = used + 1, 0
                 if emitted >= self.max_sentences:
                     break
+                if emitted == 0 and head == 0 and used < len(parts):
+                    clause = _FIRST_CLAUSE.match(parts[used])
+                    if clause and take(clause.group(0)):
+                        head = clause.end()
         finally:
             close = getattr(pieces, "close", None)
             if close is not None:
                 close()  # stops generation early
         parts = split_sentences(text)
         if emitted < self.max_sentences and used < len(parts):
-            tail = parts[used]
-            if emitted == 0 or tail.rstrip().endswith((".", "!", "?")):
-                take(tail)
+            tail = parts[used][head:]
+            if emitted == 0 or head > 0 or tail.rstrip().endswith((".", "!", "?")):
+                emitted += take(tail) or head > 0
         return emitted
 
     async def sentences(
@@ -215,5 +225,7 @@ def load_image(data: bytes) -> FrameArray:
         with Image.open(io.BytesIO(data)) as opened:
             upright = ImageOps.exif_transpose(opened)
             return np.asarray(upright.convert("RGB"), dtype=np.uint8)
+    except Image.DecompressionBombError:
+        raise InvalidImageError("The photo has too many pixels; upload a smaller image.") from None
     except (UnidentifiedImageError, OSError, ValueError):
         raise InvalidImageError("The photo could not be read; upload a JPEG or PNG image.") from None

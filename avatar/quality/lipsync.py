@@ -2,7 +2,8 @@
 
 The mouth opening of every frame is measured with MediaPipe's FaceLandmarker (inner-lip gap over face
 height) and cross-correlated with the audio's loudness envelope at the video frame rate. In-step speech
-peaks at a lag near zero with a high correlation; a still or shifted mouth scores badly.
+peaks at a lag near zero with a high correlation; a still mouth has no correlation at any lag, and a
+shifted one peaks at its shift.
 """
 
 from __future__ import annotations
@@ -21,55 +22,66 @@ LOWER_INNER_LIP = 14
 FOREHEAD = 10
 CHIN = 152
 
+MAX_LAG_FRAMES = 8
+"""±320 ms at 25 fps: wide enough that a 200 ms shift is found at its own lag, not at the edge."""
+
 FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
 class LipSyncScore:
-    lag_ms: float  # positive: the mouth moves after the sound
+    lag_ms: float  # positive: the mouth moves after the sound; sub-frame (parabolic peak fit)
     peak_correlation: float
     zero_lag_correlation: float
     frames: int
     faces_found: int
 
+    def passes(self, max_lag_ms: float = 40.0, min_correlation: float = 0.5) -> bool:
+        """In step: the best lag is within ``max_lag_ms`` and the mouth follows the sound closely."""
+        return abs(self.lag_ms) <= max_lag_ms and self.peak_correlation > min_correlation
+
 
 class MouthMeter:
-    """Measures mouth opening per frame with the FaceLandmarker (VIDEO mode, so tracking is smooth)."""
+    """Measures mouth opening per frame with the FaceLandmarker.
 
-    def __init__(self, landmarker_path: Path) -> None:
-        from mediapipe.tasks.python import BaseOptions
-        from mediapipe.tasks.python.vision import FaceLandmarker, FaceLandmarkerOptions, RunningMode
+    IMAGE mode on purpose: every frame is measured on its own, so the tracker's temporal smoothing
+    cannot itself add a lag to what is being measured. ``num_faces`` > 1 measures several people (a
+    two-person photo) and ``openings`` then follows the face whose mouth moves most.
+    """
 
-        options = FaceLandmarkerOptions(
-            base_options=BaseOptions(model_asset_path=str(landmarker_path)),
-            running_mode=RunningMode.IMAGE,
-            num_faces=1,
-        )
-        self._landmarker = FaceLandmarker.create_from_options(options)
+    def __init__(self, landmarker_path: Path, num_faces: int = 1) -> None:
+        from avatar.backends.puppet.landmarks import Landmarker
+
+        self.num_faces = num_faces
+        self._landmarker = Landmarker(landmarker_path, max_faces=num_faces)
+
+    def openings_by_face(self, frames: Iterable[FrameArray]) -> FloatArray:
+        """(frames, num_faces) inner-lip gap / face height, faces ordered left to right; NaN where absent."""
+        rows = []
+        for frame in frames:
+            faces = sorted(self._landmarker.detect(np.ascontiguousarray(frame)), key=lambda lm: float(lm[CHIN, 0]))
+            row = np.full(self.num_faces, np.nan)
+            for i, lm in enumerate(faces[: self.num_faces]):
+                gap = abs(lm[LOWER_INNER_LIP, 1] - lm[UPPER_INNER_LIP, 1])
+                height = abs(lm[CHIN, 1] - lm[FOREHEAD, 1]) or 1.0
+                row[i] = gap / height
+            rows.append(row)
+        return np.asarray(rows, dtype=np.float64).reshape(-1, self.num_faces)
 
     def openings(self, frames: Iterable[FrameArray]) -> FloatArray:
-        """Inner-lip gap / face height per frame; NaN where no face is found."""
-        import mediapipe as mp
-
-        values = []
-        for frame in frames:
-            image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame))
-            result = self._landmarker.detect(image)
-            if not result.face_landmarks:
-                values.append(np.nan)
-                continue
-            lm = result.face_landmarks[0]
-            gap = abs(lm[LOWER_INNER_LIP].y - lm[UPPER_INNER_LIP].y)
-            height = abs(lm[CHIN].y - lm[FOREHEAD].y) or 1.0
-            values.append(gap / height)
-        return np.asarray(values, dtype=np.float64)
+        """Inner-lip gap / face height per frame (of the most active face); NaN where no face is found."""
+        by_face = self.openings_by_face(frames)
+        if by_face.shape[1] == 1 or by_face.size == 0:
+            return by_face[:, 0] if by_face.size else np.zeros(0)
+        movement = [np.nanstd(col) if np.isfinite(col).sum() > 2 else -1.0 for col in by_face.T]
+        return np.asarray(by_face[:, int(np.argmax(movement))])
 
     def close(self) -> None:
         self._landmarker.close()
 
 
 def loudness_envelope(audio: AudioArray, sample_rate: int, fps: int, frames: int) -> FloatArray:
-    """RMS of the audio in a one-frame window centred on each video frame's time."""
+    """RMS of the audio in a two-frame window centred on each video frame's time."""
     hop = sample_rate / fps
     half = int(hop)
     out = np.zeros(frames)
@@ -86,33 +98,59 @@ def _corr(a: FloatArray, b: FloatArray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def score(openings: FloatArray, envelope: FloatArray, fps: int, max_lag_frames: int = 5) -> LipSyncScore:
-    """Cross-correlate mouth opening with loudness over lags of ±``max_lag_frames``."""
+def correlations(openings: FloatArray, envelope: FloatArray, max_lag_frames: int = MAX_LAG_FRAMES) -> dict[int, float]:
+    """Pearson correlation of mouth and loudness at each lag in frames (lag > 0: mouth later than sound)."""
     n = min(openings.size, envelope.size)
     mouth, loud = openings[:n], envelope[:n]
     found = ~np.isnan(mouth)
-    best_lag, best = 0, -1.0
     by_lag = {}
     for lag in range(-max_lag_frames, max_lag_frames + 1):
-        # lag > 0: compare the mouth at t + lag with the sound at t.
         if lag >= 0:
             m, s, ok = mouth[lag:], loud[: n - lag], found[lag:]
         else:
             m, s, ok = mouth[:lag], loud[-lag:], found[:lag]
         by_lag[lag] = _corr(m[ok], s[ok])
-        if by_lag[lag] > best:
-            best_lag, best = lag, by_lag[lag]
+    return by_lag
+
+
+def _refine(by_lag: dict[int, float], lag: int) -> float:
+    """Sub-frame peak position from a parabola through the peak and its neighbours (40 ms frames are
+    coarse next to a ±40 ms target)."""
+    if lag - 1 not in by_lag or lag + 1 not in by_lag:
+        return float(lag)
+    left, mid, right = by_lag[lag - 1], by_lag[lag], by_lag[lag + 1]
+    curvature = left - 2 * mid + right
+    if curvature >= 0:
+        return float(lag)
+    return lag + float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
+
+
+def score(openings: FloatArray, envelope: FloatArray, fps: int, max_lag_frames: int = MAX_LAG_FRAMES) -> LipSyncScore:
+    """Cross-correlate mouth opening with loudness over lags of ±``max_lag_frames``."""
+    by_lag = correlations(openings, envelope, max_lag_frames)
+    best_lag = max(by_lag, key=lambda lag: (by_lag[lag], -abs(lag)))
+    n = min(openings.size, envelope.size)
     return LipSyncScore(
-        lag_ms=1000.0 * best_lag / fps,
-        peak_correlation=best,
+        lag_ms=1000.0 * _refine(by_lag, best_lag) / fps,
+        peak_correlation=by_lag[best_lag],
         zero_lag_correlation=by_lag[0],
         frames=n,
-        faces_found=int(found.sum()),
+        faces_found=int((~np.isnan(openings[:n])).sum()),
     )
 
 
-def measure_video(path: Path, landmarker_path: Path) -> LipSyncScore:
-    """Score an MP4's lip sync from its own frames and audio track."""
+@dataclass(frozen=True)
+class Video:
+    """Decoded frames and audio of an MP4."""
+
+    frames: list[FrameArray]
+    fps: int
+    audio: AudioArray
+    sample_rate: int
+
+
+def read_video(path: Path, sample_rate: int = 16_000) -> Video:
+    """Every RGB frame, the frame rate and the mono audio of a video file."""
     import av
 
     from avatar.media import decode_audio
@@ -121,11 +159,22 @@ def measure_video(path: Path, landmarker_path: Path) -> LipSyncScore:
         stream = container.streams.video[0]
         fps = round(float(stream.average_rate or 25))
         frames = [np.asarray(f.to_ndarray(format="rgb24"), dtype=np.uint8) for f in container.decode(stream)]
-    sample_rate = 16_000
-    audio = decode_audio(path, sample_rate)
-    meter = MouthMeter(landmarker_path)
+    return Video(frames=frames, fps=fps, audio=decode_audio(path, sample_rate), sample_rate=sample_rate)
+
+
+def score_frames(
+    meter: MouthMeter, frames: list[FrameArray], audio: AudioArray, sample_rate: int, fps: int
+) -> LipSyncScore:
+    """Score frames against the audio they should be speaking."""
+    envelope = loudness_envelope(audio, sample_rate, fps, len(frames))
+    return score(meter.openings(frames), envelope, fps)
+
+
+def measure_video(path: Path, landmarker_path: Path, num_faces: int = 1) -> LipSyncScore:
+    """Score an MP4's lip sync from its own frames and audio track."""
+    video = read_video(path)
+    meter = MouthMeter(landmarker_path, num_faces=num_faces)
     try:
-        openings = meter.openings(frames)
+        return score_frames(meter, video.frames, video.audio, video.sample_rate, video.fps)
     finally:
         meter.close()
-    return score(openings, loudness_envelope(audio, sample_rate, fps, len(frames)), fps)

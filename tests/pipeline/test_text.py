@@ -3,7 +3,11 @@ from avatar.pipeline.text import clean_reply, split_sentences
 
 def test_split_sentences() -> None:
     assert split_sentences("It was amazing. The view! Would you go? Yes") == [
-        "It was amazing.", "The view!", "Would you go?", "Yes"]
+        "It was amazing.",
+        "The view!",
+        "Would you go?",
+        "Yes",
+    ]
     assert split_sentences("It cost 3.5 million dollars.") == ["It cost 3.5 million dollars."]
 
 

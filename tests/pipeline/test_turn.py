@@ -76,8 +76,9 @@ def test_lips_move_with_the_reply(turn, prepared_models: Path) -> None:
 
 def test_mouth_rests_in_silence(runtime: Runtime, speech) -> None:
     rate = 24_000
-    audio = np.concatenate([np.zeros(rate, np.float32), speech("Hello there, how are you today?"),
-                            np.zeros(rate, np.float32)])
+    audio = np.concatenate(
+        [np.zeros(rate, np.float32), speech("Hello there, how are you today?"), np.zeros(rate, np.float32)]
+    )
     stage = runtime.pipeline.animate
     face = stage.prepare_path(runtime.personas.get("eileen").image_path)
     frames = asyncio.run(stage(face, audio, rate))

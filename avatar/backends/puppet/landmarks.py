@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from avatar.errors import ModelError
+from avatar.native import quiet_native_stderr
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int32]
@@ -77,6 +78,7 @@ class Landmarker:
         if not path.is_file():
             raise ModelError(f"Face landmarker model not found: {path}")
         try:
+            import mediapipe as mp
             from mediapipe.tasks.python.core.base_options import BaseOptions
             from mediapipe.tasks.python.vision import face_landmarker as fl
             from mediapipe.tasks.python.vision.core.vision_task_running_mode import (
@@ -88,7 +90,10 @@ class Landmarker:
                 running_mode=VisionTaskRunningMode.IMAGE,
                 num_faces=max_faces,
             )
-            self._task: fl.FaceLandmarker | None = fl.FaceLandmarker.create_from_options(options)
+            with quiet_native_stderr():
+                self._task: fl.FaceLandmarker | None = fl.FaceLandmarker.create_from_options(options)
+                blank = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros((64, 64, 3), np.uint8))
+                self._task.detect(blank)  # the first inference logs natively too
         except Exception as exc:  # mediapipe raises ValueError/RuntimeError for unreadable models
             raise ModelError(f"Face landmarker model {path} could not be loaded: {exc}") from exc
         self._lock = threading.Lock()

@@ -1,0 +1,104 @@
+"""The `avatar bench` and `avatar eval` commands: their options and what they run."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_TARGET_MISSED = 3
+"""Distinct from the CLI's 1 (internal error) and 2 (user error): the run worked, a figure fell short."""
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``bench`` and ``eval`` on the CLI's sub-command parser (imports nothing heavy)."""
+    bench = sub.add_parser("bench", help="benchmark turns in-process and over HTTP (bench/results/)")
+    bench.add_argument("--quick", action="store_true", help="smoke run: one repetition, 1-2 clients, no profile")
+    bench.add_argument("--reps", type=int, default=None, help="repetitions per turn (default 3)")
+    bench.add_argument("--no-http", action="store_true", help="skip the HTTP service")
+    bench.add_argument("--no-profile", action="store_true", help="skip profiling the hottest stage")
+    bench.add_argument("--strict", action="store_true", help=f"exit {EXIT_TARGET_MISSED} when a target is missed")
+    bench.add_argument(
+        "--make-fixtures",
+        action="store_true",
+        help="speak the benchmark questions and ASR clips into bench/fixtures/ (once) and stop",
+    )
+    bench.add_argument("--out", type=Path, default=None, help="folder for the results (default bench/results)")
+    bench.add_argument("--thresholds", type=Path, default=None, help=argparse.SUPPRESS)
+
+    ev = sub.add_parser("eval", help=f"measure quality; exit {EXIT_TARGET_MISSED} if a figure misses its threshold")
+    ev.add_argument("--quick", action="store_true", help="fewer sentences and portrait variants")
+    ev.add_argument(
+        "--only",
+        action="append",
+        choices=("asr", "tts", "lipsync", "faces"),
+        default=None,
+        help="run only this section (repeatable)",
+    )
+    ev.add_argument("--out", type=Path, default=None, help="folder for the report (default bench/results)")
+    ev.add_argument("--thresholds", type=Path, default=None, help="the limits (default bench/thresholds.toml)")
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch ``bench`` or ``eval``; the exit code says whether the targets were met."""
+    from avatar.config import load_settings
+
+    settings = load_settings()
+    if args.command == "bench" and args.make_fixtures:
+        return _make_fixtures(settings)
+    from avatar.bench import machine
+    from avatar.bench.report import RESULTS_DIR, write_bench, write_eval
+    from avatar.bench.targets import THRESHOLDS, Check, failed, load_thresholds
+
+    limits = load_thresholds(args.thresholds or THRESHOLDS)
+    out_dir = args.out or RESULTS_DIR
+    stamp = machine.timestamp()
+    if args.command == "bench":
+        from avatar.bench.runner import BenchOptions, bench_checks, run_bench
+
+        options = BenchOptions.quick_run(http=not args.no_http) if args.quick else BenchOptions(http=not args.no_http)
+        if args.reps is not None:
+            options = dataclasses.replace(options, reps=max(1, args.reps))
+        if args.no_profile:
+            options = dataclasses.replace(options, profile=False)
+        result = run_bench(settings, options, log=_log)
+        checks = bench_checks(result, limits["bench"])
+        result["targets"] = [c.as_dict() for c in checks]
+        written = write_bench(result, out_dir, stamp)
+        strict = args.strict
+    else:
+        from avatar.bench.eval import EvalOptions, run_eval
+
+        only = tuple(args.only or ())
+        result = run_eval(settings, EvalOptions(quick=args.quick), limits["eval"], log=_log, only=only)
+        checks = [Check(**row) for row in result.pop("checks")]
+        result["targets"] = [c.as_dict() for c in checks]
+        written = write_eval(result, out_dir, stamp)
+        strict = True
+    for check in checks:
+        print(f"{check.status:>12}  {check.label}: {check.verdict()}")
+    for path in written:
+        print(path)
+    missed = failed(checks, unmeasured_fails=args.command == "eval")
+    return EXIT_TARGET_MISSED if strict and missed else 0
+
+
+def _make_fixtures(settings: Any) -> int:
+    from avatar.bench.fixtures import make_fixtures
+    from avatar.runtime import Runtime
+
+    runtime = Runtime(settings, kinds=("tts",))
+    try:
+        runtime.start_blocking()
+        runtime.require_ready()
+        for path in make_fixtures(runtime.registry.get("tts")):
+            print(path)
+    finally:
+        runtime.close()
+    return 0

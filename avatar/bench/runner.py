@@ -1,0 +1,264 @@
+"""`avatar bench`: the fixed turns in-process and through the HTTP service, after a warm-up, repeated.
+
+Order of work: in-process (load → warm-up → repetitions, the sequential and the overlapped turn back to
+back so both see the same machine state → profile of the hottest stage), then the runtime is closed and
+the service is started as a child process (start-up to ready → warm-up → repetitions → 1, 2, 4
+concurrent clients → its peak memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from avatar import media
+from avatar.backends.base import ASR_SAMPLE_RATE, AudioArray
+from avatar.bench import machine
+from avatar.bench.fixtures import TURNS, BenchTurn, question_audio
+from avatar.bench.hotspots import hottest_stage, profile_stage
+from avatar.bench.http_service import HttpTurns, ServerError, ServerProcess, service_support
+from avatar.bench.inprocess import InProcessBench, overlap_support
+from avatar.bench.load import RunTurn, concurrent_load
+from avatar.bench.memory import peak_rss_mb
+from avatar.bench.samples import TurnSample, errors, summarise
+from avatar.bench.stats import spread
+from avatar.bench.targets import Check
+from avatar.config import Settings
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """How much to measure. ``quick`` is a smoke run: one repetition, fewer clients, no profile."""
+
+    reps: int = 3
+    concurrency: tuple[int, ...] = (1, 2, 4)
+    turns_per_level: int = 3  # at least this many turns at each concurrency level, at least one per client
+    http: bool = True
+    profile: bool = True
+    quick: bool = False
+
+    @classmethod
+    def quick_run(cls, http: bool = True) -> BenchOptions:
+        return cls(reps=1, concurrency=(1, 2), turns_per_level=2, http=http, profile=False, quick=True)
+
+
+def run_bench(settings: Settings, options: BenchOptions, log: Any = print) -> dict[str, Any]:
+    """Measure everything; the result is the JSON document the report is written from."""
+    started = time.perf_counter()
+    questions = {t.name: question_audio(t) for t in TURNS}
+    result: dict[str, Any] = {
+        "kind": "bench",
+        "machine": machine.describe(),
+        "options": {k: getattr(options, k) for k in ("reps", "concurrency", "turns_per_level", "http", "quick")},
+        "models": {},
+        "turns": [
+            {
+                "name": t.name,
+                "question": t.question,
+                "question_seconds": round(questions[t.name].size / ASR_SAMPLE_RATE, 2),
+            }
+            for t in TURNS
+        ],
+    }
+    with tempfile.TemporaryDirectory(prefix="avatar-bench-") as tmp:
+        work = Path(tmp)
+        bench = InProcessBench(settings, work / "inprocess")
+        try:
+            log("in-process: loading models …")
+            ready = bench.start()
+            result["models"] = dict(bench.pipeline.models)
+            result["inprocess"] = asyncio.run(_inprocess(bench, questions, options, log))
+            result["inprocess"]["ready_s"] = round(ready, 3)
+            result["inprocess"]["peak_rss_mb"] = _round(peak_rss_mb())
+            if options.profile and bench.runtime is not None:
+                stage = hottest_stage(result["inprocess"]["per_turn"])
+                if stage:
+                    log(f"profiling the hottest stage: {stage} …")
+                    result["profile"] = profile_stage(stage, bench.runtime, questions["medium"])
+        finally:
+            bench.close()
+        result["http"] = (
+            _http(questions, options, work / "http", log)
+            if options.http
+            else {"available": False, "reason": "skipped (--no-http)"}
+        )
+    result["machine"]["load_average_end"] = machine.load_average()
+    result["machine"]["elapsed_s"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+async def _inprocess(
+    bench: InProcessBench, questions: dict[str, AudioArray], options: BenchOptions, log: Any
+) -> dict[str, Any]:
+    why_not = overlap_support(bench.pipeline)
+    modes = [False] if why_not else [False, True]
+    log("in-process: warm-up …")
+    for overlapped in modes:  # models are warm already; this settles allocator and caches on a real turn
+        await bench.turn(TURNS[1], questions[TURNS[1].name], overlapped=overlapped)
+    samples: list[TurnSample] = []
+    for rep in range(options.reps):
+        for seed, turn in enumerate(TURNS):
+            log(f"in-process: {turn.name} turn, repetition {rep + 1}/{options.reps}")
+            # Alternate which mode goes first, so neither always gets the warmer caches.
+            for overlapped in modes if rep % 2 == 0 else modes[::-1]:
+                samples.append(await bench.turn(turn, questions[turn.name], overlapped=overlapped, seed=seed))
+    sequential = [s for s in samples if s.mode == "sequential"]
+    default = "overlapped" if not why_not and bench.settings.overlap else "sequential"
+    out: dict[str, Any] = {
+        "samples": [s.as_dict() for s in samples],
+        "default_mode": default,
+        "per_turn": summarise(sequential),
+        "per_turn_overlapped": summarise(s for s in samples if s.mode == "overlapped"),
+        "errors": errors(samples),
+        "overlap": _overlap(samples, why_not),
+    }
+    if not options.http or service_support():
+        # Without the service, concurrency is measured on the in-process pipeline instead.
+        async def ask(turn: BenchTurn) -> TurnSample:
+            return await bench.turn(turn, questions[turn.name])
+
+        out["concurrency"] = await _levels(ask, options, "in-process", log)
+    return out
+
+
+def _overlap(samples: list[TurnSample], why_not: str | None) -> dict[str, Any]:
+    """Time to first frame, sequential whole-video turn vs overlapped turn, paired within each repetition."""
+    if why_not:
+        return {"available": False, "reason": why_not}
+    overlapped = [s for s in samples if s.mode == "overlapped"]
+    failures = errors(overlapped)
+    sequential = [s for s in samples if s.mode == "sequential"]
+    per_turn: dict[str, Any] = {}
+    all_ratios: list[float] = []
+    for name in dict.fromkeys(s.turn for s in samples):
+        seq = [s for s in sequential if s.turn == name]
+        ovl = [s for s in overlapped if s.turn == name]
+        pairs = [
+            (a, b)
+            for a, b in zip(seq, ovl, strict=False)
+            if a.error is None and b.error is None and a.first_frame and b.first_frame
+        ]
+        ratios = [a.first_frame / b.first_frame for a, b in pairs if a.first_frame and b.first_frame]
+        to_end = [a.timings["total"] / b.first_frame for a, b in pairs if b.first_frame and "total" in a.timings]
+        all_ratios += ratios
+        per_turn[name] = {
+            "sequential_first_frame": _spread([s.first_frame for s in seq if s.first_frame is not None]),
+            "sequential_total": _spread([s.timings["total"] for s in seq if "total" in s.timings]),
+            "overlapped_first_frame": _spread([s.first_frame for s in ovl if s.first_frame is not None]),
+            "overlapped_total": _spread([s.timings["total"] for s in ovl if "total" in s.timings]),
+            "ratio": _spread(ratios),
+            "ratio_to_video_end": _spread(to_end),
+        }
+    if not all_ratios:
+        return {"available": False, "reason": f"not available: no overlapped turn succeeded ({'; '.join(failures)})"}
+    return {
+        "available": True,
+        "per_turn": per_turn,
+        "ratio": _spread(all_ratios),
+        "overlapped_summary": summarise(overlapped),
+        "errors": failures,
+    }
+
+
+def _http(questions: dict[str, AudioArray], options: BenchOptions, work: Path, log: Any) -> dict[str, Any]:
+    why_not = service_support()
+    if why_not:
+        return {"available": False, "reason": why_not}
+    wavs = {name: media.wav_bytes(audio, ASR_SAMPLE_RATE) for name, audio in questions.items()}
+    server = ServerProcess(work)
+    log("http: starting the service …")
+    try:
+        ready = server.start()
+    except (ServerError, OSError) as exc:
+        server.stop()
+        return {"available": False, "reason": f"not available: {exc}"}
+    with server:
+        log(f"http: ready in {ready:.1f} s")
+        out = asyncio.run(_http_turns(server.base_url, wavs, options, log))
+        out["peak_rss_mb"] = _round(server.sample_memory())
+    out.update(available=True, ready_s=round(ready, 3))
+    return out
+
+
+async def _http_turns(base_url: str, wavs: dict[str, bytes], options: BenchOptions, log: Any) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=max(options.concurrency) + 2)
+    async with httpx.AsyncClient(base_url=base_url, timeout=600.0, limits=limits) as client:
+        ask = HttpTurns(client, wavs)
+        log("http: warm-up …")
+        await ask(TURNS[1])
+        samples = []
+        for rep in range(options.reps):
+            for turn in TURNS:
+                log(f"http: {turn.name} turn, repetition {rep + 1}/{options.reps}")
+                samples.append(await ask(turn))
+        return {
+            "samples": [s.as_dict() for s in samples],
+            "per_turn": summarise(samples),
+            "errors": errors(samples),
+            "concurrency": await _levels(ask, options, "http", log),
+        }
+
+
+async def _levels(ask: RunTurn, options: BenchOptions, where: str, log: Any) -> dict[str, Any]:
+    levels = []
+    for clients in options.concurrency:
+        log(f"{where}: {clients} concurrent client(s) …")
+        per_client = max(1, math.ceil(options.turns_per_level / clients))
+        levels.append(await concurrent_load(ask, TURNS, clients, per_client))
+    return {"where": where, "levels": levels}
+
+
+def _spread(values: list[float]) -> dict[str, float | int] | None:
+    s = spread(values)
+    return s.as_dict() if s else None
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def bench_checks(result: dict[str, Any], limits: dict[str, float]) -> list[Check]:
+    """The issue's targets, checked against the figures of ``result``."""
+    checks = []
+    inproc = result.get("inprocess", {})
+    mode = inproc.get("default_mode", "sequential")
+    per_turn = inproc.get("per_turn_overlapped" if mode == "overlapped" else "per_turn", {})
+    for name, summary in per_turn.items():
+        reply = summary["audio_seconds"]["p50"]
+        limit = limits["turn_reply_factor"] * reply + limits["turn_offset_s"]
+        label = f"full turn, {name} question (p50, in-process, {mode}; reply {reply:.1f} s)"
+        checks.append(Check(f"turn_{name}", label, summary["stages"]["total"]["p50"], round(limit, 3), "s"))
+    overlap = inproc.get("overlap", {})
+    first = None
+    if overlap.get("available"):
+        spreads = [
+            t["overlapped_first_frame"]["p50"] for t in overlap["per_turn"].values() if t["overlapped_first_frame"]
+        ]
+        first = max(spreads) if spreads else None
+    checks.append(
+        Check(
+            "first_frame",
+            "first video frame after the question (p50, worst turn, overlapped)",
+            first,
+            limits["first_frame_s"],
+            "s",
+            note=overlap.get("reason", ""),
+        )
+    )
+    http = result.get("http", {})
+    served = http.get("available", False)
+    ready = http.get("ready_s") if served else None
+    checks.append(
+        Check("ready", "service start to /readyz 200", ready, limits["ready_s"], "s", note=http.get("reason", ""))
+    )
+    memory = http.get("peak_rss_mb") if served else inproc.get("peak_rss_mb")
+    where = "service process" if served else "in-process (bench process; service not measured)"
+    checks.append(Check("peak_rss", f"peak resident memory, {where}", memory, limits["peak_rss_mb"], "MiB"))
+    return checks

@@ -1,0 +1,115 @@
+"""The Starlette app factory, its lifespan, and ``serve``: one uvicorn process running it."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+import sys
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from types import FrameType
+
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from avatar.config import Settings
+from avatar.runtime import Runtime
+from avatar.server.errors import HANDLERS
+from avatar.server.middleware import RequestContextMiddleware
+from avatar.server.results import ResultStore
+from avatar.server.routes import ROUTES
+from avatar.server.service import AppState, Service
+
+log = structlog.stdlib.get_logger(__name__)
+
+RELEASE_WAIT_S = 60.0  # at shutdown, the longest wait for a cancelled turn's model call to return
+WORKER_NICENESS = 10  # added to the nice value of worker threads (higher: less CPU when contended)
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
+    """The service as an ASGI app. Building it is cheap (a wrong setting fails here); the models load
+    in the background once the app starts, so the port answers at once."""
+    runtime = runtime or Runtime(settings)
+    service = Service(settings, runtime, ResultStore(settings.output_dir, settings.result_ttl_seconds))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(thread_name_prefix="avatar-worker", initializer=lower_thread_priority)
+        )
+        service.results.open()
+        loader = asyncio.create_task(service.start(), name="load-models")
+        sweeper = asyncio.create_task(_sweep_forever(service.results), name="sweep-results")
+        try:
+            yield {"service": service}
+        finally:
+            # uvicorn has let in-flight requests finish, or cancelled them after the grace period;
+            # a cancelled turn still finishes its running model call, so wait for the models.
+            loader.cancel()
+            sweeper.cancel()
+            try:
+                async with asyncio.timeout(RELEASE_WAIT_S):
+                    await service.model_lock.acquire()  # never released: nothing may use them now
+            except TimeoutError:
+                log.warning("a model call is still running; releasing the models regardless")
+            await asyncio.to_thread(runtime.close)
+            log.info("models released")
+
+    return Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(RequestContextMiddleware)],
+        exception_handlers=HANDLERS,
+        lifespan=lifespan,
+    )
+
+
+async def _sweep_forever(results: ResultStore) -> None:
+    interval = min(60.0, max(1.0, results.ttl / 4))
+    while True:
+        await asyncio.to_thread(results.sweep)
+        await asyncio.sleep(interval)
+
+
+def lower_thread_priority() -> None:
+    """Run the calling worker thread (and the threads it starts: torch's, the LLM's) at a lower CPU
+    priority than the event loop. With every core busy on a turn, the loop thread would otherwise
+    wait its turn on the CPU for a few hundred milliseconds, and so would /healthz."""
+    if sys.platform != "linux":  # per-thread nice values are a Linux feature
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+    except OSError:
+        log.warning("cannot lower worker thread priority; probes may be slow during turns")
+
+
+def serve(settings: Settings) -> None:
+    """Run the service in this process until SIGTERM or Ctrl+C.
+
+    On SIGTERM uvicorn stops accepting connections, lets in-flight requests finish for up to
+    ``shutdown_grace_seconds``, then the lifespan releases the models; the process then exits 0.
+    """
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        lifespan="on",
+        log_config=None,  # keep our structlog set-up; uvicorn's loggers propagate to it
+        access_log=False,  # the request middleware writes one line per request, with its id
+        server_header=False,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
+    )
+    # uvicorn re-raises the signal that stopped it once it has shut down gracefully; by then the work
+    # is done, and a SIGTERM is how an orchestrator says "stop", so exit 0 rather than die of it.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    uvicorn.Server(config).run()
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)

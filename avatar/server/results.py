@@ -1,0 +1,114 @@
+"""Where finished turns live: ``<output_dir>/<id>/``, random ids, a time to live, nothing half-written.
+
+A turn renders into ``<output_dir>/.staging/<id>/`` and is renamed into place only when it succeeded,
+so a result folder is always complete and a failed or cancelled turn leaves nothing a client can see;
+staging leftovers of a crashed process are removed at start-up. Ids come from users, so they are
+matched against the shape ``new_turn_id`` makes before they touch the file system.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from avatar.errors import NotFoundError
+from avatar.pipeline.pipeline import AUDIO_NAME, SUMMARY_NAME, VIDEO_NAME, new_turn_id
+
+log = structlog.stdlib.get_logger(__name__)
+
+ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+STAGING = ".staging"
+
+DOWNLOADS: dict[str, tuple[str, str]] = {
+    "video.mp4": (VIDEO_NAME, "video/mp4"),
+    "audio.wav": (AUDIO_NAME, "audio/wav"),
+}
+"""Public file name → (file in the result folder, media type)."""
+
+
+class ResultStore:
+    """Result folders under ``root``, each removed ``ttl_seconds`` after it was written."""
+
+    def __init__(self, root: Path, ttl_seconds: float, *, clock: Callable[[], float] = time.time) -> None:
+        self.root = root
+        self.ttl = ttl_seconds
+        self.clock = clock
+        self.staging = root / STAGING
+
+    def open(self) -> None:
+        """Create the folders and drop what a previous process left half-written."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def reserve(self) -> Iterator[Path]:
+        """A fresh folder to render a result into. It is published under its id (the folder's name)
+        when the block succeeds and removed when it raises or is cancelled."""
+        work = self.staging / new_turn_id()
+        work.mkdir(parents=True)
+        try:
+            yield work
+            os.utime(work)  # the time to live counts from now
+            os.replace(work, self.root / work.name)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def folder(self, result_id: str) -> Path:
+        """The folder of a live result; NotFoundError for a malformed, unknown or expired id."""
+        if not ID_PATTERN.match(result_id):
+            raise NotFoundError("No such result.")  # never reaches the file system
+        folder = self.root / result_id
+        try:
+            written = folder.stat().st_mtime
+        except FileNotFoundError:
+            raise NotFoundError(f"No result {result_id}; results are kept {self.ttl:g} s.") from None
+        if self.clock() - written > self.ttl:
+            self._remove(folder)
+            raise NotFoundError(f"Result {result_id} has expired; results are kept {self.ttl:g} s.")
+        return folder
+
+    def file(self, result_id: str, download: str) -> tuple[Path, str]:
+        """(path, media type) of one of a result's downloads (``video.mp4``, ``audio.wav``)."""
+        name, media_type = DOWNLOADS[download]
+        path = self.folder(result_id) / name
+        if not path.is_file():
+            raise NotFoundError(f"Result {result_id} has no {download}.")
+        return path, media_type
+
+    def summary(self, result_id: str) -> dict[str, Any]:
+        path = self.folder(result_id) / SUMMARY_NAME
+        try:
+            return dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise NotFoundError(f"Result {result_id} has no summary.") from None
+
+    def sweep(self) -> int:
+        """Remove every expired result (blocking); the number removed."""
+        removed = 0
+        now = self.clock()
+        for folder in self.root.iterdir() if self.root.is_dir() else ():
+            if not ID_PATTERN.match(folder.name):
+                continue
+            try:
+                expired = now - folder.stat().st_mtime > self.ttl
+            except FileNotFoundError:
+                continue
+            if expired:
+                self._remove(folder)
+                removed += 1
+        if removed:
+            log.info("results expired", removed=removed)
+        return removed
+
+    @staticmethod
+    def _remove(folder: Path) -> None:
+        shutil.rmtree(folder, ignore_errors=True)

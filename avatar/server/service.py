@@ -1,0 +1,134 @@
+"""What the running service holds, shared by every handler: settings, runtime, results, the model lock.
+
+The lifespan builds one ``Service`` and yields it as the app's typed state; handlers reach it with
+``request.state["service"]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypedDict, TypeVar
+
+import structlog
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive
+
+from avatar.config import Settings
+from avatar.errors import NotReadyError
+from avatar.personas import Persona
+from avatar.pipeline import Pipeline
+from avatar.runtime import Runtime
+from avatar.server.results import ResultStore
+
+log = structlog.stdlib.get_logger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class Service:
+    """The running service: its runtime (models, personas, pipeline), its results and readiness."""
+
+    settings: Settings
+    runtime: Runtime
+    results: ResultStore
+    # The embedded models are not all thread-safe: one turn's model work at a time, the rest queue.
+    model_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    started: bool = False
+    start_error: str | None = None
+
+    @property
+    def status(self) -> str:
+        """``loading`` until every model is loaded, warm and every persona prepared; then ``ready``,
+        or ``failed`` for good."""
+        if self.start_error or self.runtime.registry.failed:
+            return "failed"
+        return "ready" if self.started and self.runtime.registry.ready else "loading"
+
+    def readiness(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"status": self.status, "models": self.runtime.registry.states()}
+        if self.start_error:
+            body["error"] = self.start_error
+        return body
+
+    def require_ready(self) -> None:
+        status = self.status
+        if status == "loading":
+            raise NotReadyError("The models are still loading; retry when GET /readyz says ready.")
+        if status == "failed":
+            raise NotReadyError("The service failed to start; GET /readyz names the model that failed.")
+
+    @property
+    def pipeline(self) -> Pipeline:
+        self.require_ready()
+        return self.runtime.pipeline
+
+    def persona(self, name: str | None) -> Persona:
+        """The named persona, or the default one (UnknownPersonaError, 404, for a name not installed)."""
+        return self.runtime.personas.get(name or self.settings.default_persona)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.settings.max_upload_mb * 2**20)
+
+    async def start(self) -> None:
+        """Load, warm and prepare everything (the lifespan runs this as a background task)."""
+        started = time.perf_counter()
+        log.info("loading models")
+        try:
+            await self.runtime.start()
+        except Exception as exc:  # noqa: BLE001 - any start-up failure is reported by /readyz
+            self.start_error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            log.error("start-up failed", error=self.start_error)
+            return
+        self.started = True
+        seconds = round(time.perf_counter() - started, 2)
+        if self.runtime.registry.failed:
+            log.error("models failed", failures=self.runtime.registry.failures(), seconds=seconds)
+        else:
+            log.info("ready", seconds=seconds)
+
+    async def exclusive(self, request: Request[Any], work: Callable[[], Awaitable[T]]) -> T:
+        """Await ``work`` holding the model lock; drop it (queued or running) if the client disconnects."""
+
+        async def locked() -> T:
+            async with self.model_lock:
+                return await work()
+
+        return await until_disconnect(request.receive, locked())
+
+
+async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T:
+    """``work``'s result, or ClientDisconnect once the client has gone (``work`` is then cancelled).
+
+    Call this after the request body has been read: the next ASGI message is then the disconnect.
+    A cancelled stage finishes its running model call before the cancellation lands (see
+    ``run_blocking``), so by the time this returns nothing is still running or writing.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+    if task.cancelled():
+        log.info("client disconnected; turn abandoned")
+        raise ClientDisconnect()
+    return task.result()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class AppState(TypedDict):
+    """The lifespan's state, as handlers see it in ``request.state``."""
+
+    service: Service

@@ -1,0 +1,123 @@
+"""Each stage of a turn on its own: transcribe, chat, speak, animate."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+
+from avatar import media
+from avatar.backends.base import ASR_SAMPLE_RATE, PreparedFace
+from avatar.errors import InvalidRequestError
+from avatar.pipeline.pipeline import VIDEO_NAME
+from avatar.pipeline.threads import run_blocking
+from avatar.server.inputs import decode_audio, required_file, required_text
+from avatar.server.service import AppState
+from avatar.server.uploads import audio_type, image_type, read_form
+
+# Rate for /animate's audio: the TTS rate, so an MP4 from here sounds like one from a whole turn.
+ANIMATE_SAMPLE_RATE = 24_000
+
+
+async def transcribe(request: Request[AppState]) -> JSONResponse:
+    """``audio`` (file), optional ``language`` → the words in it, with segment times."""
+    service = request.state["service"]
+    service.require_ready()
+    form = await read_form(request, max_bytes=service.max_upload_bytes, files={"audio": audio_type})
+    audio = await decode_audio(required_file(form, "audio"), ASR_SAMPLE_RATE, service.settings.max_audio_seconds)
+    stage = service.pipeline.transcribe
+    started = time.perf_counter()
+    transcript = await service.exclusive(request, lambda: stage(audio, form.text("language")))
+    return JSONResponse(
+        {
+            "text": transcript.text,
+            "language": transcript.language,
+            "audio_seconds": round(audio.size / ASR_SAMPLE_RATE, 3),
+            "segments": [{"start": s.start, "end": s.end, "text": s.text} for s in transcript.segments],
+            "timings": {"asr": round(time.perf_counter() - started, 3)},
+        }
+    )
+
+
+async def chat(request: Request[AppState]) -> JSONResponse:
+    """``text``, optional ``persona`` and ``session_id`` → the persona's reply (kept in the session)."""
+    service = request.state["service"]
+    service.require_ready()
+    form = await read_form(request, max_bytes=service.max_upload_bytes, files={})
+    pipeline = service.pipeline
+    text = pipeline.check_text(required_text(form, "text"))
+    persona = service.persona(form.text("persona"))
+    session = pipeline.sessions.get(form.text("session_id"), persona.name)
+    started = time.perf_counter()
+    reply, fallback = await service.exclusive(request, lambda: pipeline.respond(persona, session.history, text))
+    if not fallback:
+        pipeline.sessions.record(session, text, reply)
+    return JSONResponse(
+        {
+            "session_id": session.id,
+            "persona": persona.name,
+            "reply": reply,
+            "timings": {"llm": round(time.perf_counter() - started, 3)},
+            "degraded": ["llm_fallback"] if fallback else [],
+        }
+    )
+
+
+async def speak(request: Request[AppState]) -> Response:
+    """``text``, optional ``persona`` → the persona's voice saying it, as a WAV."""
+    service = request.state["service"]
+    service.require_ready()
+    form = await read_form(request, max_bytes=service.max_upload_bytes, files={})
+    pipeline = service.pipeline
+    text = pipeline.check_text(required_text(form, "text"))
+    persona = service.persona(form.text("persona"))
+    speech = await service.exclusive(request, lambda: pipeline.speak(text, persona))
+    rate = pipeline.speak.sample_rate
+    return Response(
+        media.wav_bytes(speech, rate),
+        media_type="audio/wav",
+        headers={"X-Audio-Seconds": f"{speech.size / rate:.3f}"},
+    )
+
+
+async def animate(request: Request[AppState]) -> FileResponse:
+    """``audio`` (file) and ``persona`` or an ``image`` (file) with a face → the talking head as MP4.
+
+    The MP4 is also kept as a result (``Content-Location`` names it) so a player can seek in it.
+    """
+    service = request.state["service"]
+    service.require_ready()
+    form = await read_form(
+        request, max_bytes=service.max_upload_bytes, files={"audio": audio_type, "image": image_type}
+    )
+    image = form.file("image")
+    if image is not None and form.text("persona") is not None:
+        raise InvalidRequestError("Send either a 'persona' or an 'image', not both.")
+    persona = service.persona(form.text("persona")) if image is None else None
+    audio = await decode_audio(required_file(form, "audio"), ANIMATE_SAMPLE_RATE, service.settings.max_audio_seconds)
+    stage, mux = service.pipeline.animate, service.pipeline.mux
+
+    async def render(video: Path) -> None:
+        face: PreparedFace
+        if persona is not None:
+            face = await stage.face_for(persona.image_path)
+        else:
+            assert image is not None
+            face = await run_blocking(stage.prepare_bytes, image.data)
+        frames = await stage(face, audio, ANIMATE_SAMPLE_RATE)
+        await mux(video, frames, audio, ANIMATE_SAMPLE_RATE, stage.fps)
+
+    with service.results.reserve() as folder:
+        await service.exclusive(request, lambda: render(folder / VIDEO_NAME))
+    result_id = folder.name
+    path, media_type = service.results.file(result_id, "video.mp4")
+    return FileResponse(
+        path,
+        media_type=media_type,
+        headers={
+            "Content-Location": str(request.url_for("result_video", result_id=result_id)),
+            "X-Result-ID": result_id,
+        },
+    )

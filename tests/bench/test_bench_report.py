@@ -1,0 +1,157 @@
+"""Report writing from real summaries: JSON, Markdown with the targets and margins, and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from avatar.bench.machine import describe
+from avatar.bench.report import write_bench, write_eval
+from avatar.bench.runner import _overlap, bench_checks
+from avatar.bench.samples import TurnSample, summarise
+from avatar.bench.targets import Check, failed, load_thresholds
+
+
+def _sample(turn: str, mode: str, scale: float) -> TurnSample:
+    timings = {"asr": 0.4 * scale, "llm": 2.0 * scale, "tts": 0.05, "avatar": 1.0 * scale, "mux": 0.3}
+    timings["total"] = sum(timings.values())
+    first = timings["total"] - 0.3 if mode == "sequential" else 1.2 * scale
+    return TurnSample(
+        turn,
+        mode,
+        timings["total"] + 0.01,
+        timings,
+        {"tts": 0.01, "avatar": 0.2},
+        6.0 * scale,
+        first,
+        reply="Hello.",
+        transcript="Hi?",
+    )
+
+
+def _result() -> dict[str, Any]:
+    samples = [
+        _sample(t, m, s * (1 + 0.05 * rep))
+        for rep in range(3)
+        for t, s in (("short", 1.0), ("long", 1.6))
+        for m in ("sequential", "overlapped")
+    ]
+    levels: list[dict[str, Any]] = [
+        {
+            "clients": c,
+            "turns": 3,
+            "failed": 0,
+            "errors": [],
+            "wall_s": 10.0 * c,
+            "throughput_per_min": 18 / c,
+            "latency": {"p50": 3.0 * c, "p95": 3.5 * c, "min": 3.0, "max": 4.0 * c, "n": 3},
+        }
+        for c in (1, 2, 4)
+    ]
+    return {
+        "kind": "bench",
+        "machine": {**describe(), "load_average_end": [1.0]},
+        "options": {"reps": 3, "quick": False},
+        "models": {"asr": "whisper"},
+        "turns": [
+            {"name": "short", "question": "Hi?", "question_seconds": 1.0},
+            {"name": "long", "question": "Hello?", "question_seconds": 5.0},
+        ],
+        "inprocess": {
+            "ready_s": 9.0,
+            "peak_rss_mb": 1500.0,
+            "default_mode": "overlapped",
+            "errors": [],
+            "per_turn": summarise(s for s in samples if s.mode == "sequential"),
+            "per_turn_overlapped": summarise(s for s in samples if s.mode == "overlapped"),
+            "overlap": _overlap(samples, None),
+            "concurrency": {"where": "in-process", "levels": levels},
+        },
+        "http": {"available": False, "reason": "not available: test"},
+        "profile": {
+            "stage": "llm",
+            "production_seconds": 2.0,
+            "single_thread_profiled_seconds": 3.0,
+            "by_self_time": [{"function": "f.py:1(f)", "calls": 3, "self_s": 1.0, "cumulative_s": 2.0}],
+        },
+    }
+
+
+def test_summaries_give_p50_and_p95_per_stage() -> None:
+    per_turn = _result()["inprocess"]["per_turn"]
+    short = per_turn["short"]
+    assert short["n"] == 3
+    assert short["stages"]["llm"]["p50"] == 2.0 * 1.05
+    assert short["stages"]["llm"]["p50"] <= short["stages"]["llm"]["p95"] <= short["stages"]["llm"]["max"]
+    assert set(short["rtf"]) == {"tts", "avatar"}
+
+
+def test_overlap_ratio_pairs_each_repetition() -> None:
+    overlap = _result()["inprocess"]["overlap"]
+    assert overlap["available"]
+    short = overlap["per_turn"]["short"]
+    pairs = [
+        (_sample("short", "sequential", 1 + 0.05 * rep), _sample("short", "overlapped", 1 + 0.05 * rep))
+        for rep in range(3)
+    ]
+    ratios = sorted(a.first_frame / b.first_frame for a, b in pairs)  # type: ignore[operator]
+    assert abs(short["ratio"]["p50"] - ratios[1]) < 1e-3  # each sequential turn against its own pair
+    assert overlap["ratio"]["n"] == 6
+    assert _overlap([], "not available: no streaming")["reason"] == "not available: no streaming"
+
+
+def test_bench_report_files(tmp_path: Path) -> None:
+    result = _result()
+    checks = bench_checks(result, load_thresholds()["bench"])
+    result["targets"] = [c.as_dict() for c in checks]
+    written = write_bench(result, tmp_path, "20260101T000000Z")
+    names = sorted(p.name for p in written)
+    assert names == [
+        "20260101T000000Z-concurrency.png",
+        "20260101T000000Z-stages.png",
+        "20260101T000000Z.json",
+        "20260101T000000Z.md",
+    ]
+    assert json.loads((tmp_path / "20260101T000000Z.json").read_text())["inprocess"]["ready_s"] == 9.0
+    md = (tmp_path / "20260101T000000Z.md").read_text()
+    for heading in (
+        "## Targets",
+        "## In-process turns",
+        "## Time to first video frame",
+        "## Concurrency",
+        "## Profile of the hottest stage: llm",
+        "not available: test",
+    ):
+        assert heading in md
+    assert "MISSED by" in md and "met (" in md and "not measured" in md
+    for png in tmp_path.glob("*.png"):
+        with Image.open(png) as image:
+            assert image.format == "PNG" and image.width > 300
+
+
+def test_checks_say_by_how_much() -> None:
+    slow = Check("turn", "full turn", 7.5, 5.0, "s")
+    assert not slow.ok and slow.verdict() == "MISSED by 2.5 s (50 %)"
+    fine = Check("corr", "peak correlation", 0.9, 0.5, higher_is_better=True)
+    assert fine.ok and fine.verdict() == "met (0.4 to spare)"
+    unknown = Check("first", "first frame", None, 1.0, "s", note="no streaming")
+    assert unknown.verdict() == "not measured: no streaming"
+    assert failed([slow, fine, unknown], unmeasured_fails=False) == [slow]
+    assert failed([slow, fine, unknown], unmeasured_fails=True) == [slow, unknown]
+
+
+def test_eval_report(tmp_path: Path) -> None:
+    result = {
+        "kind": "eval",
+        "machine": describe(),
+        "targets": [Check("wer", "TTS round trip", 1.0, 3.0, "%").as_dict()],
+        "sections": [{"title": "Speech synthesis", "text": "1 sentence.", "headers": ["a", "b"], "rows": [["x", "y"]]}],
+    }
+    json_path, md_path = write_eval(result, tmp_path, "20260101T000000Z")
+    md = md_path.read_text()
+    assert "| TTS round trip | 1 % | 3 % | met (2 % to spare) |" in md
+    assert "## Speech synthesis" in md and "| x | y |" in md
+    assert json.loads(json_path.read_text())["stamp"] == "20260101T000000Z"

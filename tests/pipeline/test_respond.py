@@ -1,0 +1,81 @@
+"""The Respond stage's streaming logic, driven by a scripted ChatModel (our own protocol)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from avatar.backends.base import ChatMessage
+from avatar.config import PROJECT_ROOT
+from avatar.personas import PersonaStore
+from avatar.pipeline.stages import RespondStage
+
+EILEEN = PersonaStore(PROJECT_ROOT / "assets" / "personas").get("eileen")
+
+
+class ScriptedChat:
+    """Yields a fixed reply word by word, and records how far the caller let it run."""
+
+    name = "scripted"
+
+    def __init__(self, text: str, fail: bool = False) -> None:
+        self.text, self.fail, self.words_sent = text, fail, 0
+        self.seen: list[ChatMessage] = []
+
+    def stream(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> Iterator[str]:
+        self.seen = list(messages)
+        if self.fail:
+            raise RuntimeError("out of memory")
+        for word in self.text.split(" "):
+            self.words_sent += 1
+            yield word + " "
+
+    def reply(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> str:
+        return "".join(self.stream(messages, max_new_tokens=max_new_tokens))
+
+    def warmup(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def pieces(text: str, max_sentences: int = 2) -> tuple[list[str], int]:
+    out: list[str] = []
+    count = RespondStage(ScriptedChat(text), max_sentences=max_sentences).generate_sentences([], out.append)  # type: ignore[arg-type]
+    return out, count
+
+
+def test_first_sentence_is_handed_on_at_its_first_clause() -> None:
+    out, count = pieces("Flying was the best thing, honestly, I ever did. The view was wonderful. More text.")
+    assert out == ["Flying was the best thing,", "honestly, I ever did.", "The view was wonderful."]
+    assert count == 2
+
+
+def test_short_clauses_are_not_split_and_fragments_dropped() -> None:
+    assert pieces("Yes, it was. I loved it!") == (["Yes, it was.", "I loved it!"], 2)
+    assert pieces("It was amazing. And then the", max_sentences=3) == (["It was amazing."], 1)
+    assert pieces("Well the thing about the shuttle is that") == (["Well the thing about the shuttle is that"], 1)
+
+
+def test_generation_stops_after_enough_sentences() -> None:
+    chat = ScriptedChat("One two three. Four five six. " + "Seven eight nine. " * 100)
+    out: list[str] = []
+    RespondStage(chat).generate_sentences([], out.append)  # type: ignore[arg-type]
+    assert out == ["One two three.", "Four five six."]
+    assert chat.words_sent < 10
+
+
+def test_history_and_system_prompt_reach_the_model() -> None:
+    chat = ScriptedChat("Hello there.")
+    history = [ChatMessage("user", "Hi"), ChatMessage("assistant", "Hello!")]
+    reply, fallback = asyncio.run(RespondStage(chat)(EILEEN, history, "How are you?"))  # type: ignore[arg-type]
+    assert (reply, fallback) == ("Hello there.", False)
+    assert [m.role for m in chat.seen] == ["system", "user", "assistant", "user"]
+    assert chat.seen[0].content == EILEEN.system_prompt and chat.seen[-1].content == "How are you?"
+
+
+@pytest.mark.parametrize("chat", [ScriptedChat("", fail=True), ScriptedChat("*** 🚀")])
+def test_failure_or_empty_reply_gives_the_fallback(chat: ScriptedChat) -> None:
+    reply, fallback = asyncio.run(RespondStage(chat)(EILEEN, [], "Hello?"))  # type: ignore[arg-type]
+    assert fallback and reply == EILEEN.fallback_reply

@@ -1,0 +1,138 @@
+"""The real service in a subprocess (``python -m avatar serve``), and helpers to check what it returns.
+
+The server's stderr (JSON log lines, as it is not a terminal) goes to a file the tests read.
+Imported by name: pytest puts this folder on ``sys.path`` (it is not a package).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import httpx
+
+from avatar.config import PROJECT_ROOT
+
+READY_TIMEOUT_S = 180.0
+MAX_UPLOAD_MB = 1  # small, so the 413 tests send little
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    output_dir: Path
+    log_path: Path
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The server's JSON log lines so far (native libraries' own stderr lines are skipped)."""
+        lines = []
+        for raw in self.log_path.read_text(errors="replace").splitlines():
+            if raw.startswith("{"):
+                try:
+                    lines.append(json.loads(raw))
+                except ValueError:
+                    pass
+        return lines
+
+    def wait_for_log(self, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
+        """The first log line whose fields include ``match``, waiting for it up to ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.log_lines():
+                if all(line.get(k) == v for k, v in match.items()):
+                    return line
+            time.sleep(0.05)
+        raise AssertionError(f"no log line matching {match} within {timeout} s")
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"server not ready within {timeout} s:\n{self.log_path.read_text()[-4000:]}")
+
+    def result_folders(self) -> set[str]:
+        return {p.name for p in self.output_dir.iterdir() if not p.name.startswith(".")}
+
+    def staging_folders(self) -> list[Path]:
+        return list((self.output_dir / ".staging").iterdir())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(workdir: Path, **env: str) -> ServerProcess:
+    """Start ``python -m avatar serve`` on a free port; returns at once (the models load meanwhile)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    output_dir = workdir / "results"
+    log_path = workdir / "server.log"
+    environ = {
+        # A developer's own AVATAR_* settings must not change the server under test.
+        **{k: v for k, v in os.environ.items() if not k.startswith("AVATAR_")},
+        "AVATAR_OUTPUT_DIR": str(output_dir),
+        "AVATAR_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB),
+        # Shorter replies keep each turn quick; the path through every stage is the same.
+        "AVATAR_LLM_MAX_NEW_TOKENS": "32",
+        **env,
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "avatar", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env=environ,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return ServerProcess(process, f"http://127.0.0.1:{port}", output_dir, log_path)
+
+
+def probe_mp4(data: bytes) -> dict[str, Any]:
+    """Stream codecs and frame count of an MP4 held in memory (decoding every frame proves it plays)."""
+    with av.open(io.BytesIO(data), mode="r") as container:
+        video = [s.codec_context.name for s in container.streams.video]
+        audio = [s.codec_context.name for s in container.streams.audio]
+        frames = len(list(container.decode(video=0)))
+    return {"video": video, "audio": audio, "frames": frames}
+
+
+def wav_seconds(data: bytes) -> float:
+    with wave.open(io.BytesIO(data)) as wav:
+        return wav.getnframes() / wav.getframerate()
+
+
+def error_code(response: httpx.Response) -> str:
+    """The error code of a JSON error response, checking the body has exactly the documented shape."""
+    body = response.json()
+    assert set(body) == {"error"} and {"code", "message"} <= set(body["error"]), body
+    return str(body["error"]["code"])

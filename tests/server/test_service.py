@@ -1,0 +1,110 @@
+"""Service behaviour around the turns: probes stay fast, request ids, disconnects, the API document."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+from live_server import ServerProcess
+
+from avatar.config import Settings
+from avatar.server import create_app
+from avatar.server.openapi import document
+
+pytestmark = pytest.mark.slow  # drives the real server with the embedded models
+
+CONVERSATION = "/api/v1/conversation"
+
+
+def test_probes_and_downloads_stay_fast_while_a_turn_renders(
+    server: ServerProcess, client: httpx.Client, planet_question: bytes
+) -> None:
+    earlier = client.post(CONVERSATION, data={"text": "Hi!"}).json()
+    outcome: dict[str, Any] = {}
+
+    def turn() -> None:
+        with httpx.Client(base_url=server.base_url, timeout=120) as http:
+            outcome["response"] = http.post(CONVERSATION, files={"audio": ("q.wav", planet_question, "audio/wav")})
+
+    worker = threading.Thread(target=turn)
+    worker.start()
+    latencies: dict[str, list[float]] = {"/healthz": [], "/readyz": [], "download": []}
+    with httpx.Client(base_url=server.base_url, timeout=5) as probe:
+        probe.get("/healthz")  # open the connection first: this measures the server, not a TCP handshake
+        while worker.is_alive():
+            for name, url in (("/healthz", "/healthz"), ("/readyz", "/readyz"), ("download", earlier["audio_url"])):
+                started = time.perf_counter()
+                assert probe.get(url).status_code == 200
+                latencies[name].append(time.perf_counter() - started)
+            time.sleep(0.01)
+    worker.join()
+    assert outcome["response"].status_code == 200
+    assert len(latencies["/healthz"]) >= 10, "the turn was too short to overlap any probe"
+    for name, values in latencies.items():
+        assert max(values) < 0.1, f"{name} took {max(values) * 1000:.0f} ms during a turn"
+
+
+def test_request_id_is_echoed_and_on_every_line(server: ServerProcess, client: httpx.Client) -> None:
+    response = client.post(CONVERSATION, data={"text": "Good morning!"}, headers={"X-Request-ID": "test-turn-42"})
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "test-turn-42"
+    turn = server.wait_for_log(event="turn", request_id="test-turn-42")
+    assert {"llm", "tts", "avatar", "mux", "total"} <= set(turn["timings"])
+    access = server.wait_for_log(event="request", request_id="test-turn-42")
+    assert access["status"] == 200 and access["path"] == CONVERSATION and access["duration_ms"] > 0
+
+
+@pytest.mark.parametrize("given", [None, "has spaces in it", "x" * 200])
+def test_missing_or_unsafe_request_id_is_replaced(client: httpx.Client, given: str | None) -> None:
+    headers = {"X-Request-ID": given} if given else {}
+    echoed = client.get("/api/v1/personas", headers=headers).headers["x-request-id"]
+    assert echoed != given and len(echoed) == 32 and int(echoed, 16) >= 0
+
+
+def test_client_disconnect_mid_turn_leaves_nothing(server: ServerProcess, planet_question: bytes) -> None:
+    before = server.result_folders()
+    with httpx.Client(base_url=server.base_url, timeout=httpx.Timeout(60, read=0.5)) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            http.post(
+                CONVERSATION,
+                files={"audio": ("q.wav", planet_question, "audio/wav")},
+                headers={"X-Request-ID": "goes-away"},
+            )
+    gone = server.wait_for_log(timeout=60, event="request", request_id="goes-away")
+    assert gone["status"] == 499  # seen as a disconnect, not an error
+    assert server.result_folders() == before
+    assert server.staging_folders() == []
+
+
+def test_openapi_documents_every_route(client: httpx.Client, settings: Settings) -> None:
+    served = client.get("/openapi.json").json()
+    assert served == document()
+    assert served["openapi"].startswith("3.1")
+    app = create_app(settings)
+    routes = {route.path: route.methods - {"HEAD"} for route in app.routes}  # type: ignore[attr-defined]
+    assert set(served["paths"]) == set(routes)
+    for path, methods in routes.items():
+        assert {m.lower() for m in methods} == set(served["paths"][path]), path
+        for method in methods:
+            responses = served["paths"][path][method.lower()]["responses"]
+            assert "500" in responses, (path, method)
+            if path.startswith("/api/v1/") and method == "POST":
+                assert {"413", "415", "422", "503"} <= set(responses), (path, method)
+    _assert_refs_resolve(served, served)
+
+
+def _assert_refs_resolve(node: Any, root: dict[str, Any]) -> None:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if ref is not None:
+            target: Any = root
+            for key in ref.removeprefix("#/").split("/"):
+                target = target[key]
+        for value in node.values():
+            _assert_refs_resolve(value, root)
+    elif isinstance(node, list):
+        for value in node:
+            _assert_refs_resolve(value, root)
