@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
 
 import pytest
+from scripted import ScriptedChat
 
 from avatar.backends.base import ChatMessage
 from avatar.config import PROJECT_ROOT
@@ -13,31 +13,6 @@ from avatar.personas import PersonaStore
 from avatar.pipeline.stages import RespondStage
 
 EILEEN = PersonaStore(PROJECT_ROOT / "assets" / "personas").get("eileen")
-
-
-class ScriptedChat:
-    """Yields a fixed reply word by word, and records how far the caller let it run."""
-
-    name = "scripted"
-
-    def __init__(self, text: str, fail: bool = False) -> None:
-        self.text, self.fail, self.words_sent = text, fail, 0
-        self.seen: list[ChatMessage] = []
-
-    def stream(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> Iterator[str]:
-        self.seen = list(messages)
-        if self.fail:
-            raise RuntimeError("out of memory")
-        for word in self.text.split(" "):
-            self.words_sent += 1
-            yield word + " "
-
-    def reply(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> str:
-        return "".join(self.stream(messages, max_new_tokens=max_new_tokens))
-
-    def warmup(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def pieces(text: str, max_sentences: int = 2) -> tuple[list[str], int]:

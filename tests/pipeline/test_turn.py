@@ -153,17 +153,21 @@ class FailingSecondSentence:
 
 
 def test_failure_half_way_leaves_nothing_and_frees_the_model(runtime: Runtime, tmp_path: Path) -> None:
-    from avatar.pipeline.stages import SpeakStage
+    from scripted import ScriptedChat
+
+    from avatar.pipeline.stages import RespondStage, SpeakStage
 
     pipeline = runtime.pipeline
-    real = pipeline.speak
-    failing = FailingSecondSentence(real.tts)
+    real_speak, real_respond = pipeline.speak, pipeline.respond
+    failing = FailingSecondSentence(real_speak.tts)
     pipeline.speak = SpeakStage(failing)  # type: ignore[arg-type]
+    # A fixed two-sentence reply, so the fault lands after the first sentence was drawn and encoded.
+    pipeline.respond = RespondStage(ScriptedChat("The Moon is bright. It has no air at all."))  # type: ignore[arg-type]
     try:
         with pytest.raises(RuntimeError, match="synthesiser fault"):
             asyncio.run(pipeline.run(tmp_path, text="Tell me two things about the Moon.", overlapped=True))
     finally:
-        pipeline.speak = real
+        pipeline.speak, pipeline.respond = real_speak, real_respond
     assert failing.calls == 2
     assert list(tmp_path.iterdir()) == []
     # The model is free again: the next turn works.

@@ -1,0 +1,35 @@
+"""A ChatModel (our own protocol) that replies with a fixed text, for tests of our streaming logic.
+
+Imported as ``from scripted import ScriptedChat``: pytest puts this folder on the path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from avatar.backends.base import ChatMessage
+
+
+class ScriptedChat:
+    """Yields a fixed reply word by word, and records how far the caller let it run."""
+
+    name = "scripted"
+
+    def __init__(self, text: str, fail: bool = False) -> None:
+        self.text, self.fail, self.words_sent = text, fail, 0
+        self.seen: list[ChatMessage] = []
+
+    def stream(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> Iterator[str]:
+        self.seen = list(messages)
+        if self.fail:
+            raise RuntimeError("out of memory")
+        for word in self.text.split(" "):
+            self.words_sent += 1
+            yield word + " "
+
+    def reply(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> str:
+        return "".join(self.stream(messages, max_new_tokens=max_new_tokens))
+
+    def warmup(self) -> None: ...
+
+    def close(self) -> None: ...
