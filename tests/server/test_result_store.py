@@ -45,7 +45,7 @@ def test_a_result_is_published_only_when_the_block_succeeds(store: ResultStore, 
         (folder / "reply.mp4").write_bytes(b"half")
         raise RuntimeError("the turn failed")
     assert not folder.exists()
-    assert [p.name for p in store.root.iterdir()] == [".staging", result_id]
+    assert sorted(p.name for p in store.root.iterdir()) == sorted([".staging", result_id])
     assert list(store.staging.iterdir()) == []
 
 
