@@ -60,20 +60,17 @@ class Variant:
 
 def find_face(image: Image.Image, landmarker_path: Path) -> FaceBox:
     """The landmark bounding box of the face in ``image`` (forehead to chin)."""
-    meter_image = np.asarray(image.convert("RGB"))
-    from mediapipe import Image as MpImage
-    from mediapipe import ImageFormat
-    from mediapipe.tasks.python import BaseOptions
-    from mediapipe.tasks.python.vision import FaceLandmarker, FaceLandmarkerOptions
+    from avatar.backends.puppet.landmarks import Landmarker
 
-    options = FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(landmarker_path)), num_faces=1)
-    with FaceLandmarker.create_from_options(options) as landmarker:
-        found = landmarker.detect(MpImage(image_format=ImageFormat.SRGB, data=np.ascontiguousarray(meter_image)))
-    if not found.face_landmarks:
+    landmarker = Landmarker(landmarker_path, max_faces=1)
+    try:
+        found = landmarker.detect(np.ascontiguousarray(np.asarray(image.convert("RGB"))))
+    finally:
+        landmarker.close()
+    if not found:
         raise ValueError("the source portrait has no detectable face")
-    xs = [p.x * image.width for p in found.face_landmarks[0]]
-    ys = [p.y * image.height for p in found.face_landmarks[0]]
-    return FaceBox(min(xs), min(ys), max(xs), max(ys))
+    xs, ys = found[0][:, 0], found[0][:, 1]  # pixels
+    return FaceBox(float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
 
 
 def _png(image: Image.Image) -> bytes:

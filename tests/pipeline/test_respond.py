@@ -27,6 +27,12 @@ def test_first_sentence_is_handed_on_at_its_first_clause() -> None:
     assert count == 2
 
 
+def test_a_long_first_sentence_breaks_before_a_conjunction() -> None:
+    out, _ = pieces("The moment I remember is when I first took off and felt the rush. It was loud.")
+    assert out == ["The moment I remember is", "when I first took off and felt the rush.", "It was loud."]
+    assert pieces("Sandy and Andrew flew the shuttle together.")[0] == ["Sandy and Andrew flew the shuttle together."]
+
+
 def test_short_clauses_are_not_split_and_fragments_dropped() -> None:
     assert pieces("Yes, it was. I loved it!") == (["Yes, it was.", "I loved it!"], 2)
     assert pieces("It was amazing. And then the", max_sentences=3) == (["It was amazing."], 1)
