@@ -94,6 +94,13 @@ class RespondStage:
                 return True
             return False
 
+        def finish_sentence() -> None:
+            """Emit what is left of sentence ``used``; it counts if any of it was spoken."""
+            nonlocal emitted, used, head
+            if take(parts[used][head:]) or head > 0:
+                emitted += 1
+            used, head = used + 1, 0
+
         pieces = self.llm.stream(messages, max_new_tokens=self.max_new_tokens)
         try:
             for piece in pieces:
@@ -101,8 +108,7 @@ class RespondStage:
                 parts = split_sentences(text)
                 # A sentence is complete once the next one has begun.
                 while used < len(parts) - 1 and emitted < self.max_sentences:
-                    emitted += take(parts[used][head:]) or head > 0
-                    used, head = used + 1, 0
+                    finish_sentence()
                 if emitted >= self.max_sentences:
                     break
                 if emitted == 0 and head == 0 and used < len(parts):
@@ -115,9 +121,10 @@ class RespondStage:
                 close()  # stops generation early
         parts = split_sentences(text)
         if emitted < self.max_sentences and used < len(parts):
-            tail = parts[used][head:]
-            if emitted == 0 or head > 0 or tail.rstrip().endswith((".", "!", "?")):
-                emitted += take(tail) or head > 0
+            # The last sentence may be cut off by the token limit: keep it only if it ends properly,
+            # if its head is already spoken, or if it is all there is.
+            if emitted == 0 or head > 0 or parts[used].rstrip().endswith((".", "!", "?")):
+                finish_sentence()
         return emitted
 
     async def sentences(
