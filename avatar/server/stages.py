@@ -11,14 +11,24 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from avatar import media
 from avatar.backends.base import ASR_SAMPLE_RATE, PreparedFace
 from avatar.errors import InvalidRequestError
+from avatar.personas import Persona
 from avatar.pipeline.pipeline import VIDEO_NAME
 from avatar.pipeline.threads import run_blocking
 from avatar.server.inputs import decode_audio, required_file, required_text
-from avatar.server.service import AppState
-from avatar.server.uploads import audio_type, image_type, read_form
+from avatar.server.service import AppState, Service
+from avatar.server.uploads import Form, audio_type, image_type, read_form
 
 # Rate for /animate's audio: the TTS rate, so an MP4 from here sounds like one from a whole turn.
 ANIMATE_SAMPLE_RATE = 24_000
+
+
+async def _text_request(request: Request[AppState]) -> tuple[Service, Form, str, Persona]:
+    """The service (ready), the form, its validated ``text`` and the chosen persona."""
+    service = request.state["service"]
+    service.require_ready()
+    form = await read_form(request, max_bytes=service.max_upload_bytes, files={})
+    text = service.pipeline.check_text(required_text(form, "text"))
+    return service, form, text, service.persona(form.text("persona"))
 
 
 async def transcribe(request: Request[AppState]) -> JSONResponse:
@@ -43,12 +53,8 @@ async def transcribe(request: Request[AppState]) -> JSONResponse:
 
 async def chat(request: Request[AppState]) -> JSONResponse:
     """``text``, optional ``persona`` and ``session_id`` → the persona's reply (kept in the session)."""
-    service = request.state["service"]
-    service.require_ready()
-    form = await read_form(request, max_bytes=service.max_upload_bytes, files={})
+    service, form, text, persona = await _text_request(request)
     pipeline = service.pipeline
-    text = pipeline.check_text(required_text(form, "text"))
-    persona = service.persona(form.text("persona"))
     session = pipeline.sessions.get(form.text("session_id"), persona.name)
     started = time.perf_counter()
     reply, fallback = await service.exclusive(request, lambda: pipeline.respond(persona, session.history, text))
@@ -67,12 +73,8 @@ async def chat(request: Request[AppState]) -> JSONResponse:
 
 async def speak(request: Request[AppState]) -> Response:
     """``text``, optional ``persona`` → the persona's voice saying it, as a WAV."""
-    service = request.state["service"]
-    service.require_ready()
-    form = await read_form(request, max_bytes=service.max_upload_bytes, files={})
+    service, _, text, persona = await _text_request(request)
     pipeline = service.pipeline
-    text = pipeline.check_text(required_text(form, "text"))
-    persona = service.persona(form.text("persona"))
     speech = await service.exclusive(request, lambda: pipeline.speak(text, persona))
     rate = pipeline.speak.sample_rate
     return Response(
