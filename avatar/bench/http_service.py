@@ -112,6 +112,7 @@ class HttpTurns:
     def __init__(self, client: httpx.AsyncClient, questions: dict[str, bytes]) -> None:
         self.client = client
         self.questions = questions  # turn name → WAV bytes
+        self.last_audio_url: str | None = None  # the reply WAV of the latest turn that succeeded
 
     async def __call__(self, turn: BenchTurn) -> TurnSample:
         started = time.perf_counter()
@@ -129,6 +130,7 @@ class HttpTurns:
             body: dict[str, Any] = response.json()
             video = await self.client.get(body["video_url"])
             video.raise_for_status()
+            self.last_audio_url = str(body["audio_url"])
         except httpx.HTTPError as exc:
             return TurnSample(
                 turn.name, "sequential", time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}"

@@ -6,7 +6,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from avatar.bench.probes import PROBE_INTERVAL_S
 from avatar.bench.samples import STAGES
 from avatar.config import PROJECT_ROOT
 
@@ -26,6 +28,13 @@ def _s(spread: dict[str, Any] | None, key: str = "p50", digits: int = 2) -> str:
 
 def _p50_p95(spread: dict[str, Any] | None, digits: int = 2) -> str:
     return "–" if not spread else f"{spread['p50']:.{digits}f} / {spread['p95']:.{digits}f}"
+
+
+def _probe_row(name: str, probe: dict[str, Any]) -> list[object]:
+    path = urlsplit(probe["url"]).path
+    label = f"`{path}`" if name == path else f"{name} (`{path}`)"
+    ms = probe["ms"]
+    return [label, (ms or {}).get("n", 0), _s(ms, digits=1), _s(ms, "p95", 1), _s(ms, "max", 1), probe["failed"]]
 
 
 def write_json(result: dict[str, Any], path: Path) -> Path:
@@ -181,6 +190,18 @@ def bench_markdown(result: dict[str, Any]) -> str:
         ]
         if http.get("errors"):
             out += ["Failed requests: " + "; ".join(http["errors"]), ""]
+        probes = http.get("probes")
+        if probes:
+            out += [
+                f"Small requests while those turns rendered (one client polling every {PROBE_INTERVAL_S * 1000:.0f} "
+                "ms on a kept-alive connection; milliseconds from request to full answer):",
+                "",
+                table(
+                    ["request", "answers", "p50 ms", "p95 ms", "max ms", "failed"],
+                    [_probe_row(name, probe) for name, probe in probes.items()],
+                ),
+                "",
+            ]
         out += [
             "Time to first frame at the client: not measured over HTTP (no streaming endpoint is served "
             "yet); the in-process figure above is the pipeline's own.",

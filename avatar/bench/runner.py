@@ -27,6 +27,7 @@ from avatar.bench.http_service import HttpTurns, ServerError, ServerProcess, ser
 from avatar.bench.inprocess import InProcessBench, overlap_support
 from avatar.bench.load import RunTurn, concurrent_load
 from avatar.bench.memory import peak_rss_mb
+from avatar.bench.probes import ProbeSampler
 from avatar.bench.samples import TurnSample, errors, summarise
 from avatar.bench.stats import spread
 from avatar.bench.targets import Check
@@ -194,14 +195,19 @@ async def _http_turns(base_url: str, wavs: dict[str, bytes], options: BenchOptio
         log("http: warm-up …")
         await ask(TURNS[1])
         samples = []
-        for rep in range(options.reps):
-            for turn in TURNS:
-                log(f"http: {turn.name} turn, repetition {rep + 1}/{options.reps}")
-                samples.append(await ask(turn))
+        probes = {"/healthz": "/healthz", "/readyz": "/readyz"}
+        if ask.last_audio_url:
+            probes["download"] = ask.last_audio_url  # a finished reply's WAV, as a browser would fetch it
+        async with ProbeSampler(base_url, probes) as sampler:  # polled all through the repetitions
+            for rep in range(options.reps):
+                for turn in TURNS:
+                    log(f"http: {turn.name} turn, repetition {rep + 1}/{options.reps}")
+                    samples.append(await ask(turn))
         return {
             "samples": [s.as_dict() for s in samples],
             "per_turn": summarise(samples),
             "errors": errors(samples),
+            "probes": sampler.summary(),
             "concurrency": await _levels(ask, options, "http", log),
         }
 
@@ -257,6 +263,17 @@ def bench_checks(result: dict[str, Any], limits: dict[str, float]) -> list[Check
     ready = http.get("ready_s") if served else None
     checks.append(
         Check("ready", "service start to /readyz 200", ready, limits["ready_s"], "s", note=http.get("reason", ""))
+    )
+    healthz = (http.get("probes", {}).get("/healthz") or {}).get("ms") if served else None
+    checks.append(
+        Check(
+            "healthz_during_turns",
+            "GET /healthz while turns render (slowest answer)",
+            healthz["max"] if healthz else None,
+            limits["healthz_ms"],
+            "ms",
+            note=http.get("reason", "") if not served else "no probe was answered",
+        )
     )
     memory = http.get("peak_rss_mb") if served else inproc.get("peak_rss_mb")
     where = "service process" if served else "in-process (bench process; service not measured)"

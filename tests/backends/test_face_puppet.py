@@ -6,7 +6,6 @@ rendered frames, and that measurement must follow the loudness of the audio with
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import cv2
@@ -107,15 +106,13 @@ def test_idle_motion_keeps_the_mouth_still(lively: PuppetAnimator, eileen: Frame
 def spoken(puppet: PuppetAnimator, eileen_face: PreparedFace, hibari_speech: np.ndarray, face_probe: Landmarker):
     """Speech then a second of silence, rendered and measured frame by frame."""
     audio = np.concatenate([hibari_speech, np.zeros(RATE, np.float32)])
-    started = time.perf_counter()
     frames = puppet.render(eileen_face, audio, RATE)
-    per_frame = (time.perf_counter() - started) / len(frames)
     gaps = np.array([measure(face_probe, f)["gap"] for f in frames])
-    return audio, frames, gaps, per_frame
+    return audio, frames, gaps
 
 
 def test_lips_follow_loudness_without_lag(spoken) -> None:
-    audio, frames, gaps, _ = spoken
+    audio, frames, gaps = spoken
     rms = loudness(audio, len(frames))
 
     def corr(lag: int) -> float:
@@ -129,7 +126,7 @@ def test_lips_follow_loudness_without_lag(spoken) -> None:
 
 
 def test_mouth_opens_in_speech_and_rests_in_silence(spoken, eileen_face: PreparedFace, face_probe: Landmarker) -> None:
-    audio, frames, gaps, _ = spoken
+    audio, frames, gaps = spoken
     rest = measure(face_probe, eileen_face.image)["gap"]
     rms = loudness(audio, len(frames))
     loud = rms > 0.5 * rms.max()
@@ -147,7 +144,7 @@ def _zigzags(x: np.ndarray, step: float) -> int:
 
 def test_no_jitter(spoken) -> None:
     """Mouth motion is smooth: no frame flips up and down by a large step; silence is still."""
-    audio, _, gaps, _ = spoken
+    audio, _, gaps = spoken
     track = analyse(audio, RATE, len(gaps), FPS)
     assert _zigzags(track.open, 0.15) == 0
     assert _zigzags(gaps, 0.02) == 0, np.round(gaps, 3)
@@ -165,12 +162,6 @@ def test_frame_at_t_uses_audio_at_t(puppet: PuppetAnimator, eileen_face: Prepare
     frames = puppet.render(eileen_face, audio, RATE)
     change = [np.abs(f.astype(int) - eileen_face.image).sum() for f in frames]
     assert int(np.argmax(change)) in (25, 26)
-
-
-def test_render_speed(spoken) -> None:
-    *_, per_frame = spoken
-    # The budget is well under 20 ms a frame; the bound leaves room for a loaded test machine.
-    assert per_frame < 0.06, f"{per_frame * 1000:.1f} ms per frame"
 
 
 # --- background -------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from avatar.bench.machine import describe
 from avatar.bench.report import write_bench, write_eval
 from avatar.bench.runner import _overlap, bench_checks
 from avatar.bench.samples import TurnSample, summarise
+from avatar.bench.stats import spread
 from avatar.bench.targets import Check, failed, load_thresholds
 
 
@@ -130,6 +131,36 @@ def test_bench_report_files(tmp_path: Path) -> None:
     for png in tmp_path.glob("*.png"):
         with Image.open(png) as image:
             assert image.format == "PNG" and image.width > 300
+
+
+def test_http_section_reports_probes_and_checks_liveness(tmp_path: Path) -> None:
+    result = _result()
+    http_samples = [_sample("short", "sequential", 1.0 + 0.1 * rep) for rep in range(3)]
+    result["http"] = {
+        "available": True,
+        "ready_s": 6.0,
+        "peak_rss_mb": 1800.0,
+        "per_turn": summarise(http_samples),
+        "errors": [],
+        "probes": {
+            "/healthz": {"url": "/healthz", "ms": spread([2.0, 3.0, 140.0]).as_dict(), "failed": 0, "failures": []},
+            "download": {
+                "url": "http://127.0.0.1:8000/api/v1/results/x/reply.wav",
+                "ms": None,
+                "failed": 2,
+                "failures": ["HTTP 404"],
+            },
+        },
+    }
+    checks = {c.name: c for c in bench_checks(result, load_thresholds()["bench"])}
+    liveness = checks["healthz_during_turns"]
+    assert liveness.value == 140.0 and liveness.unit == "ms" and liveness.verdict() == "MISSED by 40 ms (40 %)"
+    assert checks["ready"].ok and checks["peak_rss"].value == 1800.0
+    result["targets"] = [c.as_dict() for c in checks.values()]
+    write_bench(result, tmp_path, "20260101T000000Z")
+    md = (tmp_path / "20260101T000000Z.md").read_text()
+    assert "| `/healthz` | 3 | 3.0 | 126.3 | 140.0 | 0 |" in md
+    assert "| download (`/api/v1/results/x/reply.wav`) | 0 | – | – | – | 2 |" in md
 
 
 def test_checks_say_by_how_much() -> None:
