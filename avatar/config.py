@@ -78,6 +78,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     shutdown_grace_seconds: float = 30.0
+    max_queued_requests: int = 8  # model requests that may wait while one runs; more are told to retry
 
     def model_path(self, value: str) -> Path:
         """A model setting as a path: absolute, or relative to ``models_dir``."""
@@ -175,6 +176,7 @@ def _validate(s: Settings) -> None:
         "session_ttl_seconds": s.session_ttl_seconds > 0,
         "port": 0 <= s.port <= 65535,
         "shutdown_grace_seconds": s.shutdown_grace_seconds >= 0,
+        "max_queued_requests": s.max_queued_requests >= 0,
     }
     for name, ok in positive.items():
         if not ok:

@@ -20,6 +20,11 @@ class AvatarError(Exception):
     def as_dict(self) -> dict[str, dict[str, str]]:
         return {"error": {"code": self.code, "message": self.message}}
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries besides the JSON body."""
+        return {}
+
 
 class InvalidAudioError(AvatarError):
     """The bytes are empty, corrupt, truncated or not decodable audio."""
@@ -86,6 +91,21 @@ class NotReadyError(AvatarError):
 
     code = "not_ready"
     status = 503
+
+
+class BusyError(AvatarError):
+    """Too many requests are already waiting for the models; the client should retry later."""
+
+    code = "busy"
+    status = 503
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
 
 
 class ConfigError(AvatarError):

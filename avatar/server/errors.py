@@ -37,7 +37,7 @@ async def avatar_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AvatarError)
     if exc.status >= 500:
         log.error("request failed", code=exc.code, error=exc.message)
-    return JSONResponse(exc.as_dict(), status_code=exc.status)
+    return JSONResponse(exc.as_dict(), status_code=exc.status, headers=exc.headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

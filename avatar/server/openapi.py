@@ -57,6 +57,15 @@ _SESSION = {
 }
 _TEXT = {"type": "string", "description": "What the user says, typed (at most AVATAR_MAX_TEXT_CHARS characters)."}
 
+_RETRY_AFTER = {
+    "headers": {
+        "Retry-After": {
+            "description": "Seconds to wait before sending the request again (busy and shutting_down).",
+            "schema": {"type": "integer"},
+        }
+    }
+}
+
 _RESULT_ID = {
     "name": "result_id",
     "in": "path",
@@ -256,6 +265,16 @@ _DOCUMENT: dict[str, Any] = {
                     "status": {"enum": ["loading", "ready", "failed"]},
                     "models": {"type": "object", "additionalProperties": _ref("schemas", "ModelState")},
                     "error": {"type": "string", "description": "Why start-up failed, when it did."},
+                    "queue": {
+                        "type": "object",
+                        "description": "Requests for the models: one runs at a time, at most `limit` wait; "
+                        "past that they are answered 503 busy.",
+                        "properties": {
+                            "running": {"type": "integer"},
+                            "waiting": {"type": "integer"},
+                            "limit": {"type": "integer"},
+                        },
+                    },
                 },
             },
             "Timings": {
@@ -348,7 +367,7 @@ _DOCUMENT: dict[str, Any] = {
             },
         },
         "responses": {
-            name: {"description": description, **_json("Error")}
+            name: {"description": description, **_json("Error"), **(_RETRY_AFTER if name == "NotReady" else {})}
             for name, description in {
                 "BadRequest": "invalid_audio, invalid_image or malformed_request: the upload cannot be read.",
                 "NotFound": "unknown_persona, or not_found: no such result (unknown, malformed or expired id).",
@@ -358,8 +377,9 @@ _DOCUMENT: dict[str, Any] = {
                 "this endpoint does not take.",
                 "Unprocessable": "invalid_request (a field missing or wrong), no_speech (nothing said in the "
                 "audio) or no_face (no face in the photo).",
-                "NotReady": "not_ready: the models are loading (or failed); see GET /readyz. shutting_down: the "
-                "request was cut off by a shutdown; send it again.",
+                "NotReady": "not_ready: the models are loading (or failed); see GET /readyz. busy: "
+                "AVATAR_MAX_QUEUED_REQUESTS requests already wait for the models; retry after the Retry-After "
+                "header's seconds. shutting_down: the request was cut off by a shutdown; send it again.",
                 "InternalError": "internal_error: a bug; the body carries the request id.",
             }.items()
         },

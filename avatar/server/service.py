@@ -7,7 +7,9 @@ The lifespan builds one ``Service`` and yields it as the app's typed state; hand
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypedDict, TypeVar
@@ -17,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive
 
 from avatar.config import Settings
-from avatar.errors import NotReadyError
+from avatar.errors import BusyError, NotReadyError
 from avatar.personas import Persona
 from avatar.pipeline import Pipeline
 from avatar.runtime import Runtime
@@ -27,6 +29,10 @@ log = structlog.stdlib.get_logger(__name__)
 
 T = TypeVar("T")
 
+RECENT_REQUESTS = 20  # the model requests whose durations estimate Retry-After
+DEFAULT_REQUEST_S = 10.0  # the estimate before any request has finished
+MAX_RETRY_AFTER_S = 300
+
 
 @dataclass
 class Service:
@@ -35,10 +41,13 @@ class Service:
     settings: Settings
     runtime: Runtime
     results: ResultStore
-    # The embedded models are not all thread-safe: one turn's model work at a time, the rest queue.
+    # The embedded models are not all thread-safe: one turn's model work at a time, the rest queue
+    # (at most settings.max_queued_requests of them; past that a request is told to come back later).
     model_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     started: bool = False
     start_error: str | None = None
+    waiting: int = 0  # requests admitted that do not hold the model lock yet
+    recent_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_REQUESTS))
 
     @property
     def status(self) -> str:
@@ -52,6 +61,11 @@ class Service:
         body: dict[str, Any] = {"status": self.status, "models": self.runtime.registry.states()}
         if self.start_error:
             body["error"] = self.start_error
+        body["queue"] = {
+            "running": int(self.model_lock.locked()),
+            "waiting": self.waiting,
+            "limit": self.settings.max_queued_requests,
+        }
         return body
 
     def require_ready(self) -> None:
@@ -92,13 +106,44 @@ class Service:
             log.info("ready", seconds=seconds)
 
     async def exclusive(self, request: Request[Any], work: Callable[[], Awaitable[T]]) -> T:
-        """Await ``work`` holding the model lock; drop it (queued or running) if the client disconnects."""
+        """Await ``work`` holding the model lock; drop it (queued or running) if the client disconnects.
+
+        BusyError (503 with Retry-After) when one request holds the models and the most that may wait
+        already do: a client then hears at once, instead of waiting out its own timeout in a queue.
+        """
+        occupied = self.model_lock.locked() or self.waiting > 0
+        if occupied and self.waiting >= self.settings.max_queued_requests:
+            retry = self.retry_after_seconds()
+            log.warning("busy; request refused", waiting=self.waiting, retry_after_s=retry)
+            raise BusyError(
+                f"The server is busy: {self.waiting} request(s) already wait for the models "
+                f"(AVATAR_MAX_QUEUED_REQUESTS={self.settings.max_queued_requests}). Retry in about {retry} s.",
+                retry,
+            )
+        self.waiting += 1  # now, not when the task first runs: a request arriving meanwhile must count it
+        queued = True
 
         async def locked() -> T:
+            nonlocal queued
             async with self.model_lock:
-                return await work()
+                self.waiting -= 1
+                queued = False
+                started = time.perf_counter()
+                result = await work()
+                self.recent_seconds.append(time.perf_counter() - started)
+                return result
 
-        return await until_disconnect(request.receive, locked())
+        try:
+            return await until_disconnect(request.receive, locked())
+        finally:
+            if queued:  # gone (disconnect, shutdown) before its turn came
+                self.waiting -= 1
+
+    def retry_after_seconds(self) -> int:
+        """About how long until the queue has drained: the requests ahead × their recent mean duration."""
+        mean = sum(self.recent_seconds) / len(self.recent_seconds) if self.recent_seconds else DEFAULT_REQUEST_S
+        ahead = self.waiting + int(self.model_lock.locked())
+        return max(1, min(MAX_RETRY_AFTER_S, math.ceil(ahead * mean)))
 
 
 async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T:

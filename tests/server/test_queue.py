@@ -1,0 +1,74 @@
+"""A bounded queue for the models: past the limit a request hears 503 busy at once, with Retry-After."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from live_server import ServerProcess, start_server
+
+pytestmark = pytest.mark.slow  # drives the real server with the embedded models
+
+CONVERSATION = "/api/v1/conversation"
+
+
+@pytest.fixture(scope="module")
+def one_waiting(tmp_path_factory: pytest.TempPathFactory, prepared_models: Path) -> Iterator[ServerProcess]:
+    """A server on which one request may run and one more wait."""
+    server = start_server(tmp_path_factory.mktemp("queue"), AVATAR_MAX_QUEUED_REQUESTS="1")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def _queue(http: httpx.Client) -> dict[str, int]:
+    response = http.get("/readyz")
+    assert response.status_code == 200  # a full queue is busy, not unready
+    return dict(response.json()["queue"])
+
+
+def test_past_the_limit_a_request_is_told_to_retry(one_waiting: ServerProcess, planet_question: bytes) -> None:
+    answers: dict[str, httpx.Response] = {}
+
+    def ask(name: str, **request: object) -> None:
+        with httpx.Client(base_url=one_waiting.base_url, timeout=120) as http:
+            answers[name] = http.post(CONVERSATION, **request)  # type: ignore[arg-type]
+
+    with httpx.Client(base_url=one_waiting.base_url, timeout=10) as http:
+        assert _queue(http) == {"running": 0, "waiting": 0, "limit": 1}
+        http.post(CONVERSATION, data={"text": "Hello!"}).raise_for_status()  # a first duration to estimate from
+        running = threading.Thread(
+            target=ask, args=("running",), kwargs={"files": {"audio": ("q.wav", planet_question)}}
+        )
+        running.start()
+        queued = threading.Thread(target=ask, args=("queued",), kwargs={"data": {"text": "And then?"}})
+        deadline = time.monotonic() + 30
+        while _queue(http)["running"] == 0:
+            assert time.monotonic() < deadline, "the first turn never started"
+            time.sleep(0.02)
+        queued.start()
+        while _queue(http)["waiting"] == 0:
+            assert time.monotonic() < deadline, "the second request never queued"
+            time.sleep(0.02)
+
+        busy = http.post(CONVERSATION, data={"text": "Me too?"})
+        assert busy.status_code == 503
+        assert busy.json()["error"]["code"] == "busy"
+        assert "AVATAR_MAX_QUEUED_REQUESTS=1" in busy.json()["error"]["message"]
+        assert int(busy.headers["retry-after"]) >= 1
+        # The per-stage endpoints share the queue.
+        assert http.post("/api/v1/chat", data={"text": "Me too?"}).json()["error"]["code"] == "busy"
+
+        running.join()
+        queued.join()
+        assert answers["running"].status_code == 200 and answers["queued"].status_code == 200
+        assert _queue(http) == {"running": 0, "waiting": 0, "limit": 1}
+        assert http.post(CONVERSATION, data={"text": "Now?"}).status_code == 200
+    refused = [line for line in one_waiting.log_lines() if line.get("event") == "busy; request refused"]
+    assert len(refused) == 2 and refused[0]["waiting"] == 1
