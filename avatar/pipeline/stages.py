@@ -37,11 +37,11 @@ log = logging.getLogger(__name__)
 SILENCE_DBFS = -60.0
 FIRST_CLAUSE_WORDS = 5
 _CONJUNCTIONS = "and|but|when|because|so|while|which|where|who|until|before|after"
-# The start of a sentence up to its first clause break: a comma, semicolon, colon or dash, or the space
-# before a conjunction (the conjunction opens the next piece). Matched only once the next word has begun.
+# The start of a sentence up to its first clause break: a comma, semicolon, colon, dash or ellipsis, or
+# the space before a conjunction (which opens the next piece). Matched only once the next word has begun.
 _FIRST_CLAUSE = re.compile(
     rf"^(?:\S+\s+){{{FIRST_CLAUSE_WORDS - 1},}}?\S*?"
-    rf"(?:[,;:\u2013\u2014](?=\s+\S)|\w(?=\s+(?:{_CONJUNCTIONS})\s))",
+    rf"(?:(?:[,;:\u2013\u2014\u2026]|\.\.\.)(?=\s+\S)|\w(?=\s+(?:{_CONJUNCTIONS})\s))",
     re.IGNORECASE,
 )
 
@@ -81,9 +81,10 @@ class RespondStage:
         """Stream the model, calling ``emit`` with each finished, cleaned piece of speech (blocking).
 
         Pieces are whole sentences, except that the first sentence is handed on at its first clause
-        break (a comma, semicolon, colon, dash or conjunction after at least ``FIRST_CLAUSE_WORDS``
-        words): the voice and the face start on it while the model finishes the sentence. Returns how many sentences
-        were emitted. A trailing fragment cut off by the token limit is kept only if it is all there is.
+        break (a comma, semicolon, colon, dash, ellipsis or conjunction after at least
+        ``FIRST_CLAUSE_WORDS`` words): the voice and the face start on it while the model finishes the
+        sentence. Returns how many sentences were emitted. A trailing fragment cut off by the token
+        limit is kept only if it is all there is.
         """
         text, used, emitted, head = "", 0, 0, 0  # head: characters of parts[used] already emitted
 

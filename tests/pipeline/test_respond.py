@@ -33,6 +33,17 @@ def test_a_long_first_sentence_breaks_before_a_conjunction() -> None:
     assert pieces("Sandy and Andrew flew the shuttle together.")[0] == ["Sandy and Andrew flew the shuttle together."]
 
 
+def test_a_trailing_off_first_clause_is_a_break() -> None:
+    out, _ = pieces("The stars on the shuttle... that was an experience I'll never forget. It was quiet.")
+    assert out[:2] == ["The stars on the shuttle...", "that was an experience I'll never forget."]
+    # The ellipsis character breaks too (the cleaning drops the character itself before speech).
+    assert pieces("The view from up there\u2026 nothing compares. Really.")[0][:2] == [
+        "The view from up there",
+        "nothing compares.",
+    ]
+    assert pieces("Oh... it was lovely up there. Yes.")[0][0] == "Oh... it was lovely up there."  # too short to split
+
+
 def test_short_clauses_are_not_split_and_fragments_dropped() -> None:
     assert pieces("Yes, it was. I loved it!") == (["Yes, it was.", "I loved it!"], 2)
     assert pieces("It was amazing. And then the", max_sentences=3) == (["It was amazing."], 1)
