@@ -38,10 +38,12 @@ SILENCE_DBFS = -60.0
 FIRST_CLAUSE_WORDS = 5
 _CONJUNCTIONS = "and|but|when|because|so|while|which|where|who|until|before|after"
 # The start of a sentence up to its first clause break: a comma, semicolon, colon, dash or ellipsis, or
-# the space before a conjunction (which opens the next piece). Matched only once the next word has begun.
+# the space before a conjunction (which opens the next piece). A mark counts as soon as it is written,
+# before the next token, unless a digit precedes it (1,000; 10:30; 1990-2000); a conjunction counts once
+# the word after it has begun (until then "and" may still become "android").
 _FIRST_CLAUSE = re.compile(
     rf"^(?:\S+\s+){{{FIRST_CLAUSE_WORDS - 1},}}?\S*?"
-    rf"(?:(?:[,;:\u2013\u2014\u2026]|\.\.\.)(?=\s+\S)|\w(?=\s+(?:{_CONJUNCTIONS})\s))",
+    rf"(?:(?<!\d)(?:[,;:\u2013\u2014\u2026]|\.\.\.)(?=\s|$)|\w(?=\s+(?:{_CONJUNCTIONS})\s))",
     re.IGNORECASE,
 )
 

@@ -11,21 +11,23 @@ from avatar.backends.base import ChatMessage
 
 
 class ScriptedChat:
-    """Yields a fixed reply word by word, and records how far the caller let it run."""
+    """Yields a fixed reply word by word (or in the given ``tokens``, the way a model's tokens come:
+    "Hello", ",", " there"), and records how far the caller let it run."""
 
     name = "scripted"
 
-    def __init__(self, text: str, fail: bool = False) -> None:
-        self.text, self.fail, self.words_sent = text, fail, 0
+    def __init__(self, text: str = "", fail: bool = False, tokens: Sequence[str] = ()) -> None:
+        self.text, self.fail, self.words_sent = text or "".join(tokens), fail, 0
+        self.tokens = list(tokens) or [word + " " for word in self.text.split(" ")]
         self.seen: list[ChatMessage] = []
 
     def stream(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> Iterator[str]:
         self.seen = list(messages)
         if self.fail:
             raise RuntimeError("out of memory")
-        for word in self.text.split(" "):
+        for token in self.tokens:
             self.words_sent += 1
-            yield word + " "
+            yield token
 
     def reply(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> str:
         return "".join(self.stream(messages, max_new_tokens=max_new_tokens))

@@ -33,6 +33,23 @@ def test_a_long_first_sentence_breaks_before_a_conjunction() -> None:
     assert pieces("Sandy and Andrew flew the shuttle together.")[0] == ["Sandy and Andrew flew the shuttle together."]
 
 
+def heard(tokens: list[str]) -> list[tuple[str, int]]:
+    """Each piece handed on, with how many tokens the model had written when it was."""
+    chat = ScriptedChat(tokens=tokens)
+    out: list[tuple[str, int]] = []
+    RespondStage(chat).generate_sentences([], lambda piece: out.append((piece, chat.words_sent)))  # type: ignore[arg-type]
+    return out
+
+
+def test_a_clause_mark_is_handed_on_before_the_next_token() -> None:
+    out = heard(["The", " city", " lights", " were", " breathtaking", ",", " glowing", " below", ".", " Wow", "."])
+    assert out[0] == ("The city lights were breathtaking,", 6)  # while the model writes token 7
+    assert [piece for piece, _ in out] == ["The city lights were breathtaking,", "glowing below.", "Wow."]
+    # After a digit a comma may be a thousands separator, and a colon part of a time: wait and see.
+    out = heard(["We", " flew", " about", " four", " 1", ",", "000", " miles", ",", " I", " think", "."])
+    assert out == [("We flew about four 1,000 miles,", 9), ("I think.", 12)]
+
+
 def test_a_trailing_off_first_clause_is_a_break() -> None:
     out, _ = pieces("The stars on the shuttle... that was an experience I'll never forget. It was quiet.")
     assert out[:2] == ["The stars on the shuttle...", "that was an experience I'll never forget."]
