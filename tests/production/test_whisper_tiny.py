@@ -53,12 +53,21 @@ def test_an_unknown_language_is_refused(recognizer: WhisperRecognizer):
 
 
 def test_word_timestamps_are_available_to_later_stages(recognizer: WhisperRecognizer):
-    transcript = recognizer.transcribe(NOISE, language="en", word_timestamps=True)
-    words = [w for s in transcript.segments for w in s.words]
-    assert words, transcript
+    # A random model's greedy decoding of noise can end at once when two logits nearly tie (the int8
+    # kernels are not bit-reproducible run to run): another clip is tried then.
+    words = []
+    for seed in range(3):
+        clip = (
+            NOISE if seed == 0 else (np.random.default_rng(seed).standard_normal(NOISE.size) * 0.1).astype(np.float32)
+        )
+        transcript = recognizer.transcribe(clip, language="en", word_timestamps=True)
+        words = [w for s in transcript.segments for w in s.words]
+        if words:
+            break
+    assert words, "no clip gave any words"
     for word in words:  # a random model's word alignment is noise, but it is well formed
         assert isinstance(word.text, str) and 0.0 <= word.start <= word.end <= 30.0
-    assert not any(s.words for s in recognizer.transcribe(NOISE, language="en").segments)  # off by default
+    assert not any(s.words for s in recognizer.transcribe(clip, language="en").segments)  # off by default
 
 
 def test_vad_filter_drops_silence(tiny_whisper: Path):
