@@ -45,6 +45,9 @@ class Settings:
     asr_vad: bool = True
     asr_beam_size: int = 1
     asr_word_timestamps: bool = False
+    # CTranslate2 on the CPU. One thread by default: with two, torch in the same process (the LLM) ran
+    # 1.7x slower per token on 2 cores while Whisper tiny gained nothing (bench/PROFILE.md). 0: AVATAR_THREADS.
+    asr_threads: int = 1
 
     llm_backend: str = "transformers"
     llm_model: str = "smollm2-135m-instruct"
@@ -164,6 +167,7 @@ def _validate(s: Settings) -> None:
     positive = {
         "threads": s.threads >= 0,
         "asr_beam_size": s.asr_beam_size >= 1,
+        "asr_threads": s.asr_threads >= 0,
         "llm_max_new_tokens": 1 <= s.llm_max_new_tokens <= 4096,
         "llm_history_turns": s.llm_history_turns >= 0,
         "llm_temperature": 0.0 <= s.llm_temperature <= 2.0,

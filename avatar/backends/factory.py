@@ -16,7 +16,7 @@ def _asr(s: Settings) -> Backend:
     options = WhisperOptions(
         device=s.asr_device,
         compute_type=s.asr_compute_type,
-        threads=s.cpu_threads,
+        threads=s.asr_threads or s.cpu_threads,
         vad=s.asr_vad,
         beam_size=s.asr_beam_size,
         word_timestamps=s.asr_word_timestamps,

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from avatar.backends import torch_thread
 from avatar.backends.base import ChatMessage
 from avatar.backends.device import resolve_device
 from avatar.catalog import check_files, resolve_model_dir
@@ -42,7 +44,11 @@ class LLMOptions:
 
 
 class TransformersChat:
-    """A chat model loaded once; ``stream`` runs ``generate`` in a thread and yields decoded pieces."""
+    """A chat model loaded once; ``stream`` runs ``generate`` in a thread and yields decoded pieces.
+
+    On the CPU every torch call (loading, warm-up, generation) runs on the process's torch thread
+    (``torch_thread``): OpenMP slows to a crawl once several threads have run torch.
+    """
 
     def __init__(self, model_dir: Path, options: LLMOptions = LLMOptions()) -> None:
         model_dir = resolve_model_dir(model_dir)
@@ -52,25 +58,17 @@ class TransformersChat:
                 f"AVATAR_LLM_QUANTIZATION={options.quantization!r}; choose one of {', '.join(QUANTIZATIONS)}."
             )
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self._torch = torch
         self.device = resolve_device(options.device, "AVATAR_LLM_DEVICE")
         self.dtype = _pick_dtype(options.dtype, self.device)
         self.options = options
         self.name = f"transformers:{model_dir.name}"
-        if self.device == "cpu":
-            torch.set_num_threads(options.threads)
         load_kwargs: dict[str, Any] = {"local_files_only": True, "dtype": getattr(torch, self.dtype)}
         if options.quantization != "none":
             load_kwargs.update(_quantization_kwargs(options.quantization, self.device, self.dtype))
-        try:
-            self._tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-            model: Any = AutoModelForCausalLM.from_pretrained(model_dir, **load_kwargs)
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"transformers could not load {model_dir}: {exc}") from exc
-        # A quantised model is placed by its device_map and refuses .to().
-        self._model: Any = model if options.quantization != "none" else model.to(self.device)
+        self._tokenizer, model = torch_thread.run_for(self.device, self._load, model_dir, load_kwargs)
+        self._model: Any = model
         self._model.eval()
         if not getattr(self._tokenizer, "chat_template", None):
             raise ModelError(f"{model_dir} has no chat template; use an instruction-tuned chat model.")
@@ -79,6 +77,19 @@ class TransformersChat:
         pad = self._tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else self._eos_ids[0]
         self.last_generated_tokens = 0  # new tokens of the latest reply/stream (observability, tests)
+
+    def _load(self, model_dir: Path, load_kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if self.device == "cpu":
+            self._torch.set_num_threads(self.options.threads)  # OpenMP's setting is per thread: set it here
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+            model: Any = AutoModelForCausalLM.from_pretrained(model_dir, **load_kwargs)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"transformers could not load {model_dir}: {exc}") from exc
+        # A quantised model is placed by its device_map and refuses .to().
+        return tokenizer, model if self.options.quantization != "none" else model.to(self.device)
 
     # --------------------------------------------------------------------------------- prompt
 
@@ -137,6 +148,9 @@ class TransformersChat:
 
     def reply(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> str:
         """The assistant's next message, whole (at most ``max_new_tokens`` tokens)."""
+        return torch_thread.run_for(self.device, self._reply, messages, max_new_tokens)
+
+    def _reply(self, messages: Sequence[ChatMessage], max_new_tokens: int) -> str:
         inputs = self._inputs(messages, max_new_tokens)
         try:
             with self._torch.inference_mode():
@@ -150,11 +164,11 @@ class TransformersChat:
     def stream(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> Iterator[str]:
         """Yield text pieces as they are generated. Closing the iterator early stops generation, so a
         caller that has heard enough (two sentences) pays for no more tokens."""
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList
 
         inputs = self._inputs(messages, max_new_tokens)
         prompt_length = int(inputs["input_ids"].shape[1])
-        streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=120)
+        streamer = _token_streamer(self._tokenizer)
         cancelled = threading.Event()
         failure: list[BaseException] = []
         owner = self
@@ -180,8 +194,13 @@ class TransformersChat:
                 streamer.end()
 
         self.last_generated_tokens = 0
-        worker = threading.Thread(target=run, name="llm-generate", daemon=True)
-        worker.start()
+        if self.device == "cpu":
+            done: Future[None] = torch_thread.submit(run)
+            wait = done.result
+        else:  # on a GPU the generation need not share the torch thread (XTTS may use the card meanwhile)
+            worker = threading.Thread(target=run, name="llm-generate", daemon=True)
+            worker.start()
+            wait = worker.join
         ended = False
         try:
             for piece in streamer:
@@ -193,7 +212,7 @@ class TransformersChat:
             if not ended:  # closed early: read up to the end signal, which generate() sends as it stops
                 for _ in streamer:
                     pass
-            worker.join()
+            wait()
         if failure:
             raise ModelError(f"{self.name} failed while generating: {failure[0]}") from failure[0]
 
@@ -204,6 +223,32 @@ class TransformersChat:
         del self._model
         if self.device == "cuda":
             self._torch.cuda.empty_cache()
+
+
+def _token_streamer(tokenizer: Any) -> Any:
+    """A TextIteratorStreamer that hands on each token's text as soon as it is generated.
+
+    The stock one holds a word back until the space after it arrives, i.e. until the next token (with
+    tokenizers whose words carry their leading space): a clause break such as ``skyscrapers,`` would
+    reach the pipeline one token late. Only a character still split across tokens is held back.
+    """
+    from transformers import TextIteratorStreamer
+
+    class EveryToken(TextIteratorStreamer):
+        def put(self, value: Any) -> None:
+            if len(value.shape) > 1:
+                value = value[0]  # batch size 1: our prompts are one conversation
+            if self.skip_prompt and self.next_tokens_are_prompt:
+                self.next_tokens_are_prompt = False
+                return
+            self.token_cache.extend(value.tolist())
+            text = str(self.tokenizer.decode(self.token_cache, **self.decode_kwargs))
+            if text.endswith("\ufffd"):
+                return  # the last token ends inside a multi-byte character; its rest comes next
+            self.on_finalized_text(text[self.print_len :])
+            self.print_len = len(text)
+
+    return EveryToken(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=120)
 
 
 def _pick_dtype(setting: str, device: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from avatar.backends import torch_thread
 from avatar.backends.base import AudioArray, VoiceSpec
 from avatar.backends.device import resolve_device
 from avatar.catalog import check_files, resolve_model_dir
@@ -53,7 +54,10 @@ class SpeakerConditioning:
 
 
 class XttsSynthesizer:
-    """XTTS-v2 loaded once. Voices are prepared (cloned) per persona and cached by ``VoiceSpec.key``."""
+    """XTTS-v2 loaded once. Voices are prepared (cloned) per persona and cached by ``VoiceSpec.key``.
+
+    On the CPU every torch call runs on the process's torch thread (see ``torch_thread``).
+    """
 
     sample_rate = 24_000
 
@@ -67,22 +71,24 @@ class XttsSynthesizer:
         self._torch = torch
         self.options = options
         self.device = resolve_device(options.device, "AVATAR_TTS_DEVICE")
-        if self.device == "cpu":
-            torch.set_num_threads(options.threads)
         self.name = f"xtts:{model_dir.name}"
-        try:
-            config = xtts_config_cls()
-            config.load_json(str(model_dir / "config.json"))
-            model = xtts_cls(config)
-            model.load_checkpoint(config, checkpoint_dir=str(model_dir), eval=True, use_deepspeed=False)
-        except (OSError, RuntimeError, KeyError, ValueError) as exc:
-            raise ModelError(f"Coqui TTS could not load XTTS from {model_dir}: {exc}") from exc
-        self._config = config
-        self._model = model.to(self.device)
-        self.languages: tuple[str, ...] = tuple(config.languages)
+        self._config, self._model = torch_thread.run_for(self.device, self._load, model_dir, xtts_config_cls, xtts_cls)
+        self.languages: tuple[str, ...] = tuple(self._config.languages)
         self._voices: dict[str, SpeakerConditioning] = {}
         self._lock = threading.Lock()
         self.conditioning_runs = 0  # how many times speaker conditioning was computed (cache misses)
+
+    def _load(self, model_dir: Path, config_cls: Any, model_cls: Any) -> tuple[Any, Any]:
+        if self.device == "cpu":
+            self._torch.set_num_threads(self.options.threads)  # OpenMP's setting is per thread: set it here
+        try:
+            config = config_cls()
+            config.load_json(str(model_dir / "config.json"))
+            model = model_cls(config)
+            model.load_checkpoint(config, checkpoint_dir=str(model_dir), eval=True, use_deepspeed=False)
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            raise ModelError(f"Coqui TTS could not load XTTS from {model_dir}: {exc}") from exc
+        return config, model.to(self.device)
 
     # ---------------------------------------------------------------------------------- voices
 
@@ -99,7 +105,9 @@ class XttsSynthesizer:
         """Compute and cache the voice's speaker conditioning; a second call for the same voice (same
         sample file, unchanged) does nothing. Call it for every persona at start-up."""
         self.language_code(voice.language)  # a persona in an unsupported language fails at start-up
-        source = self._source(voice)
+        torch_thread.run_for(self.device, self._prepare_voice, voice, self._source(voice))
+
+    def _prepare_voice(self, voice: VoiceSpec, source: str) -> None:
         with self._lock:
             cached = self._voices.get(voice.key)
             if cached is not None and cached.source == source:
@@ -182,6 +190,9 @@ class XttsSynthesizer:
 
     def synthesize(self, text: str, voice: VoiceSpec) -> AudioArray:
         """Speak ``text`` at 24 kHz, sentence by sentence, with short pauses between sentences."""
+        return torch_thread.run_for(self.device, self._synthesize, text, voice)
+
+    def _synthesize(self, text: str, voice: VoiceSpec) -> AudioArray:
         conditioning = self._voice(voice)
         language = self.language_code(voice.language)
         gap = np.zeros(int(SENTENCE_GAP_SECONDS * self.sample_rate), np.float32)
@@ -216,10 +227,10 @@ class XttsSynthesizer:
                 **self._sampling(voice),
             )
             try:
-                for chunk in chunks:
-                    yield chunk.detach().cpu().numpy().astype(np.float32).reshape(-1)
+                while (chunk := torch_thread.run_for(self.device, _next_samples, chunks)) is not None:
+                    yield chunk
             finally:
-                chunks.close()
+                torch_thread.run_for(self.device, chunks.close)
 
     def split_text(self, text: str, language: str) -> list[str]:
         """Sentences, each within XTTS's per-language character limit (longer ones split at commas,
@@ -231,6 +242,9 @@ class XttsSynthesizer:
         return [p for p in pieces if any(ch.isalnum() for ch in p)]
 
     def warmup(self) -> None:
+        torch_thread.run_for(self.device, self._warmup)
+
+    def _warmup(self) -> None:
         # Runs the speaker encoder, the GPT and the decoder once, in a voice conditioned on a synthetic
         # tone (not cached: personas are prepared by prepare_voice).
         t = np.arange(2 * CONDITIONING_RATE, dtype=np.float32) / CONDITIONING_RATE
@@ -247,6 +261,12 @@ class XttsSynthesizer:
         del self._model
         if self.device == "cuda":
             self._torch.cuda.empty_cache()
+
+
+def _next_samples(chunks: Iterator[Any]) -> AudioArray | None:
+    """The next chunk of a streaming inference as float32 samples; None once it has ended."""
+    chunk = next(chunks, None)
+    return None if chunk is None else chunk.detach().cpu().numpy().astype(np.float32).reshape(-1)
 
 
 def _wrap(sentence: str, limit: int) -> list[str]:

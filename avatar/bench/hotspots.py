@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from avatar import media
+from avatar.backends import torch_thread
 from avatar.backends.base import ASR_SAMPLE_RATE, AudioArray, ChatMessage
 from avatar.backends.factory import model_specs
 from avatar.pipeline.stages import load_image
@@ -99,7 +100,8 @@ def profile_stage(stage: str, runtime: Runtime, question: AudioArray) -> dict[st
         production_s = time.perf_counter() - started
         profiler = cProfile.Profile()
         started = time.perf_counter()
-        profiler.runcall(call)
+        # A CPU torch model computes on the torch thread: profile there, or cProfile sees only the wait.
+        torch_thread.run(profiler.runcall, call)
         profiled_s = time.perf_counter() - started
     finally:
         if single is not None:

@@ -18,6 +18,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from avatar.backends import torch_thread
 from avatar.config import Settings
 from avatar.runtime import Runtime
 from avatar.server.errors import HANDLERS
@@ -43,6 +44,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(thread_name_prefix="avatar-worker", initializer=lower_thread_priority)
         )
+        torch_thread.submit(lower_thread_priority)  # queued before any model loads there
         service.results.open()
         loader = asyncio.create_task(service.start(), name="load-models")
         sweeper = asyncio.create_task(_sweep_forever(service.results), name="sweep-results")
@@ -77,7 +79,7 @@ async def _sweep_forever(results: ResultStore) -> None:
 
 
 def lower_thread_priority() -> None:
-    """Run the calling worker thread (and the threads it starts: torch's, the LLM's) at a lower CPU
+    """Run the calling worker thread (and the threads it starts: torch's OpenMP team) at a lower CPU
     priority than the event loop. With every core busy on a turn, the loop thread would otherwise
     wait its turn on the CPU for a few hundred milliseconds, and so would /healthz."""
     if sys.platform != "linux":  # per-thread nice values are a Linux feature

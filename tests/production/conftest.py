@@ -9,8 +9,10 @@ Nothing here downloads anything, and no weights are committed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -273,3 +275,25 @@ def registry_for() -> Iterator[Any]:
     yield load
     for registry in registries:
         registry.close()
+
+
+@pytest.fixture
+def module_threads() -> Any:
+    """``with module_threads(model) as seen:`` collects the names of the threads in which any of the
+    model's torch modules ran (forward pre-hooks on every submodule, removed afterwards)."""
+
+    @contextlib.contextmanager
+    def watch(model: Any) -> Iterator[set[str]]:
+        seen: set[str] = set()
+        hooks = [
+            module.register_forward_pre_hook(lambda *_: seen.add(threading.current_thread().name))
+            for module in model.modules()
+        ]
+        try:
+            yield seen
+        finally:
+            for hook in hooks:
+                hook.remove()
+        assert seen, "no module of the model ran"
+
+    return watch

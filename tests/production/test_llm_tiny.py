@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from avatar.backends.base import ChatMessage
-from avatar.backends.transformers_llm import LLMOptions, TransformersChat
+from avatar.backends.transformers_llm import LLMOptions, TransformersChat, _token_streamer
 from avatar.config import Settings
 from avatar.errors import ConfigError, ModelError
 
@@ -53,6 +54,41 @@ def test_stream_yields_the_same_text_as_reply(chat: TransformersChat):
     pieces = list(chat.stream(messages, max_new_tokens=16))
     assert whole and len(pieces) > 1 and all(isinstance(p, str) and p for p in pieces)
     assert "".join(pieces).strip() == whole
+
+
+def test_the_model_computes_on_the_torch_thread_whoever_calls(chat: TransformersChat, module_threads: Any):
+    with module_threads(chat._model) as seen:
+        chat.reply([SYSTEM, QUESTION], max_new_tokens=4)
+        with ThreadPoolExecutor(1) as other:
+            other.submit(lambda: list(chat.stream([SYSTEM, QUESTION], max_new_tokens=4))).result()
+    assert seen == {"avatar-torch_0"}
+
+
+def test_each_token_is_handed_on_as_it_comes(chat: TransformersChat):
+    """No word is held back until the next one starts; only a character split across tokens waits."""
+    import queue
+
+    import torch
+
+    tokenizer = chat._tokenizer
+    streamer = _token_streamer(tokenizer)
+    streamer.put(torch.tensor([[1, 2, 3]]))  # the prompt: skipped
+    text = "The view, \U0001f680 wow"
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    received = []
+    for k, token in enumerate(ids):
+        streamer.put(torch.tensor([token]))
+        so_far = tokenizer.decode(ids[: k + 1])
+        try:
+            piece = streamer.text_queue.get_nowait()
+        except queue.Empty:
+            assert so_far.endswith("\ufffd")  # held: the rocket's bytes are not all there yet
+            continue
+        received.append(piece)
+        assert "".join(received) == so_far  # everything decoded so far, nothing held back
+    streamer.end()
+    assert "".join(received) + "".join(iter(streamer)) == text
+    assert len(ids) > len(received) > 4  # the emoji took several byte tokens
 
 
 def test_closing_the_stream_early_stops_generation(chat: TransformersChat):

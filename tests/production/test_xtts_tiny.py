@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,14 @@ def test_stream_yields_audio_chunks_and_stops_when_closed(tts: XttsSynthesizer):
     first = next(stream)
     stream.close()
     assert first.size > 0
+
+
+def test_the_model_computes_on_the_torch_thread_whoever_calls(tts: XttsSynthesizer, module_threads: Any):
+    with module_threads(tts._model) as seen:
+        tts.synthesize("Hello.", EILEEN)
+        with ThreadPoolExecutor(1) as other:
+            other.submit(lambda: list(tts.stream("Hello.", EILEEN))).result()
+    assert seen == {"avatar-torch_0"}
 
 
 def test_long_text_is_split_within_the_character_limit(tts: XttsSynthesizer):
