@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 SILENCE_DBFS = -60.0
 FIRST_CLAUSE_WORDS = 5
 _CONJUNCTIONS = "and|but|when|because|so|while|which|where|who|until|before|after"
+FIRST_PAUSE_WORDS = 2
 # The start of a sentence up to its first clause break: a comma, semicolon, colon, dash or ellipsis, or
 # the space before a conjunction (which opens the next piece). A mark counts as soon as it is written,
 # before the next token, unless a digit precedes it (1,000; 10:30; 1990-2000); a conjunction counts once
@@ -46,6 +47,14 @@ _FIRST_CLAUSE = re.compile(
     rf"(?:(?<!\d)(?:[,;:\u2013\u2014\u2026]|\.\.\.)(?=\s|$)|\w(?=\s+(?:{_CONJUNCTIONS})\s))",
     re.IGNORECASE,
 )
+# An ellipsis is a pause the voice makes anyway ("The stars... that was"), so it may end a shorter piece.
+_FIRST_PAUSE = re.compile(rf"^(?:\S+\s+){{{FIRST_PAUSE_WORDS - 1},}}?\S*?(?:\u2026|\.\.\.)(?=\s|$)")
+
+
+def first_clause(sentence: str) -> str | None:
+    """The opening of ``sentence`` that may be spoken before the rest is written, if it has one yet."""
+    found = [m.group(0) for m in (_FIRST_PAUSE.match(sentence), _FIRST_CLAUSE.match(sentence)) if m]
+    return min(found, key=len) if found else None
 
 
 class TranscribeStage:
@@ -83,9 +92,9 @@ class RespondStage:
         """Stream the model, calling ``emit`` with each finished, cleaned piece of speech (blocking).
 
         Pieces are whole sentences, except that the first sentence is handed on at its first clause
-        break (a comma, semicolon, colon, dash, ellipsis or conjunction after at least
-        ``FIRST_CLAUSE_WORDS`` words): the voice and the face start on it while the model finishes the
-        sentence. Returns how many sentences were emitted. A trailing fragment cut off by the token
+        break (a comma, semicolon, colon, dash or conjunction after at least ``FIRST_CLAUSE_WORDS``
+        words, an ellipsis after ``FIRST_PAUSE_WORDS``): the voice and the face start on it while the
+        model finishes the sentence. Returns how many sentences were emitted. A trailing fragment cut off by the token
         limit is kept only if it is all there is.
         """
         text, used, emitted, head = "", 0, 0, 0  # head: characters of parts[used] already emitted
@@ -115,9 +124,9 @@ class RespondStage:
                 if emitted >= self.max_sentences:
                     break
                 if emitted == 0 and head == 0 and used < len(parts):
-                    clause = _FIRST_CLAUSE.match(parts[used])
-                    if clause and take(clause.group(0)):
-                        head = clause.end()
+                    clause = first_clause(parts[used])
+                    if clause and take(clause):
+                        head = len(clause)
         finally:
             close = getattr(pieces, "close", None)
             if close is not None:

@@ -58,7 +58,12 @@ def test_a_trailing_off_first_clause_is_a_break() -> None:
         "The view from up there",
         "nothing compares.",
     ]
-    assert pieces("Oh... it was lovely up there. Yes.")[0][0] == "Oh... it was lovely up there."  # too short to split
+    # An ellipsis is a pause anyway: two words before it are enough; one is not.
+    assert pieces("The stars... that was just the beginning of it all. Yes.")[0][:2] == [
+        "The stars...",
+        "that was just the beginning of it all.",
+    ]
+    assert pieces("Oh... it was lovely up there. Yes.")[0][0] == "Oh... it was lovely up there."
 
 
 def test_short_clauses_are_not_split_and_fragments_dropped() -> None:
