@@ -35,7 +35,7 @@ from avatar.pipeline.threads import run_blocking
 log = logging.getLogger(__name__)
 
 SILENCE_DBFS = -60.0
-FIRST_CLAUSE_WORDS = 5
+FIRST_CLAUSE_WORDS = 4
 _CONJUNCTIONS = "and|but|when|because|so|while|which|where|who|until|before|after"
 FIRST_PAUSE_WORDS = 2
 # The start of a sentence up to its first clause break: a comma, semicolon, colon, dash or ellipsis, or

@@ -25,6 +25,12 @@ def test_first_sentence_is_handed_on_at_its_first_clause() -> None:
     out, count = pieces("Flying was the best thing, honestly, I ever did. The view was wonderful. More text.")
     assert out == ["Flying was the best thing,", "honestly, I ever did.", "The view was wonderful."]
     assert count == 2
+    # Four words make a piece; three do not.
+    assert pieces("The stars shone bright, and I felt my heart race. Wow.")[0][:2] == [
+        "The stars shone bright,",
+        "and I felt my heart race.",
+    ]
+    assert pieces("It was great, really great. Yes.")[0][0] == "It was great, really great."
 
 
 def test_a_long_first_sentence_breaks_before_a_conjunction() -> None:
