@@ -194,10 +194,11 @@ class TransformersChat:
                 streamer.end()
 
         self.last_generated_tokens = 0
-        if self.device == "cpu":
+        if self.device == "cpu" and not torch_thread.on_torch_thread():
             done: Future[None] = torch_thread.submit(run)
             wait = done.result
-        else:  # on a GPU the generation need not share the torch thread (XTTS may use the card meanwhile)
+        else:  # on a GPU the generation need not share the torch thread (XTTS may use the card meanwhile);
+            # a stream read on the torch thread itself cannot queue its generation behind itself there.
             worker = threading.Thread(target=run, name="llm-generate", daemon=True)
             worker.start()
             wait = worker.join

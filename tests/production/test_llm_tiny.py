@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from avatar.backends import torch_thread
 from avatar.backends.base import ChatMessage
 from avatar.backends.transformers_llm import LLMOptions, TransformersChat, _token_streamer
 from avatar.config import Settings
@@ -62,6 +63,8 @@ def test_the_model_computes_on_the_torch_thread_whoever_calls(chat: Transformers
         with ThreadPoolExecutor(1) as other:
             other.submit(lambda: list(chat.stream([SYSTEM, QUESTION], max_new_tokens=4))).result()
     assert seen == {"avatar-torch_0"}
+    # Read on the torch thread itself, a stream cannot queue its generation there: it still completes.
+    assert "".join(torch_thread.run(lambda: list(chat.stream([SYSTEM, QUESTION], max_new_tokens=4))))
 
 
 def test_each_token_is_handed_on_as_it_comes(chat: TransformersChat):
