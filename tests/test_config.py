@@ -28,6 +28,7 @@ def test_environment_is_parsed_and_typed() -> None:
         ({"AVATAR_FPS": "0"}, "AVATAR_FPS"),
         ({"AVATAR_ASR_DEVICE": "tpu"}, "AVATAR_ASR_DEVICE"),
         ({"AVATAR_MAX_QUEUED_REQUESTS": "-1"}, "AVATAR_MAX_QUEUED_REQUESTS"),
+        ({"AVATAR_ASR_THREADS": "-2"}, "AVATAR_ASR_THREADS"),
         ({"AVATAR_CONFIG": "/nonexistent/avatar.toml"}, "AVATAR_CONFIG"),
     ],
 )
