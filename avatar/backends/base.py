@@ -20,6 +20,12 @@ AudioArray = npt.NDArray[np.float32]
 FrameArray = npt.NDArray[np.uint8]
 """Video frames, shape (n, height, width, 3), RGB."""
 
+ImageArray = npt.NDArray[np.uint8]
+"""One RGB image, shape (height, width, 3)."""
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int32]
+
 ASR_SAMPLE_RATE = 16_000
 
 

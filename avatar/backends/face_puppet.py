@@ -15,10 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
 from avatar.backends import base
-from avatar.backends.base import AudioArray, FrameArray, frame_count
+from avatar.backends.base import AudioArray, FloatArray, FrameArray, frame_count
 from avatar.backends.puppet.audio import SpeechTrack, analyse, validate
 from avatar.backends.puppet.framing import face_height, frame_face
 from avatar.backends.puppet.landmarks import Landmarker
@@ -28,8 +27,6 @@ from avatar.backends.puppet.mouth import MouthStyle, mouth_style, occlusion_spli
 from avatar.backends.puppet.rig import Pose, Rig, build_rig
 from avatar.backends.puppet.warp import Warper
 from avatar.errors import InvalidAudioError, InvalidRequestError
-
-FloatArray = npt.NDArray[np.float32]
 
 
 def _rate(sample_rate: int) -> int:

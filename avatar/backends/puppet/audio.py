@@ -13,11 +13,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
+from avatar.backends.base import FloatArray
 from avatar.errors import InvalidAudioError
-
-FloatArray = npt.NDArray[np.float32]
 
 WINDOW_FRAMES = 2.0
 """Analysis window, in video frames (80 ms at 25 fps): long enough to span a pitch period or two."""

@@ -8,14 +8,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
+from avatar.backends.base import FloatArray, ImageArray
 from avatar.errors import InvalidImageError, NoFaceError
 
 from .landmarks import CHIN, FOREHEAD, LEFT_EYE_CORNERS, NOSE_TIP, RIGHT_EYE_CORNERS, Landmarker
-
-FloatArray = npt.NDArray[np.float32]
-ImageArray = npt.NDArray[np.uint8]
 
 MIN_FACE_PX = 24
 """Below this forehead-to-chin height (source pixels) there is too little face to animate."""

@@ -13,8 +13,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 
-FloatArray = npt.NDArray[np.float32]
-IntArray = npt.NDArray[np.int32]
+from avatar.backends.base import FloatArray, IntArray
 
 
 def adjacency(triangles: IntArray, n_vertices: int, positions: FloatArray) -> sp.csr_matrix:

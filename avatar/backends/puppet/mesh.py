@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
+
+from avatar.backends.base import FloatArray, IntArray
 
 from .landmarks import (
     CHIN,
@@ -30,9 +31,6 @@ from .landmarks import (
     UPPER_LIP_INNER,
     surface_triangles,
 )
-
-FloatArray = npt.NDArray[np.float32]
-IntArray = npt.NDArray[np.int32]
 
 # Ring margins beyond the face outline, in face heights: hair is tallest above the forehead and the
 # neck is short below the chin.

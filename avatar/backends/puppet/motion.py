@@ -10,9 +10,8 @@ import math
 from functools import cache
 
 import numpy as np
-import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float32]
+from avatar.backends.base import FloatArray
 
 BLINK_GAP_S = (2.0, 6.0)
 """Time between blinks, drawn uniformly."""

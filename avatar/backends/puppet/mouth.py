@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import numpy.typing as npt
+
+from avatar.backends.base import FloatArray, ImageArray
 
 from .landmarks import (
     FACE_OVAL,
@@ -24,9 +25,6 @@ from .landmarks import (
     UPPER_LIP_OUTER,
 )
 from .warp import Warped
-
-FloatArray = npt.NDArray[np.float32]
-ImageArray = npt.NDArray[np.uint8]
 
 OPEN_AT_REST = 0.012
 """Mean inner-lip gap (face heights) above which the photo already shows teeth or mouth interior."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 import scipy.sparse as sp
+
+from avatar.backends.base import FloatArray
 
 from .harmonic import adjacency, blur, harmonic_fill
 from .landmarks import (
@@ -32,8 +33,6 @@ from .landmarks import (
     UPPER_LIP_OUTER,
 )
 from .mesh import Mesh
-
-FloatArray = npt.NDArray[np.float32]
 
 JAW_DROP = 0.055
 """Lower-lip travel at full opening, in face heights (about 10 mm on an adult face)."""

@@ -12,11 +12,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float32]
-IntArray = npt.NDArray[np.int32]
-ImageArray = npt.NDArray[np.uint8]
+from avatar.backends.base import FloatArray, ImageArray, IntArray
 
 _SUBPIXEL_BITS = 4
 """Fixed-point bits for triangle corners, so rasterised edges follow sub-pixel motion smoothly."""
