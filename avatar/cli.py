@@ -142,22 +142,24 @@ def _converse(
     settings: Settings, audio_path: Path, persona: str | None, out: Path, *, human: bool, session: str | None = None
 ) -> int:
     from avatar import media
-    from avatar.backends.base import ASR_SAMPLE_RATE
+    from avatar.pipeline import TurnResult
     from avatar.runtime import Runtime
+    from avatar.types import ASR_SAMPLE_RATE
 
     _require_file(audio_path, "Audio file")
     audio = media.decode_audio(audio_path, ASR_SAMPLE_RATE, max_seconds=settings.max_audio_seconds)
     runtime = Runtime(settings)
     if persona is not None:
         runtime.personas.get(persona)
-    try:
-        if human:
-            print("Loading models…", file=sys.stderr)
-        runtime.start_blocking()
-        runtime.require_ready()
-        result = asyncio.run(runtime.pipeline.run(out, audio=audio, persona=persona, session_id=session))
-    finally:
-        runtime.close()
+    if human:
+        print("Loading models…", file=sys.stderr)
+
+    async def turn() -> TurnResult:
+        async with runtime:
+            await runtime.ready()
+            return await runtime.pipeline.run(out, audio=audio, persona=persona, session_id=session)
+
+    result = asyncio.run(turn())
     summary = result.summary()
     if not human:
         print(json.dumps(summary, indent=2))
@@ -174,20 +176,20 @@ def _converse(
 
 def _transcribe(audio_path: Path) -> int:
     from avatar import media
-    from avatar.backends.base import ASR_SAMPLE_RATE
     from avatar.pipeline.stages import TranscribeStage
     from avatar.runtime import Runtime
+    from avatar.types import ASR_SAMPLE_RATE, Transcript
 
     settings = _settings()
     _require_file(audio_path, "Audio file")
     audio = media.decode_audio(audio_path, ASR_SAMPLE_RATE, max_seconds=settings.max_audio_seconds)
-    runtime = Runtime(settings, kinds=("asr",))
-    try:
-        runtime.start_blocking()
-        runtime.require_ready()
-        transcript = asyncio.run(TranscribeStage(runtime.registry.get("asr"))(audio))
-    finally:
-        runtime.close()
+
+    async def transcribe() -> Transcript:
+        async with Runtime(settings, kinds=("asr",)) as runtime:
+            await runtime.ready()
+            return await TranscribeStage(runtime.registry.get("asr"))(audio)
+
+    transcript = asyncio.run(transcribe())
     print(transcript.text)
     return 0
 
@@ -195,6 +197,7 @@ def _transcribe(audio_path: Path) -> int:
 def _animate(args: argparse.Namespace) -> int:
     from avatar import media
     from avatar.pipeline.stages import AnimateStage, MuxStage, load_image
+    from avatar.pipeline.threads import run_blocking
     from avatar.runtime import Runtime
 
     settings = _settings()
@@ -210,15 +213,16 @@ def _animate(args: argparse.Namespace) -> int:
         image_bytes = runtime.personas.get(args.persona).image_path.read_bytes()
     sample_rate = 24_000
     audio = media.decode_audio(args.audio, sample_rate, max_seconds=settings.max_audio_seconds)
-    try:
-        runtime.start_blocking()
-        runtime.require_ready()
-        stage = AnimateStage(runtime.registry.get("face"))
-        face = stage.prepare_bytes(image_bytes)
-        frames = asyncio.run(stage(face, audio, sample_rate))
-        asyncio.run(MuxStage()(args.out, frames, audio, sample_rate, stage.fps))
-    finally:
-        runtime.close()
+
+    async def animate() -> None:
+        async with runtime:
+            await runtime.ready()
+            stage = AnimateStage(runtime.registry.get("face"))
+            face = await run_blocking(stage.prepare_bytes, image_bytes)
+            frames = await stage(face, audio, sample_rate)
+            await MuxStage()(args.out, frames, audio, sample_rate, stage.fps)
+
+    asyncio.run(animate())
     print(args.out)
     return 0
 

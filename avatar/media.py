@@ -18,8 +18,8 @@ import av
 import av.error
 import numpy as np
 
-from avatar.backends.base import AudioArray, FrameArray
 from avatar.errors import InvalidAudioError
+from avatar.types import AudioArray, FrameArray
 
 AudioSource = bytes | str | os.PathLike[str]
 

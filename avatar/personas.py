@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from avatar.backends.base import VoiceSpec
 from avatar.errors import ConfigError, UnknownPersonaError
+from avatar.types import VoiceSpec
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 

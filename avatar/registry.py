@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from avatar.backends.base import Backend
 from avatar.errors import AvatarError, NotReadyError
+from avatar.types import Backend
 
 log = logging.getLogger(__name__)
 

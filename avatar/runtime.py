@@ -1,20 +1,33 @@
 """Everything a running product holds: settings, personas, the model registry and the pipeline.
 
-Built from Settings, started once (load, warm, prepare every persona's voice and face), closed once.
-The CLI and the HTTP server both use it, so a turn runs the same way from either.
+A ``Runtime`` is an async context manager, used the same way by the CLI, the server and the tests:
+
+    async with Runtime(settings) as runtime:   # loading starts in the background
+        await runtime.ready()                   # loaded, warm, every persona prepared (or ModelError)
+        ...                                     # serve turns
+    # models released, whatever happened inside
+
+Entering returns at once so a server's port answers while the models load; ``state`` says how far
+loading is. Leaving waits for a load still in progress and then releases every model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
+from types import TracebackType
+
+import anyio.from_thread
 
 from avatar.backends.factory import model_specs
 from avatar.config import Settings
-from avatar.errors import ModelError
+from avatar.errors import AvatarError, ModelError
 from avatar.gpu import check_gpu_memory
 from avatar.personas import PersonaStore
 from avatar.pipeline import Pipeline
+from avatar.pipeline.threads import run_blocking
 from avatar.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -25,31 +38,73 @@ ALL_KINDS = ("asr", "llm", "tts", "face")
 class Runtime:
     def __init__(self, settings: Settings, kinds: tuple[str, ...] = ALL_KINDS) -> None:
         self.settings = settings
+        self.kinds = kinds
         self.personas = PersonaStore(settings.assets_dir / "personas")
         self.personas.get(settings.default_persona)  # a wrong default fails at start-up, not per request
         self.registry = ModelRegistry(model_specs(settings, kinds))
+        self.error: str | None = None  # why start-up failed, when it failed outside a model
+        self._loading: asyncio.Future[None] | None = None
+        self._loaded = False
         self._pipeline: Pipeline | None = None
 
-    def start_blocking(self) -> None:
+    # ------------------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Runtime:
+        self._loading = asyncio.ensure_future(self._load())
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()  # _load still waits for its thread: nothing is half-loaded below
+            await asyncio.wait([self._loading])
+        await run_blocking(self.close)
+
+    async def _load(self) -> None:
+        try:
+            await run_blocking(self._start)
+        except AvatarError as exc:
+            self.error = exc.message
+        except Exception as exc:  # noqa: BLE001 - reported by state/ready(), never lost
+            self.error = f"{type(exc).__name__}: {exc}"
+        if self.error:
+            log.error("start-up failed: %s", self.error)
+
+    def _start(self) -> None:
         """Check GPU memory, load and warm every model, then prepare each persona (voice conditioning,
         face) so no request pays for it. Refuses at once if the models cannot fit in free GPU memory."""
         check_gpu_memory(self.settings)
         self.registry.load_all()
         if self.registry.failed:
             return
-        kinds = set(self.registry.states())
         for persona in self.personas:
-            if "tts" in kinds:
+            if "tts" in self.kinds:
                 self.registry.get("tts").prepare_voice(persona.voice_spec)
-            if "face" in kinds and "asr" in kinds and "llm" in kinds:
+            if set(ALL_KINDS) <= set(self.kinds):
                 self.pipeline.animate.prepare_path(persona.image_path)
+        self._loaded = True
 
-    async def start(self) -> None:
-        await asyncio.to_thread(self.start_blocking)
+    @property
+    def state(self) -> str:
+        """``loading`` until every model is loaded, warm and every persona prepared; then ``ready``,
+        or ``failed`` for good."""
+        if self.error or self.registry.failed:
+            return "failed"
+        return "ready" if self._loaded and self.registry.ready else "loading"
+
+    async def ready(self) -> None:
+        """Wait for loading to end; ModelError naming what failed if it did."""
+        if self._loading is None:
+            raise RuntimeError("enter the runtime first: async with Runtime(settings) as runtime")
+        await asyncio.shield(self._loading)
+        self.require_ready()
 
     def require_ready(self) -> None:
-        if not self.registry.ready:
-            raise ModelError("Models failed to load:\n  " + "\n  ".join(self.registry.failures()))
+        if self.state == "ready":
+            return
+        reasons = self.registry.failures() or [self.error or "the models are still loading"]
+        raise ModelError("Models failed to load:\n  " + "\n  ".join(reasons))
 
     @property
     def pipeline(self) -> Pipeline:
@@ -69,3 +124,15 @@ class Runtime:
 
     def close(self) -> None:
         self.registry.close()
+
+
+@contextlib.contextmanager
+def running(settings: Settings, kinds: tuple[str, ...] = ALL_KINDS) -> Iterator[Runtime]:
+    """The same ``async with Runtime(...)`` for synchronous callers (bench, eval, test fixtures): the
+    runtime is entered, made ready and left on an event loop in a thread of its own."""
+    with (
+        anyio.from_thread.start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(Runtime(settings, kinds)) as runtime,
+    ):
+        portal.call(runtime.ready)
+        yield runtime

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from avatar import embedded, media
-from avatar.backends.base import ASR_SAMPLE_RATE, AudioArray, VoiceSpec
 from avatar.config import PROJECT_ROOT, Settings, load_settings
+from avatar.types import ASR_SAMPLE_RATE, AudioArray, VoiceSpec
 
 
 @pytest.fixture(scope="session")
@@ -46,13 +46,10 @@ def spoken_wav(speech: Callable[[str], AudioArray]) -> Callable[[str], bytes]:
 @pytest.fixture(scope="session")
 def runtime(settings: Settings, prepared_models: Path) -> Iterator[object]:
     """Every embedded model loaded and warm, once for the whole session."""
-    from avatar.runtime import Runtime
+    from avatar.runtime import running
 
-    rt = Runtime(settings)
-    rt.start_blocking()
-    rt.require_ready()
-    yield rt
-    rt.close()
+    with running(settings) as rt:
+        yield rt
 
 
 @pytest.fixture(scope="session")

@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from avatar.backends.base import AudioArray, FrameArray, frame_count
 from avatar.catalog import check_files, ditto_checkpoints_dir
 from avatar.errors import ConfigError, ModelError, NoFaceError
+from avatar.types import AudioArray, FrameArray, frame_count
 
 log = logging.getLogger(__name__)
 

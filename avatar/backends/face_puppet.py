@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avatar.backends import base
-from avatar.backends.base import AudioArray, FloatArray, FrameArray, frame_count
+from avatar import types as base
 from avatar.backends.puppet.audio import SpeechTrack, analyse, validate
 from avatar.backends.puppet.framing import face_height, frame_face
 from avatar.backends.puppet.landmarks import Landmarker
@@ -27,6 +26,7 @@ from avatar.backends.puppet.mouth import MouthStyle, mouth_style, occlusion_spli
 from avatar.backends.puppet.rig import Pose, Rig, build_rig
 from avatar.backends.puppet.warp import Warper
 from avatar.errors import InvalidAudioError, InvalidRequestError
+from avatar.types import AudioArray, FloatArray, FrameArray, frame_count
 
 
 def _rate(sample_rate: int) -> int:
@@ -62,7 +62,7 @@ class PreparedFace:
 
 
 class PuppetAnimator:
-    """MediaPipe landmark puppet implementing ``avatar.backends.base.FaceAnimator``.
+    """MediaPipe landmark puppet implementing ``avatar.types.FaceAnimator``.
 
     ``blink`` and ``head_motion`` switch off the idle animation (for tests and stills); ``seed``
     picks the blink schedule and sway pattern. ``threads`` > 1 renders frames in parallel.

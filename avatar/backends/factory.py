@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from avatar.backends.base import Backend
 from avatar.config import Settings
 from avatar.registry import ModelSpec
+from avatar.types import Backend
 
 
 def _asr(s: Settings) -> Backend:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from avatar.backends.base import AudioArray, VoiceSpec
 from avatar.errors import ConfigError, ModelError
 from avatar.media import normalize_loudness
+from avatar.types import AudioArray, VoiceSpec
 
 SENTENCE_GAP_SECONDS = 0.18
 EDGE_SILENCE_SECONDS = 0.12

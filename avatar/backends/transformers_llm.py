@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from avatar.backends import torch_thread
-from avatar.backends.base import ChatMessage
 from avatar.backends.device import resolve_device
 from avatar.catalog import check_files, resolve_model_dir
 from avatar.errors import ConfigError, ModelError
+from avatar.types import ChatMessage
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class TransformersChat:
         pad = self._tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else self._eos_ids[0]
         self.last_generated_tokens = 0  # new tokens of the latest reply/stream (observability, tests)
+        self.tokens_generated = 0  # every token generated since loading (monotonic; metrics, tests)
 
     def _load(self, model_dir: Path, load_kwargs: dict[str, Any]) -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -159,6 +160,7 @@ class TransformersChat:
             raise ModelError(f"{self.name} failed while generating: {exc}") from exc
         new_tokens = out[0, inputs["input_ids"].shape[1] :]
         self.last_generated_tokens = int(new_tokens.shape[0])
+        self.tokens_generated += self.last_generated_tokens
         return str(self._tokenizer.decode(new_tokens, skip_special_tokens=True)).strip()
 
     def stream(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> Iterator[str]:
@@ -177,6 +179,7 @@ class TransformersChat:
             """Checked after every token: counts them, and stops once the consumer has gone."""
 
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                owner.tokens_generated += int(input_ids.shape[1]) - prompt_length - owner.last_generated_tokens
                 owner.last_generated_tokens = int(input_ids.shape[1]) - prompt_length
                 return cancelled.is_set()
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.backends.base import ASR_SAMPLE_RATE, AudioArray, Segment, Transcript, Word
 from avatar.backends.device import resolve_device, whisper_compute_type
 from avatar.catalog import check_files, resolve_model_dir
 from avatar.errors import ModelError
+from avatar.types import ASR_SAMPLE_RATE, AudioArray, Segment, Transcript, Word
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from avatar.backends import torch_thread
-from avatar.backends.base import AudioArray, VoiceSpec
 from avatar.backends.device import resolve_device
 from avatar.catalog import check_files, resolve_model_dir
 from avatar.errors import ConfigError, InvalidAudioError, ModelError
 from avatar.media import decode_audio, normalize_loudness
+from avatar.types import AudioArray, VoiceSpec
 
 log = logging.getLogger(__name__)
 

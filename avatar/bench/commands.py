@@ -91,14 +91,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _make_fixtures(settings: Any) -> int:
     from avatar.bench.fixtures import make_fixtures
-    from avatar.runtime import Runtime
+    from avatar.runtime import running
 
-    runtime = Runtime(settings, kinds=("tts",))
-    try:
-        runtime.start_blocking()
-        runtime.require_ready()
+    with running(settings, kinds=("tts",)) as runtime:
         for path in make_fixtures(runtime.registry.get("tts")):
             print(path)
-    finally:
-        runtime.close()
     return 0

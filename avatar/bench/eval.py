@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from avatar import media
-from avatar.backends.base import ASR_SAMPLE_RATE, AudioArray, FrameArray
 from avatar.bench import machine
 from avatar.bench.faces import check_variant, make_variants
 from avatar.bench.fixtures import read_clips
@@ -23,7 +22,8 @@ from avatar.bench.wer import WordErrors, word_errors
 from avatar.config import Settings
 from avatar.pipeline.stages import AnimateStage
 from avatar.quality import lipsync
-from avatar.runtime import Runtime
+from avatar.runtime import Runtime, running
+from avatar.types import ASR_SAMPLE_RATE, AudioArray, FrameArray
 
 # Spoken by the TTS and heard back by the ASR; numbers, ordinals and a year on purpose.
 ROUNDTRIP_SENTENCES: tuple[str, ...] = (
@@ -305,7 +305,7 @@ def faces_section(runtime: Runtime, checks: _Checks, quick: bool) -> dict[str, A
 
 
 # Each section and the models it needs (a partial run loads only those). With both TTS and face loaded,
-# Runtime.start_blocking builds the whole pipeline, which needs all four.
+# Starting a runtime builds the whole pipeline, which needs all four.
 SECTIONS: dict[str, tuple[str, ...]] = {
     "asr": ("asr",),
     "tts": ("asr", "tts"),
@@ -322,13 +322,10 @@ def run_eval(
     kinds = tuple(k for k in ("asr", "llm", "tts", "face") if any(k in SECTIONS[name] for name in chosen))
     description = machine.describe()
     started = time.perf_counter()
-    runtime = Runtime(settings, kinds=kinds)
     checks = _Checks(limits)
     sections = []
-    try:
-        log(f"eval: loading models ({', '.join(kinds)}) …")
-        runtime.start_blocking()
-        runtime.require_ready()
+    log(f"eval: loading models ({', '.join(kinds)}) …")
+    with running(settings, kinds=kinds) as runtime:
         for name in chosen:
             log(f"eval: {name} …")
             if name == "asr":
@@ -340,8 +337,6 @@ def run_eval(
                 sections.append(lipsync_section(runtime, checks))
             else:
                 sections.append(faces_section(runtime, checks, options.quick))
-    finally:
-        runtime.close()
     description["load_average_end"] = machine.load_average()
     description["elapsed_s"] = round(time.perf_counter() - started, 1)
     return {

@@ -19,10 +19,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from avatar import media
-from avatar.backends.base import AudioArray, FaceAnimator
 from avatar.errors import AvatarError
 from avatar.pipeline.stages import AnimateStage
 from avatar.quality import lipsync
+from avatar.types import AudioArray, FaceAnimator
 
 BICUBIC = Image.Resampling.BICUBIC
 FOUND_SHARE_MIN = 0.9

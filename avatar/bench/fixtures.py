@@ -18,8 +18,8 @@ import av
 import numpy as np
 
 from avatar import media
-from avatar.backends.base import ASR_SAMPLE_RATE, AudioArray, SpeechSynthesizer, VoiceSpec
 from avatar.config import PROJECT_ROOT
+from avatar.types import ASR_SAMPLE_RATE, AudioArray, SpeechSynthesizer, VoiceSpec
 
 FIXTURES_DIR = PROJECT_ROOT / "bench" / "fixtures"
 TRANSCRIPTS = "asr/transcripts.tsv"

@@ -17,10 +17,10 @@ from typing import Any
 
 from avatar import media
 from avatar.backends import torch_thread
-from avatar.backends.base import ASR_SAMPLE_RATE, AudioArray, ChatMessage
 from avatar.backends.factory import model_specs
 from avatar.pipeline.stages import load_image
 from avatar.runtime import Runtime
+from avatar.types import ASR_SAMPLE_RATE, AudioArray, ChatMessage
 
 STAGE_KIND = {"asr": "asr", "llm": "llm", "tts": "tts", "avatar": "face"}
 TOP = 15

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import shutil
 import sys
@@ -9,12 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from avatar.backends.base import AudioArray
 from avatar.bench.fixtures import BenchTurn
 from avatar.bench.samples import TurnSample
 from avatar.config import Settings
 from avatar.pipeline import Pipeline, TurnResult
-from avatar.runtime import Runtime
+from avatar.runtime import Runtime, running
+from avatar.types import AudioArray
 
 # Sibling-method names the overlapped turn may land under, besides ``run(..., overlapped=True)``.
 OVERLAPPED_METHODS = ("run_overlapped", "run_streamed", "run_streaming")
@@ -61,14 +62,13 @@ class InProcessBench:
         self.settings = settings
         self.work_dir = work_dir
         self.runtime: Runtime | None = None
+        self._stack = contextlib.ExitStack()
         self._count = 0
 
     def start(self) -> float:
         """Load and warm every model; the seconds it took (construction to ready)."""
         started = time.perf_counter()
-        self.runtime = Runtime(self.settings)
-        self.runtime.start_blocking()
-        self.runtime.require_ready()
+        self.runtime = self._stack.enter_context(running(self.settings))
         return time.perf_counter() - started
 
     @property
@@ -111,6 +111,5 @@ class InProcessBench:
         )
 
     def close(self) -> None:
-        if self.runtime is not None:
-            self.runtime.close()
-            self.runtime = None
+        self._stack.close()
+        self.runtime = None

@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 
 from avatar import media
-from avatar.backends.base import ASR_SAMPLE_RATE, AudioArray
 from avatar.bench import machine
 from avatar.bench.fixtures import TURNS, BenchTurn, question_audio
 from avatar.bench.hotspots import hottest_stage, profile_stage
@@ -32,6 +31,7 @@ from avatar.bench.samples import TurnSample, errors, summarise
 from avatar.bench.stats import spread
 from avatar.bench.targets import Check
 from avatar.config import Settings
+from avatar.types import ASR_SAMPLE_RATE, AudioArray
 
 
 @dataclass(frozen=True)

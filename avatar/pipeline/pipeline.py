@@ -14,14 +14,14 @@ from typing import Any
 import numpy as np
 
 from avatar import media
-from avatar.backends.base import ASR_SAMPLE_RATE, AudioArray, ChatMessage, frame_count
 from avatar.errors import InvalidRequestError
 from avatar.personas import Persona, PersonaStore
-from avatar.pipeline.sessions import SessionStore
+from avatar.pipeline.sessions import MemorySessionStore, SessionStore
 from avatar.pipeline.stages import AnimateStage, MuxStage, RespondStage, SpeakStage, TranscribeStage
 from avatar.pipeline.threads import run_blocking
 from avatar.pipeline.timing import TurnTimings
 from avatar.registry import ModelRegistry
+from avatar.types import ASR_SAMPLE_RATE, AudioArray, ChatMessage, frame_count
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ class Pipeline:
         max_new_tokens: int = 60,
         history_turns: int = 6,
         session_ttl: float = 1800,
+        sessions: SessionStore | None = None,
         max_text_chars: int = 1000,
         default_persona: str | None = None,
         overlapped: bool = True,
@@ -114,7 +115,7 @@ class Pipeline:
             animate=AnimateStage(registry.get("face")),
             mux=MuxStage(),
             personas=personas,
-            sessions=SessionStore(ttl_seconds=session_ttl, max_turns=history_turns),
+            sessions=sessions or MemorySessionStore(ttl_seconds=session_ttl, max_turns=history_turns),
             max_text_chars=max_text_chars,
             default_persona=default_persona,
             overlapped=overlapped,
@@ -147,7 +148,7 @@ class Pipeline:
         if (audio is None) == (text is None):
             raise InvalidRequestError("Give either audio or text, not both and not neither.")
         who = self.personas.get(persona or self.default_persona)
-        session = self.sessions.get(session_id, who.name)
+        session = await self.sessions.get(session_id, who.name)
         timings = TurnTimings()
         started = time.perf_counter()
         video_path, audio_path, summary_path = out_dir / VIDEO_NAME, out_dir / AUDIO_NAME, out_dir / SUMMARY_NAME
@@ -190,7 +191,7 @@ class Pipeline:
                 path.unlink(missing_ok=True)
             raise
         if not fallback:
-            self.sessions.record(session, user_text, reply)
+            await self.sessions.record(session, user_text, reply)
         log.info("turn", extra={"turn_id": result.id, "timings": result.timings, "audio_s": round(seconds, 3)})
         return result
 

@@ -1,4 +1,9 @@
-"""Conversation history per session: bounded in turns, in sessions, and in time."""
+"""Conversation history per session: bounded in turns, in sessions, and in time.
+
+Turns read and write history through the ``SessionStore`` protocol, so where it lives is a
+configuration choice: in this process's memory (one machine, the default) or in a store every replica
+shares. Its methods are coroutines because a shared store answers over the network.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,15 @@ import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from avatar.backends.base import ChatMessage
+from avatar.types import ChatMessage
 
 SESSION_ID_LENGTH = 32
+
+
+def new_session_id() -> str:
+    return secrets.token_hex(SESSION_ID_LENGTH // 2)
 
 
 @dataclass
@@ -20,8 +30,24 @@ class Session:
     last_used: float = field(default_factory=time.monotonic)
 
 
-class SessionStore:
-    """Sessions by id. An unknown, expired or other-persona id starts a new session."""
+class SessionStore(Protocol):
+    """Where sessions live. An unknown, expired or other-persona id starts a new, empty session."""
+
+    max_turns: int
+
+    async def get(self, session_id: str | None, persona: str) -> Session:
+        """The session with this id for this persona, or a new one (not stored until a turn is recorded)."""
+        ...
+
+    async def record(self, session: Session, user_text: str, reply: str) -> None:
+        """Append a finished (or interrupted) turn, keeping the newest ``max_turns`` turns."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class MemorySessionStore:
+    """Sessions in this process's memory, oldest dropped past ``max_sessions``."""
 
     def __init__(self, *, ttl_seconds: float = 1800, max_turns: int = 6, max_sessions: int = 1000) -> None:
         self.ttl = ttl_seconds
@@ -29,22 +55,26 @@ class SessionStore:
         self.max_sessions = max_sessions
         self._sessions: OrderedDict[str, Session] = OrderedDict()
 
-    def get(self, session_id: str | None, persona: str) -> Session:
+    async def get(self, session_id: str | None, persona: str) -> Session:
         self._expire()
         session = self._sessions.get(session_id) if session_id else None
         if session is None or session.persona != persona:
-            session = Session(id=secrets.token_hex(SESSION_ID_LENGTH // 2), persona=persona)
-        return session
+            return Session(id=new_session_id(), persona=persona)
+        # A copy: a turn works on its own snapshot, and only record() changes what is stored.
+        return Session(session.id, session.persona, list(session.history), session.last_used)
 
-    def record(self, session: Session, user_text: str, reply: str) -> None:
-        """Append a finished turn (only finished turns enter the history)."""
-        session.history += [ChatMessage("user", user_text), ChatMessage("assistant", reply)]
-        del session.history[: max(0, len(session.history) - 2 * self.max_turns)]
-        session.last_used = time.monotonic()
-        self._sessions[session.id] = session
+    async def record(self, session: Session, user_text: str, reply: str) -> None:
+        stored = self._sessions.get(session.id)
+        history = list(stored.history) if stored is not None else []
+        history += [ChatMessage("user", user_text), ChatMessage("assistant", reply)]
+        del history[: max(0, len(history) - 2 * self.max_turns)]
+        self._sessions[session.id] = Session(session.id, session.persona, history, time.monotonic())
         self._sessions.move_to_end(session.id)
         while len(self._sessions) > self.max_sessions:
             self._sessions.popitem(last=False)
+
+    async def close(self) -> None:
+        self._sessions.clear()
 
     def _expire(self) -> None:
         now = time.monotonic()

@@ -16,7 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from avatar import media
-from avatar.backends.base import (
+from avatar.errors import InvalidImageError, ModelError, NoSpeechError
+from avatar.personas import Persona
+from avatar.pipeline.text import clean_reply, split_sentences
+from avatar.pipeline.threads import run_blocking
+from avatar.types import (
     AudioArray,
     ChatMessage,
     ChatModel,
@@ -27,10 +31,6 @@ from avatar.backends.base import (
     SpeechSynthesizer,
     Transcript,
 )
-from avatar.errors import InvalidImageError, ModelError, NoSpeechError
-from avatar.personas import Persona
-from avatar.pipeline.text import clean_reply, split_sentences
-from avatar.pipeline.threads import run_blocking
 
 log = logging.getLogger(__name__)
 

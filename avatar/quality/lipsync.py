@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from avatar.backends.base import AudioArray, FrameArray
+from avatar.types import AudioArray, FrameArray
 
 UPPER_INNER_LIP = 13
 LOWER_INNER_LIP = 14

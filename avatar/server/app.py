@@ -46,22 +46,22 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         )
         torch_thread.submit(lower_thread_priority)  # queued before any model loads there
         service.results.open()
-        loader = asyncio.create_task(service.start(), name="load-models")
-        sweeper = asyncio.create_task(_sweep_forever(service.results), name="sweep-results")
-        try:
-            yield {"service": service}
-        finally:
-            # uvicorn has let in-flight requests finish, or cancelled them after the grace period;
-            # a cancelled turn still finishes its running model call, so wait for the models.
-            loader.cancel()
-            sweeper.cancel()
+        async with runtime:  # the models load in the background; leaving releases them
+            reporter = asyncio.create_task(service.report_start(), name="report-start")
+            sweeper = asyncio.create_task(_sweep_forever(service.results), name="sweep-results")
             try:
-                async with asyncio.timeout(RELEASE_WAIT_S):
-                    await service.model_lock.acquire()  # never released: nothing may use them now
-            except TimeoutError:
-                log.warning("a model call is still running; releasing the models regardless")
-            await asyncio.to_thread(runtime.close)
-            log.info("models released")
+                yield {"service": service}
+            finally:
+                # uvicorn has let in-flight requests finish, or cancelled them after the grace period;
+                # a cancelled turn still finishes its running model call, so wait for the models.
+                reporter.cancel()
+                sweeper.cancel()
+                try:
+                    async with asyncio.timeout(RELEASE_WAIT_S):
+                        await service.model_lock.acquire()  # never released: nothing may use them now
+                except TimeoutError:
+                    log.warning("a model call is still running; releasing the models regardless")
+        log.info("models released")
 
     return Starlette(
         routes=ROUTES,

@@ -5,12 +5,12 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from avatar.backends.base import ASR_SAMPLE_RATE
 from avatar.errors import InvalidRequestError
 from avatar.server.downloads import result_urls
 from avatar.server.inputs import decode_audio
 from avatar.server.service import AppState
 from avatar.server.uploads import audio_type, read_form
+from avatar.types import ASR_SAMPLE_RATE
 
 
 async def conversation(request: Request[AppState]) -> JSONResponse:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from avatar import media
-from avatar.backends.base import AudioArray
 from avatar.errors import InvalidRequestError
 from avatar.server.uploads import Form, UploadedFile
+from avatar.types import AudioArray
 
 
 def required_text(form: Form, name: str) -> str:

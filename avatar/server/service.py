@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive
 
 from avatar.config import Settings
-from avatar.errors import BusyError, NotReadyError
+from avatar.errors import BusyError, ModelError, NotReadyError
 from avatar.personas import Persona
 from avatar.pipeline import Pipeline
 from avatar.runtime import Runtime
@@ -44,23 +44,18 @@ class Service:
     # The embedded models are not all thread-safe: one turn's model work at a time, the rest queue
     # (at most settings.max_queued_requests of them; past that a request is told to come back later).
     model_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    started: bool = False
-    start_error: str | None = None
     waiting: int = 0  # requests admitted that do not hold the model lock yet
     recent_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_REQUESTS))
 
     @property
     def status(self) -> str:
-        """``loading`` until every model is loaded, warm and every persona prepared; then ``ready``,
-        or ``failed`` for good."""
-        if self.start_error or self.runtime.registry.failed:
-            return "failed"
-        return "ready" if self.started and self.runtime.registry.ready else "loading"
+        """``loading``, ``ready`` or ``failed``: the runtime's state."""
+        return self.runtime.state
 
     def readiness(self) -> dict[str, Any]:
         body: dict[str, Any] = {"status": self.status, "models": self.runtime.registry.states()}
-        if self.start_error:
-            body["error"] = self.start_error
+        if self.runtime.error:
+            body["error"] = self.runtime.error
         body["queue"] = {
             "running": int(self.model_lock.locked()),
             "waiting": self.waiting,
@@ -88,22 +83,16 @@ class Service:
     def max_upload_bytes(self) -> int:
         return int(self.settings.max_upload_mb * 2**20)
 
-    async def start(self) -> None:
-        """Load, warm and prepare everything (the lifespan runs this as a background task)."""
+    async def report_start(self) -> None:
+        """Log when the runtime (entered by the lifespan, loading in the background) is ready or failed."""
         started = time.perf_counter()
         log.info("loading models")
         try:
-            await self.runtime.start()
-        except Exception as exc:  # noqa: BLE001 - any start-up failure is reported by /readyz
-            self.start_error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            log.error("start-up failed", error=self.start_error)
+            await self.runtime.ready()
+        except ModelError as exc:
+            log.error("start-up failed", error=exc.message, seconds=round(time.perf_counter() - started, 2))
             return
-        self.started = True
-        seconds = round(time.perf_counter() - started, 2)
-        if self.runtime.registry.failed:
-            log.error("models failed", failures=self.runtime.registry.failures(), seconds=seconds)
-        else:
-            log.info("ready", seconds=seconds)
+        log.info("ready", seconds=round(time.perf_counter() - started, 2))
 
     async def exclusive(self, request: Request[Any], work: Callable[[], Awaitable[T]]) -> T:
         """Await ``work`` holding the model lock; drop it (queued or running) if the client disconnects.

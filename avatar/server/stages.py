@@ -9,7 +9,6 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from avatar import media
-from avatar.backends.base import ASR_SAMPLE_RATE, PreparedFace
 from avatar.errors import InvalidRequestError
 from avatar.personas import Persona
 from avatar.pipeline.pipeline import VIDEO_NAME
@@ -17,6 +16,7 @@ from avatar.pipeline.threads import run_blocking
 from avatar.server.inputs import decode_audio, required_file, required_text
 from avatar.server.service import AppState, Service
 from avatar.server.uploads import Form, audio_type, image_type, read_form
+from avatar.types import ASR_SAMPLE_RATE, PreparedFace
 
 # Rate for /animate's audio: the TTS rate, so an MP4 from here sounds like one from a whole turn.
 ANIMATE_SAMPLE_RATE = 24_000
@@ -55,11 +55,11 @@ async def chat(request: Request[AppState]) -> JSONResponse:
     """``text``, optional ``persona`` and ``session_id`` → the persona's reply (kept in the session)."""
     service, form, text, persona = await _text_request(request)
     pipeline = service.pipeline
-    session = pipeline.sessions.get(form.text("session_id"), persona.name)
+    session = await pipeline.sessions.get(form.text("session_id"), persona.name)
     started = time.perf_counter()
     reply, fallback = await service.exclusive(request, lambda: pipeline.respond(persona, session.history, text))
     if not fallback:
-        pipeline.sessions.record(session, text, reply)
+        await pipeline.sessions.record(session, text, reply)
     return JSONResponse(
         {
             "session_id": session.id,

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from avatar.backends.base import AudioArray, FrameArray
+from avatar.types import AudioArray, FrameArray
 
 ROOT = Path(__file__).resolve().parents[2]
 LANDMARKER = ROOT / "models_cache" / "face" / "face_landmarker.task"

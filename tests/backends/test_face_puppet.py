@@ -12,11 +12,11 @@ import cv2
 import numpy as np
 import pytest
 
-from avatar.backends.base import FaceAnimator, FrameArray, frame_count
 from avatar.backends.face_puppet import PreparedFace, PuppetAnimator
 from avatar.backends.puppet.audio import analyse
 from avatar.backends.puppet.landmarks import CHIN, FOREHEAD, LIP_BOTTOM, LIP_TOP, Landmarker
 from avatar.errors import InvalidAudioError, InvalidImageError, ModelError, NoFaceError
+from avatar.types import FaceAnimator, FrameArray, frame_count
 
 RATE = 24_000
 FPS = 25

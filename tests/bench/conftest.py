@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from avatar.backends.base import FaceAnimator
 from avatar.backends.factory import model_specs
 from avatar.config import Settings
+from avatar.types import FaceAnimator
 
 
 @pytest.fixture(scope="session")

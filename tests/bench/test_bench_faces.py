@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from avatar.backends.base import AudioArray, FaceAnimator
 from avatar.bench.faces import check_variant, find_face, make_variants
 from avatar.config import PROJECT_ROOT
+from avatar.types import AudioArray, FaceAnimator
 
 PORTRAIT = PROJECT_ROOT / "assets" / "personas" / "eileen" / "portrait.png"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.backends.base import ASR_SAMPLE_RATE
 from avatar.bench.fixtures import FIXTURES_DIR, TURNS, load_audio, question_audio, read_clips, write_flac
+from avatar.types import ASR_SAMPLE_RATE
 
 
 def test_questions_are_committed_and_ordered_by_length() -> None:

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from avatar import media
-from avatar.backends.base import AudioArray, FaceAnimator, FrameArray
 from avatar.bench.eval import shifted, static
 from avatar.config import PROJECT_ROOT
 from avatar.pipeline.stages import AnimateStage
 from avatar.quality import lipsync
+from avatar.types import AudioArray, FaceAnimator, FrameArray
 
 RATE = 24_000
 PORTRAIT = PROJECT_ROOT / "assets" / "personas" / "eileen" / "portrait.png"

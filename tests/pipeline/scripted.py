@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from avatar.backends.base import ChatMessage
+from avatar.types import ChatMessage
 
 
 class ScriptedChat:
@@ -18,6 +18,7 @@ class ScriptedChat:
 
     def __init__(self, text: str = "", fail: bool = False, tokens: Sequence[str] = ()) -> None:
         self.text, self.fail, self.words_sent = text or "".join(tokens), fail, 0
+        self.tokens_generated = 0
         self.tokens = list(tokens) or [word + " " for word in self.text.split(" ")]
         self.seen: list[ChatMessage] = []
 
@@ -27,6 +28,7 @@ class ScriptedChat:
             raise RuntimeError("out of memory")
         for token in self.tokens:
             self.words_sent += 1
+            self.tokens_generated += 1
             yield token
 
     def reply(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> str:

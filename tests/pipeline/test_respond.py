@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from scripted import ScriptedChat
 
-from avatar.backends.base import ChatMessage
 from avatar.config import PROJECT_ROOT
 from avatar.personas import PersonaStore
 from avatar.pipeline.stages import RespondStage
+from avatar.types import ChatMessage
 
 EILEEN = PersonaStore(PROJECT_ROOT / "assets" / "personas").get("eileen")
 

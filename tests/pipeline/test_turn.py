@@ -101,7 +101,7 @@ def test_text_turn_skips_recognition_and_keeps_history(runtime: Runtime, tmp_pat
     assert first.transcript is None and "asr" not in first.timings
     second = asyncio.run(pipeline.run(tmp_path / "b", text="What is my name?", session_id=first.session_id))
     assert second.session_id == first.session_id
-    session = pipeline.sessions.get(first.session_id, "eileen")
+    session = asyncio.run(pipeline.sessions.get(first.session_id, "eileen"))
     assert [m.content for m in session.history[::2]] == ["My name is Sam.", "What is my name?"]
 
 

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from avatar.backends.base import frame_count
 from avatar.backends.ditto import ENGINES, DittoAnimator, DittoFace
 from avatar.config import PROJECT_ROOT, Settings, load_settings
 from avatar.errors import ConfigError, ModelError, NoFaceError
+from avatar.types import frame_count
 
 PORTRAIT = PROJECT_ROOT / "assets" / "personas" / "eileen" / "portrait.png"
 STANDIN = Path(__file__).parent / "ditto_standin" / "stream_pipeline_online.py"

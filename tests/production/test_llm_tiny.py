@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,10 @@ from typing import Any
 import pytest
 
 from avatar.backends import torch_thread
-from avatar.backends.base import ChatMessage
 from avatar.backends.transformers_llm import LLMOptions, TransformersChat, _token_streamer
 from avatar.config import Settings
 from avatar.errors import ConfigError, ModelError
+from avatar.types import ChatMessage
 
 SYSTEM = ChatMessage("system", "You are Eileen, an astronaut. Reply in one short sentence.")
 HISTORY = [
@@ -99,10 +100,15 @@ def test_closing_the_stream_early_stops_generation(chat: TransformersChat):
     chat.reply(messages, max_new_tokens=120)
     full = chat.last_generated_tokens
     assert full >= 60, "the tiny model's greedy reply must be long for this test to mean anything"
+    before = chat.tokens_generated
     stream = chat.stream(messages, max_new_tokens=120)
     next(stream)
     stream.close()
     assert chat.last_generated_tokens < 20
+    stopped_at = chat.tokens_generated
+    assert 0 < stopped_at - before < 20
+    time.sleep(0.2)
+    assert chat.tokens_generated == stopped_at  # nothing runs on after the close
 
 
 def test_the_oldest_turns_are_dropped_when_the_context_is_full(chat: TransformersChat):

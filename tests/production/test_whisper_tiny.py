@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from avatar.backends.base import ASR_SAMPLE_RATE, Transcript
 from avatar.backends.whisper import WhisperOptions, WhisperRecognizer
 from avatar.config import Settings
 from avatar.errors import ModelError
 from avatar.registry import ModelState
+from avatar.types import ASR_SAMPLE_RATE, Transcript
 
 NOISE = (np.random.default_rng(0).standard_normal(3 * ASR_SAMPLE_RATE) * 0.1).astype(np.float32)
 

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from avatar.backends.base import VoiceSpec
 from avatar.backends.xtts import XttsOptions, XttsSynthesizer
 from avatar.config import PROJECT_ROOT, Settings
 from avatar.errors import ConfigError, ModelError
 from avatar.media import decode_audio, write_wav
+from avatar.types import VoiceSpec
 
 pytest.importorskip("TTS", reason="coqui-tts is not installed (the xtts extra): XTTS tests need it")
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avatar.backends.base import FloatArray
 from avatar.errors import InvalidAudioError
+from avatar.types import FloatArray
 
 WINDOW_FRAMES = 2.0
 """Analysis window, in video frames (80 ms at 25 fps): long enough to span a pitch period or two."""

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from avatar.backends.base import FloatArray, ImageArray
 from avatar.errors import InvalidImageError, NoFaceError
+from avatar.types import FloatArray, ImageArray
 
 from .landmarks import CHIN, FOREHEAD, LEFT_EYE_CORNERS, NOSE_TIP, RIGHT_EYE_CORNERS, Landmarker
 

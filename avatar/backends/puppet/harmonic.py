@@ -13,7 +13,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 
-from avatar.backends.base import FloatArray, IntArray
+from avatar.types import FloatArray, IntArray
 
 
 def adjacency(triangles: IntArray, n_vertices: int, positions: FloatArray) -> sp.csr_matrix:

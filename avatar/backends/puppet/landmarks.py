@@ -12,9 +12,9 @@ from functools import cache
 import numpy as np
 import numpy.typing as npt
 
-from avatar.backends.base import FloatArray, IntArray
 from avatar.errors import ModelError
 from avatar.native import quiet_native_stderr
+from avatar.types import FloatArray, IntArray
 
 N_SURFACE = 468
 """Mesh points that lie on the face surface; the iris points after them are not part of the mesh."""

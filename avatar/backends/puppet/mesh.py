@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avatar.backends.base import FloatArray, IntArray
+from avatar.types import FloatArray, IntArray
 
 from .landmarks import (
     CHIN,

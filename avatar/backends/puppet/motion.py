@@ -11,7 +11,7 @@ from functools import cache
 
 import numpy as np
 
-from avatar.backends.base import FloatArray
+from avatar.types import FloatArray
 
 BLINK_GAP_S = (2.0, 6.0)
 """Time between blinks, drawn uniformly."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from avatar.backends.base import FloatArray, ImageArray
+from avatar.types import FloatArray, ImageArray
 
 from .landmarks import (
     FACE_OVAL,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from avatar.backends.base import FloatArray
+from avatar.types import FloatArray
 
 from .harmonic import adjacency, blur, harmonic_fill
 from .landmarks import (

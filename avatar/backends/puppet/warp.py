@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from avatar.backends.base import FloatArray, ImageArray, IntArray
+from avatar.types import FloatArray, ImageArray, IntArray
 
 _SUBPIXEL_BITS = 4
 """Fixed-point bits for triangle corners, so rasterised edges follow sub-pixel motion smoothly."""

@@ -1,4 +1,4 @@
-"""The small contracts every engine honours, and the plain results they return.
+"""The core vocabulary: the contracts every engine honours and the plain results they return.
 
 Stages depend on these protocols, never on a concrete engine, so a configuration switch or a test swaps
 the backend without touching the stage. Every method here is blocking: stages call them in a worker
@@ -90,6 +90,9 @@ class SpeechRecognizer(Backend, Protocol):
 
 
 class ChatModel(Backend, Protocol):
+    tokens_generated: int
+    """Every token generated since loading (monotonic): metrics, and proof that a cancelled reply stopped."""
+
     def reply(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> str:
         """The assistant's next message, whole."""
         ...
