@@ -11,7 +11,7 @@ UV_INSTALL := $(UV) pip install --python $(BIN)/python --compile-bytecode --cons
 INSTALLED := $(VENV)/.installed
 PREPARED := models_cache/.prepared
 
-.PHONY: install models demo test serve lint bench eval clean
+.PHONY: install models system-deps demo test serve lint bench eval clean
 
 install: $(INSTALLED)
 
@@ -35,7 +35,11 @@ $(PREPARED): $(INSTALLED) avatar/embedded.py
 demo: $(PREPARED)
 	$(BIN)/avatar demo --out out
 
-test: $(PREPARED)
+# Servers and browsers the tests run for real (Debian packages; apt-get, as root or through sudo).
+system-deps:
+	scripts/system-deps.sh
+
+test: $(PREPARED) system-deps
 	$(BIN)/python -m pytest
 
 serve: $(PREPARED)
