@@ -108,6 +108,14 @@ class BusyError(AvatarError):
         return {"Retry-After": str(self.retry_after_seconds)}
 
 
+class TurnCancelledError(AvatarError):
+    """The turn was stopped before it finished: the client asked (DELETE), or a newer turn of the same
+    session interrupted it."""
+
+    code = "cancelled"
+    status = 409
+
+
 class ConfigError(AvatarError):
     """A setting is wrong. The message names the setting and the fix."""
 

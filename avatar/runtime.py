@@ -25,7 +25,7 @@ from avatar.backends.factory import model_specs
 from avatar.config import Settings
 from avatar.errors import AvatarError, ModelError
 from avatar.gpu import check_gpu_memory
-from avatar.personas import PersonaStore
+from avatar.personas import CreatedPersonas, PersonaStore
 from avatar.pipeline import Pipeline
 from avatar.pipeline.threads import run_blocking
 from avatar.registry import ModelRegistry
@@ -39,7 +39,10 @@ class Runtime:
     def __init__(self, settings: Settings, kinds: tuple[str, ...] = ALL_KINDS) -> None:
         self.settings = settings
         self.kinds = kinds
-        self.personas = PersonaStore(settings.assets_dir / "personas")
+        created = CreatedPersonas(
+            settings.output_dir / "personas", ttl_seconds=settings.persona_ttl_seconds, max_count=settings.max_personas
+        )
+        self.personas = PersonaStore(settings.assets_dir / "personas", created)
         self.personas.get(settings.default_persona)  # a wrong default fails at start-up, not per request
         self.registry = ModelRegistry(model_specs(settings, kinds))
         self.error: str | None = None  # why start-up failed, when it failed outside a model
@@ -114,11 +117,11 @@ class Runtime:
                 self.registry,
                 self.personas,
                 max_new_tokens=s.llm_max_new_tokens,
+                max_sentences=s.llm_max_sentences,
                 history_turns=s.llm_history_turns,
                 session_ttl=s.session_ttl_seconds,
                 max_text_chars=s.max_text_chars,
                 default_persona=s.default_persona,
-                overlapped=s.overlap,
             )
         return self._pipeline
 

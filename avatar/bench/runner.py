@@ -111,7 +111,7 @@ async def _inprocess(
             for overlapped in modes if rep % 2 == 0 else modes[::-1]:
                 samples.append(await bench.turn(turn, questions[turn.name], overlapped=overlapped, seed=seed))
     sequential = [s for s in samples if s.mode == "sequential"]
-    default = "overlapped" if not why_not and bench.settings.overlap else "sequential"
+    default = "overlapped"
     out: dict[str, Any] = {
         "samples": [s.as_dict() for s in samples],
         "default_mode": default,

@@ -10,6 +10,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from avatar import media
 from avatar.errors import InvalidRequestError
+from avatar.fmp4 import video_format
 from avatar.personas import Persona
 from avatar.pipeline.pipeline import VIDEO_NAME
 from avatar.pipeline.threads import run_blocking
@@ -99,7 +100,8 @@ async def animate(request: Request[AppState]) -> FileResponse:
         raise InvalidRequestError("Send either a 'persona' or an 'image', not both.")
     persona = service.persona(form.text("persona")) if image is None else None
     audio = await decode_audio(required_file(form, "audio"), ANIMATE_SAMPLE_RATE, service.settings.max_audio_seconds)
-    stage, mux = service.pipeline.animate, service.pipeline.mux
+    stage = service.pipeline.animate
+    fmt = video_format(form.text("video_format"))
 
     async def render(video: Path) -> None:
         face: PreparedFace
@@ -108,8 +110,7 @@ async def animate(request: Request[AppState]) -> FileResponse:
         else:
             assert image is not None
             face = await run_blocking(stage.prepare_bytes, image.data)
-        frames = await stage(face, audio, ANIMATE_SAMPLE_RATE)
-        await mux(video, frames, audio, ANIMATE_SAMPLE_RATE, stage.fps)
+        await stage.to_mp4(face, audio, ANIMATE_SAMPLE_RATE, video, fmt)
 
     with service.results.reserve() as folder:
         await service.exclusive(request, lambda: render(folder / VIDEO_NAME))

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import wave
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,8 @@ class ServerProcess:
         return {p.name for p in self.output_dir.iterdir() if not p.name.startswith(".")}
 
     def staging_folders(self) -> list[Path]:
-        return list((self.output_dir / ".staging").iterdir())
+        """Turns being made (or left behind) in any replica's staging folder."""
+        return list((self.output_dir / ".staging").glob("*/*"))
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -136,3 +138,17 @@ def error_code(response: httpx.Response) -> str:
     body = response.json()
     assert set(body) == {"error"} and {"code", "message"} <= set(body["error"]), body
     return str(body["error"]["code"])
+
+
+def sse_events(response: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event, data) of a Server-Sent Events response as they arrive (keep-alive comments skipped)."""
+    event, data = "message", []
+    for line in response.iter_lines():
+        if not line:
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
