@@ -164,7 +164,7 @@ def _converse(
 ) -> int:
     from avatar import media
     from avatar.pipeline import TurnResult
-    from avatar.pipeline.pipeline import SEGMENTS_DIR
+    from avatar.pipeline.files import SEGMENTS_DIR
     from avatar.runtime import Runtime
     from avatar.types import ASR_SAMPLE_RATE
 

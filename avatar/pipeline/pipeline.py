@@ -1,59 +1,41 @@
 """A conversation turn: Transcribe → Respond → Speak → Animate, streamed as it is made.
 
-After recognition the stages run at once, linked by bounded queues: while the model writes piece k+2,
-piece k+1 is spoken and piece k drawn and encoded. Each stretch of encoded video is handed on as a
-playable segment the moment it exists (``segment`` events), and when the reply is complete the same
-packets become an ordinary MP4. The queues' bounds are the back-pressure: a stage that falls behind
-holds the one before it, so memory does not grow with the reply's length. One code path serves every
-caller: the JSON endpoint simply ignores the events.
+After recognition the reply's stages run at once, linked by bounded queues (``reply.py``), and each
+stretch of encoded video is handed on as a playable segment the moment it exists (``files.py``); when
+the reply is complete the same packets become an ordinary MP4. One code path serves every caller: the
+JSON endpoint simply ignores the events, the live mode sends the frames to its own tracks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import secrets
-import shutil
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from avatar import media
 from avatar.errors import InvalidRequestError
-from avatar.fmp4 import SegmentWriter, VideoFormat, remux_to_mp4, video_format
+from avatar.fmp4 import VideoFormat, video_format
 from avatar.personas import Persona, PersonaStore
-from avatar.pipeline.control import SpokenPiece, SpokenReply, TurnControl
+from avatar.pipeline.control import SpokenReply, TurnControl
+from avatar.pipeline.files import AUDIO_NAME, SUMMARY_NAME, VIDEO_NAME, ReplyFiles
+from avatar.pipeline.reply import Reply, ReplyOutput, TurnEvents
 from avatar.pipeline.sessions import MemorySessionStore, Session, SessionStore
-from avatar.pipeline.stages import AnimateStage, ReplyPart, RespondStage, SpeakStage, TranscribeStage
+from avatar.pipeline.stages import AnimateStage, RespondStage, SpeakStage, TranscribeStage
 from avatar.pipeline.threads import run_blocking
 from avatar.pipeline.timing import TurnTimings
 from avatar.registry import ModelRegistry
-from avatar.types import ASR_SAMPLE_RATE, AudioArray, PreparedFace, frame_count
+from avatar.types import ASR_SAMPLE_RATE, AudioArray
 
 log = logging.getLogger(__name__)
-
-VIDEO_NAME = "reply.mp4"
-AUDIO_NAME = "reply.wav"
-SUMMARY_NAME = "turn.json"
-SEGMENTS_DIR = "segments"
-STREAM_NAME = ".stream.mp4"  # the segments end to end, while the turn runs (remuxed into reply.mp4)
-PIECES_AHEAD = 2  # pieces of text the model may write ahead of the voice
-CLIPS_AHEAD = 2  # spoken pieces the voice may make ahead of the face
-
-TurnEvents = Callable[[str, dict[str, Any]], Awaitable[None]]
-"""Receives ``(event, data)`` as a turn goes: ``transcript``, ``reply``, ``segment``."""
 
 
 async def _no_events(event: str, data: dict[str, Any]) -> None:
     return None
-
-
-def segment_name(index: int) -> str:
-    return f"{index:04d}.m4s"
 
 
 @dataclass
@@ -220,9 +202,9 @@ class Pipeline:
         emit = events or _no_events
         timings = TurnTimings(origin=request.received)
         out_dir.mkdir(parents=True, exist_ok=True)
+        files = ReplyFiles(out_dir, self.speak.sample_rate, self.animate.fps, request.video_format, emit, timings)
         spoken = SpokenReply()
         user_text = request.text
-        made = [out_dir / name for name in (VIDEO_NAME, AUDIO_NAME, SUMMARY_NAME, STREAM_NAME)]
         try:
             if request.audio is not None:
                 with timings.stage("asr"):
@@ -232,26 +214,54 @@ class Pipeline:
                 user_text = transcript.text
                 await emit("transcript", {"text": user_text, "language": transcript.language})
             assert user_text is not None
-            turn = _Turn(self, request, user_text, out_dir, emit, timings, spoken)
-            result = await turn.run()
+            await files.open()
+            reply = self.reply(request, user_text, files, emit=emit, timings=timings, spoken=spoken)
+            await reply.run()
+            await files.close()
             if not keep_segments:
-                await run_blocking(shutil.rmtree, out_dir / SEGMENTS_DIR, True)
+                await files.drop_segments()
+            transcribed = user_text if request.audio is not None else None
+            result = await self._result(request, out_dir, files, spoken, reply.fallback, timings, transcribed)
         except asyncio.CancelledError:
-            await run_blocking(_remove, [*made, out_dir / SEGMENTS_DIR])
+            await files.abort()
             if user_text is not None:
-                await self._record_heard(request.session, user_text, spoken, control)
+                await self.record_heard(request.session, user_text, spoken, control)
             raise
         except BaseException:
-            await run_blocking(_remove, [*made, out_dir / SEGMENTS_DIR])
+            await files.abort()
             raise
-        if "llm_fallback" not in result.degraded:
+        if not reply.fallback:
             await self.sessions.record(request.session, user_text, result.reply)
         log.info(
             "turn", extra={"turn_id": result.id, "timings": result.timings, "audio_s": round(result.audio_seconds, 3)}
         )
         return result
 
-    async def _record_heard(
+    def reply(
+        self,
+        request: TurnRequest,
+        user_text: str,
+        output: ReplyOutput,
+        *,
+        emit: TurnEvents,
+        timings: TurnTimings,
+        spoken: SpokenReply,
+    ) -> Reply:
+        """The reply to ``user_text`` in ``request``'s session, made into ``output`` when run."""
+        return Reply(
+            respond=self.respond,
+            speak=self.speak,
+            animate=self.animate,
+            persona=request.persona,
+            history=request.session.history,
+            user_text=user_text,
+            output=output,
+            emit=emit,
+            timings=timings,
+            spoken=spoken,
+        )
+
+    async def record_heard(
         self, session: Session, user_text: str, spoken: SpokenReply, control: TurnControl | None
     ) -> None:
         """A cancelled turn's history: the question, and the reply as far as the user heard it."""
@@ -267,182 +277,44 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - the turn is over either way; the history is best effort
             log.warning("could not record the interrupted turn", extra={"error": f"{type(exc).__name__}: {exc}"})
 
-
-class _Turn:
-    """One running reply: the three stage tasks, their queues, the encoder and the files they fill."""
-
-    def __init__(
+    async def _result(
         self,
-        pipeline: Pipeline,
         request: TurnRequest,
-        user_text: str,
         out_dir: Path,
-        emit: TurnEvents,
-        timings: TurnTimings,
+        files: ReplyFiles,
         spoken: SpokenReply,
-    ) -> None:
-        self.p = pipeline
-        self.request = request
-        self.user_text = user_text
-        self.out_dir = out_dir
-        self.emit = emit
-        self.timings = timings
-        self.spoken = spoken
-        self.rate = pipeline.speak.sample_rate
-        self.fps = pipeline.animate.fps
-        self.writer = SegmentWriter(self.rate, self.fps, request.video_format)
-        self.wav = media.WavWriter(out_dir / AUDIO_NAME, self.rate)
-        self.segments_dir = out_dir / SEGMENTS_DIR
-        self.segments = 0
-        self.cut_at_frame = 0  # the frame where the last segment ended
-        self.fallback = False
-        self.pieces: asyncio.Queue[ReplyPart | None] = asyncio.Queue(PIECES_AHEAD)
-        self.clips: asyncio.Queue[tuple[ReplyPart, AudioArray] | None] = asyncio.Queue(CLIPS_AHEAD)
-
-    async def run(self) -> TurnResult:
-        try:
-            face = await self.p.animate.face_for(self.request.persona.image_path)
-            await run_blocking(self.segments_dir.mkdir, exist_ok=True)
-            try:
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(self._respond(), name="respond")
-                    group.create_task(self._speak(), name="speak")
-                    group.create_task(self._animate(face), name="animate")
-            except BaseExceptionGroup as failed:  # a stage failed and the others were stopped: say why
-                raise failed.exceptions[0] from None
-            await self._publish(await run_blocking(self.writer.finish))
-            with self.timings.stage("mux"):
-                await run_blocking(remux_to_mp4, self.out_dir / STREAM_NAME, self.out_dir / VIDEO_NAME)
-                await run_blocking(self.wav.close)
-        except BaseException:
-            await run_blocking(self.writer.abort)
-            await run_blocking(self.wav.abort)
-            raise
-        finally:
-            await run_blocking(_remove, [self.out_dir / STREAM_NAME])
-        return await self._summary()
-
-    async def _respond(self) -> None:
-        replies = self.p.respond.stream(self.request.persona, self.request.session.history, self.user_text)
-        async with contextlib.aclosing(replies):  # an error elsewhere still stops the model cleanly
-            while True:
-                with self.timings.stage("llm"):
-                    part = await anext(replies, None)
-                if part is None:
-                    break
-                if part.kind == "delta":
-                    self.timings.mark("first_token")
-                    await self.emit("reply", {"delta": part.text, "text": part.shown})
-                    continue
-                if part.fallback:
-                    self.fallback = True
-                    await self.emit("reply", {"delta": part.text, "text": part.text, "fallback": True})
-                await self.pieces.put(part)
-        await self.pieces.put(None)
-
-    async def _speak(self) -> None:
-        while (part := await self.pieces.get()) is not None:
-            with self.timings.stage("tts"):
-                clip = await self.p.speak(part.text, self.request.persona)
-            frames = frame_count(clip.size / self.rate, self.fps)
-            self.timings.mark("first_audio")
-            await self.clips.put((part, media.fit_audio_to_frames(clip, self.rate, frames, self.fps)))
-        await self.clips.put(None)
-
-    async def _animate(self, face: PreparedFace) -> None:
-        animator = self.p.animate.animator
-        frame_at = 0
-        while (item := await self.clips.get()) is not None:
-            part, clip = item
-            frames = clip.size * self.fps // self.rate
-            self.spoken.pieces.append(SpokenPiece(part.text, frame_at / self.fps, (frame_at + frames) / self.fps))
-            await run_blocking(self.wav.write, clip)
-            chunks = animator.render_chunks(face, clip, self.rate, chunk_frames=self.fps // 2, start_frame=frame_at)
-            drawn = 0
-            while True:
-                with self.timings.stage("avatar"):
-                    chunk = await run_blocking(next, chunks, None)
-                if chunk is None:
-                    break
-                audio = clip[drawn * self.rate // self.fps : (drawn + len(chunk)) * self.rate // self.fps]
-                with self.timings.stage("mux"):
-                    segment = await run_blocking(self._encode, chunk, audio)
-                drawn += len(chunk)
-                await self._publish(segment)
-            frame_at += frames
-
-    def _encode(self, chunk: Any, audio: AudioArray) -> bytes:
-        self.writer.write(chunk, audio)
-        return self.writer.cut()
-
-    async def _publish(self, segment: bytes) -> None:
-        """Store a segment (and append it to the whole stream) and tell the client it exists."""
-        if not segment:
-            return
-        index = self.segments
-        await run_blocking(_store_segment, self.segments_dir / segment_name(index), self.out_dir / STREAM_NAME, segment)
-        self.segments += 1
-        start, end = self.cut_at_frame / self.fps, self.writer.frames / self.fps
-        self.cut_at_frame = self.writer.frames
-        self.spoken.handed_out = end
-        self.timings.mark("first_frame")
-        await self.emit(
-            "segment",
-            {
-                "index": index,
-                "name": segment_name(index),
-                "start": round(start, 3),
-                "duration": round(end - start, 3),
-                "bytes": len(segment),
-                "mime": self.writer.mime,
-                "final": self.writer.closed,
-            },
-        )
-
-    async def _summary(self) -> TurnResult:
-        seconds = self.wav.samples / self.rate
-        timings = self.timings
+        fallback: bool,
+        timings: TurnTimings,
+        transcript: str | None,
+    ) -> TurnResult:
+        seconds = files.audio_seconds
         timings.media("tts", seconds)
         timings.media("avatar", seconds)
         seconds_by_stage, rtf = timings.summary(timings.elapsed())
         result = TurnResult(
-            id=self.out_dir.name,
-            session_id=self.request.session.id,
-            persona=self.request.persona.name,
-            transcript=self.user_text if self.request.audio is not None else None,
-            reply=" ".join(piece.text for piece in self.spoken.pieces),
+            id=out_dir.name,
+            session_id=request.session.id,
+            persona=request.persona.name,
+            transcript=transcript,
+            reply=" ".join(piece.text for piece in spoken.pieces),
             audio_seconds=seconds,
             timings=seconds_by_stage,
             rtf=rtf,
-            models=dict(self.p.models),
-            video_format=self.request.video_format.name,
-            segments=self.segments,
-            degraded=["llm_fallback"] if self.fallback else [],
-            video_path=self.out_dir / VIDEO_NAME,
-            audio_path=self.out_dir / AUDIO_NAME,
+            models=dict(self.models),
+            video_format=request.video_format.name,
+            segments=files.segments,
+            degraded=["llm_fallback"] if fallback else [],
+            video_path=out_dir / VIDEO_NAME,
+            audio_path=out_dir / AUDIO_NAME,
         )
         summary = json.dumps(result.summary(), indent=2) + "\n"
-        await run_blocking(_write_atomic, self.out_dir / SUMMARY_NAME, summary)
+        await run_blocking(_write_atomic, out_dir / SUMMARY_NAME, summary)
         return result
-
-
-def _store_segment(path: Path, stream: Path, data: bytes) -> None:
-    path.write_bytes(data)
-    with stream.open("ab") as fh:
-        fh.write(data)
 
 
 def _write_atomic(path: Path, text: str) -> None:
     with media.atomic_path(path) as tmp:
         tmp.write_text(text)
-
-
-def _remove(paths: list[Path]) -> None:
-    for path in paths:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
 
 
 def new_turn_id() -> str:

@@ -23,7 +23,8 @@ from typing import Any
 import structlog
 
 from avatar.errors import NotFoundError
-from avatar.pipeline.pipeline import AUDIO_NAME, SEGMENTS_DIR, SUMMARY_NAME, VIDEO_NAME, new_turn_id, segment_name
+from avatar.pipeline.files import AUDIO_NAME, SEGMENTS_DIR, SUMMARY_NAME, VIDEO_NAME, segment_name
+from avatar.pipeline.pipeline import new_turn_id
 
 log = structlog.stdlib.get_logger(__name__)
 

@@ -12,7 +12,7 @@ from avatar import media
 from avatar.errors import InvalidRequestError
 from avatar.fmp4 import video_format
 from avatar.personas import Persona
-from avatar.pipeline.pipeline import VIDEO_NAME
+from avatar.pipeline.files import VIDEO_NAME
 from avatar.pipeline.threads import run_blocking
 from avatar.server.inputs import decode_audio, required_file, required_text
 from avatar.server.service import AppState, Service

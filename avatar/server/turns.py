@@ -20,7 +20,8 @@ from starlette.types import Receive
 from avatar.errors import NotFoundError, TurnCancelledError
 from avatar.pipeline import TurnResult
 from avatar.pipeline.control import TurnControl
-from avatar.pipeline.pipeline import TurnEvents, TurnRequest
+from avatar.pipeline.pipeline import TurnRequest
+from avatar.pipeline.reply import TurnEvents
 
 if TYPE_CHECKING:
     from avatar.server.service import Service
