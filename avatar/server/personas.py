@@ -22,7 +22,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from avatar import media
 from avatar.errors import InvalidRequestError, NoSpeechError
-from avatar.personas import DEFAULT_PROMPT, MAX_PORTRAIT_SIDE, PORTRAIT, VOICE, Persona
+from avatar.personas import DEFAULT_PROMPT, MAX_PORTRAIT_SIDE, PORTRAIT, UNNAMED_PROMPT, VOICE, Persona
 from avatar.pipeline.stages import SILENCE_DBFS, load_image
 from avatar.pipeline.threads import run_blocking
 from avatar.server.service import AppState, Service
@@ -115,7 +115,8 @@ async def create_persona(request: Request[AppState]) -> JSONResponse:
     upload = form.file("image")
     if upload is None:
         raise InvalidRequestError("The 'image' file is missing: send the portrait as a multipart/form-data file.")
-    display_name = _text(form.text("name"), "name", NAME_CHARS) or "Your portrait"
+    named = _text(form.text("name"), "name", NAME_CHARS)
+    display_name = named or "Your photo"
     prompt = _text(form.text("system_prompt"), "system_prompt", PROMPT_CHARS)
     language = form.text("language") or "en"
     if not LANGUAGE.match(language):
@@ -133,7 +134,7 @@ async def create_persona(request: Request[AppState]) -> JSONResponse:
             name=name,
             display_name=display_name,
             image_path=folder / PORTRAIT,
-            system_prompt=(prompt or DEFAULT_PROMPT).format(display_name=display_name),
+            system_prompt=prompt or (DEFAULT_PROMPT if named else UNNAMED_PROMPT).format(display_name=display_name),
             language=language,
             voice_sample=folder / VOICE if "voice_sample" in meta else None,
         )

@@ -63,6 +63,19 @@ class ServerProcess:
             time.sleep(0.05)
         raise AssertionError(f"no log line matching {match} within {timeout} s")
 
+    def wait_listening(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Until the port answers (the models may still be loading)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_path.read_text()}")
+            try:
+                httpx.get(f"{self.base_url}/healthz", timeout=2)
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server not listening within {timeout} s:\n{self.log_path.read_text()[-4000:]}")
+
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
