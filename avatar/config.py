@@ -86,6 +86,10 @@ class Settings:
     port: int = 8000
     shutdown_grace_seconds: float = 30.0
     max_queued_requests: int = 8  # model requests that may wait while one runs; more are told to retry
+    stage_timeout_seconds: float = 120.0  # one model call (a token, a sentence, a chunk of frames) at most
+    turn_timeout_seconds: float = 300.0  # a whole turn at most, queue wait excluded
+    health_check_seconds: float = 15.0  # how often a failing model is tried again (its warm-up call)
+    faults: str = ""  # fault injection for tests and drills, e.g. "llm:raise,face:raise:skip=2" (README)
     # Names this process's staging folder inside a results folder replicas may share; empty: host-port.
     replica_id: str = ""
 
@@ -195,6 +199,9 @@ def _validate(s: Settings) -> None:
         "port": 0 <= s.port <= 65535,
         "shutdown_grace_seconds": s.shutdown_grace_seconds >= 0,
         "max_queued_requests": s.max_queued_requests >= 0,
+        "stage_timeout_seconds": s.stage_timeout_seconds > 0,
+        "turn_timeout_seconds": s.turn_timeout_seconds > 0,
+        "health_check_seconds": s.health_check_seconds > 0,
     }
     if s.replica_id and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", s.replica_id):
         raise ConfigError(

@@ -59,7 +59,7 @@ async def chat(request: Request[AppState]) -> JSONResponse:
     session = await pipeline.sessions.get(form.text("session_id"), persona.name)
     started = time.perf_counter()
     reply, fallback = await service.exclusive(request, lambda: pipeline.respond(persona, session.history, text))
-    if not fallback:
+    if fallback is None:
         await pipeline.sessions.record(session, text, reply)
     return JSONResponse(
         {
@@ -67,7 +67,7 @@ async def chat(request: Request[AppState]) -> JSONResponse:
             "persona": persona.name,
             "reply": reply,
             "timings": {"llm": round(time.perf_counter() - started, 3)},
-            "degraded": ["llm_fallback"] if fallback else [],
+            "degraded": [] if fallback is None else [{"code": "llm_fallback", "stage": "llm", "reason": fallback}],
         }
     )
 
