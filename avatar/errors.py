@@ -120,3 +120,10 @@ class ModelError(AvatarError):
 
     code = "model_error"
     status = 500
+
+
+class NoAudioError(ModelError):
+    """The speech synthesiser made no sound for a text: it cannot pronounce it (e.g. a script its voice
+    does not read). Where the text is the user's own (``/speak``) that is a 422, not a fault."""
+
+    code = "model_error"

@@ -13,10 +13,9 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from avatar import media
-from avatar.errors import InvalidImageError, ModelError, NoSpeechError
+from avatar.errors import NoAudioError, NoSpeechError
+from avatar.images import DEFAULT_MAX_PIXELS, load_image
 from avatar.personas import Persona
 from avatar.pipeline.text import clean_reply, split_sentences
 from avatar.pipeline.threads import run_blocking
@@ -186,15 +185,18 @@ class SpeakStage:
     async def __call__(self, text: str, persona: Persona) -> AudioArray:
         audio = await run_blocking(self.tts.synthesize, text, persona.voice_spec)
         if audio.size == 0:
-            raise ModelError(f"The speech synthesiser produced no audio for {text[:80]!r}.")
+            raise NoAudioError(f"The speech synthesiser produced no audio for {text[:80]!r}.")
         return audio
 
 
 class AnimateStage:
     """Reply audio + the persona's photo → video frames. Prepared faces are cached per photo."""
 
-    def __init__(self, animator: FaceAnimator, cache_size: int = 16) -> None:
+    def __init__(
+        self, animator: FaceAnimator, cache_size: int = 16, max_image_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> None:
         self.animator = animator
+        self.max_image_pixels = max_image_pixels
         self._faces: OrderedDict[str, PreparedFace] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -206,11 +208,13 @@ class AnimateStage:
     def prepare_path(self, image_path: Path) -> PreparedFace:
         """The prepared face of a photo file, from the cache when the file is unchanged (blocking)."""
         key = f"{image_path.resolve()}:{image_path.stat().st_mtime_ns}"
-        return self._prepared(key, lambda: load_image(image_path.read_bytes()))
+        return self._prepared(key, lambda: load_image(image_path.read_bytes(), max_pixels=self.max_image_pixels))
 
     def prepare_bytes(self, data: bytes) -> PreparedFace:
         """The prepared face of an uploaded photo, cached by content (blocking)."""
-        return self._prepared(hashlib.sha256(data).hexdigest(), lambda: load_image(data))
+        return self._prepared(
+            hashlib.sha256(data).hexdigest(), lambda: load_image(data, max_pixels=self.max_image_pixels)
+        )
 
     def _prepared(self, key: str, read: Callable[[], FrameArray]) -> PreparedFace:
         with self._lock:
@@ -238,19 +242,3 @@ class MuxStage:
     async def __call__(self, path: Path, frames: FrameArray, audio: AudioArray, sample_rate: int, fps: int) -> Path:
         fitted = media.fit_audio_to_frames(audio, sample_rate, len(frames), fps)
         return await run_blocking(media.write_mp4, path, frames, fitted, sample_rate, fps)
-
-
-def load_image(data: bytes) -> FrameArray:
-    """Decode a photo to RGB uint8, honouring EXIF orientation."""
-    import io
-
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            upright = ImageOps.exif_transpose(opened)
-            return np.asarray(upright.convert("RGB"), dtype=np.uint8)
-    except Image.DecompressionBombError:
-        raise InvalidImageError("The photo has too many pixels; upload a smaller image.") from None
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise InvalidImageError("The photo could not be read; upload a JPEG or PNG image.") from None
