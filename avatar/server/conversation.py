@@ -34,6 +34,7 @@ async def conversation(request: Request[AppState]) -> JSONResponse:
                 folder, audio=audio, text=text, persona=persona.name, session_id=form.text("session_id")
             ),
         )
+    service.metrics.observe_turn(result.timings)
     return JSONResponse({**result.summary(), **result_urls(request, result.id)})
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from avatar.server import conversation, downloads, health, stages
+from avatar.server import conversation, downloads, health, metrics, stages
 
 API = "/api/v1"
 
@@ -12,6 +12,7 @@ ROUTES = [
     Route("/healthz", health.healthz, methods=["GET"]),
     Route("/readyz", health.readyz, methods=["GET"]),
     Route("/openapi.json", health.openapi, methods=["GET"]),
+    Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
     Route(f"{API}/conversation", conversation.conversation, methods=["POST"]),
     Route(f"{API}/personas", conversation.personas, methods=["GET"]),
     Route(f"{API}/results/{{result_id}}", downloads.result_summary, methods=["GET"]),
