@@ -28,4 +28,5 @@ async def readyz(request: Request[AppState]) -> JSONResponse:
 
 
 async def openapi(request: Request[AppState]) -> JSONResponse:
-    return JSONResponse(document())
+    settings = request.state["service"].settings
+    return JSONResponse(document(settings, api_keys=bool(settings.api_keys or settings.api_keys_file)))

@@ -43,7 +43,10 @@ def load_api_keys(settings: Settings) -> tuple[str, ...]:
             lines = path.read_text().splitlines()
         except OSError as exc:
             raise ConfigError(f"AVATAR_API_KEYS_FILE={path} cannot be read ({exc.strerror}); fix the path.") from None
-        keys += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        in_file = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if not in_file:
+            raise ConfigError(f"AVATAR_API_KEYS_FILE={path} holds no key; put one key a line, or unset it.")
+        keys += in_file
     for key in keys:
         if len(key) < MIN_KEY_CHARS or any(ch.isspace() or ch == "," for ch in key):
             raise ConfigError(
