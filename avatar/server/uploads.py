@@ -85,11 +85,16 @@ async def read_form(request: Request[Any], *, max_bytes: int, files: Mapping[str
             raise MalformedRequestError("The Content-Length header is not a number.")
         if int(declared) > max_bytes:
             raise PayloadTooLargeError(_too_large(max_bytes))
-    kind, _ = parse_options_header(request.headers.get("content-type", ""))
+    kind, options = parse_options_header(request.headers.get("content-type", ""))
     media_type = kind.decode("latin-1").lower()
-    guarded = Request(request.scope, _budgeted(request.receive, max_bytes))
+    budgeted = _Budgeted(request.receive, max_bytes)
+    guarded = Request(request.scope, budgeted)
     if media_type == "multipart/form-data":
         form = await _multipart(guarded, files)
+        # Starlette's parser takes a body cut off before its closing boundary as complete, losing the
+        # unfinished part (an interrupted upload would then read as "no audio sent").
+        if b"--" + options.get(b"boundary", b"") + b"--" not in budgeted.tail:
+            raise MalformedRequestError("The multipart/form-data body ends before its closing boundary.")
     elif media_type == "application/x-www-form-urlencoded":
         form = Form(fields=_unique(_urlencoded(await guarded.body())))
     elif media_type == "application/json":
@@ -109,21 +114,28 @@ def _too_large(max_bytes: int) -> str:
     return f"The upload is larger than the limit of {max_bytes / 2**20:g} MB (AVATAR_MAX_UPLOAD_MB)."
 
 
-def _budgeted(receive: Receive, max_bytes: int) -> Receive:
+class _Budgeted:
     """``receive``, counting body bytes: PayloadTooLargeError as soon as more than ``max_bytes`` arrived.
-    Content-Length can be absent (chunked) or lie; the count of what really arrives is what matters."""
-    seen = 0
+    Content-Length can be absent (chunked) or lie; the count of what really arrives is what matters.
+    It keeps the body's last bytes too, to tell a complete multipart body from a cut-off one."""
 
-    async def counted() -> Message:
-        nonlocal seen
-        message = await receive()
+    TAIL = 256
+
+    def __init__(self, receive: Receive, max_bytes: int) -> None:
+        self.receive = receive
+        self.max_bytes = max_bytes
+        self.seen = 0
+        self.tail = b""
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
         if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > max_bytes:
-                raise PayloadTooLargeError(_too_large(max_bytes))
+            body = message.get("body", b"")
+            self.seen += len(body)
+            if self.seen > self.max_bytes:
+                raise PayloadTooLargeError(_too_large(self.max_bytes))
+            self.tail = (self.tail + body)[-self.TAIL :]
         return message
-
-    return counted
 
 
 async def _multipart(request: Request[Any], files: Mapping[str, TypeCheck]) -> Form:

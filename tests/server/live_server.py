@@ -27,6 +27,24 @@ from avatar.config import PROJECT_ROOT
 READY_TIMEOUT_S = 180.0
 MAX_UPLOAD_MB = 1  # small, so the 413 tests send little
 
+# The guarded server (conftest.guarded_server): every access and slow-client guard configured.
+API_KEYS = ("first-key-0123456789abcdef", "second-key-fedcba9876543210")
+ALLOWED_ORIGIN = "https://app.example.test"
+PUBLIC_URL = "https://avatar.example.test/base"
+HEADER_TIMEOUT_S = 2.0
+BODY_TIMEOUT_S = 2.0
+MIN_UPLOAD_RATE = 2000
+MAX_CONNECTIONS = 40
+GUARDED_ENV = {
+    "AVATAR_API_KEYS": ",".join(API_KEYS),
+    "AVATAR_CORS_ORIGINS": ALLOWED_ORIGIN,
+    "AVATAR_PUBLIC_URL": PUBLIC_URL,
+    "AVATAR_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT_S),
+    "AVATAR_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_S),
+    "AVATAR_MIN_UPLOAD_BYTES_PER_SECOND": str(MIN_UPLOAD_RATE),
+    "AVATAR_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+}
+
 
 def free_port() -> int:
     with socket.socket() as sock:
