@@ -118,11 +118,10 @@ _PERSONA = {
 }
 _SESSION = {
     "type": "string",
-    "maxLength": 128,
     "description": "The session_id of an earlier reply, to continue that conversation. An unknown or expired id "
     "(or one of another persona) starts a new session.",
 }
-_LANGUAGE = {"type": "string", "maxLength": 16, "description": "e.g. en; default: detect (or the model's language)."}
+_LANGUAGE = {"type": "string", "description": "e.g. en; default: detect (or the model's language)."}
 
 _RESULT_ID = {
     "name": "result_id",
