@@ -21,8 +21,25 @@ from typing import Any
 
 import av
 import httpx
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from avatar.config import PROJECT_ROOT
+
+# schemathesis' checks of a response against the served OpenAPI document: no 5xx, a documented status,
+# content type and headers, a body of the documented schema.
+RESPONSE_CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 READY_TIMEOUT_S = 180.0
 MAX_UPLOAD_MB = 1  # small, so the 413 tests send little

@@ -10,15 +10,8 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from live_server import API_KEYS, ServerProcess
+from live_server import API_KEYS, RESPONSE_CHECKS, ServerProcess
 from PIL import Image
-from schemathesis.checks import (
-    content_type_conformance,
-    not_a_server_error,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 from schemathesis.schemas import BaseSchema
 
 from avatar.config import Settings
@@ -26,13 +19,7 @@ from avatar.server import create_app
 
 pytestmark = pytest.mark.slow  # the real server with the embedded models
 
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-]
+CHECKS = RESPONSE_CHECKS
 Ask = Callable[..., httpx.Response]
 
 

@@ -11,26 +11,13 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from live_server import ServerProcess
+from live_server import RESPONSE_CHECKS, ServerProcess
 from schemathesis import GenerationMode
-from schemathesis.checks import (
-    content_type_conformance,
-    negative_data_rejection,
-    not_a_server_error,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis.checks import negative_data_rejection
 
 pytestmark = pytest.mark.slow  # the real server with the embedded models
 
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-]
+CHECKS = RESPONSE_CHECKS
 # Cases per operation and mode: the routes that can reach the models cost up to a turn each.
 MODEL_ROUTES = {"/api/v1/conversation", "/api/v1/chat", "/api/v1/speak", "/api/v1/transcribe", "/api/v1/animate"}
 EXAMPLES = {"model": 10, "other": 25}
