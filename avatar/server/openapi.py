@@ -38,12 +38,21 @@ ERROR_RESPONSES = {
         "invalid_request (a field missing, sent twice, too long, not text, or nothing a voice can say), "
         "no_speech (nothing said in the audio), no_face (no face in the photo) or audio_too_long.",
     ),
+    409: (
+        "Cancelled",
+        "cancelled: the turn was stopped (DELETE, or a newer turn of the same session) before it ended.",
+    ),
     500: ("InternalError", "internal_error: a bug; the body carries the request id."),
     503: (
         "NotReady",
         "not_ready: the models are loading (Retry-After says when to ask again) or failed; see GET /readyz. "
         "busy: the model queue is full (AVATAR_MAX_QUEUED_REQUESTS) or too many connections are open; retry "
         "after Retry-After seconds. shutting_down: the request was cut off by a shutdown; send it again.",
+    ),
+    504: (
+        "Timeout",
+        "model_timeout: a model call ran past AVATAR_STAGE_TIMEOUT_SECONDS (the model is reported on /readyz "
+        "until it recovers); turn_timeout: the turn ran past AVATAR_TURN_TIMEOUT_SECONDS.",
     ),
 }
 _WITH_RETRY_AFTER = frozenset({503})
@@ -122,6 +131,28 @@ _SESSION = {
     "(or one of another persona) starts a new session.",
 }
 _LANGUAGE = {"type": "string", "description": "e.g. en; default: detect (or the model's language)."}
+_VIDEO_FORMAT = {
+    "type": "string",
+    "enum": ["h264", "vp9"],
+    "description": "The reply video's codecs: h264 (H.264 + AAC, the default; plays everywhere H.264 does) or "
+    "vp9 (VP9 + Opus; Chromium and Firefox as they come). Both in MP4.",
+}
+_PERSONA_PATH = {
+    "name": "persona",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": NAME_PATTERN.pattern, "maxLength": 64},
+}
+_TURN_EVENTS = (
+    "Server-Sent Events, in this order: `queued` {id, session_id, persona, position} (the turn's id — needed "
+    "to stop it — and how many requests are ahead); `started`; `transcript` {text, language} (spoken "
+    "questions); `reply` {delta, text} as the model writes (text is the reply so far); `segment` {index, url, "
+    "name, start, duration, bytes, mime, final} for each piece of the video as soon as it is encoded — "
+    "appended in index order to one Media Source Extensions SourceBuffer (segment 0 carries the "
+    "initialisation), they play gap-free; then `done` (the same summary as POST /api/v1/conversation, with "
+    "the URL of the complete, seekable MP4) or `error` {code, message} (the codes of the JSON errors). "
+    "Comments (`: ping`) keep the connection alive."
+)
 
 _RESULT_ID = {
     "name": "result_id",
@@ -171,6 +202,13 @@ def _file_download(media_type: str, what: str) -> dict[str, Any]:
 def _paths(settings: Settings) -> dict[str, Any]:
     text = _text(settings)
     return {
+        "/": {
+            "get": {
+                "summary": "The web page: talk to a persona in the browser",
+                "security": [],
+                "responses": {"200": {"description": "HTML.", "content": {"text/html": {}}}, **_errors()},
+            }
+        },
         "/healthz": {
             "get": {
                 "summary": "Liveness: the process and its event loop answer",
@@ -219,24 +257,145 @@ def _paths(settings: Settings) -> dict[str, Any]:
             "post": {
                 "summary": "One whole turn: question (audio or text) → the persona's video reply",
                 "requestBody": _form(
-                    {"audio": _AUDIO_FILE, "text": text, "persona": _PERSONA, "session_id": _SESSION},
-                    fields_only=("text", "persona", "session_id"),
+                    {
+                        "audio": _AUDIO_FILE,
+                        "text": text,
+                        "persona": _PERSONA,
+                        "session_id": _SESSION,
+                        "video_format": _VIDEO_FORMAT,
+                    },
+                    fields_only=("text", "persona", "session_id", "video_format"),
                 ),
                 "responses": {
                     "200": {
                         "description": "The turn's summary and the URLs of its MP4 and WAV.",
                         **_json("TurnSummary"),
                     },
+                    **_errors(*_UPLOAD_ERRORS, 401, 404, 409, 504),
+                },
+            }
+        },
+        "/api/v1/conversation/stream": {
+            "post": {
+                "summary": "One turn, streamed while it is made (Server-Sent Events)",
+                "description": _TURN_EVENTS,
+                "requestBody": _form(
+                    {
+                        "audio": _AUDIO_FILE,
+                        "text": text,
+                        "persona": _PERSONA,
+                        "session_id": _SESSION,
+                        "video_format": _VIDEO_FORMAT,
+                    },
+                    fields_only=("text", "persona", "session_id", "video_format"),
+                ),
+                "responses": {
+                    "200": {
+                        "description": _TURN_EVENTS,
+                        "content": {"text/event-stream": {"schema": _ref("schemas", "TurnEvent")}},
+                    },
                     **_errors(*_UPLOAD_ERRORS, 401, 404),
+                },
+            }
+        },
+        "/api/v1/conversation/{turn_id}": {
+            "delete": {
+                "summary": "Stop a running (or queued) turn",
+                "description": "Every stage stops within a token or a chunk of frames and the models are free "
+                "again when this answers; the turn leaves no files. The conversation history keeps the reply up "
+                "to `played` seconds (how much the user heard), else up to what was sent.",
+                "parameters": [
+                    {"name": "turn_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {
+                        "name": "played",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"},
+                        "description": "Seconds of the reply the user heard.",
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "Stopped.", **_json("Cancelled")},
+                    **_errors(401, 403, 404, 422),
                 },
             }
         },
         "/api/v1/personas": {
             "get": {
-                "summary": "The installed personas",
+                "summary": "The personas: bundled ones, then those created from photos (newest first)",
                 "responses": {
                     "200": {"description": "Personas and the default.", **_json("Personas")},
                     **_errors(401),
+                },
+            },
+            "post": {
+                "summary": "A new persona from a photo (bring your own photo)",
+                "description": "The photo is checked (type, bytes, pixels) before it is decoded; the face is "
+                "found and prepared once (the largest, when there are several). The persona is usable at once "
+                "in every route, expires AVATAR_PERSONA_TTL_SECONDS after its last use, and at most "
+                "AVATAR_MAX_PERSONAS are kept (the least recently used goes first).",
+                "requestBody": _form(
+                    {
+                        "image": {**_IMAGE_FILE, "description": "A portrait (JPEG, PNG or WebP) with a face."},
+                        "name": {"type": "string", "maxLength": 64, "description": "How the persona is called."},
+                        "system_prompt": {"type": "string", "maxLength": 2000},
+                        "language": {"type": "string", "pattern": "^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$"},
+                        "voice": {**_AUDIO_FILE, "description": "3-30 s of the voice, for voice-cloning engines."},
+                    },
+                    ["image"],
+                ),
+                "responses": {
+                    "201": {
+                        "description": "The persona; Location names it.",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                        **_json("Persona"),
+                    },
+                    **_errors(*_UPLOAD_ERRORS, 401),
+                },
+            },
+        },
+        "/api/v1/personas/{persona}": {
+            "get": {
+                "summary": "One persona",
+                "parameters": [_PERSONA_PATH],
+                "responses": {"200": {"description": "The persona.", **_json("Persona")}, **_errors(401, 404)},
+            },
+            "delete": {
+                "summary": "Remove a created persona (bundled ones stay)",
+                "parameters": [_PERSONA_PATH],
+                "responses": {"204": {"description": "Removed."}, **_errors(401, 403, 404, 422)},
+            },
+        },
+        "/api/v1/personas/{persona}/image": {
+            "get": {
+                "summary": "A persona's photo",
+                "parameters": [_PERSONA_PATH],
+                "security": [],
+                "responses": {"200": {"description": "The photo.", "content": {"image/*": {}}}, **_errors(404)},
+            }
+        },
+        "/api/v1/personas/{persona}/face.jpg": {
+            "get": {
+                "summary": "The persona's face as the talking head frames it at rest",
+                "parameters": [_PERSONA_PATH],
+                "security": [],
+                "responses": {
+                    "200": {"description": "A JPEG: the video's first picture.", "content": {"image/jpeg": {}}},
+                    **_errors(404, 503),
+                },
+            }
+        },
+        "/api/v1/results/{result_id}/segments/{index}.m4s": {
+            "get": {
+                "summary": "One segment of a streamed turn's fragmented MP4 (while the turn runs, and after)",
+                "parameters": [
+                    _RESULT_ID,
+                    {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}},
+                ],
+                "security": [],
+                "responses": {
+                    "200": {"description": "The segment's MP4 boxes.", "content": {"video/mp4": {}}},
+                    **_errors(404),
                 },
             }
         },
@@ -338,13 +497,19 @@ _SCHEMAS: dict[str, Any] = {
             "error": {"type": ["string", "null"]},
             "load_seconds": {"type": ["number", "null"]},
             "warm_seconds": {"type": ["number", "null"]},
+            "health": {
+                "enum": ["ok", "failing", "hung"],
+                "description": "failing: its last calls all failed; hung: a call outlived its time limit.",
+            },
+            "failures_in_a_row": {"type": "integer", "minimum": 0},
+            "last_error": {"type": ["string", "null"]},
         },
     },
     "Readiness": {
         "type": "object",
         "required": ["status", "models", "queue"],
         "properties": {
-            "status": {"enum": ["loading", "ready", "failed", "busy"]},
+            "status": {"enum": ["loading", "ready", "failed", "unhealthy", "busy"]},
             "reason": {"type": "string", "description": "Why the replica is not ready (absent when it is)."},
             "models": {"type": "object", "additionalProperties": _ref("schemas", "ModelState")},
             "error": {"type": "string", "description": "Why start-up failed, when it did."},
@@ -383,18 +548,16 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "Real-time factor (processing s / media s) per stage.",
             },
             "models": {"type": "object", "additionalProperties": {"type": "string"}},
-            "degraded": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "e.g. llm_fallback: the model failed, a stock reply was used.",
-            },
+            "degraded": _ref("schemas", "Degraded"),
+            "video_format": {"enum": ["h264", "vp9"]},
+            "segments": {"type": "integer", "minimum": 0},
             "video_url": {
-                "type": "string",
+                "type": ["string", "null"],
                 "format": "uri-reference",
                 "description": "Relative to the server (/api/v1/results/<id>/video.mp4), or absolute under "
-                "AVATAR_PUBLIC_URL when that is set.",
+                "AVATAR_PUBLIC_URL when that is set; null for a text-only reply (the voice failed).",
             },
-            "audio_url": {"type": "string", "format": "uri-reference"},
+            "audio_url": {"type": ["string", "null"], "format": "uri-reference"},
         },
     },
     "Transcription": {
@@ -423,7 +586,51 @@ _SCHEMAS: dict[str, Any] = {
             "persona": {"type": "string"},
             "reply": {"type": "string"},
             "timings": _ref("schemas", "Timings"),
-            "degraded": {"type": "array", "items": {"type": "string"}},
+            "degraded": _ref("schemas", "Degraded"),
+        },
+    },
+    "Degraded": {
+        "type": "array",
+        "description": "What fell back instead of failing the turn: llm_fallback (the persona's fallback line), "
+        "tts_failed (the rest of the reply is text only), face_failed (a still picture speaks).",
+        "items": {
+            "type": "object",
+            "required": ["code", "stage", "reason"],
+            "properties": {
+                "code": {"enum": ["llm_fallback", "tts_failed", "face_failed"]},
+                "stage": {"enum": ["llm", "tts", "face"]},
+                "reason": {"type": "string"},
+            },
+        },
+    },
+    "TurnEvent": {
+        "type": "object",
+        "description": "One Server-Sent Event of a streamed turn; data is JSON (see the operation).",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"enum": ["queued", "started", "transcript", "reply", "segment", "done", "error"]},
+            "data": {"type": "string", "contentMediaType": "application/json"},
+        },
+    },
+    "Cancelled": {
+        "type": "object",
+        "required": ["id", "status"],
+        "properties": {"id": {"type": "string"}, "status": {"const": "cancelled"}},
+    },
+    "Persona": {
+        "type": "object",
+        "required": ["name", "display_name", "image_url"],
+        "properties": {
+            "name": {"type": "string"},
+            "display_name": {"type": "string"},
+            "language": {"type": "string"},
+            "has_voice_sample": {"type": "boolean"},
+            "created": {"type": "boolean", "description": "Made from an uploaded photo (it expires)."},
+            "expires": {"type": ["integer", "null"], "description": "When it goes, seconds since the epoch."},
+            "image_url": {"type": "string", "format": "uri-reference"},
+            "face_url": {"type": "string", "format": "uri-reference"},
+            "faces_found": {"type": "integer", "description": "Only when created: faces in the photo."},
+            "note": {"type": "string"},
         },
     },
     "Personas": {
@@ -431,19 +638,7 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["default", "personas"],
         "properties": {
             "default": {"type": "string"},
-            "personas": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["name"],
-                    "properties": {
-                        "name": {"type": "string"},
-                        "display_name": {"type": "string"},
-                        "language": {"type": "string"},
-                        "has_voice_sample": {"type": "boolean"},
-                    },
-                },
-            },
+            "personas": {"type": "array", "items": _ref("schemas", "Persona")},
         },
     },
 }
