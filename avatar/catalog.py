@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avatar.embedded import EMBEDDED, folder_size, is_prepared
+from avatar.embedded import EMBEDDED, EmbeddedModel, folder_size, is_prepared
 from avatar.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
@@ -224,13 +224,19 @@ def missing_model_message(folder: Path, missing: list[str], what: str, how: str 
             f"Hugging Face hub on a machine that is online and copy the folder to {folder}."
         )
     elif how is None and embedded is not None:
-        how = "Prepare the embedded models with `avatar models prepare`."
+        how = f"Prepare it with `{prepare_command(embedded)}`."
     elif how is None:
         how = (
             f"Put a {what} there, or point the setting at another folder; `avatar models list` shows the "
             f"models this product knows ({', '.join(names())})."
         )
     return f"{what}: missing {files}. {how}"
+
+
+def prepare_command(model: EmbeddedModel) -> str:
+    """The command that prepares an embedded model (a chat model is named: only the default is prepared
+    without asking)."""
+    return f"avatar models prepare --llm {model.folder}" if model.kind == "llm" else "avatar models prepare"
 
 
 def check_files(folder: Path, required: tuple[str, ...], what: str, how: str | None = None) -> None:
@@ -411,20 +417,20 @@ def ditto_checkpoints_dir(settings: Any) -> Path:
     return default
 
 
-def _embedded_row(settings: Any, models_dir: Path, model: Any) -> ModelRow:
+def _embedded_row(settings: Any, models_dir: Path, model: EmbeddedModel) -> ModelRow:
     folder = models_dir / model.folder
     present = is_prepared(models_dir, model)
     return ModelRow(
         name=model.folder,
         kind=model.kind,
-        backend={"asr": "whisper", "llm": "transformers", "face": "puppet"}.get(model.kind, model.kind),
+        backend=", ".join(model.backends),
         origin="embedded",
         present=present,
         size_bytes=folder_size(folder) if folder.exists() else 0,
         license=model.license,
         path=str(folder),
         in_use=folder.resolve() in _selected_paths(settings).get(model.kind, set()),
-        how_to_get="avatar models prepare",
+        how_to_get=prepare_command(model),
     )
 
 

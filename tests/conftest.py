@@ -22,7 +22,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="session")
 def prepared_models(settings: Settings) -> Path:
-    missing = [m.folder for m in embedded.EMBEDDED if not embedded.is_prepared(settings.models_dir, m)]
+    needed = embedded.needed(settings.llm_model)
+    missing = [m.folder for m in needed if not embedded.is_prepared(settings.models_dir, m)]
     if missing:
         pytest.fail(f"embedded models not prepared ({', '.join(missing)}): run `make test`, which prepares them")
     return settings.models_dir

@@ -25,6 +25,19 @@ def _asr(s: Settings) -> Backend:
 
 
 def _llm(s: Settings) -> Backend:
+    if s.llm_backend == "llamacpp":
+        from avatar.backends.llamacpp_llm import LlamaCppChat, LlamaCppOptions
+
+        return LlamaCppChat(
+            s.model_path(s.llm_model),
+            LlamaCppOptions(
+                threads=s.llm_threads or s.cpu_threads,
+                prompt_threads=s.llm_prompt_threads or s.cpu_threads,
+                context_tokens=s.llm_context_tokens,
+                temperature=s.llm_temperature,
+                seed=s.llm_seed,
+            ),
+        )
     from avatar.backends.transformers_llm import LLMOptions, TransformersChat
 
     options = LLMOptions(

@@ -18,7 +18,7 @@ import numpy as np
 from avatar import media
 from avatar.errors import InvalidImageError, ModelError, NoSpeechError
 from avatar.personas import Persona
-from avatar.pipeline.text import clean_reply, split_sentences
+from avatar.pipeline.text import clean_reply, split_sentences, usable_piece
 from avatar.pipeline.threads import run_blocking
 from avatar.types import (
     AudioArray,
@@ -101,7 +101,7 @@ class RespondStage:
 
         def take(part: str) -> bool:
             piece = clean_reply(part, 1)
-            if any(ch.isalpha() for ch in piece):
+            if usable_piece(piece, messages):  # words, and not off the rails (else not spoken)
                 emit(piece)
                 return True
             return False

@@ -95,7 +95,21 @@ def test_history_and_system_prompt_reach_the_model() -> None:
     assert chat.seen[0].content == EILEEN.system_prompt and chat.seen[-1].content == "How are you?"
 
 
-@pytest.mark.parametrize("chat", [ScriptedChat("", fail=True), ScriptedChat("*** 🚀")])
+@pytest.mark.parametrize(
+    "chat",
+    [
+        ScriptedChat("", fail=True),
+        ScriptedChat("*** 🚀"),
+        ScriptedChat("As an AI language model, I have no memories. I am Qwen."),
+        ScriptedChat("You are Eileen, a friendly retired astronaut who flew the Space Shuttle."),
+    ],
+)
 def test_failure_or_empty_reply_gives_the_fallback(chat: ScriptedChat) -> None:
     reply, fallback = asyncio.run(RespondStage(chat)(EILEEN, [], "Hello?"))  # type: ignore[arg-type]
     assert fallback and reply == EILEEN.fallback_reply
+
+
+def test_an_off_the_rails_sentence_is_not_spoken_and_the_rest_is() -> None:
+    chat = ScriptedChat("As an AI, I never flew. But I loved the stars. They were bright.")
+    reply, fallback = asyncio.run(RespondStage(chat)(EILEEN, [], "Did you fly?"))  # type: ignore[arg-type]
+    assert (reply, fallback) == ("But I loved the stars. They were bright.", False)
