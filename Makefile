@@ -8,6 +8,12 @@ FIND_LINKS := $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
 TORCH_WHEEL := $(firstword $(wildcard $(addsuffix /torch-*cpu*.whl,$(FIND_LINKS))))
 UV_INSTALL := $(UV) pip install --python $(BIN)/python --compile-bytecode --constraint constraints.txt \
 	$(addprefix --find-links ,$(FIND_LINKS))
+# llama-cpp-python (the CPU chat runtime) is source-only on PyPI. Built portable: x86-64 with AVX2/FMA/F16C
+# and no -march=native (a native build crashed on this CPU family); without OpenMP, whose spinning workers
+# would compete with the face renderer; without the multimodal library we do not use. uv caches the built
+# wheel under these settings, so a second install on this machine (any clone) does not rebuild it.
+LLAMA_CPP_FLAGS := GGML_NATIVE=OFF GGML_AVX2=ON GGML_FMA=ON GGML_F16C=ON GGML_OPENMP=OFF LLAVA_BUILD=OFF
+LLAMA_CPP_BUILD := $(foreach flag,$(LLAMA_CPP_FLAGS),--config-settings-package llama-cpp-python:cmake.define.$(flag))
 INSTALLED := $(VENV)/.installed
 PREPARED := models_cache/.prepared
 
@@ -18,7 +24,7 @@ install: $(INSTALLED)
 $(INSTALLED): pyproject.toml requirements-models.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	test -x $(UV) || $(BIN)/python -m pip install --quiet uv
-	$(UV_INSTALL) $(TORCH_WHEEL) -e '.[dev,xtts]'
+	$(UV_INSTALL) $(LLAMA_CPP_BUILD) $(TORCH_WHEEL) -e '.[dev,xtts,llamacpp]'
 	# PyPI's torchaudio is a CUDA build; with a CPU-only torch its compiled part cannot load and
 	# transformers (which imports torchaudio when present) would fail. XTTS uses only its Python parts.
 	$(BIN)/python -c "import sys, torch; sys.exit(torch.version.cuda is not None)" \

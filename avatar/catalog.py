@@ -213,6 +213,30 @@ def resolve_model_dir(path: Path) -> Path:
     return path.parent / model.folder if model is not None else path
 
 
+def llm_backend_for(settings: Any) -> str:
+    """The chat backend AVATAR_LLM_BACKEND selects; ``auto`` (the default) goes by the model's format.
+
+    A GGUF file, or a folder holding one, runs on llama.cpp; a transformers folder (config.json) on
+    transformers. A folder with both (the embedded SmolLM2) uses llama.cpp unless AVATAR_LLM_DEVICE is
+    cuda. A model not there yet is taken for what its name stands for (an embedded GGUF model, or a
+    production catalog entry), so the start-up error says how to get the right files.
+    """
+    if settings.llm_backend != "auto":
+        return str(settings.llm_backend)
+    path = resolve_model_dir(settings.model_path(settings.llm_model))
+    if path.is_file():
+        return "llamacpp" if path.suffix == ".gguf" else "transformers"
+    has_gguf = path.is_dir() and any(path.glob("*.gguf"))
+    if (path / "config.json").is_file() and not (has_gguf and settings.llm_device != "cuda"):
+        return "transformers"
+    if has_gguf:
+        return "llamacpp"
+    embedded = next((m for m in EMBEDDED if m.folder == path.name), None)
+    if embedded is not None:
+        return embedded.backends[0]
+    return "transformers" if find(path.name) is not None else "llamacpp"
+
+
 def missing_model_message(folder: Path, missing: list[str], what: str, how: str | None = None) -> str:
     """A start-up error naming the missing file(s) and how to get them (pull, prepare or copy)."""
     files = ", ".join(str(folder / name) for name in missing)

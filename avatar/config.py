@@ -20,7 +20,7 @@ from avatar.errors import ConfigError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 ASR_BACKENDS = ("whisper",)
-LLM_BACKENDS = ("llamacpp", "transformers")
+LLM_BACKENDS = ("auto", "llamacpp", "transformers")
 TTS_BACKENDS = ("hibari", "xtts")
 FACE_BACKENDS = ("puppet", "ditto")
 DEVICES = ("auto", "cpu", "cuda")
@@ -49,9 +49,9 @@ class Settings:
     # 1.7x slower per token on 2 cores while Whisper tiny gained nothing (bench/PROFILE.md). 0: AVATAR_THREADS.
     asr_threads: int = 1
 
-    # llama.cpp on the CPU (a GGUF file); transformers for GPUs (a Hugging Face folder). The default model
-    # was chosen by measurement in the running service (README "Models").
-    llm_backend: str = "llamacpp"
+    # llamacpp: a GGUF file on the CPU; transformers: a Hugging Face folder, for GPUs; auto: by the model's
+    # format. The default model was chosen by measurement in the running service (README "Models").
+    llm_backend: str = "auto"
     llm_model: str = "qwen2.5-coder-0.5b-instruct"
     llm_device: str = "auto"
     llm_dtype: str = "auto"

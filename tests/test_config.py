@@ -11,7 +11,7 @@ from avatar.errors import ConfigError
 def test_defaults_need_no_configuration() -> None:
     s = load_settings({})
     backends = (s.asr_backend, s.llm_backend, s.tts_backend, s.face_backend)
-    assert backends == ("whisper", "llamacpp", "hibari", "puppet")
+    assert backends == ("whisper", "auto", "hibari", "puppet")
     assert s.llm_model == "qwen2.5-coder-0.5b-instruct" and s.llm_threads == 1 and s.llm_context_tokens == 2048
     assert s.model_path(s.asr_model) == s.models_dir / "whisper-tiny.en"
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+from avatar.catalog import llm_backend_for
 from avatar.config import Settings
+from avatar.errors import ConfigError
 from avatar.registry import ModelSpec
 from avatar.types import Backend
 
@@ -25,7 +27,12 @@ def _asr(s: Settings) -> Backend:
 
 
 def _llm(s: Settings) -> Backend:
-    if s.llm_backend == "llamacpp":
+    if llm_backend_for(s) == "llamacpp":
+        if s.llm_device == "cuda":
+            raise ConfigError(
+                "AVATAR_LLM_DEVICE=cuda: the llama.cpp backend runs on the CPU. For a GPU use a transformers "
+                "model with AVATAR_LLM_BACKEND=transformers (README 'Production models')."
+            )
         from avatar.backends.llamacpp_llm import LlamaCppChat, LlamaCppOptions
 
         return LlamaCppChat(
@@ -77,7 +84,7 @@ def model_specs(settings: Settings, kinds: tuple[str, ...] = ("asr", "llm", "tts
     """The registry's load list for ``kinds`` (a CLI command that needs only ASR loads only ASR)."""
     builders: dict[str, tuple[str, Callable[[Settings], Backend]]] = {
         "asr": (settings.asr_backend, _asr),
-        "llm": (settings.llm_backend, _llm),
+        "llm": (llm_backend_for(settings), _llm),
         "tts": (settings.tts_backend, _tts),
         "face": (settings.face_backend, _face),
     }

@@ -53,6 +53,11 @@ class TransformersChat:
 
     def __init__(self, model_dir: Path, options: LLMOptions = LLMOptions()) -> None:
         model_dir = resolve_model_dir(model_dir)
+        if not (model_dir / "config.json").is_file() and any(model_dir.glob("*.gguf")):
+            raise ConfigError(
+                f"{model_dir} holds a GGUF model, which the llama.cpp backend runs: set AVATAR_LLM_BACKEND=llamacpp "
+                "(or auto), or point AVATAR_LLM_MODEL at a transformers folder."
+            )
         check_files(model_dir, REQUIRED_FILES, "transformers chat model")
         if options.quantization not in QUANTIZATIONS:
             raise ConfigError(

@@ -166,3 +166,12 @@ def test_the_factory_builds_it_from_settings(settings: Settings, gguf: Path) -> 
         assert llm.options.threads == 1 and llm.options.prompt_threads == 2 and llm.context_tokens == 1024
     finally:
         llm.close()
+
+
+def test_settings_that_do_not_fit_the_backend_say_so(settings: Settings, gguf: Path) -> None:
+    (spec,) = model_specs(settings.replace(llm_backend="llamacpp", llm_model=str(gguf), llm_device="cuda"), ("llm",))
+    with pytest.raises(ConfigError, match="runs on the CPU"):
+        spec.factory()
+    (spec,) = model_specs(settings.replace(llm_backend="transformers", llm_model=str(gguf.parent)), ("llm",))
+    with pytest.raises(ConfigError, match="AVATAR_LLM_BACKEND=llamacpp"):
+        spec.factory()
