@@ -43,6 +43,7 @@ def _llm(s: Settings) -> Backend:
                 context_tokens=s.llm_context_tokens,
                 temperature=s.llm_temperature,
                 seed=s.llm_seed,
+                warm_system_prompt=_default_system_prompt(s),
             ),
         )
     from avatar.backends.transformers_llm import LLMOptions, TransformersChat
@@ -55,6 +56,17 @@ def _llm(s: Settings) -> Backend:
         quantization=s.llm_quantization,
     )
     return TransformersChat(s.model_path(s.llm_model), options)
+
+
+def _default_system_prompt(s: Settings) -> str:
+    """The default persona's prompt (the one most turns start with), or "" when it cannot be read: the
+    runtime reports a bad persona folder itself."""
+    from avatar.personas import load_persona
+
+    try:
+        return load_persona(s.assets_dir / "personas" / s.default_persona).system_prompt
+    except ConfigError:
+        return ""
 
 
 def _tts(s: Settings) -> Backend:

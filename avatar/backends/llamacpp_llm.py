@@ -36,7 +36,8 @@ INSTALL_HINT = "run `make install` (it builds llama-cpp-python for this CPU once
 @dataclass(frozen=True)
 class LlamaCppOptions:
     """How to run and sample the model. ``context_tokens`` 0 means the model's trained context (large:
-    the KV cache is allocated for all of it); ``seed`` -1 draws a new one per process."""
+    the KV cache is allocated for all of it); ``seed`` -1 draws a new one per process; the default
+    persona's ``warm_system_prompt`` is read during warm-up, so the first turn finds it cached."""
 
     threads: int = 1
     prompt_threads: int = 2
@@ -47,6 +48,7 @@ class LlamaCppOptions:
     min_p: float = 0.05
     repeat_penalty: float = 1.1
     seed: int = -1
+    warm_system_prompt: str = ""
 
 
 def find_gguf(path: Path) -> Path:
@@ -191,7 +193,8 @@ class LlamaCppChat:
         return bool(lib.llama_vocab_is_eog(vocab, token) or lib.llama_vocab_is_control(vocab, token))
 
     def warmup(self) -> None:
-        self.reply([ChatMessage("user", "Hello!")], max_new_tokens=4)
+        system = [ChatMessage("system", self.options.warm_system_prompt)] if self.options.warm_system_prompt else []
+        self.reply([*system, ChatMessage("user", "Hello!")], max_new_tokens=4)
 
     def close(self) -> None:
         self._llm.close()

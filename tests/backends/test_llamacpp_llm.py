@@ -95,13 +95,9 @@ def test_the_system_prompt_and_history_are_evaluated_once(chat: LlamaCppChat) ->
     assert chat.last_reused_tokens > system_only and new_tokens < 25
 
 
-def test_the_oldest_turns_are_dropped_when_the_context_is_full(chat: LlamaCppChat) -> None:
-    long_history = []
-    for turn in range(12):
-        long_history += [
-            ChatMessage("user", f"question {turn}: tell me about the quick brown fox and the lazy dog"),
-            ChatMessage("assistant", f"answer {turn}: the fox jumps over the dog, how are you today"),
-        ]
+def test_the_oldest_turns_are_dropped_when_the_context_is_full(
+    chat: LlamaCppChat, long_history: list[ChatMessage]
+) -> None:
     messages = [SYSTEM, *long_history, QUESTION]
     fitted = chat.fit(messages, max_new_tokens=100)
     assert fitted[0] == SYSTEM and fitted[-1] == QUESTION and len(fitted) < len(messages)
@@ -164,6 +160,12 @@ def test_the_factory_builds_it_from_settings(settings: Settings, gguf: Path) -> 
     try:
         assert isinstance(llm, LlamaCppChat) and llm.name == "llamacpp:SmolLM2-135M-Instruct.Q4_1"
         assert llm.options.threads == 1 and llm.options.prompt_threads == 2 and llm.context_tokens == 1024
+        # The default persona's prompt is read while warming up: the first turn finds it in the cache.
+        prompt = llm.options.warm_system_prompt
+        assert prompt.startswith("You are Eileen")
+        llm.warmup()
+        llm.reply([ChatMessage("system", prompt), ChatMessage("user", "Hi, who are you?")], max_new_tokens=4)
+        assert llm.last_reused_tokens >= len(llm._tokens([ChatMessage("system", prompt)])) - 4
     finally:
         llm.close()
 
