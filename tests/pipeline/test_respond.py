@@ -101,7 +101,7 @@ def test_history_and_system_prompt_reach_the_model() -> None:
         ScriptedChat("", fail=True),
         ScriptedChat("*** 🚀"),
         ScriptedChat("As an AI language model, I have no memories. I am Qwen."),
-        ScriptedChat("You are Eileen, a retired astronaut who flew the Space Shuttle. You are talking out loud."),
+        ScriptedChat("You are Eileen, a retired astronaut who flew the Space Shuttle."),
     ],
 )
 def test_failure_or_empty_reply_gives_the_fallback(chat: ScriptedChat) -> None:
