@@ -41,6 +41,8 @@ ASKED = [ChatMessage("system", EILEEN_PROMPT), ChatMessage("user", "What is seve
         ("Assistant: I can help with that.", "template markers"),
         ("As an AI language model, I have never been to space.", "out of character"),
         ("I am Qwen, created by Alibaba Cloud.", "out of character"),
+        ("As an artificial intelligence, I don't have memories.", "out of character"),
+        ("I'm sorry, but I can't assist with that.", "out of character"),
         ("print(7 * 8)", "code"),
         ("def multiply(a, b): return a * b", "code"),
         ("space space space space space.", "stuck on repeat"),
