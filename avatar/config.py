@@ -24,7 +24,7 @@ from avatar.errors import ConfigError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 ASR_BACKENDS = ("whisper",)
-LLM_BACKENDS = ("transformers",)
+LLM_BACKENDS = ("auto", "llamacpp", "transformers")
 TTS_BACKENDS = ("hibari", "xtts")
 FACE_BACKENDS = ("puppet", "ditto")
 DEVICES = ("auto", "cpu", "cuda")
@@ -53,8 +53,10 @@ class Settings:
     # 1.7x slower per token on 2 cores while Whisper tiny gained nothing (bench/PROFILE.md). 0: AVATAR_THREADS.
     asr_threads: int = 1
 
-    llm_backend: str = "transformers"
-    llm_model: str = "smollm2-135m-instruct"
+    # llamacpp: a GGUF file on the CPU; transformers: a Hugging Face folder, for GPUs; auto: by the model's
+    # format. The default model was chosen by measurement in the running service (README "Models").
+    llm_backend: str = "auto"
+    llm_model: str = "qwen2.5-coder-0.5b-instruct"
     llm_device: str = "auto"
     llm_dtype: str = "auto"
     llm_max_new_tokens: int = 60
@@ -62,6 +64,13 @@ class Settings:
     llm_history_turns: int = 6
     llm_temperature: float = 0.3
     llm_quantization: str = "none"  # none | 4bit | 8bit (CUDA, bitsandbytes)
+    # llamacpp only. Threads while generating and while reading the prompt (0: AVATAR_THREADS): during
+    # generation the face renderer draws the previous sentence on one core; nothing runs beside the
+    # prompt (bench/PROFILE.md). The context bounds the KV cache (0: the model's own, 32k for Qwen).
+    llm_threads: int = 1
+    llm_prompt_threads: int = 1
+    llm_context_tokens: int = 2048
+    llm_seed: int = -1  # -1: a random seed per process; any other value repeats the same replies
 
     tts_backend: str = "hibari"
     tts_model: str = "xtts-v2"  # used by xtts only
@@ -217,6 +226,10 @@ def _validate(s: Settings) -> None:
         "llm_history_turns": s.llm_history_turns >= 0,
         "llm_max_sentences": 1 <= s.llm_max_sentences <= 100,
         "llm_temperature": 0.0 <= s.llm_temperature <= 2.0,
+        "llm_threads": 0 <= s.llm_threads <= 256,
+        "llm_prompt_threads": 0 <= s.llm_prompt_threads <= 256,
+        "llm_context_tokens": s.llm_context_tokens == 0 or 256 <= s.llm_context_tokens <= 131_072,
+        "llm_seed": -1 <= s.llm_seed < 2**32 - 1,
         "video_size": 64 <= s.video_size <= 2048 and s.video_size % 2 == 0,
         "fps": 1 <= s.fps <= 60,
         "max_upload_mb": s.max_upload_mb > 0,

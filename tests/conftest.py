@@ -10,7 +10,7 @@ import pytest
 
 from avatar import embedded, media
 from avatar.config import PROJECT_ROOT, Settings, load_settings
-from avatar.types import ASR_SAMPLE_RATE, AudioArray, VoiceSpec
+from avatar.types import ASR_SAMPLE_RATE, AudioArray, ChatMessage, VoiceSpec
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +22,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="session")
 def prepared_models(settings: Settings) -> Path:
-    missing = [m.folder for m in embedded.EMBEDDED if not embedded.is_prepared(settings.models_dir, m)]
+    needed = embedded.needed(settings.llm_model)
+    missing = [m.folder for m in needed if not embedded.is_prepared(settings.models_dir, m)]
     if missing:
         pytest.fail(f"embedded models not prepared ({', '.join(missing)}): run `make test`, which prepares them")
     return settings.models_dir
@@ -50,6 +51,18 @@ def runtime(settings: Settings, prepared_models: Path) -> Iterator[object]:
 
     with running(settings) as rt:
         yield rt
+
+
+@pytest.fixture(scope="session")
+def long_history() -> list[ChatMessage]:
+    """Twelve turns of filler conversation: more than a small context window holds."""
+    turns: list[ChatMessage] = []
+    for turn in range(12):
+        turns += [
+            ChatMessage("user", f"question {turn}: tell me about the quick brown fox and the lazy dog"),
+            ChatMessage("assistant", f"answer {turn}: the fox jumps over the dog, how are you today"),
+        ]
+    return turns
 
 
 @pytest.fixture(scope="session")

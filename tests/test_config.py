@@ -11,7 +11,8 @@ from avatar.errors import ConfigError
 def test_defaults_need_no_configuration() -> None:
     s = load_settings({})
     backends = (s.asr_backend, s.llm_backend, s.tts_backend, s.face_backend)
-    assert backends == ("whisper", "transformers", "hibari", "puppet")
+    assert backends == ("whisper", "auto", "hibari", "puppet")
+    assert s.llm_model == "qwen2.5-coder-0.5b-instruct" and s.llm_threads == 1 and s.llm_context_tokens == 2048
     assert s.model_path(s.asr_model) == s.models_dir / "whisper-tiny.en"
 
 
@@ -29,6 +30,11 @@ def test_environment_is_parsed_and_typed() -> None:
         ({"AVATAR_ASR_DEVICE": "tpu"}, "AVATAR_ASR_DEVICE"),
         ({"AVATAR_MAX_QUEUED_REQUESTS": "-1"}, "AVATAR_MAX_QUEUED_REQUESTS"),
         ({"AVATAR_ASR_THREADS": "-2"}, "AVATAR_ASR_THREADS"),
+        ({"AVATAR_LLM_BACKEND": "ollama"}, "AVATAR_LLM_BACKEND"),
+        ({"AVATAR_LLM_THREADS": "-1"}, "AVATAR_LLM_THREADS"),
+        ({"AVATAR_LLM_PROMPT_THREADS": "many"}, "AVATAR_LLM_PROMPT_THREADS"),
+        ({"AVATAR_LLM_CONTEXT_TOKENS": "100"}, "AVATAR_LLM_CONTEXT_TOKENS"),
+        ({"AVATAR_LLM_SEED": "-5"}, "AVATAR_LLM_SEED"),
         ({"AVATAR_CONFIG": "/nonexistent/avatar.toml"}, "AVATAR_CONFIG"),
     ],
 )

@@ -15,7 +15,7 @@ PERSONAS = PROJECT_ROOT / "assets" / "personas"
 def test_default_persona_is_complete() -> None:
     eileen = PersonaStore(PERSONAS).get("eileen")
     assert eileen.image_path.is_file() and eileen.voice_sample is not None and eileen.voice_sample.is_file()
-    assert "one or two short" in eileen.system_prompt
+    assert "one or two short" in eileen.system_prompt and 'never as "Eileen"' in eileen.system_prompt
     assert eileen.voice_spec.key == "eileen"
     for name in ("persona.toml", "portrait.png", "voice.wav"):
         assert name in (PERSONAS / "eileen" / "SOURCES.md").read_text()

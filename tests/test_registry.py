@@ -27,7 +27,7 @@ def test_one_failure_does_not_stop_the_others(settings: Settings, tmp_path: Path
     registry = ModelRegistry(model_specs(broken, kinds=("llm", "tts")))
     asyncio.run(registry.start())
     states = registry.states()
-    assert states["llm"]["state"] == "failed" and "config.json" in states["llm"]["error"]
+    assert states["llm"]["state"] == "failed" and "no-llm/model.gguf" in states["llm"]["error"]
     assert states["tts"]["state"] == "ready"
     registry.close()
     assert registry.states()["tts"]["state"] == "closed"

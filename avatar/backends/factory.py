@@ -6,7 +6,9 @@ import functools
 from collections.abc import Callable
 
 from avatar.backends.faults import Fault, FaultyModel, parse_faults
+from avatar.catalog import llm_backend_for
 from avatar.config import Settings
+from avatar.errors import ConfigError
 from avatar.registry import ModelSpec
 from avatar.types import Backend
 
@@ -26,6 +28,25 @@ def _asr(s: Settings) -> Backend:
 
 
 def _llm(s: Settings) -> Backend:
+    if llm_backend_for(s) == "llamacpp":
+        if s.llm_device == "cuda":
+            raise ConfigError(
+                "AVATAR_LLM_DEVICE=cuda: the llama.cpp backend runs on the CPU. For a GPU use a transformers "
+                "model with AVATAR_LLM_BACKEND=transformers (README 'Production models')."
+            )
+        from avatar.backends.llamacpp_llm import LlamaCppChat, LlamaCppOptions
+
+        return LlamaCppChat(
+            s.model_path(s.llm_model),
+            LlamaCppOptions(
+                threads=s.llm_threads or s.cpu_threads,
+                prompt_threads=s.llm_prompt_threads or s.cpu_threads,
+                context_tokens=s.llm_context_tokens,
+                temperature=s.llm_temperature,
+                seed=s.llm_seed,
+                warm_system_prompt=_default_system_prompt(s),
+            ),
+        )
     from avatar.backends.transformers_llm import LLMOptions, TransformersChat
 
     options = LLMOptions(
@@ -36,6 +57,17 @@ def _llm(s: Settings) -> Backend:
         quantization=s.llm_quantization,
     )
     return TransformersChat(s.model_path(s.llm_model), options)
+
+
+def _default_system_prompt(s: Settings) -> str:
+    """The default persona's prompt (the one most turns start with), or "" when it cannot be read: the
+    runtime reports a bad persona folder itself."""
+    from avatar.personas import load_persona
+
+    try:
+        return load_persona(s.assets_dir / "personas" / s.default_persona).system_prompt
+    except ConfigError:
+        return ""
 
 
 def _tts(s: Settings) -> Backend:
@@ -65,7 +97,7 @@ def model_specs(settings: Settings, kinds: tuple[str, ...] = ("asr", "llm", "tts
     """The registry's load list for ``kinds`` (a CLI command that needs only ASR loads only ASR)."""
     builders: dict[str, tuple[str, Callable[[Settings], Backend]]] = {
         "asr": (settings.asr_backend, _asr),
-        "llm": (settings.llm_backend, _llm),
+        "llm": (llm_backend_for(settings), _llm),
         "tts": (settings.tts_backend, _tts),
         "face": (settings.face_backend, _face),
     }

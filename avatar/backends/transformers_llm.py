@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from avatar.backends import torch_thread
+from avatar.backends.chat_context import fit_messages, render_chat
 from avatar.backends.device import resolve_device
 from avatar.catalog import check_files, resolve_model_dir
 from avatar.errors import ConfigError, ModelError
@@ -52,6 +53,11 @@ class TransformersChat:
 
     def __init__(self, model_dir: Path, options: LLMOptions = LLMOptions()) -> None:
         model_dir = resolve_model_dir(model_dir)
+        if not (model_dir / "config.json").is_file() and any(model_dir.glob("*.gguf")):
+            raise ConfigError(
+                f"{model_dir} holds a GGUF model, which the llama.cpp backend runs: set AVATAR_LLM_BACKEND=llamacpp "
+                "(or auto), or point AVATAR_LLM_MODEL at a transformers folder."
+            )
         check_files(model_dir, REQUIRED_FILES, "transformers chat model")
         if options.quantization not in QUANTIZATIONS:
             raise ConfigError(
@@ -100,32 +106,17 @@ class TransformersChat:
 
     def fit(self, messages: Sequence[ChatMessage], *, max_new_tokens: int = 0) -> list[ChatMessage]:
         """``messages`` without their oldest turns when prompt + reply would not fit the context."""
-        kept = list(messages)
         budget = self.context_tokens - max_new_tokens
-        while self._count(kept) > budget:
-            droppable = [i for i, m in enumerate(kept[:-1]) if m.role != "system"]
-            if not droppable:
-                raise ModelError(
-                    f"The prompt does not fit in {self.name}'s context of {self.context_tokens} tokens even "
-                    "without history: shorten the system prompt or the message."
-                )
-            del kept[droppable[0]]
-        if len(kept) < len(messages):
-            log.info("dropped %d old messages to fit the context", len(messages) - len(kept))
-        return kept
+        return fit_messages(messages, self._count, budget, self.name, self.context_tokens)
 
     def _count(self, messages: list[ChatMessage]) -> int:
         return len(self._render(messages, tokenize=True, return_dict=True)["input_ids"])
 
     def _render(self, messages: list[ChatMessage], **kwargs: Any) -> Any:
-        chat = [{"role": m.role, "content": m.content} for m in messages]
-        try:
+        def apply(chat: list[dict[str, str]]) -> Any:
             return self._tokenizer.apply_chat_template(chat, add_generation_prompt=True, **kwargs)
-        except Exception as exc:  # jinja2 TemplateError: some templates (Gemma) refuse a system role
-            if not chat or chat[0]["role"] != "system" or len(chat) < 2:
-                raise ModelError(f"{self.name}'s chat template failed: {exc}") from exc
-            merged = [{"role": chat[1]["role"], "content": f"{chat[0]['content']}\n\n{chat[1]['content']}"}]
-            return self._tokenizer.apply_chat_template(merged + chat[2:], add_generation_prompt=True, **kwargs)
+
+        return render_chat(apply, messages, self.name)
 
     def _inputs(self, messages: Sequence[ChatMessage], max_new_tokens: int) -> dict[str, Any]:
         fitted = self.fit(messages, max_new_tokens=max_new_tokens)

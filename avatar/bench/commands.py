@@ -33,7 +33,7 @@ def add_commands(sub: Any) -> None:
     ev.add_argument(
         "--only",
         action="append",
-        choices=("asr", "tts", "lipsync", "faces"),
+        choices=("replies", "asr", "tts", "lipsync", "faces"),
         default=None,
         help="run only this section (repeatable)",
     )

@@ -1,4 +1,5 @@
-"""`avatar eval`: quality, measured — speech recognition, speech synthesis, lip sync, face robustness.
+"""`avatar eval`: quality, measured — the persona's replies, speech recognition, speech synthesis, lip
+sync, face robustness.
 
 Each section returns its checks (figures against ``bench/thresholds.toml``) and a table for the report.
 Everything runs on the embedded models in this process; nothing is timed here (that is bench's job).
@@ -6,6 +7,7 @@ Everything runs on the embedded models in this process; nothing is timed here (t
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from avatar import fmp4, media
 from avatar.bench import machine
 from avatar.bench.faces import check_variant, make_variants
 from avatar.bench.fixtures import read_clips
+from avatar.bench.replies import EVAL_SEED, replies_section
 from avatar.bench.wer import WordErrors, word_errors
 from avatar.config import Settings
 from avatar.pipeline.stages import AnimateStage
@@ -307,11 +310,19 @@ def faces_section(runtime: Runtime, checks: _Checks, quick: bool) -> dict[str, A
 # Each section and the models it needs (a partial run loads only those). With both TTS and face loaded,
 # Starting a runtime builds the whole pipeline, which needs all four.
 SECTIONS: dict[str, tuple[str, ...]] = {
+    "replies": ("llm",),
     "asr": ("asr",),
     "tts": ("asr", "tts"),
     "lipsync": ("asr", "llm", "tts", "face"),
     "faces": ("asr", "llm", "tts", "face"),
 }
+
+
+def seed_torch(seed: int) -> None:
+    """Seed torch's generator when torch is loaded (it is only imported by a backend that uses it)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(seed)
 
 
 def run_eval(
@@ -324,11 +335,18 @@ def run_eval(
     started = time.perf_counter()
     checks = _Checks(limits)
     sections = []
+    if "replies" in chosen and settings.llm_seed < 0:
+        settings = settings.replace(llm_seed=EVAL_SEED)  # llama.cpp: the same model gives the same replies
     log(f"eval: loading models ({', '.join(kinds)}) …")
     with running(settings, kinds=kinds) as runtime:
         for name in chosen:
             log(f"eval: {name} …")
-            if name == "asr":
+            if name == "replies":
+                seed_torch(EVAL_SEED)  # the transformers backend samples with torch's generator
+                persona = runtime.personas.get(settings.default_persona)
+                llm = runtime.registry.get("llm")
+                sections.append(replies_section(llm, persona, settings.llm_max_new_tokens, checks))
+            elif name == "asr":
                 sections.append(asr_section(runtime, checks))
             elif name == "tts":
                 sentences = ROUNDTRIP_SENTENCES[:4] if options.quick else ROUNDTRIP_SENTENCES

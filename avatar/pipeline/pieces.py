@@ -9,8 +9,10 @@ A sentence counts as finished once the next one has begun.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
-from avatar.pipeline.text import clean_reply, split_sentences
+from avatar.pipeline.text import clean_reply, split_sentences, usable_piece
+from avatar.types import ChatMessage
 
 FIRST_CLAUSE_WORDS = 4
 FIRST_PAUSE_WORDS = 2
@@ -34,9 +36,10 @@ def first_clause(sentence: str) -> str | None:
     return min(found, key=len) if found else None
 
 
-def _speakable(part: str) -> str | None:
+def _speakable(part: str, messages: Sequence[ChatMessage]) -> str | None:
+    """The cleaned piece, if it has words and is not off the rails (else it is not spoken)."""
     piece = clean_reply(part, 1)
-    return piece if any(ch.isalpha() for ch in piece) else None
+    return piece if usable_piece(piece, messages) else None
 
 
 class PieceSplitter:
@@ -47,8 +50,9 @@ class PieceSplitter:
     kept only if it ends properly, if its head is already spoken, or if it is all there is.
     """
 
-    def __init__(self, max_sentences: int = 2) -> None:
+    def __init__(self, max_sentences: int = 2, messages: Sequence[ChatMessage] = ()) -> None:
         self.max_sentences = max_sentences
+        self.messages = messages  # the prompt: a piece that reads it back is not spoken
         self.text = ""
         self.emitted = 0  # sentences handed on (wholly or in part)
         self._used = 0  # sentences of the text finished with
@@ -72,7 +76,7 @@ class PieceSplitter:
             out += self._finish_sentence(parts)
         if not self.complete and self.emitted == 0 and self._head == 0 and self._used < len(parts):
             clause = first_clause(parts[self._used])
-            piece = _speakable(clause) if clause else None
+            piece = _speakable(clause, self.messages) if clause else None
             if clause and piece:
                 out.append(piece)
                 self._head = len(clause)
@@ -88,7 +92,7 @@ class PieceSplitter:
         return []
 
     def _finish_sentence(self, parts: list[str]) -> list[str]:
-        piece = _speakable(parts[self._used][self._head :])
+        piece = _speakable(parts[self._used][self._head :], self.messages)
         if piece or self._head > 0:
             self.emitted += 1
         self._used, self._head = self._used + 1, 0

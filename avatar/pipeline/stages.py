@@ -91,9 +91,10 @@ class RespondStage:
         self, persona: Persona, history: Sequence[ChatMessage], user_text: str
     ) -> AsyncGenerator[ReplyPart, None]:
         """Display deltas and pieces of speech, as the model writes them."""
-        splitter = PieceSplitter(self.max_sentences)
+        messages = self.messages(persona, history, user_text)
+        splitter = PieceSplitter(self.max_sentences, messages)
         spoken = 0
-        tokens = self.llm.stream(self.messages(persona, history, user_text), max_new_tokens=self.max_new_tokens)
+        tokens = self.llm.stream(messages, max_new_tokens=self.max_new_tokens)
         try:
             while not splitter.complete:
                 token = await self.calls(next, tokens, None)

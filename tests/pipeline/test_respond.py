@@ -105,7 +105,15 @@ def test_history_and_system_prompt_reach_the_model() -> None:
     assert chat.seen[0].content == EILEEN.system_prompt and chat.seen[-1].content == "How are you?"
 
 
-@pytest.mark.parametrize("chat", [ScriptedChat("", fail=True), ScriptedChat("*** 🚀")])
+@pytest.mark.parametrize(
+    "chat",
+    [
+        ScriptedChat("", fail=True),
+        ScriptedChat("*** 🚀"),
+        ScriptedChat("As an AI language model, I have no memories. I am Qwen."),
+        ScriptedChat("You are Eileen, a retired astronaut who flew the Space Shuttle."),
+    ],
+)
 def test_failure_or_empty_reply_gives_the_fallback(chat: ScriptedChat) -> None:
     reply, fallback = asyncio.run(RespondStage(chat)(EILEEN, [], "Hello?"))  # type: ignore[arg-type]
     assert reply == EILEEN.fallback_reply
@@ -122,3 +130,9 @@ def test_display_deltas_add_up_to_the_kept_reply() -> None:
     deltas = [p for p in parts if p.kind == "delta"]  # type: ignore[attr-defined]
     assert "".join(d.text for d in deltas) == deltas[-1].shown == "Hello there, friend. It is a fine day."  # type: ignore[attr-defined]
     assert [p.text for p in parts if p.kind == "piece"] == ["Hello there, friend.", "It is a fine day."]  # type: ignore[attr-defined]
+
+
+def test_an_off_the_rails_sentence_is_not_spoken_and_the_rest_is() -> None:
+    chat = ScriptedChat("As an AI, I never flew. But I loved the stars. They were bright.")
+    reply, fallback = asyncio.run(RespondStage(chat)(EILEEN, [], "Did you fly?"))  # type: ignore[arg-type]
+    assert (reply, fallback) == ("But I loved the stars. They were bright.", None)

@@ -144,37 +144,40 @@ def test_both_formats_give_in_step_video(runtime: Runtime, tmp_path: Path, fmt: 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reply.mp4", "reply.wav", "turn.json"]
 
 
-class FailingSecondSentence:
-    """The real synthesiser, failing on its second sentence (a fault half-way through a turn)."""
+class MisdrawnSecondSentence:
+    """The real face, handing its second sentence over as floats: a fault half-way through a turn that
+    no fallback can cover (the video encoder refuses the frames), unlike a failing stage, which degrades."""
 
-    def __init__(self, tts) -> None:
-        self.tts, self.calls = tts, 0
-        self.name, self.sample_rate = tts.name, tts.sample_rate
+    def __init__(self, animator) -> None:
+        self.animator, self.calls = animator, 0
+        self.name, self.fps = animator.name, animator.fps
 
-    def synthesize(self, text, voice):
+    def render_chunks(self, face, audio, rate, chunk_frames=25, *, start_frame=0):
         self.calls += 1
-        if self.calls == 2:
-            raise RuntimeError("synthesiser fault")
-        return self.tts.synthesize(text, voice)
+        for chunk in self.animator.render_chunks(face, audio, rate, chunk_frames, start_frame=start_frame):
+            yield chunk.astype("float32") if self.calls == 2 else chunk
+
+    def __getattr__(self, name):
+        return getattr(self.animator, name)
 
 
 def test_failure_half_way_leaves_nothing_and_frees_the_model(runtime: Runtime, tmp_path: Path) -> None:
     from scripted import ScriptedChat
 
-    from avatar.pipeline.stages import RespondStage, SpeakStage
+    from avatar.pipeline.stages import AnimateStage, RespondStage
 
     pipeline = runtime.pipeline
-    real_speak, real_respond = pipeline.speak, pipeline.respond
-    failing = FailingSecondSentence(real_speak.tts)
-    pipeline.speak = SpeakStage(failing)  # type: ignore[arg-type]
+    real_animate, real_respond = pipeline.animate, pipeline.respond
+    misdrawn = MisdrawnSecondSentence(real_animate.animator)
+    pipeline.animate = AnimateStage(misdrawn)  # type: ignore[arg-type]
     # A fixed two-sentence reply, so the fault lands after the first sentence was drawn and encoded.
     pipeline.respond = RespondStage(ScriptedChat("The Moon is bright. It has no air at all."))  # type: ignore[arg-type]
     try:
-        with pytest.raises(RuntimeError, match="synthesiser fault"):
+        with pytest.raises(ValueError):
             asyncio.run(pipeline.run(tmp_path, text="Tell me two things about the Moon."))
     finally:
-        pipeline.speak, pipeline.respond = real_speak, real_respond
-    assert failing.calls == 2
+        pipeline.animate, pipeline.respond = real_animate, real_respond
+    assert misdrawn.calls == 2
     assert list(tmp_path.iterdir()) == []
     # The model is free again: the next turn works.
     assert asyncio.run(pipeline.run(tmp_path / "next", text="Hello!")).reply

@@ -118,3 +118,22 @@ def test_list_covers_embedded_and_production_models(settings: Settings, tmp_path
     assert rows["hibari-tts"].in_use and rows["hibari-tts"].present  # the default TTS
     assert not rows["whisper-tiny.en"].in_use and rows["whisper-tiny.en"].origin == "embedded"
     assert all(isinstance(r.as_dict()["size_bytes"], int) for r in rows.values())
+
+
+def test_the_chat_backend_follows_the_models_format(settings: Settings, tmp_path: Path):
+    def backend(model: str, **changes: str) -> str:
+        return catalog.llm_backend_for(settings.replace(models_dir=tmp_path, llm_model=model, **changes))
+
+    (tmp_path / "gguf-only").mkdir()
+    (tmp_path / "gguf-only" / "model.gguf").write_bytes(b"GGUF")
+    (tmp_path / "hf-only").mkdir()
+    (tmp_path / "hf-only" / "config.json").write_text("{}")
+    (tmp_path / "both").mkdir()
+    (tmp_path / "both" / "config.json").write_text("{}")
+    (tmp_path / "both" / "model.gguf").write_bytes(b"GGUF")
+    assert backend("gguf-only") == "llamacpp" and backend(str(tmp_path / "gguf-only" / "model.gguf")) == "llamacpp"
+    assert backend("hf-only") == "transformers"
+    assert backend("both") == "llamacpp" and backend("both", llm_device="cuda") == "transformers"
+    # Not there yet: what the name stands for, so the error says how to get it.
+    assert backend("qwen2.5-coder-1.5b-instruct") == "llamacpp" and backend("qwen2.5-3b-instruct") == "transformers"
+    assert backend("hf-only", llm_backend="llamacpp") == "llamacpp"  # an explicit choice is kept

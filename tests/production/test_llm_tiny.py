@@ -111,13 +111,7 @@ def test_closing_the_stream_early_stops_generation(chat: TransformersChat):
     assert chat.tokens_generated == stopped_at  # nothing runs on after the close
 
 
-def test_the_oldest_turns_are_dropped_when_the_context_is_full(chat: TransformersChat):
-    long_history = []
-    for turn in range(12):
-        long_history += [
-            ChatMessage("user", f"question {turn}: tell me about the quick brown fox and the lazy dog"),
-            ChatMessage("assistant", f"answer {turn}: the fox jumps over the dog, how are you today"),
-        ]
+def test_the_oldest_turns_are_dropped_when_the_context_is_full(chat: TransformersChat, long_history: list[ChatMessage]):
     messages = [SYSTEM, *long_history, QUESTION]
     fitted = chat.fit(messages, max_new_tokens=40)
     assert fitted[0] == SYSTEM and fitted[-1] == QUESTION
