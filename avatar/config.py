@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -26,6 +27,7 @@ FACE_BACKENDS = ("puppet", "ditto")
 DEVICES = ("auto", "cpu", "cuda")
 QUANTIZATIONS = ("none", "4bit", "8bit")
 DITTO_ENGINES = ("tensorrt", "pytorch")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ class Settings:
     port: int = 8000
     shutdown_grace_seconds: float = 30.0
     max_queued_requests: int = 8  # model requests that may wait while one runs; more are told to retry
+    # Conversation sessions in Redis, shared by every replica (redis://host:6379/0); empty: in memory.
+    redis_url: str = ""
 
     def model_path(self, value: str) -> Path:
         """A model setting as a path: absolute, or relative to ``models_dir``."""
@@ -182,8 +186,25 @@ def _validate(s: Settings) -> None:
         "shutdown_grace_seconds": s.shutdown_grace_seconds >= 0,
         "max_queued_requests": s.max_queued_requests >= 0,
     }
+    _check_redis_url(s.redis_url)
     for name, ok in positive.items():
         if not ok:
             raise ConfigError(
                 f"AVATAR_{name.upper()}={getattr(s, name)!r} is out of range; see README 'Configuration'."
             )
+
+
+def _check_redis_url(url: str) -> None:
+    """A Redis URL of a scheme redis-py understands (its text is not echoed: it may hold a password)."""
+    if not url:
+        return
+    parts = urllib.parse.urlsplit(url)
+    try:
+        valid = parts.scheme in REDIS_SCHEMES and bool(parts.hostname or parts.path) and parts.port != 0
+    except ValueError:  # a port that is not a number in range
+        valid = False
+    if not valid:
+        raise ConfigError(
+            "AVATAR_REDIS_URL is not a Redis URL; use redis://[user:password@]host:6379/0, rediss://… (TLS) "
+            "or unix:///path/to/redis.sock, or leave it empty to keep sessions in memory."
+        )
