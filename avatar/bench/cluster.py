@@ -142,8 +142,24 @@ class LoadBalancer:
         self._proc = subprocess.Popen(
             [haproxy, "-db", "-f", str(self.config_path)], env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
-        _wait_for_port(self.port, self._proc, "haproxy", self.log_path)
+        self._wait_started()
         return self
+
+    def _wait_started(self) -> None:
+        # The admin socket answers once every listener is bound (a probe connection to the port itself
+        # would be logged as a bad request).
+        assert self._proc is not None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"haproxy exited with code {self._proc.returncode}: {self.log_path.read_text()}")
+            try:
+                if "Name: HAProxy" in self.admin("show info"):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"haproxy did not start within {START_TIMEOUT_S:g} s: {self.log_path.read_text()}")
 
     def admin(self, command: str) -> str:
         """One command on HAProxy's runtime API (its admin socket)."""
