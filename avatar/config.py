@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from avatar.errors import ConfigError
 
@@ -80,12 +80,12 @@ class Settings:
     max_text_chars: int = 1000
     result_ttl_seconds: int = 3600
     session_ttl_seconds: int = 1800
+    # Conversation sessions in Redis, shared by every replica (redis://host:6379/0); empty: in memory.
+    redis_url: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
     shutdown_grace_seconds: float = 30.0
     max_queued_requests: int = 8  # model requests that may wait while one runs; more are told to retry
-    # Conversation sessions in Redis, shared by every replica (redis://host:6379/0); empty: in memory.
-    redis_url: str = ""
 
     def model_path(self, value: str) -> Path:
         """A model setting as a path: absolute, or relative to ``models_dir``."""
@@ -198,7 +198,7 @@ def _check_redis_url(url: str) -> None:
     """A Redis URL of a scheme redis-py understands (its text is not echoed: it may hold a password)."""
     if not url:
         return
-    parts = urllib.parse.urlsplit(url)
+    parts = urlsplit(url)
     try:
         valid = parts.scheme in REDIS_SCHEMES and bool(parts.hostname or parts.path) and parts.port != 0
     except ValueError:  # a port that is not a number in range

@@ -95,19 +95,12 @@ class ServerProcess:
                 time.sleep(0.05)
         raise ServerError(f"the service was not ready within {timeout:.0f} s: {self.log_tail()}")
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
     def kill(self) -> None:
         """SIGKILL: the process dies at once, as in a crash or an evicted pod (nothing drains)."""
         if self._proc is not None:
             self._proc.kill()
             self._proc.wait()
-            self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._forget()
 
     def log_tail(self, chars: int = 600) -> str:
         try:
@@ -132,6 +125,9 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+        self._forget()
+
+    def _forget(self) -> None:
         self._proc = None
         if self._log is not None:
             self._log.close()
