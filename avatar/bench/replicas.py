@@ -119,36 +119,31 @@ class Load:
                 continue  # the user keeps the session and asks the next question
             session_id = turn.session_id = str(body["session_id"])
             turn.result_id = str(body["id"])
-            await self._request(http, "video", "GET", str(body["video_url"]), index)
-            await self._request(http, "summary", "GET", RESULT_ROUTE.format(turn.result_id), index)
+            video, _ = await self._request(http, "video", "GET", str(body["video_url"]), index)
+            summary, _ = await self._request(http, "summary", "GET", RESULT_ROUTE.format(turn.result_id), index)
+            video.result_id = summary.result_id = turn.result_id
 
     async def _request(
         self, http: httpx.AsyncClient, kind: str, method: str, url: str, client: int, **kwargs: Any
     ) -> tuple[Outcome, dict[str, Any] | None]:
         started = self.now()
-        try:
-            response = await http.request(method, url, **kwargs)
-        except httpx.HTTPError as exc:
-            outcome = Outcome(
-                kind, method, client, started, self.now() - started, None, None, type(exc).__name__, False
-            )
-            self.outcomes.append(outcome)
-            return outcome, None
-        outcome = Outcome(
-            kind,
-            method,
-            client,
-            started,
-            self.now() - started,
-            response.status_code,
-            response.headers.get("x-avatar-replica"),
-        )
+        outcome = Outcome(kind, method, client, started, 0.0, None, None)
         body: dict[str, Any] | None = None
-        if outcome.ok:
-            if response.headers.get("content-type", "").startswith("application/json"):
-                body = response.json()
+        try:
+            async with http.stream(method, url, **kwargs) as response:
+                # The answer's head first: which replica it came from is known even if its body is cut.
+                outcome.status = response.status_code
+                outcome.replica = response.headers.get("x-avatar-replica")
+                await response.aread()
+        except httpx.HTTPError as exc:
+            outcome.status = None  # no whole answer: a failure whatever the head said
+            outcome.error_code, outcome.clean = type(exc).__name__, False
         else:
-            outcome.error_code, outcome.clean = error_code(response)
+            if not outcome.ok:
+                outcome.error_code, outcome.clean = error_code(response)
+            elif response.headers.get("content-type", "").startswith("application/json"):
+                body = response.json()
+        outcome.seconds = self.now() - started
         self.outcomes.append(outcome)
         return outcome, body
 
@@ -183,8 +178,8 @@ async def kill_and_restart(
                 report.victim_busy_at_kill = True
                 break
             await asyncio.sleep(0.05)
-    report.killed_at = load.now()
     await asyncio.to_thread(cluster.kill, victim)
+    report.killed_at = load.now()  # after the process is gone: what was sent before was in flight on it
     report.marked_down_after_s = await asyncio.to_thread(cluster.balancer.wait_status, victim, "DOWN", 30.0)
     await asyncio.sleep(2.0)  # the others carry the load alone for a moment
     report.restarted_at = load.now()
@@ -335,11 +330,18 @@ def run_failover(work_dir: Path, options: Options, log: Callable[[str], None]) -
 
 
 def failed_on_victim(outcomes: list[Outcome], event: Failover) -> list[Outcome]:
-    """The failures the kill explains: under way when it happened, answered by HAProxy (no replica
-    answered them, so no X-Avatar-Replica), in the service's JSON error shape."""
-    return [
-        o for o in outcomes if not o.ok and o.replica is None and o.clean and o.started <= event.killed_at <= o.ended
-    ]
+    """The failures the kill explains: under way when it happened, and either a turn HAProxy answered
+    with its JSON 502 (no replica answered it, so no X-Avatar-Replica), or a download whose answer the
+    victim had begun and could not finish (nobody can retry half a body; the client asks again)."""
+
+    def explained(o: Outcome) -> bool:
+        if o.ok or not o.started <= event.killed_at <= o.ended:
+            return False
+        if o.method == "POST":
+            return o.replica is None and o.clean and o.status == 502
+        return o.status is None and o.replica == event.victim
+
+    return [o for o in outcomes if explained(o)]
 
 
 def run(options: Options, log: Callable[[str], None]) -> dict[str, Any]:
