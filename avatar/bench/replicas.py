@@ -154,7 +154,8 @@ class Failover:
 
     victim: str
     victim_busy_at_kill: bool = False
-    killed_at: float = 0.0
+    kill_sent_at: float = 0.0  # SIGKILL sent
+    killed_at: float = 0.0  # the process is gone (a large process takes a moment to die)
     marked_down_after_s: float = 0.0
     restarted_at: float = 0.0
     ready_after_s: float = 0.0
@@ -178,8 +179,9 @@ async def kill_and_restart(
                 report.victim_busy_at_kill = True
                 break
             await asyncio.sleep(0.05)
+    report.kill_sent_at = load.now()
     await asyncio.to_thread(cluster.kill, victim)
-    report.killed_at = load.now()  # after the process is gone: what was sent before was in flight on it
+    report.killed_at = load.now()
     report.marked_down_after_s = await asyncio.to_thread(cluster.balancer.wait_status, victim, "DOWN", 30.0)
     await asyncio.sleep(2.0)  # the others carry the load alone for a moment
     report.restarted_at = load.now()
@@ -335,7 +337,8 @@ def failed_on_victim(outcomes: list[Outcome], event: Failover) -> list[Outcome]:
     victim had begun and could not finish (nobody can retry half a body; the client asks again)."""
 
     def explained(o: Outcome) -> bool:
-        if o.ok or not o.started <= event.killed_at <= o.ended:
+        # Under way while the process died: its socket accepts connections until its very end.
+        if o.ok or not (o.started <= event.killed_at and o.ended >= event.kill_sent_at):
             return False
         if o.method == "POST":
             return o.replica is None and o.clean and o.status == 502
