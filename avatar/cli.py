@@ -36,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--persona", default=None)
     conv.add_argument("--session", default=None, help=argparse.SUPPRESS)
     conv.add_argument("--out", type=Path, default=Path("out"))
+    conv.add_argument(
+        "--stream", action="store_true", help="print the turn's events as JSON lines while it runs (segments in OUT)"
+    )
+    conv.add_argument("--video-format", choices=("h264", "vp9"), default="h264", help="H.264+AAC or VP9+Opus")
 
     tr = sub.add_parser("transcribe", help="print the transcript of an audio file")
     tr.add_argument("audio", type=Path)
@@ -113,7 +117,16 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         sample = settings.assets_dir / "samples" / "question.wav"
         return _converse(settings, sample, None, args.out, human=True)
     if command == "converse":
-        return _converse(_settings(), args.audio, args.persona, args.out, human=False, session=args.session)
+        return _converse(
+            _settings(),
+            args.audio,
+            args.persona,
+            args.out,
+            human=False,
+            session=args.session,
+            stream=args.stream,
+            video_format=args.video_format,
+        )
     if command == "transcribe":
         return _transcribe(args.audio)
     if command == "animate":
@@ -139,10 +152,19 @@ def _require_file(path: Path, what: str) -> None:
 
 
 def _converse(
-    settings: Settings, audio_path: Path, persona: str | None, out: Path, *, human: bool, session: str | None = None
+    settings: Settings,
+    audio_path: Path,
+    persona: str | None,
+    out: Path,
+    *,
+    human: bool,
+    session: str | None = None,
+    stream: bool = False,
+    video_format: str | None = None,
 ) -> int:
     from avatar import media
     from avatar.pipeline import TurnResult
+    from avatar.pipeline.files import SEGMENTS_DIR
     from avatar.runtime import Runtime
     from avatar.types import ASR_SAMPLE_RATE
 
@@ -154,13 +176,33 @@ def _converse(
     if human:
         print("Loading models…", file=sys.stderr)
 
+    async def print_event(event: str, data: dict[str, Any]) -> None:
+        if event == "segment":
+            data = {**data, "path": str(out / SEGMENTS_DIR / data["name"])}
+        print(json.dumps({"event": event, **data}), flush=True)
+
     async def turn() -> TurnResult:
         async with runtime:
             await runtime.ready()
-            return await runtime.pipeline.run(out, audio=audio, persona=persona, session_id=session)
+            pipeline = runtime.pipeline
+            request = await pipeline.request(
+                audio=audio, persona=persona, session_id=session, video_format_name=video_format
+            )
+            if stream:
+                await print_event("queued", {"id": out.name, "session_id": request.session.id, "position": 0})
+            events = print_event if stream else None
+            return await pipeline.run_request(request, out, events=events, keep_segments=stream)
 
-    result = asyncio.run(turn())
+    try:
+        result = asyncio.run(turn())
+    except AvatarError as exc:
+        if stream:
+            print(json.dumps({"event": "error", **exc.as_dict()["error"]}), flush=True)
+        raise
     summary = result.summary()
+    if stream:
+        print(json.dumps({"event": "done", **summary, "video_path": str(result.video_path)}), flush=True)
+        return 0
     if not human:
         print(json.dumps(summary, indent=2))
         return 0
@@ -196,7 +238,7 @@ def _transcribe(audio_path: Path) -> int:
 
 def _animate(args: argparse.Namespace) -> int:
     from avatar import media
-    from avatar.pipeline.stages import AnimateStage, MuxStage, load_image
+    from avatar.pipeline.stages import AnimateStage, load_image
     from avatar.pipeline.threads import run_blocking
     from avatar.runtime import Runtime
 
@@ -219,8 +261,7 @@ def _animate(args: argparse.Namespace) -> int:
             await runtime.ready()
             stage = AnimateStage(runtime.registry.get("face"))
             face = await run_blocking(stage.prepare_bytes, image_bytes)
-            frames = await stage(face, audio, sample_rate)
-            await MuxStage()(args.out, frames, audio, sample_rate, stage.fps)
+            await stage.to_mp4(face, audio, sample_rate, args.out)
 
     asyncio.run(animate())
     print(args.out)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -56,6 +58,7 @@ class Settings:
     llm_device: str = "auto"
     llm_dtype: str = "auto"
     llm_max_new_tokens: int = 60
+    llm_max_sentences: int = 2  # a reply is cut off after this many sentences (spoken replies stay short)
     llm_history_turns: int = 6
     llm_temperature: float = 0.3
     llm_quantization: str = "none"  # none | 4bit | 8bit (CUDA, bitsandbytes)
@@ -73,12 +76,13 @@ class Settings:
     ditto_cfg: str = ""
     video_size: int = 512
     fps: int = 25
-    overlap: bool = True  # speak and animate sentence k while the model writes sentence k+1
 
     max_upload_mb: float = 20.0
     max_audio_seconds: float = 60.0
     max_text_chars: int = 1000
     result_ttl_seconds: int = 3600
+    persona_ttl_seconds: int = 86_400  # a persona created from an uploaded photo lasts this long after its last use
+    max_personas: int = 100  # created personas kept at most (the least recently used goes first)
     session_ttl_seconds: int = 1800
     # Conversation sessions in Redis, shared by every replica (redis://host:6379/0); empty: in memory.
     redis_url: str = ""
@@ -86,11 +90,22 @@ class Settings:
     port: int = 8000
     shutdown_grace_seconds: float = 30.0
     max_queued_requests: int = 8  # model requests that may wait while one runs; more are told to retry
+    stage_timeout_seconds: float = 120.0  # one model call (a token, a sentence, a chunk of frames) at most
+    turn_timeout_seconds: float = 300.0  # a whole turn at most, queue wait excluded
+    health_check_seconds: float = 15.0  # how often a failing model is tried again (its warm-up call)
+    faults: str = ""  # fault injection for tests and drills, e.g. "llm:raise,face:raise:skip=2" (README)
+    # Names this process's staging folder inside a results folder replicas may share; empty: host-port.
+    replica_id: str = ""
 
     def model_path(self, value: str) -> Path:
         """A model setting as a path: absolute, or relative to ``models_dir``."""
         path = Path(value).expanduser()
         return path if path.is_absolute() else self.models_dir / path
+
+    @property
+    def replica(self) -> str:
+        """This process's name among replicas sharing ``output_dir``: stable across its restarts."""
+        return self.replica_id or f"{socket.gethostname()}-{self.port}"
 
     @property
     def cpu_threads(self) -> int:
@@ -174,6 +189,7 @@ def _validate(s: Settings) -> None:
         "asr_threads": s.asr_threads >= 0,
         "llm_max_new_tokens": 1 <= s.llm_max_new_tokens <= 4096,
         "llm_history_turns": s.llm_history_turns >= 0,
+        "llm_max_sentences": 1 <= s.llm_max_sentences <= 100,
         "llm_temperature": 0.0 <= s.llm_temperature <= 2.0,
         "video_size": 64 <= s.video_size <= 2048 and s.video_size % 2 == 0,
         "fps": 1 <= s.fps <= 60,
@@ -181,12 +197,21 @@ def _validate(s: Settings) -> None:
         "max_audio_seconds": s.max_audio_seconds > 0,
         "max_text_chars": s.max_text_chars > 0,
         "result_ttl_seconds": s.result_ttl_seconds > 0,
+        "persona_ttl_seconds": s.persona_ttl_seconds > 0,
+        "max_personas": 1 <= s.max_personas <= 100_000,
         "session_ttl_seconds": s.session_ttl_seconds > 0,
         "port": 0 <= s.port <= 65535,
         "shutdown_grace_seconds": s.shutdown_grace_seconds >= 0,
         "max_queued_requests": s.max_queued_requests >= 0,
+        "stage_timeout_seconds": s.stage_timeout_seconds > 0,
+        "turn_timeout_seconds": s.turn_timeout_seconds > 0,
+        "health_check_seconds": s.health_check_seconds > 0,
     }
     _check_redis_url(s.redis_url)
+    if s.replica_id and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", s.replica_id):
+        raise ConfigError(
+            f"AVATAR_REPLICA_ID={s.replica_id!r}: use up to 64 letters, digits, '.', '_' or '-' (it names a folder)."
+        )
     for name, ok in positive.items():
         if not ok:
             raise ConfigError(

@@ -120,6 +120,28 @@ class SessionStoreUnavailableError(AvatarError):
         return {"Retry-After": str(self.retry_after_seconds)}
 
 
+class ModelTimeoutError(AvatarError):
+    """A model call ran past its time limit; the model is reported hung until it returns."""
+
+    code = "model_timeout"
+    status = 504
+
+
+class TurnTimeoutError(AvatarError):
+    """A turn ran past AVATAR_TURN_TIMEOUT_SECONDS and was stopped."""
+
+    code = "turn_timeout"
+    status = 504
+
+
+class TurnCancelledError(AvatarError):
+    """The turn was stopped before it finished: the client asked (DELETE), or a newer turn of the same
+    session interrupted it."""
+
+    code = "cancelled"
+    status = 409
+
+
 class ConfigError(AvatarError):
     """A setting is wrong. The message names the setting and the fix."""
 

@@ -9,9 +9,8 @@ import io
 import os
 import tempfile
 import wave
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -19,7 +18,7 @@ import av.error
 import numpy as np
 
 from avatar.errors import InvalidAudioError
-from avatar.types import AudioArray, FrameArray
+from avatar.types import AudioArray
 
 AudioSource = bytes | str | os.PathLike[str]
 
@@ -185,102 +184,6 @@ def fit_audio_to_frames(audio: AudioArray, sample_rate: int, frames: int, fps: i
     return np.concatenate([audio, np.zeros(want - audio.size, np.float32)])
 
 
-class Mp4Writer:
-    """An MP4 written incrementally: H.264 (yuv420p) video and mono AAC audio, chunk by chunk.
-
-    The file appears at ``path`` only when ``close()`` succeeds; ``abort()``, or an exception inside a
-    ``with`` block, leaves nothing. Each stream is timed by its own count of frames or samples, so they
-    stay in step when the caller feeds matching lengths.
-    """
-
-    def __init__(self, path: Path, sample_rate: int, fps: int, *, crf: int = 23, preset: str = "veryfast") -> None:
-        self.path = path
-        self.sample_rate = sample_rate
-        self.fps = fps
-        self._tmp = _temporary_beside(path)
-        self._out = av.open(os.fspath(self._tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
-        self._video_options = {"crf": str(crf), "preset": preset}
-        self._video: av.video.stream.VideoStream | None = None
-        self._audio = self._out.add_stream("aac", rate=sample_rate, layout="mono")
-        self._audio.bit_rate = 96_000
-        self._samples = 0
-        self.frames = 0
-
-    def write_video(self, frames: FrameArray) -> None:
-        """Append frames, shape (n, h, w, 3) or (h, w, 3), RGB uint8."""
-        batch = frames[None] if frames.ndim == 3 else frames
-        if self._video is None:
-            self._video = self._out.add_stream("libx264", rate=Fraction(self.fps), options=self._video_options)
-            self._video.height, self._video.width = int(batch.shape[1]), int(batch.shape[2])
-            self._video.pix_fmt = "yuv420p"
-        for image in batch:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            self._out.mux(self._video.encode(frame))
-            self.frames += 1
-
-    def write_audio(self, audio: AudioArray, block: int = 1024) -> None:
-        for start in range(0, audio.size, block):
-            piece = np.ascontiguousarray(audio[start : start + block], dtype=np.float32)[None, :]
-            frame = av.AudioFrame.from_ndarray(piece, format="flt", layout="mono")
-            frame.sample_rate = self.sample_rate
-            frame.pts = self._samples
-            frame.time_base = Fraction(1, self.sample_rate)
-            self._samples += piece.shape[1]
-            self._out.mux(self._audio.encode(frame))
-
-    def close(self) -> Path:
-        """Flush both encoders and move the finished file into place."""
-        try:
-            if self._video is None:
-                raise ValueError("an MP4 needs at least one video frame")
-            self._out.mux(self._video.encode(None))
-            self._out.mux(self._audio.encode(None))
-            self._out.close()
-            os.replace(self._tmp, self.path)
-        except BaseException:
-            self.abort()
-            raise
-        return self.path
-
-    def abort(self) -> None:
-        """Discard everything written so far."""
-        try:
-            self._out.close()
-        except (av.error.FFmpegError, ValueError):
-            pass
-        self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> Mp4Writer:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-def write_mp4(
-    path: Path,
-    frames: Iterable[FrameArray],
-    audio: AudioArray,
-    sample_rate: int,
-    fps: int,
-    *,
-    crf: int = 23,
-    preset: str = "veryfast",
-) -> Path:
-    """Mux RGB frames and mono audio into a streamable MP4, atomically.
-
-    ``frames`` may be an (n, h, w, 3) array or an iterable of single frames or of chunks.
-    """
-    with Mp4Writer(path, sample_rate, fps, crf=crf, preset=preset) as writer:
-        for chunk in frames:
-            writer.write_video(chunk)
-        writer.write_audio(audio)
-    return path
-
-
 def probe_mp4(path: Path) -> dict[str, float | int | str]:
     """Codec names, frame count and stream durations of an MP4 (for tests, eval and the CLI)."""
     with av.open(os.fspath(path)) as container:
@@ -304,3 +207,32 @@ def _seconds(stream: av.stream.Stream) -> float:
     if stream.duration is None or stream.time_base is None:
         return 0.0
     return float(stream.duration * stream.time_base)
+
+
+class WavWriter:
+    """A 16-bit mono WAV written piece by piece; it appears at ``path`` only when ``close()`` succeeds."""
+
+    def __init__(self, path: Path, sample_rate: int) -> None:
+        self.path = path
+        self.sample_rate = sample_rate
+        self.samples = 0
+        self._tmp = _temporary_beside(path)
+        self._wav = wave.open(os.fspath(self._tmp), "wb")
+        self._wav.setnchannels(1)
+        self._wav.setsampwidth(2)
+        self._wav.setframerate(sample_rate)
+
+    def write(self, audio: AudioArray) -> None:
+        self._wav.writeframes((np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes())
+        self.samples += audio.size
+
+    def close(self) -> Path:
+        self._wav.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            self._wav.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)

@@ -27,7 +27,7 @@ from avatar.backends.factory import model_specs
 from avatar.config import Settings
 from avatar.errors import AvatarError, ModelError
 from avatar.gpu import check_gpu_memory
-from avatar.personas import PersonaStore
+from avatar.personas import CreatedPersonas, PersonaStore
 from avatar.pipeline import Pipeline
 from avatar.pipeline.redis_sessions import RedisSessionStore
 from avatar.pipeline.sessions import MemorySessionStore, SessionStore
@@ -52,7 +52,10 @@ class Runtime:
     def __init__(self, settings: Settings, kinds: tuple[str, ...] = ALL_KINDS) -> None:
         self.settings = settings
         self.kinds = kinds
-        self.personas = PersonaStore(settings.assets_dir / "personas")
+        created = CreatedPersonas(
+            settings.output_dir / "personas", ttl_seconds=settings.persona_ttl_seconds, max_count=settings.max_personas
+        )
+        self.personas = PersonaStore(settings.assets_dir / "personas", created)
         self.personas.get(settings.default_persona)  # a wrong default fails at start-up, not per request
         self.registry = ModelRegistry(model_specs(settings, kinds))
         self.sessions = session_store(settings)
@@ -157,11 +160,12 @@ class Runtime:
                 self.registry,
                 self.personas,
                 max_new_tokens=s.llm_max_new_tokens,
+                max_sentences=s.llm_max_sentences,
                 history_turns=s.llm_history_turns,
                 sessions=self.sessions,
                 max_text_chars=s.max_text_chars,
                 default_persona=s.default_persona,
-                overlapped=s.overlap,
+                stage_timeout=s.stage_timeout_seconds,
             )
         return self._pipeline
 

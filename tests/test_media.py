@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from avatar import media
+from avatar import fmp4, media
 from avatar.errors import InvalidAudioError
 
 
@@ -75,7 +75,7 @@ def test_mp4_streams_end_together(tmp_path: Path, speech) -> None:
     fps, rate = 25, 24_000
     n = round(audio.size / rate * fps)
     frames = np.full((n, 64, 96, 3), 128, np.uint8)
-    path = media.write_mp4(tmp_path / "x.mp4", frames, media.fit_audio_to_frames(audio, rate, n, fps), rate, fps)
+    path = fmp4.write_mp4(tmp_path / "x.mp4", frames, media.fit_audio_to_frames(audio, rate, n, fps), rate, fps)
     info = media.probe_mp4(path)
     assert info["frames"] == n and (info["width"], info["height"]) == (96, 64)
     assert abs(info["video_seconds"] - info["audio_seconds"]) <= 1 / fps
@@ -84,5 +84,5 @@ def test_mp4_streams_end_together(tmp_path: Path, speech) -> None:
 
 def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
-        media.write_mp4(tmp_path / "x.mp4", iter(()), np.zeros(100, np.float32), 24_000, 25)
+        fmp4.write_mp4(tmp_path / "x.mp4", iter(()), np.zeros(100, np.float32), 24_000, 25)
     assert list(tmp_path.iterdir()) == []

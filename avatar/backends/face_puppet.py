@@ -49,6 +49,8 @@ class PreparedFace:
     warper: Warper
     transform: FloatArray
     """2×3 affine from the original photo's pixels to ``image``."""
+    faces: int = 1
+    """Faces found in the photo; the largest is the one animated."""
 
     @property
     def region(self) -> tuple[int, int, int, int]:
@@ -134,6 +136,7 @@ class PuppetAnimator:
             mouth=mouth_style(framing.image, framing.landmarks, height),
             warper=Warper(framing.image, mesh.vertices, mesh.triangles, mesh.region),
             transform=framing.transform,
+            faces=framing.faces,
         )
 
     def render(

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from avatar import media
+from avatar import fmp4, media
 from avatar.bench import machine
 from avatar.bench.faces import check_variant, make_variants
 from avatar.bench.fixtures import read_clips
@@ -168,7 +168,7 @@ def static(frames: FrameArray) -> FrameArray:
 def _score_mp4(
     path: Path, frames: FrameArray, speech: AudioArray, rate: int, fps: int, landmarker: Path
 ) -> lipsync.LipSyncScore:
-    media.write_mp4(path, frames, media.fit_audio_to_frames(speech, rate, len(frames), fps), rate, fps)
+    fmp4.write_mp4(path, frames, media.fit_audio_to_frames(speech, rate, len(frames), fps), rate, fps)
     return lipsync.measure_video(path, landmarker)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
-from avatar import media
+from avatar import fmp4, media
 from avatar.errors import AvatarError
 from avatar.pipeline.stages import AnimateStage
 from avatar.quality import lipsync
@@ -202,7 +202,7 @@ def check_variant(
     with tempfile.TemporaryDirectory(prefix="avatar-face-") as tmp:
         path = Path(tmp) / "video.mp4"
         fitted = media.fit_audio_to_frames(speech, sample_rate, len(frames), animator.fps)
-        media.write_mp4(path, frames, fitted, sample_rate, animator.fps)
+        fmp4.write_mp4(path, frames, fitted, sample_rate, animator.fps)
         video = lipsync.read_video(path)
     meter = lipsync.MouthMeter(landmarker_path, num_faces=variant.faces)
     try:

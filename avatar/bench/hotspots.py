@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from avatar import media
+from avatar import fmp4, media
 from avatar.backends import torch_thread
 from avatar.backends.factory import model_specs
 from avatar.pipeline.stages import load_image
@@ -82,7 +82,7 @@ def _call_for(stage: str, engine: Any, runtime: Runtime, question: AudioArray) -
     frames = animator.render(animator.prepare(load_image(persona.image_path.read_bytes())), speech, tts.sample_rate)
     fitted = media.fit_audio_to_frames(speech, tts.sample_rate, len(frames), animator.fps)
     out = Path(tempfile.mkdtemp(prefix="avatar-profile-")) / "mux.mp4"
-    return lambda: media.write_mp4(out, frames, fitted, tts.sample_rate, animator.fps)
+    return lambda: fmp4.write_mp4(out, frames, fitted, tts.sample_rate, animator.fps)
 
 
 def profile_stage(stage: str, runtime: Runtime, question: AudioArray) -> dict[str, Any]:

@@ -1,8 +1,14 @@
-"""A conversation turn: Transcribe → Respond → Speak → Animate → Mux, awaited in order."""
+"""A conversation turn: Transcribe → Respond → Speak → Animate, streamed as it is made.
+
+After recognition the reply's stages run at once, linked by bounded queues (``reply.py``), and each
+stretch of encoded video is handed on as a playable segment the moment it exists (``files.py``); when
+the reply is complete the same packets become an ordinary MP4. One code path serves every caller: the
+JSON endpoint simply ignores the events, the live mode sends the frames to its own tracks.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import json
 import logging
 import secrets
@@ -11,23 +17,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from avatar import media
 from avatar.errors import InvalidRequestError
+from avatar.fmp4 import VideoFormat, video_format
 from avatar.personas import Persona, PersonaStore
-from avatar.pipeline.sessions import MemorySessionStore, SessionStore
-from avatar.pipeline.stages import AnimateStage, MuxStage, RespondStage, SpeakStage, TranscribeStage
-from avatar.pipeline.threads import run_blocking
+from avatar.pipeline.control import SpokenReply, TurnControl
+from avatar.pipeline.files import AUDIO_NAME, SUMMARY_NAME, VIDEO_NAME, ReplyFiles
+from avatar.pipeline.reply import Reply, ReplyOutput, TurnEvents
+from avatar.pipeline.sessions import MemorySessionStore, Session, SessionStore
+from avatar.pipeline.stages import AnimateStage, RespondStage, SpeakStage, TranscribeStage
+from avatar.pipeline.threads import ModelCalls, run_blocking
 from avatar.pipeline.timing import TurnTimings
 from avatar.registry import ModelRegistry
-from avatar.types import ASR_SAMPLE_RATE, AudioArray, ChatMessage, frame_count
+from avatar.types import ASR_SAMPLE_RATE, AudioArray
 
 log = logging.getLogger(__name__)
 
-VIDEO_NAME = "reply.mp4"
-AUDIO_NAME = "reply.wav"
-SUMMARY_NAME = "turn.json"
+
+async def _no_events(event: str, data: dict[str, Any]) -> None:
+    return None
+
+
+@dataclass
+class TurnRequest:
+    """A validated turn, ready to run: who speaks, in which session, to what input."""
+
+    persona: Persona
+    session: Session
+    audio: AudioArray | None
+    text: str | None
+    video_format: VideoFormat
+    received: float = field(default_factory=time.perf_counter)
+    """When the input was complete (``perf_counter``); every timing of the turn counts from here."""
 
 
 @dataclass
@@ -41,7 +62,11 @@ class TurnResult:
     timings: dict[str, float]
     rtf: dict[str, float]
     models: dict[str, str]
-    degraded: list[str] = field(default_factory=list)
+    video_format: str
+    segments: int
+    degraded: list[dict[str, str]] = field(default_factory=list)
+    """What fell back, each ``{code, stage, reason}``: ``llm_fallback`` (the persona's fallback line),
+    ``tts_failed`` (the rest of the reply is text only), ``face_failed`` (a still picture speaks)."""
     video_path: Path | None = None
     audio_path: Path | None = None
 
@@ -56,6 +81,8 @@ class TurnResult:
             "timings": self.timings,
             "rtf": self.rtf,
             "models": self.models,
+            "video_format": self.video_format,
+            "segments": self.segments,
             "degraded": self.degraded,
         }
 
@@ -70,20 +97,16 @@ class Pipeline:
         respond: RespondStage,
         speak: SpeakStage,
         animate: AnimateStage,
-        mux: MuxStage,
         personas: PersonaStore,
         sessions: SessionStore,
         max_text_chars: int = 1000,
         default_persona: str | None = None,
-        overlapped: bool = True,
     ) -> None:
-        self.overlapped = overlapped
         self.default_persona = default_persona or personas.names()[0]
         self.transcribe = transcribe
         self.respond = respond
         self.speak = speak
         self.animate = animate
-        self.mux = mux
         self.personas = personas
         self.sessions = sessions
         self.max_text_chars = max_text_chars
@@ -101,24 +124,31 @@ class Pipeline:
         personas: PersonaStore,
         *,
         max_new_tokens: int = 60,
+        max_sentences: int = 2,
         history_turns: int = 6,
         session_ttl: float = 1800,
         sessions: SessionStore | None = None,
         max_text_chars: int = 1000,
         default_persona: str | None = None,
-        overlapped: bool = True,
+        stage_timeout: float | None = None,
     ) -> Pipeline:
+        """Stages on the registry's models; each model call is timed out after ``stage_timeout`` seconds
+        and its outcome counted in the model's health."""
+
+        def calls(kind: str) -> ModelCalls:
+            return ModelCalls(registry.health(kind), stage_timeout)
+
         return cls(
-            transcribe=TranscribeStage(registry.get("asr")),
-            respond=RespondStage(registry.get("llm"), max_new_tokens=max_new_tokens),
-            speak=SpeakStage(registry.get("tts")),
-            animate=AnimateStage(registry.get("face")),
-            mux=MuxStage(),
+            transcribe=TranscribeStage(registry.get("asr"), calls("asr")),
+            respond=RespondStage(
+                registry.get("llm"), max_new_tokens=max_new_tokens, max_sentences=max_sentences, calls=calls("llm")
+            ),
+            speak=SpeakStage(registry.get("tts"), calls("tts")),
+            animate=AnimateStage(registry.get("face"), calls=calls("face")),
             personas=personas,
             sessions=sessions or MemorySessionStore(ttl_seconds=session_ttl, max_turns=history_turns),
             max_text_chars=max_text_chars,
             default_persona=default_persona,
-            overlapped=overlapped,
         )
 
     def check_text(self, text: str) -> str:
@@ -129,6 +159,25 @@ class Pipeline:
             raise InvalidRequestError(f"The text is {len(text)} characters long; the limit is {self.max_text_chars}.")
         return text
 
+    async def request(
+        self,
+        *,
+        audio: AudioArray | None = None,
+        text: str | None = None,
+        persona: str | None = None,
+        session_id: str | None = None,
+        video_format_name: str | None = None,
+        received: float | None = None,
+    ) -> TurnRequest:
+        """Check a turn's inputs and find its persona and session (nothing runs on a model yet)."""
+        if (audio is None) == (text is None):
+            raise InvalidRequestError("Give either audio or text, not both and not neither.")
+        who = self.personas.get(persona or self.default_persona)
+        checked = self.check_text(text) if text is not None else None
+        fmt = video_format(video_format_name)
+        session = await self.sessions.get(session_id, who.name)
+        return TurnRequest(who, session, audio, checked, fmt, received or time.perf_counter())
+
     async def run(
         self,
         out_dir: Path,
@@ -137,139 +186,145 @@ class Pipeline:
         text: str | None = None,
         persona: str | None = None,
         session_id: str | None = None,
-        overlapped: bool | None = None,
+        video_format_name: str | None = None,
+        events: TurnEvents | None = None,
+        control: TurnControl | None = None,
     ) -> TurnResult:
-        """One whole turn from 16 kHz speech (or typed text). Writes reply.mp4, reply.wav and turn.json
-        into ``out_dir``; on any error none of them is left behind.
+        """One whole turn from 16 kHz speech (or typed text): ``request`` and ``run_request`` in one."""
+        request = await self.request(
+            audio=audio, text=text, persona=persona, session_id=session_id, video_format_name=video_format_name
+        )
+        return await self.run_request(request, out_dir, events=events, control=control)
 
-        ``overlapped`` speaks and animates each sentence while the model writes the next and encodes
-        frames as they are drawn; otherwise each stage finishes before the next starts.
-        """
-        if (audio is None) == (text is None):
-            raise InvalidRequestError("Give either audio or text, not both and not neither.")
-        who = self.personas.get(persona or self.default_persona)
-        session = await self.sessions.get(session_id, who.name)
-        timings = TurnTimings()
-        started = time.perf_counter()
-        video_path, audio_path, summary_path = out_dir / VIDEO_NAME, out_dir / AUDIO_NAME, out_dir / SUMMARY_NAME
+    async def run_request(
+        self,
+        request: TurnRequest,
+        out_dir: Path,
+        *,
+        events: TurnEvents | None = None,
+        control: TurnControl | None = None,
+        keep_segments: bool = False,
+    ) -> TurnResult:
+        """Run a turn into ``out_dir``: reply.mp4, reply.wav and turn.json (plus ``segments/`` when
+        ``keep_segments``). ``events`` hears the transcript, reply text deltas and each video segment as
+        they are made. On any error, or when the turn is cancelled, none of these files is left behind;
+        a cancelled turn's history keeps what the user heard (``control.heard_seconds``, else what was
+        handed out)."""
+        emit = events or _no_events
+        timings = TurnTimings(origin=request.received)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        files = ReplyFiles(out_dir, self.speak.sample_rate, self.animate.fps, request.video_format, emit, timings)
+        spoken = SpokenReply()
+        user_text = request.text
         try:
-            transcript: str | None = None
-            if audio is not None:
+            if request.audio is not None:
                 with timings.stage("asr"):
-                    transcript = (await self.transcribe(audio, who.language)).text
-                timings.media("asr", audio.size / ASR_SAMPLE_RATE)
-                user_text = transcript
-            else:
-                user_text = self.check_text(text or "")
-            overlap = self.overlapped if overlapped is None else overlapped
-            reply_turn = self._overlapped if overlap else self._sequential
-            reply, fallback, speech = await reply_turn(who, session.history, user_text, video_path, timings, started)
-            seconds = speech.size / self.speak.sample_rate
-            timings.media("tts", seconds)
-            timings.media("avatar", seconds)
-            with timings.stage("mux"):
-                media.write_wav(audio_path, speech, self.speak.sample_rate)
-            seconds_by_stage, rtf = timings.summary(time.perf_counter() - started)
-            result = TurnResult(
-                id=out_dir.name,
-                session_id=session.id,
-                persona=who.name,
-                transcript=transcript,
-                reply=reply,
-                audio_seconds=seconds,
-                timings=seconds_by_stage,
-                rtf=rtf,
-                models=dict(self.models),
-                degraded=["llm_fallback"] if fallback else [],
-                video_path=video_path,
-                audio_path=audio_path,
-            )
-            with media.atomic_path(summary_path) as tmp:
-                tmp.write_text(json.dumps(result.summary(), indent=2) + "\n")
-        except BaseException:
-            for path in (video_path, audio_path, summary_path):
-                path.unlink(missing_ok=True)
+                    transcript = await self.transcribe(request.audio, request.persona.language)
+                timings.media("asr", request.audio.size / ASR_SAMPLE_RATE)
+                timings.mark("first_transcript")
+                user_text = transcript.text
+                await emit("transcript", {"text": user_text, "language": transcript.language})
+            assert user_text is not None
+            await files.open()
+            reply = self.reply(request, user_text, files, emit=emit, timings=timings, spoken=spoken)
+            await reply.run()
+            await files.close()
+            if not keep_segments:
+                await files.drop_segments()
+            transcribed = user_text if request.audio is not None else None
+            result = await self._result(request, out_dir, files, reply, timings, transcribed)
+        except asyncio.CancelledError:
+            await files.abort()
+            if user_text is not None:
+                await self.record_heard(request.session, user_text, spoken, control)
             raise
-        if not fallback:
-            await self.sessions.record(session, user_text, reply)
-        log.info("turn", extra={"turn_id": result.id, "timings": result.timings, "audio_s": round(seconds, 3)})
+        except BaseException:
+            await files.abort()
+            raise
+        if not reply.fallback:
+            await self.sessions.record(request.session, user_text, result.reply)
+        log.info(
+            "turn", extra={"turn_id": result.id, "timings": result.timings, "audio_s": round(result.audio_seconds, 3)}
+        )
         return result
 
-    async def _sequential(
+    def reply(
         self,
-        who: Persona,
-        history: list[ChatMessage],
+        request: TurnRequest,
         user_text: str,
-        video_path: Path,
+        output: ReplyOutput,
+        *,
+        emit: TurnEvents,
         timings: TurnTimings,
-        started: float,
-    ) -> tuple[str, bool, AudioArray]:
-        """Each stage over the whole reply, one after the other."""
-        with timings.stage("llm"):
-            reply, fallback = await self.respond(who, history, user_text)
-        with timings.stage("tts"):
-            speech = await self.speak(reply, who)
-        with timings.stage("avatar"):
-            face = await self.animate.face_for(who.image_path)
-            frames = await self.animate(face, speech, self.speak.sample_rate)
-        timings.seconds["first_frame"] = time.perf_counter() - started
-        with timings.stage("mux"):
-            await self.mux(video_path, frames, speech, self.speak.sample_rate, self.animate.fps)
-        return reply, fallback, media.fit_audio_to_frames(speech, self.speak.sample_rate, len(frames), self.animate.fps)
+        spoken: SpokenReply,
+    ) -> Reply:
+        """The reply to ``user_text`` in ``request``'s session, made into ``output`` when run."""
+        return Reply(
+            respond=self.respond,
+            speak=self.speak,
+            animate=self.animate,
+            persona=request.persona,
+            history=request.session.history,
+            user_text=user_text,
+            output=output,
+            emit=emit,
+            timings=timings,
+            spoken=spoken,
+        )
 
-    async def _overlapped(
-        self,
-        who: Persona,
-        history: list[ChatMessage],
-        user_text: str,
-        video_path: Path,
-        timings: TurnTimings,
-        started: float,
-    ) -> tuple[str, bool, AudioArray]:
-        """Sentence by sentence: while the model writes sentence k+1, sentence k is spoken, drawn and
-        encoded. Each sentence's audio is padded to whole frames so the streams stay in step."""
-        rate, fps = self.speak.sample_rate, self.animate.fps
-        animator = self.animate.animator
-        face = await self.animate.face_for(who.image_path)
-        writer = media.Mp4Writer(video_path, rate, fps)
-        sentences: list[str] = []
-        speech: list[AudioArray] = []
-        fallback = False
-        frame_at = 0
-        llm_started = time.perf_counter()
-
-        def draw_and_encode(clip: AudioArray, start_frame: int) -> None:
-            for chunk in animator.render_chunks(face, clip, rate, chunk_frames=fps // 2, start_frame=start_frame):
-                timings.seconds.setdefault("first_frame", time.perf_counter() - started)
-                mux_started = time.perf_counter()
-                writer.write_video(chunk)
-                timings.seconds["mux"] = timings.seconds.get("mux", 0.0) + time.perf_counter() - mux_started
-            mux_started = time.perf_counter()
-            writer.write_audio(clip)
-            timings.seconds["mux"] = timings.seconds.get("mux", 0.0) + time.perf_counter() - mux_started
-
+    async def record_heard(
+        self, session: Session, user_text: str, spoken: SpokenReply, control: TurnControl | None
+    ) -> None:
+        """A cancelled turn's history: the question, and the reply as far as the user heard it."""
+        handed_out = spoken.handed_out
+        heard = control.heard_seconds if control is not None and control.heard_seconds is not None else handed_out
+        reply = spoken.heard(min(heard, handed_out))
+        reason = control.reason if control is not None else None
+        log.info("turn cancelled", extra={"reason": reason, "heard_s": round(heard, 3), "heard": reply})
+        if not reply:
+            return
         try:
-            replies = self.respond.sentences(who, history, user_text)
-            async with contextlib.aclosing(replies):  # an error below still stops the model cleanly
-                async for sentence, is_fallback in replies:
-                    timings.seconds["llm"] = time.perf_counter() - llm_started
-                    sentences.append(sentence)
-                    fallback = fallback or is_fallback
-                    with timings.stage("tts"):
-                        clip = await self.speak(sentence, who)
-                    frames = frame_count(clip.size / rate, fps)
-                    clip = media.fit_audio_to_frames(clip, rate, frames, fps)
-                    with timings.stage("avatar"):
-                        await run_blocking(draw_and_encode, clip, frame_at)
-                    frame_at += frames
-                    speech.append(clip)
-            timings.seconds["avatar"] -= timings.seconds.get("mux", 0.0)  # encoding ran inside that stage
-            with timings.stage("mux"):
-                await run_blocking(writer.close)
-        except BaseException:
-            writer.abort()
-            raise
-        return " ".join(sentences), fallback, np.concatenate(speech)
+            await self.sessions.record(session, user_text, reply)
+        except Exception as exc:  # noqa: BLE001 - the turn is over either way; the history is best effort
+            log.warning("could not record the interrupted turn", extra={"error": f"{type(exc).__name__}: {exc}"})
+
+    async def _result(
+        self,
+        request: TurnRequest,
+        out_dir: Path,
+        files: ReplyFiles,
+        reply: Reply,
+        timings: TurnTimings,
+        transcript: str | None,
+    ) -> TurnResult:
+        seconds = files.audio_seconds
+        timings.media("tts", seconds)
+        timings.media("avatar", seconds)
+        seconds_by_stage, rtf = timings.summary(timings.elapsed())
+        result = TurnResult(
+            id=out_dir.name,
+            session_id=request.session.id,
+            persona=request.persona.name,
+            transcript=transcript,
+            reply=" ".join(reply.texts),
+            audio_seconds=seconds,
+            timings=seconds_by_stage,
+            rtf=rtf,
+            models=dict(self.models),
+            video_format=request.video_format.name,
+            segments=files.segments,
+            degraded=reply.degraded,
+            video_path=out_dir / VIDEO_NAME if files.frames else None,
+            audio_path=out_dir / AUDIO_NAME if files.frames else None,
+        )
+        summary = json.dumps(result.summary(), indent=2) + "\n"
+        await run_blocking(_write_atomic, out_dir / SUMMARY_NAME, summary)
+        return result
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    with media.atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def new_turn_id() -> str:

@@ -12,8 +12,17 @@ from dataclasses import dataclass, field
 class TurnTimings:
     """Seconds per stage, and RTF (processing seconds / media seconds) where a stage makes media."""
 
+    origin: float = field(default_factory=time.perf_counter)
+    """When the turn's input was complete (the end of an upload): ``mark`` and the total count from here."""
     seconds: dict[str, float] = field(default_factory=dict)
     rtf: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, name: str) -> None:
+        """Note the first time something happened (first token, first frame …), from ``origin``."""
+        self.seconds.setdefault(name, time.perf_counter() - self.origin)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.origin
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

@@ -20,6 +20,7 @@ from starlette.middleware import Middleware
 
 from avatar.backends import torch_thread
 from avatar.config import Settings
+from avatar.personas import CreatedPersonas
 from avatar.runtime import Runtime
 from avatar.server.errors import HANDLERS
 from avatar.server.middleware import RequestContextMiddleware
@@ -37,7 +38,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
     """The service as an ASGI app. Building it is cheap (a wrong setting fails here); the models load
     in the background once the app starts, so the port answers at once."""
     runtime = runtime or Runtime(settings)
-    service = Service(settings, runtime, ResultStore(settings.output_dir, settings.result_ttl_seconds))
+    service = Service(
+        settings, runtime, ResultStore(settings.output_dir, settings.result_ttl_seconds, replica=settings.replica)
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
@@ -48,7 +51,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         service.results.open()
         async with runtime:  # the models load in the background; leaving releases them
             reporter = asyncio.create_task(service.report_start(), name="report-start")
-            sweeper = asyncio.create_task(_sweep_forever(service.results), name="sweep-results")
+            sweeper = asyncio.create_task(
+                _sweep_forever(service.results, runtime.personas.created), name="sweep-results"
+            )
             try:
                 yield {"service": service}
             finally:
@@ -71,10 +76,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
     )
 
 
-async def _sweep_forever(results: ResultStore) -> None:
+async def _sweep_forever(results: ResultStore, personas: CreatedPersonas | None) -> None:
+    """Expired results and created personas go (on every replica: removing twice is harmless)."""
     interval = min(60.0, max(1.0, results.ttl / 4))
     while True:
         await asyncio.to_thread(results.sweep)
+        if personas is not None:
+            await asyncio.to_thread(personas.sweep)
         await asyncio.sleep(interval)
 
 

@@ -1,24 +1,47 @@
-"""The whole turn: a spoken (or typed) question in, the persona's video reply out."""
+"""The whole turn: a spoken (or typed) question in, the persona's video reply out — as one JSON answer
+when it is done, or as Server-Sent Events while it is made. Both run the same turn machinery."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import structlog
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from avatar.errors import InvalidRequestError
-from avatar.server.downloads import result_urls
+from avatar.errors import AvatarError, InvalidRequestError, NotFoundError
+from avatar.pipeline import TurnResult, new_turn_id
+from avatar.pipeline.pipeline import TurnRequest
+from avatar.server.downloads import result_urls, segment_url
 from avatar.server.inputs import decode_audio
-from avatar.server.service import AppState
+from avatar.server.results import ID_PATTERN
+from avatar.server.service import AppState, Service
+from avatar.server.turns import DISCONNECTED
 from avatar.server.uploads import audio_type, read_form
 from avatar.types import ASR_SAMPLE_RATE
 
+log = structlog.stdlib.get_logger(__name__)
 
-async def conversation(request: Request[AppState]) -> JSONResponse:
-    """``audio`` (file) or ``text``, optional ``persona`` and ``session_id`` → the turn's summary with
-    the URLs of its MP4 and WAV."""
+EVENTS_AHEAD = 64  # events a slow client may leave unread before the turn waits for it
+SEND_TIMEOUT_S = 30.0  # a client that reads nothing for this long is taken as gone
+PING_S = 15  # keeps proxies from closing a quiet stream while the turn waits in the queue
+STOP_WAIT_S = 30.0  # the longest a DELETE waits for the stopped turn to let go of the models
+
+
+async def _turn_request(request: Request[AppState]) -> tuple[Service, TurnRequest]:
+    """The form of a turn (``audio`` file or ``text``; optional ``persona``, ``session_id``,
+    ``video_format``), checked and decoded; the timings of the turn count from the end of the upload."""
     service = request.state["service"]
     service.require_ready()
     form = await read_form(request, max_bytes=service.max_upload_bytes, files={"audio": audio_type})
+    received = time.perf_counter()
     upload, text = form.file("audio"), form.text("text")
     if (upload is None) == (text is None):
         raise InvalidRequestError("Send either an 'audio' file or a 'text' field (not both).")
@@ -26,23 +49,117 @@ async def conversation(request: Request[AppState]) -> JSONResponse:
     audio = None
     if upload is not None:
         audio = await decode_audio(upload, ASR_SAMPLE_RATE, service.settings.max_audio_seconds)
-    pipeline = service.pipeline
+    turn = await service.pipeline.request(
+        audio=audio,
+        text=text,
+        persona=persona.name,
+        session_id=form.text("session_id"),
+        video_format_name=form.text("video_format"),
+        received=received,
+    )
+    return service, turn
+
+
+async def conversation(request: Request[AppState]) -> JSONResponse:
+    """The turn's summary, with the URLs of its MP4 and WAV, once the turn is complete."""
+    service, turn = await _turn_request(request)
     with service.results.reserve() as folder:
-        result = await service.exclusive(
-            request,
-            lambda: pipeline.run(
-                folder, audio=audio, text=text, persona=persona.name, session_id=form.text("session_id")
-            ),
-        )
+        result = await service.turns.run(turn, folder, disconnect=request.receive)
     return JSONResponse({**result.summary(), **result_urls(request, result.id)})
 
 
-async def personas(request: Request[AppState]) -> JSONResponse:
-    """The installed personas and the default one."""
-    service = request.state["service"]
-    return JSONResponse(
-        {
-            "default": service.settings.default_persona,
-            "personas": [p.describe() for p in service.runtime.personas],
-        }
+async def conversation_stream(request: Request[AppState]) -> EventSourceResponse:
+    """The turn as Server-Sent Events: ``queued``, ``started``, ``transcript``, ``reply`` (text
+    deltas), ``segment`` (each playable piece of video, in order), then ``done`` or ``error``."""
+    service, turn = await _turn_request(request)
+    turn_id = new_turn_id()
+    events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(EVENTS_AHEAD)
+
+    async def emit(event: str, data: dict[str, Any]) -> None:
+        await events.put((event, data))
+
+    async def run() -> TurnResult:
+        with service.results.reserve(turn_id) as folder:
+            return await service.turns.run(turn, folder, events=emit, keep_segments=True)
+
+    task = asyncio.ensure_future(run())
+    return EventSourceResponse(
+        _stream(request, service, turn_id, task, events),
+        ping=PING_S,
+        send_timeout=SEND_TIMEOUT_S,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},  # nginx: pass events on at once
+        shutdown_grace_period=service.settings.shutdown_grace_seconds,
     )
+
+
+async def _stream(
+    request: Request[AppState],
+    service: Service,
+    turn_id: str,
+    task: asyncio.Future[TurnResult],
+    events: asyncio.Queue[tuple[str, dict[str, Any]]],
+) -> AsyncIterator[ServerSentEvent]:
+    try:
+        while True:
+            getter = asyncio.ensure_future(events.get())
+            either: list[asyncio.Future[Any]] = [getter, task]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                await asyncio.wait([getter])
+            if getter.done() and not getter.cancelled():
+                yield _event(request, turn_id, *getter.result())
+            elif task.done():
+                break
+        while not events.empty():
+            yield _event(request, turn_id, *events.get_nowait())
+        yield _last_event(request, task)
+    finally:
+        if not task.done():  # the client went away (or stopped reading): stop the turn with it
+            with anyio.CancelScope(shield=True):
+                try:
+                    await service.turns.stop(turn_id, DISCONNECTED)
+                except NotFoundError:
+                    task.cancel()  # not registered yet: still reading its input
+                await asyncio.wait([task])
+
+
+def _event(request: Request[AppState], turn_id: str, event: str, data: dict[str, Any]) -> ServerSentEvent:
+    if event == "segment":
+        data = {**data, "url": segment_url(request, turn_id, data["index"])}
+    return ServerSentEvent(data=json.dumps(data), event=event)
+
+
+def _last_event(request: Request[AppState], task: asyncio.Future[TurnResult]) -> ServerSentEvent:
+    try:
+        result = task.result()
+    except AvatarError as exc:
+        if exc.status >= 500:
+            log.error("turn failed", code=exc.code, error=exc.message)
+        return ServerSentEvent(data=json.dumps(exc.as_dict()["error"]), event="error")
+    except Exception:
+        log.exception("turn failed")
+        message = "Internal server error; quote the request id when reporting it."
+        error = {"code": "internal_error", "message": message, "request_id": request.scope["state"].get("request_id")}
+        return ServerSentEvent(data=json.dumps(error), event="error")
+    return ServerSentEvent(data=json.dumps({**result.summary(), **result_urls(request, result.id)}), event="done")
+
+
+async def cancel(request: Request[AppState]) -> JSONResponse:
+    """Stop a running or queued turn. ``?played=SECONDS`` says how much of the reply the user heard,
+    which is what the conversation history keeps."""
+    service = request.state["service"]
+    turn_id = request.path_params["turn_id"]
+    if not ID_PATTERN.match(turn_id):
+        raise NotFoundError("No such turn.")
+    played = request.query_params.get("played")
+    heard: float | None = None
+    if played is not None:
+        try:
+            heard = float(played)
+        except ValueError:
+            heard = -1.0
+        if not (math.isfinite(heard) and heard >= 0):
+            raise InvalidRequestError(f"'played' must be a number of seconds (0 or more), not {played[:40]!r}.")
+    await service.turns.stop(turn_id, "stopped by the client", heard, wait=STOP_WAIT_S)
+    return JSONResponse({"id": turn_id, "status": "cancelled"})

@@ -17,6 +17,19 @@ def result_urls(request: Request[AppState], result_id: str) -> dict[str, str]:
     }
 
 
+def segment_url(request: Request[AppState], result_id: str, index: int) -> str:
+    """Where a streamed turn's video segment is fetched (a path on this server)."""
+    return str(request.app.url_path_for("result_segment", result_id=result_id, index=index))
+
+
+async def result_segment(request: Request[AppState]) -> FileResponse:
+    """One segment of a turn's fragmented MP4, while the turn runs and after (appended in order to one
+    Media Source Extensions buffer, segment 0 first, they play the reply)."""
+    service = request.state["service"]
+    path = service.results.segment(request.path_params["result_id"], request.path_params["index"])
+    return FileResponse(path, media_type="video/mp4", headers={"Cache-Control": "private, max-age=3600"})
+
+
 async def result_summary(request: Request[AppState]) -> JSONResponse:
     result_id = request.path_params["result_id"]
     summary: dict[str, Any] = request.state["service"].results.summary(result_id)

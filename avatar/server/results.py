@@ -1,8 +1,10 @@
 """Where finished turns live: ``<output_dir>/<id>/``, random ids, a time to live, nothing half-written.
 
-A turn renders into ``<output_dir>/.staging/<id>/`` and is renamed into place only when it succeeded,
-so a result folder is always complete and a failed or cancelled turn leaves nothing a client can see;
-staging leftovers of a crashed process are removed at start-up. Ids come from users, so they are
+A turn renders into ``<output_dir>/.staging/<replica>/<id>/`` and is renamed into place only when it
+succeeded, so a result folder is always complete and a failed or cancelled turn leaves nothing a client
+can see. While it runs, its video segments are served from there (from any replica sharing the
+folder). Each replica stages in its own folder and removes its own leftovers at start-up; a crashed
+replica's are swept once they are older than the time to live. Ids come from users, so they are
 matched against the shape ``new_turn_id`` makes before they touch the file system.
 """
 
@@ -21,12 +23,14 @@ from typing import Any
 import structlog
 
 from avatar.errors import NotFoundError
-from avatar.pipeline.pipeline import AUDIO_NAME, SUMMARY_NAME, VIDEO_NAME, new_turn_id
+from avatar.pipeline.files import AUDIO_NAME, SEGMENTS_DIR, SUMMARY_NAME, VIDEO_NAME, segment_name
+from avatar.pipeline.pipeline import new_turn_id
 
 log = structlog.stdlib.get_logger(__name__)
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 STAGING = ".staging"
+MAX_SEGMENTS = 10_000
 
 DOWNLOADS: dict[str, tuple[str, str]] = {
     "video.mp4": (VIDEO_NAME, "video/mp4"),
@@ -38,22 +42,24 @@ DOWNLOADS: dict[str, tuple[str, str]] = {
 class ResultStore:
     """Result folders under ``root``, each removed ``ttl_seconds`` after it was written."""
 
-    def __init__(self, root: Path, ttl_seconds: float, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, root: Path, ttl_seconds: float, *, replica: str = "local", clock: Callable[[], float] = time.time
+    ) -> None:
         self.root = root
         self.ttl = ttl_seconds
         self.clock = clock
-        self.staging = root / STAGING
+        self.staging = root / STAGING / replica
 
     def open(self) -> None:
-        """Create the folders and drop what a previous process left half-written."""
+        """Create the folders and drop what this replica left half-written when it last stopped."""
         shutil.rmtree(self.staging, ignore_errors=True)
         self.staging.mkdir(parents=True, exist_ok=True)
 
     @contextmanager
-    def reserve(self) -> Iterator[Path]:
+    def reserve(self, result_id: str | None = None) -> Iterator[Path]:
         """A fresh folder to render a result into. It is published under its id (the folder's name)
         when the block succeeds and removed when it raises or is cancelled."""
-        work = self.staging / new_turn_id()
+        work = self.staging / (result_id or new_turn_id())
         work.mkdir(parents=True)
         try:
             yield work
@@ -84,6 +90,17 @@ class ResultStore:
             raise NotFoundError(f"Result {result_id} has no {download}.")
         return path, media_type
 
+    def segment(self, result_id: str, index: int) -> Path:
+        """A video segment of a result, published or still being made (on any replica)."""
+        if not ID_PATTERN.match(result_id) or not 0 <= index < MAX_SEGMENTS:
+            raise NotFoundError("No such segment.")
+        name = segment_name(index)
+        for folder in (self.root / result_id, *self.root.glob(f"{STAGING}/*/{result_id}")):
+            path = folder / SEGMENTS_DIR / name
+            if path.is_file():
+                return path
+        raise NotFoundError(f"Result {result_id} has no segment {index} (not yet made, or the turn is over).")
+
     def summary(self, result_id: str) -> dict[str, Any]:
         path = self.folder(result_id) / SUMMARY_NAME
         try:
@@ -105,6 +122,13 @@ class ResultStore:
             if expired:
                 self._remove(folder)
                 removed += 1
+        for folder in (self.root / STAGING).glob("*"):  # crashed replicas' leftovers
+            try:
+                stale = folder != self.staging and now - folder.stat().st_mtime > self.ttl
+            except FileNotFoundError:
+                continue
+            if stale:
+                self._remove(folder)
         if removed:
             log.info("results expired", removed=removed)
         return removed

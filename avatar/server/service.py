@@ -24,6 +24,7 @@ from avatar.personas import Persona
 from avatar.pipeline import Pipeline
 from avatar.runtime import Runtime
 from avatar.server.results import ResultStore
+from avatar.server.turns import Turns
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -46,6 +47,10 @@ class Service:
     model_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     waiting: int = 0  # requests admitted that do not hold the model lock yet
     recent_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_REQUESTS))
+    turns: Turns = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.turns = Turns(self)
 
     @property
     def status(self) -> str:
@@ -76,8 +81,13 @@ class Service:
         return self.runtime.pipeline
 
     def persona(self, name: str | None) -> Persona:
-        """The named persona, or the default one (UnknownPersonaError, 404, for a name not installed)."""
-        return self.runtime.personas.get(name or self.settings.default_persona)
+        """The named persona, or the default one (UnknownPersonaError, 404, for a name not installed).
+        Using a created persona starts its time to live again."""
+        persona = self.runtime.personas.get(name or self.settings.default_persona)
+        created = self.runtime.personas.created
+        if persona.expires is not None and created is not None:
+            created.touch(persona.name)
+        return persona
 
     @property
     def max_upload_bytes(self) -> int:
@@ -95,10 +105,22 @@ class Service:
         log.info("ready", seconds=round(time.perf_counter() - started, 2))
 
     async def exclusive(self, request: Request[Any], work: Callable[[], Awaitable[T]]) -> T:
-        """Await ``work`` holding the model lock; drop it (queued or running) if the client disconnects.
+        """Await ``work`` holding the model lock; drop it (queued or running) if the client disconnects."""
+        return await self.admitted(work, disconnect=request.receive)
+
+    async def admitted(
+        self,
+        work: Callable[[], Awaitable[T]],
+        *,
+        disconnect: Receive | None = None,
+        queued: Callable[[int], Awaitable[None]] | None = None,
+    ) -> T:
+        """Await ``work`` holding the model lock, after the requests ahead of it.
 
         BusyError (503 with Retry-After) when one request holds the models and the most that may wait
         already do: a client then hears at once, instead of waiting out its own timeout in a queue.
+        ``queued`` hears how many requests are ahead once this one is admitted; with ``disconnect``
+        (the request's ASGI receive) the work is dropped, queued or running, when the client goes.
         """
         occupied = self.model_lock.locked() or self.waiting > 0
         if occupied and self.waiting >= self.settings.max_queued_requests:
@@ -109,23 +131,26 @@ class Service:
                 f"(AVATAR_MAX_QUEUED_REQUESTS={self.settings.max_queued_requests}). Retry in about {retry} s.",
                 retry,
             )
+        ahead = self.waiting + int(self.model_lock.locked())
         self.waiting += 1  # now, not when the task first runs: a request arriving meanwhile must count it
-        queued = True
+        waits = True
 
         async def locked() -> T:
-            nonlocal queued
+            nonlocal waits
+            if queued is not None:
+                await queued(ahead)
             async with self.model_lock:
                 self.waiting -= 1
-                queued = False
+                waits = False
                 started = time.perf_counter()
                 result = await work()
                 self.recent_seconds.append(time.perf_counter() - started)
                 return result
 
         try:
-            return await until_disconnect(request.receive, locked())
+            return await (locked() if disconnect is None else until_disconnect(disconnect, locked()))
         finally:
-            if queued:  # gone (disconnect, shutdown) before its turn came
+            if waits:  # gone (disconnect, shutdown, cancelled) before its turn came
                 self.waiting -= 1
 
     def retry_after_seconds(self) -> int:

@@ -10,8 +10,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from avatar import media
 from avatar.errors import InvalidRequestError
+from avatar.fmp4 import video_format
 from avatar.personas import Persona
-from avatar.pipeline.pipeline import VIDEO_NAME
+from avatar.pipeline.files import VIDEO_NAME
 from avatar.pipeline.threads import run_blocking
 from avatar.server.inputs import decode_audio, required_file, required_text
 from avatar.server.service import AppState, Service
@@ -58,7 +59,7 @@ async def chat(request: Request[AppState]) -> JSONResponse:
     session = await pipeline.sessions.get(form.text("session_id"), persona.name)
     started = time.perf_counter()
     reply, fallback = await service.exclusive(request, lambda: pipeline.respond(persona, session.history, text))
-    if not fallback:
+    if fallback is None:
         await pipeline.sessions.record(session, text, reply)
     return JSONResponse(
         {
@@ -66,7 +67,7 @@ async def chat(request: Request[AppState]) -> JSONResponse:
             "persona": persona.name,
             "reply": reply,
             "timings": {"llm": round(time.perf_counter() - started, 3)},
-            "degraded": ["llm_fallback"] if fallback else [],
+            "degraded": [] if fallback is None else [{"code": "llm_fallback", "stage": "llm", "reason": fallback}],
         }
     )
 
@@ -99,7 +100,8 @@ async def animate(request: Request[AppState]) -> FileResponse:
         raise InvalidRequestError("Send either a 'persona' or an 'image', not both.")
     persona = service.persona(form.text("persona")) if image is None else None
     audio = await decode_audio(required_file(form, "audio"), ANIMATE_SAMPLE_RATE, service.settings.max_audio_seconds)
-    stage, mux = service.pipeline.animate, service.pipeline.mux
+    stage = service.pipeline.animate
+    fmt = video_format(form.text("video_format"))
 
     async def render(video: Path) -> None:
         face: PreparedFace
@@ -108,8 +110,7 @@ async def animate(request: Request[AppState]) -> FileResponse:
         else:
             assert image is not None
             face = await run_blocking(stage.prepare_bytes, image.data)
-        frames = await stage(face, audio, ANIMATE_SAMPLE_RATE)
-        await mux(video, frames, audio, ANIMATE_SAMPLE_RATE, stage.fps)
+        await stage.to_mp4(face, audio, ANIMATE_SAMPLE_RATE, video, fmt)
 
     with service.results.reserve() as folder:
         await service.exclusive(request, lambda: render(folder / VIDEO_NAME))

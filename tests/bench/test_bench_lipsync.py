@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar import media
+from avatar import fmp4, media
 from avatar.bench.eval import shifted, static
 from avatar.config import PROJECT_ROOT
 from avatar.pipeline.stages import AnimateStage
@@ -27,7 +27,7 @@ def talking(animator: FaceAnimator, speech: Callable[[str], AudioArray]) -> tupl
 
 
 def _measure(frames: FrameArray, audio: AudioArray, fps: int, path: Path, landmarker: Path) -> lipsync.LipSyncScore:
-    media.write_mp4(path, frames, media.fit_audio_to_frames(audio, RATE, len(frames), fps), RATE, fps)
+    fmp4.write_mp4(path, frames, media.fit_audio_to_frames(audio, RATE, len(frames), fps), RATE, fps)
     return lipsync.measure_video(path, landmarker)
 
 

@@ -19,6 +19,7 @@ class ScriptedChat:
     def __init__(self, text: str = "", fail: bool = False, tokens: Sequence[str] = ()) -> None:
         self.text, self.fail, self.words_sent = text or "".join(tokens), fail, 0
         self.tokens_generated = 0
+        self.closed = False  # whether the caller closed the stream (stopping the "model")
         self.tokens = list(tokens) or [word + " " for word in self.text.split(" ")]
         self.seen: list[ChatMessage] = []
 
@@ -26,10 +27,13 @@ class ScriptedChat:
         self.seen = list(messages)
         if self.fail:
             raise RuntimeError("out of memory")
-        for token in self.tokens:
-            self.words_sent += 1
-            self.tokens_generated += 1
-            yield token
+        try:
+            for token in self.tokens:
+                self.words_sent += 1
+                self.tokens_generated += 1
+                yield token
+        finally:
+            self.closed = True
 
     def reply(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> str:
         return "".join(self.stream(messages, max_new_tokens=max_new_tokens))

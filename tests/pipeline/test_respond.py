@@ -9,6 +9,7 @@ from scripted import ScriptedChat
 
 from avatar.config import PROJECT_ROOT
 from avatar.personas import PersonaStore
+from avatar.pipeline.pieces import PieceSplitter
 from avatar.pipeline.stages import RespondStage
 from avatar.types import ChatMessage
 
@@ -16,9 +17,16 @@ EILEEN = PersonaStore(PROJECT_ROOT / "assets" / "personas").get("eileen")
 
 
 def pieces(text: str, max_sentences: int = 2) -> tuple[list[str], int]:
+    """The pieces of speech a reply is cut into, fed word by word, and how many sentences they make."""
+    splitter = PieceSplitter(max_sentences)
     out: list[str] = []
-    count = RespondStage(ScriptedChat(text), max_sentences=max_sentences).generate_sentences([], out.append)  # type: ignore[arg-type]
-    return out, count
+    for token in ScriptedChat(text).tokens:
+        out += splitter.feed(token)
+        if splitter.complete:
+            break
+    if not splitter.complete:
+        out += splitter.finish()
+    return out, splitter.emitted
 
 
 def test_first_sentence_is_handed_on_at_its_first_clause() -> None:
@@ -40,11 +48,14 @@ def test_a_long_first_sentence_breaks_before_a_conjunction() -> None:
 
 
 def heard(tokens: list[str]) -> list[tuple[str, int]]:
-    """Each piece handed on, with how many tokens the model had written when it was."""
+    """Each piece handed on by the Respond stage, with how many tokens the model had written when it was."""
     chat = ScriptedChat(tokens=tokens)
-    out: list[tuple[str, int]] = []
-    RespondStage(chat).generate_sentences([], lambda piece: out.append((piece, chat.words_sent)))  # type: ignore[arg-type]
-    return out
+
+    async def run() -> list[tuple[str, int]]:
+        stream = RespondStage(chat).stream(EILEEN, [], "Hi")  # type: ignore[arg-type]
+        return [(part.text, chat.words_sent) async for part in stream if part.kind == "piece"]
+
+    return asyncio.run(run())
 
 
 def test_a_clause_mark_is_handed_on_before_the_next_token() -> None:
@@ -80,17 +91,16 @@ def test_short_clauses_are_not_split_and_fragments_dropped() -> None:
 
 def test_generation_stops_after_enough_sentences() -> None:
     chat = ScriptedChat("One two three. Four five six. " + "Seven eight nine. " * 100)
-    out: list[str] = []
-    RespondStage(chat).generate_sentences([], out.append)  # type: ignore[arg-type]
-    assert out == ["One two three.", "Four five six."]
-    assert chat.words_sent < 10
+    reply, _ = asyncio.run(RespondStage(chat)(EILEEN, [], "Count!"))  # type: ignore[arg-type]
+    assert reply == "One two three. Four five six."
+    assert chat.words_sent < 10 and chat.closed
 
 
 def test_history_and_system_prompt_reach_the_model() -> None:
     chat = ScriptedChat("Hello there.")
     history = [ChatMessage("user", "Hi"), ChatMessage("assistant", "Hello!")]
     reply, fallback = asyncio.run(RespondStage(chat)(EILEEN, history, "How are you?"))  # type: ignore[arg-type]
-    assert (reply, fallback) == ("Hello there.", False)
+    assert (reply, fallback) == ("Hello there.", None)
     assert [m.role for m in chat.seen] == ["system", "user", "assistant", "user"]
     assert chat.seen[0].content == EILEEN.system_prompt and chat.seen[-1].content == "How are you?"
 
@@ -98,4 +108,17 @@ def test_history_and_system_prompt_reach_the_model() -> None:
 @pytest.mark.parametrize("chat", [ScriptedChat("", fail=True), ScriptedChat("*** 🚀")])
 def test_failure_or_empty_reply_gives_the_fallback(chat: ScriptedChat) -> None:
     reply, fallback = asyncio.run(RespondStage(chat)(EILEEN, [], "Hello?"))  # type: ignore[arg-type]
-    assert fallback and reply == EILEEN.fallback_reply
+    assert reply == EILEEN.fallback_reply
+    assert fallback == ("RuntimeError: out of memory" if chat.fail else "the model's reply had nothing to say aloud")
+
+
+def test_display_deltas_add_up_to_the_kept_reply() -> None:
+    chat = ScriptedChat("Hello there, friend. It is a fine day. " + "More words. " * 10)
+
+    async def run() -> list[object]:
+        return [part async for part in RespondStage(chat).stream(EILEEN, [], "Hi")]  # type: ignore[arg-type]
+
+    parts = asyncio.run(run())
+    deltas = [p for p in parts if p.kind == "delta"]  # type: ignore[attr-defined]
+    assert "".join(d.text for d in deltas) == deltas[-1].shown == "Hello there, friend. It is a fine day."  # type: ignore[attr-defined]
+    assert [p.text for p in parts if p.kind == "piece"] == ["Hello there, friend.", "It is a fine day."]  # type: ignore[attr-defined]

@@ -47,9 +47,13 @@ def test_summary_file_has_every_stage(turn) -> None:
     summary = json.loads((out / "turn.json").read_text())
     assert summary["transcript"] == result.transcript and summary["reply"] == result.reply
     timings = summary["timings"]
-    assert set(timings) == {"asr", "llm", "tts", "avatar", "mux", "first_frame", "total"}
+    stages = {"asr", "llm", "tts", "avatar", "mux"}
+    firsts = ["first_transcript", "first_token", "first_audio", "first_frame"]
+    assert set(timings) == stages | set(firsts) | {"total"}
     assert set(summary["rtf"]) >= {"tts", "avatar"}
+    assert [timings[k] for k in firsts] == sorted(timings[k] for k in firsts), timings  # in the order they happen
     assert 0 < timings["first_frame"] < timings["total"]
+    assert summary["video_format"] == "h264" and summary["segments"] >= 2
     assert summary["models"]["asr"].startswith("faster-whisper")
     assert summary["audio_seconds"] > 0.5
 
@@ -129,12 +133,14 @@ def test_unknown_persona_and_bad_text(runtime: Runtime, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("overlapped", [False, True])
-def test_both_schedules_give_in_step_video(runtime: Runtime, tmp_path: Path, overlapped: bool) -> None:
-    result = asyncio.run(runtime.pipeline.run(tmp_path, text="Tell me about the stars.", overlapped=overlapped))
+@pytest.mark.parametrize(("fmt", "codecs"), [("h264", ("h264", "aac")), ("vp9", ("vp9", "opus"))])
+def test_both_formats_give_in_step_video(runtime: Runtime, tmp_path: Path, fmt: str, codecs: tuple[str, str]) -> None:
+    result = asyncio.run(runtime.pipeline.run(tmp_path, text="Tell me about the stars.", video_format_name=fmt))
     info = media.probe_mp4(result.video_path)
+    assert (info["video_codec"], info["audio_codec"]) == codecs
     assert info["frames"] == round(result.audio_seconds * 25)
     assert abs(info["video_seconds"] - info["audio_seconds"]) <= 1 / 25 + 1e-6
+    assert abs(info["video_seconds"] - result.audio_seconds) <= 1 / 25 + 1e-6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reply.mp4", "reply.wav", "turn.json"]
 
 
@@ -165,7 +171,7 @@ def test_failure_half_way_leaves_nothing_and_frees_the_model(runtime: Runtime, t
     pipeline.respond = RespondStage(ScriptedChat("The Moon is bright. It has no air at all."))  # type: ignore[arg-type]
     try:
         with pytest.raises(RuntimeError, match="synthesiser fault"):
-            asyncio.run(pipeline.run(tmp_path, text="Tell me two things about the Moon.", overlapped=True))
+            asyncio.run(pipeline.run(tmp_path, text="Tell me two things about the Moon."))
     finally:
         pipeline.speak, pipeline.respond = real_speak, real_respond
     assert failing.calls == 2

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import wave
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,19 @@ class ServerProcess:
             time.sleep(0.05)
         raise AssertionError(f"no log line matching {match} within {timeout} s")
 
+    def wait_listening(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Until the port answers (the models may still be loading)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_path.read_text()}")
+            try:
+                httpx.get(f"{self.base_url}/healthz", timeout=2)
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server not listening within {timeout} s:\n{self.log_path.read_text()[-4000:]}")
+
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -79,7 +93,8 @@ class ServerProcess:
         return {p.name for p in self.output_dir.iterdir() if not p.name.startswith(".")}
 
     def staging_folders(self) -> list[Path]:
-        return list((self.output_dir / ".staging").iterdir())
+        """Turns being made (or left behind) in any replica's staging folder."""
+        return list((self.output_dir / ".staging").glob("*/*"))
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -136,3 +151,17 @@ def error_code(response: httpx.Response) -> str:
     body = response.json()
     assert set(body) == {"error"} and {"code", "message"} <= set(body["error"]), body
     return str(body["error"]["code"])
+
+
+def sse_events(response: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event, data) of a Server-Sent Events response as they arrive (keep-alive comments skipped)."""
+    event, data = "message", []
+    for line in response.iter_lines():
+        if not line:
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())

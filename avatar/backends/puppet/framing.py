@@ -39,6 +39,8 @@ class Framing:
     """(478, 3) x, y, z pixels in ``image``."""
     transform: FloatArray
     """2×3 affine from photo pixels to ``image`` pixels."""
+    faces: int = 1
+    """How many faces the photo holds (the largest was framed)."""
 
 
 def as_rgb(image: object) -> ImageArray:
@@ -177,4 +179,4 @@ def frame_face(landmarker: Landmarker, photo: object, size: int) -> Framing:
         best = min(redetected, key=lambda f: float(np.linalg.norm(f[NOSE_TIP, :2] - expected[NOSE_TIP, :2])))
         if np.linalg.norm(best[NOSE_TIP, :2] - expected[NOSE_TIP, :2]) < 0.1 * FACE_FRACTION * size:
             expected = best
-    return Framing(image=framed, landmarks=expected.astype(np.float32), transform=m)
+    return Framing(image=framed, landmarks=expected.astype(np.float32), transform=m, faces=len(faces))

@@ -1,0 +1,74 @@
+"""Stopping a turn that is running: who asked, and how much of the reply the user actually heard.
+
+A turn is one asyncio task. Whoever stops it (a client disconnecting, ``DELETE``, a newer turn of the
+same session, live mode's barge-in) says why and, when it knows, how far the user got in playing the
+reply; then the task is cancelled. Every stage stops at its next await: the model between two tokens
+(its token iterator is closed), the face between two chunks of frames. The pipeline records in the
+conversation history only what was heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+
+class TurnControl:
+    """The handle a caller keeps to stop one turn."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.heard_seconds: float | None = None
+        self._task: asyncio.Task[object] | None = None
+
+    def attach(self, task: asyncio.Task[object]) -> None:
+        """The task that runs the turn (set by whoever starts it)."""
+        self._task = task
+
+    @property
+    def stopped(self) -> bool:
+        return self.reason is not None
+
+    def stop(self, reason: str, heard_seconds: float | None = None) -> bool:
+        """Cancel the turn; False if it had already ended (or was stopped before)."""
+        if self._task is None or self._task.done() or self.stopped:
+            return False
+        self.reason = reason
+        if heard_seconds is not None and heard_seconds >= 0:
+            self.heard_seconds = heard_seconds
+        self._task.cancel()
+        return True
+
+
+@dataclass(frozen=True)
+class SpokenPiece:
+    """A piece of the reply and where it sits on the reply's timeline (seconds)."""
+
+    text: str
+    start: float
+    end: float
+
+
+@dataclass
+class SpokenReply:
+    """What the reply said, piece by piece, as it was handed to the client."""
+
+    pieces: list[SpokenPiece] = field(default_factory=list)
+    handed_out: float = 0.0
+    """Seconds of the reply's video handed to the client so far."""
+
+    def heard(self, seconds: float) -> str:
+        """The reply up to ``seconds`` into it: whole pieces, then the words of the piece being spoken
+        (in proportion to its time), with an ellipsis where it was cut."""
+        words: list[str] = []
+        for piece in self.pieces:
+            if piece.end <= seconds + 1e-6:
+                words += piece.text.split()
+                continue
+            if piece.start < seconds:
+                share = (seconds - piece.start) / max(piece.end - piece.start, 1e-6)
+                cut = piece.text.split()[: int(len(piece.text.split()) * share)]
+                if cut:
+                    words += [*cut[:-1], cut[-1].rstrip(",.;:!?") + "…"]
+            break
+        return " ".join(words)

@@ -1,0 +1,95 @@
+"""Cutting a reply into pieces of speech while the model is still writing it.
+
+Pieces are whole sentences, except that the first sentence is handed on at its first clause break (a
+comma, semicolon, colon, dash or conjunction after at least ``FIRST_CLAUSE_WORDS`` words, an ellipsis
+after ``FIRST_PAUSE_WORDS``): the voice and the face start on it while the model finishes the sentence.
+A sentence counts as finished once the next one has begun.
+"""
+
+from __future__ import annotations
+
+import re
+
+from avatar.pipeline.text import clean_reply, split_sentences
+
+FIRST_CLAUSE_WORDS = 4
+FIRST_PAUSE_WORDS = 2
+_CONJUNCTIONS = "and|but|when|because|so|while|which|where|who|until|before|after"
+# The start of a sentence up to its first clause break: a comma, semicolon, colon, dash or ellipsis, or
+# the space before a conjunction (which opens the next piece). A mark counts as soon as it is written,
+# before the next token, unless a digit precedes it (1,000; 10:30; 1990-2000); a conjunction counts once
+# the word after it has begun (until then "and" may still become "android").
+_FIRST_CLAUSE = re.compile(
+    rf"^(?:\S+\s+){{{FIRST_CLAUSE_WORDS - 1},}}?\S*?"
+    rf"(?:(?<!\d)(?:[,;:\u2013\u2014\u2026]|\.\.\.)(?=\s|$)|\w(?=\s+(?:{_CONJUNCTIONS})\s))",
+    re.IGNORECASE,
+)
+# An ellipsis is a pause the voice makes anyway ("The stars... that was"), so it may end a shorter piece.
+_FIRST_PAUSE = re.compile(rf"^(?:\S+\s+){{{FIRST_PAUSE_WORDS - 1},}}?\S*?(?:\u2026|\.\.\.)(?=\s|$)")
+
+
+def first_clause(sentence: str) -> str | None:
+    """The opening of ``sentence`` that may be spoken before the rest is written, if it has one yet."""
+    found = [m.group(0) for m in (_FIRST_PAUSE.match(sentence), _FIRST_CLAUSE.match(sentence)) if m]
+    return min(found, key=len) if found else None
+
+
+def _speakable(part: str) -> str | None:
+    piece = clean_reply(part, 1)
+    return piece if any(ch.isalpha() for ch in piece) else None
+
+
+class PieceSplitter:
+    """Takes the model's text as it arrives (``feed``) and hands out finished pieces of speech.
+
+    Once ``max_sentences`` sentences are out, ``complete`` is true and the caller stops the model.
+    ``finish`` is called when the model has stopped: a trailing sentence cut off by the token limit is
+    kept only if it ends properly, if its head is already spoken, or if it is all there is.
+    """
+
+    def __init__(self, max_sentences: int = 2) -> None:
+        self.max_sentences = max_sentences
+        self.text = ""
+        self.emitted = 0  # sentences handed on (wholly or in part)
+        self._used = 0  # sentences of the text finished with
+        self._head = 0  # characters of sentence ``_used`` already handed on (its first clause)
+
+    @property
+    def complete(self) -> bool:
+        return self.emitted >= self.max_sentences
+
+    @property
+    def shown(self) -> str:
+        """The reply as far as it is written, limited to the sentences that will be kept (for display)."""
+        return " ".join(split_sentences(self.text)[: self.max_sentences])
+
+    def feed(self, text: str) -> list[str]:
+        """Add what the model just wrote; the pieces it completes."""
+        self.text += text
+        parts = split_sentences(self.text)
+        out: list[str] = []
+        while self._used < len(parts) - 1 and not self.complete:
+            out += self._finish_sentence(parts)
+        if not self.complete and self.emitted == 0 and self._head == 0 and self._used < len(parts):
+            clause = first_clause(parts[self._used])
+            piece = _speakable(clause) if clause else None
+            if clause and piece:
+                out.append(piece)
+                self._head = len(clause)
+        return out
+
+    def finish(self) -> list[str]:
+        """The model has stopped: what is left worth saying."""
+        parts = split_sentences(self.text)
+        if self.complete or self._used >= len(parts):
+            return []
+        if self.emitted == 0 or self._head > 0 or parts[self._used].rstrip().endswith((".", "!", "?")):
+            return self._finish_sentence(parts)
+        return []
+
+    def _finish_sentence(self, parts: list[str]) -> list[str]:
+        piece = _speakable(parts[self._used][self._head :])
+        if piece or self._head > 0:
+            self.emitted += 1
+        self._used, self._head = self._used + 1, 0
+        return [piece] if piece else []

@@ -1,0 +1,204 @@
+"""Personas over HTTP: list them, show their photos, and make a new one from anyone's photo.
+
+``POST /api/v1/personas`` takes a portrait (and optionally a name, a system prompt, a language and a
+voice sample for voice-cloning engines), checks it before and while decoding, finds the face and
+prepares it once under the model queue, and keeps the persona among the created ones (expiring,
+bounded in number). A photo without a usable face, or anything else wrong, leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+
+from avatar import media
+from avatar.errors import InvalidRequestError, NoSpeechError
+from avatar.personas import DEFAULT_PROMPT, MAX_PORTRAIT_SIDE, PORTRAIT, UNNAMED_PROMPT, VOICE, Persona
+from avatar.pipeline.stages import SILENCE_DBFS, load_image
+from avatar.pipeline.threads import run_blocking
+from avatar.server.service import AppState, Service
+from avatar.server.uploads import audio_type, image_type, read_form
+from avatar.types import ImageArray
+
+NAME_CHARS = 64
+PROMPT_CHARS = 2000
+VOICE_RATE = 24_000
+VOICE_SECONDS = (3.0, 30.0)  # a voice sample long enough to clone from, short enough to keep
+LANGUAGE = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})?$")
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
+
+
+def describe(request: Request[AppState], persona: Persona) -> dict[str, Any]:
+    image = request.app.url_path_for("persona_image", name=persona.name)
+    return {**persona.describe(), "image_url": str(image)}
+
+
+async def list_personas(request: Request[AppState]) -> JSONResponse:
+    """Every persona (bundled first, then the created ones, newest first) and the default one."""
+    service = request.state["service"]
+    everyone = await run_blocking(service.runtime.personas.everyone)
+    return JSONResponse(
+        {"default": service.settings.default_persona, "personas": [describe(request, p) for p in everyone]}
+    )
+
+
+async def get_persona(request: Request[AppState]) -> JSONResponse:
+    persona = request.state["service"].runtime.personas.get(request.path_params["name"])
+    return JSONResponse(describe(request, persona))
+
+
+async def persona_image(request: Request[AppState]) -> FileResponse:
+    """A persona's photo, as it was given (bundled) or kept (created: upright, at most 2048 px)."""
+    persona = request.state["service"].runtime.personas.get(request.path_params["name"])
+    path = persona.image_path
+    return FileResponse(
+        path,
+        media_type=IMAGE_TYPES.get(path.suffix.lower(), "application/octet-stream"),
+        headers={"Cache-Control": "private, max-age=3600"},
+    )
+
+
+async def persona_face(request: Request[AppState]) -> Response:
+    """The persona's face as the talking head frames it at rest (JPEG): the picture the video starts
+    from, so a page can show it before the first reply."""
+    service = request.state["service"]
+    service.require_ready()
+    persona = service.runtime.personas.get(request.path_params["name"])
+    stage = service.pipeline.animate
+    face = stage.cached(persona.image_path)
+    if face is None:  # a persona created on another replica: prepare it here, once, in the model queue
+        face = await service.exclusive(request, lambda: run_blocking(stage.prepare_path, persona.image_path))
+    still = getattr(face, "image", None)
+    if still is None:  # an animator that keeps no framed picture: the photo itself
+        return await persona_image(request)
+    data = await run_blocking(_jpeg, still)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+def _jpeg(image: ImageArray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+async def delete_persona(request: Request[AppState]) -> Response:
+    """Remove a created persona (the bundled ones cannot be removed)."""
+    service = request.state["service"]
+    name = request.path_params["name"]
+    personas = service.runtime.personas
+    if personas.is_bundled(name):
+        raise InvalidRequestError(f"Persona {name!r} is bundled with the server and cannot be removed.")
+    personas.get(name)  # UnknownPersonaError (404) when there is no such persona
+    assert personas.created is not None
+    await run_blocking(personas.created.remove, name)
+    return Response(status_code=204)
+
+
+async def create_persona(request: Request[AppState]) -> JSONResponse:
+    """``image`` (file, required), optional ``name``, ``system_prompt``, ``language`` and ``voice``
+    (file) → the new persona, usable at once in every route by its ``name``."""
+    service = request.state["service"]
+    service.require_ready()
+    form = await read_form(
+        request, max_bytes=service.max_upload_bytes, files={"image": image_type, "voice": audio_type}
+    )
+    upload = form.file("image")
+    if upload is None:
+        raise InvalidRequestError("The 'image' file is missing: send the portrait as a multipart/form-data file.")
+    named = _text(form.text("name"), "name", NAME_CHARS)
+    display_name = named or "Your photo"
+    prompt = _text(form.text("system_prompt"), "system_prompt", PROMPT_CHARS)
+    language = form.text("language") or "en"
+    if not LANGUAGE.match(language):
+        raise InvalidRequestError(f"'language' must be a language code such as 'en' or 'pt-BR', not {language[:20]!r}.")
+    photo = await run_blocking(load_image, upload.data)
+    voice = form.file("voice")
+    sample = await _voice_sample(voice.data) if voice is not None else None
+    created = service.runtime.personas.created
+    assert created is not None
+    name = created.new_name()
+    folder = await run_blocking(created.begin, name)
+    try:
+        meta = await run_blocking(_save, folder, photo, sample, _cloning_sample(service, sample))
+        persona = Persona(
+            name=name,
+            display_name=display_name,
+            image_path=folder / PORTRAIT,
+            system_prompt=prompt or (DEFAULT_PROMPT if named else UNNAMED_PROMPT).format(display_name=display_name),
+            language=language,
+            voice_sample=folder / VOICE if "voice_sample" in meta else None,
+        )
+        faces = await service.exclusive(request, lambda: _prepare(service, persona))
+        meta |= {"display_name": display_name, "language": language, "system_prompt": persona.system_prompt}
+        kept = await run_blocking(created.finish, name, meta)
+    except BaseException:
+        await run_blocking(created.remove, name)
+        raise
+    body = {**describe(request, kept), "faces_found": faces}
+    if faces > 1:
+        body["note"] = f"The photo holds {faces} faces; the largest one is animated."
+    location = str(request.app.url_path_for("persona", name=name))
+    return JSONResponse(body, status_code=201, headers={"Location": location})
+
+
+def _text(value: str | None, field: str, limit: int) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if len(value) > limit:
+        raise InvalidRequestError(f"'{field}' is {len(value)} characters long; the limit is {limit}.")
+    if _UNPRINTABLE.search(value):
+        raise InvalidRequestError(f"'{field}' holds control characters or broken Unicode; send plain text.")
+    return value
+
+
+async def _voice_sample(data: bytes) -> np.ndarray:
+    audio = await asyncio.to_thread(media.decode_audio, data, VOICE_RATE, max_seconds=VOICE_SECONDS[1])
+    seconds = audio.size / VOICE_RATE
+    if seconds < VOICE_SECONDS[0]:
+        raise InvalidRequestError(
+            f"The voice sample is {seconds:.1f} s long; send at least {VOICE_SECONDS[0]:.0f} s of clear speech."
+        )
+    if media.rms_dbfs(audio) < SILENCE_DBFS:
+        raise NoSpeechError("The voice sample is silent: record a few seconds of the voice to clone.")
+    return audio
+
+
+def _cloning_sample(service: Service, sample: np.ndarray | None) -> Path | None:
+    """A voice-cloning engine needs a sample: without an uploaded one, the default persona's voice."""
+    if sample is not None or service.settings.tts_backend != "xtts":
+        return None
+    return service.persona(None).voice_sample
+
+
+def _save(folder: Path, photo: ImageArray, sample: np.ndarray | None, borrowed: Path | None) -> dict[str, str]:
+    """Keep the photo (upright, metadata dropped, scaled to at most 2048 px) and the voice sample."""
+    image = Image.fromarray(photo)
+    image.thumbnail((MAX_PORTRAIT_SIDE, MAX_PORTRAIT_SIDE))
+    image.save(folder / PORTRAIT, format="JPEG", quality=92)
+    meta = {"image": PORTRAIT}
+    if sample is not None:
+        media.write_wav(folder / VOICE, sample, VOICE_RATE)
+        meta["voice_sample"] = VOICE
+    elif borrowed is not None:
+        shutil.copyfile(borrowed, folder / VOICE)
+        meta["voice_sample"] = VOICE
+    return meta
+
+
+async def _prepare(service: Service, persona: Persona) -> int:
+    """Find and prepare the face (NoFaceError, 422, when there is none) and the voice, once."""
+    pipeline = service.pipeline
+    face = await run_blocking(pipeline.animate.prepare_path, persona.image_path)
+    await run_blocking(pipeline.speak.tts.prepare_voice, persona.voice_spec)
+    return int(getattr(face, "faces", 1))

@@ -1,0 +1,154 @@
+"""Turns the service is running: started, queued for the models, stopped on request.
+
+Every conversation turn, streamed or not, goes through ``Turns.run``: it waits its place in the model
+queue, runs the pipeline, and can be stopped from outside while it does — by ``DELETE``
+(``Turns.stop``), by the client disconnecting, or by a newer turn of the same session (barge-in). A
+stopped turn releases the models within one token or one chunk of frames and leaves no files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive
+
+from avatar.errors import NotFoundError, TurnCancelledError, TurnTimeoutError
+from avatar.pipeline import TurnResult
+from avatar.pipeline.control import TurnControl
+from avatar.pipeline.pipeline import TurnRequest
+from avatar.pipeline.reply import TurnEvents
+
+if TYPE_CHECKING:
+    from avatar.server.service import Service
+
+log = structlog.stdlib.get_logger(__name__)
+
+BARGE_IN = "interrupted by a newer turn of the same session"
+DISCONNECTED = "the client disconnected"
+TIMED_OUT = "it ran past AVATAR_TURN_TIMEOUT_SECONDS"
+
+
+@dataclass
+class RunningTurn:
+    id: str
+    session_id: str
+    control: TurnControl
+    task: asyncio.Future[TurnResult]
+
+
+class Turns:
+    """The running (and queued) turns of one service, by id and by session."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self._running: dict[str, RunningTurn] = {}
+        self._by_session: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    async def run(
+        self,
+        request: TurnRequest,
+        folder: Path,
+        *,
+        events: TurnEvents | None = None,
+        disconnect: Receive | None = None,
+        keep_segments: bool = False,
+    ) -> TurnResult:
+        """Queue for the models and run ``request`` into ``folder`` (whose name is the turn id).
+
+        TurnCancelledError (409) when the turn was stopped by DELETE or a newer turn of its session.
+        """
+        turn_id, session_id = folder.name, request.session.id
+        emit = events or _silent
+        control = TurnControl()
+
+        async def queued(ahead: int) -> None:
+            await emit(
+                "queued",
+                {"id": turn_id, "session_id": session_id, "persona": request.persona.name, "position": ahead},
+            )
+
+        limit = self.service.settings.turn_timeout_seconds
+
+        async def work() -> TurnResult:
+            await emit("started", {"id": turn_id})
+            pipeline = self.service.pipeline
+            deadline = asyncio.get_running_loop().call_later(limit, control.stop, TIMED_OUT)
+            try:
+                return await pipeline.run_request(
+                    request, folder, events=events, control=control, keep_segments=keep_segments
+                )
+            finally:
+                deadline.cancel()
+
+        task = asyncio.ensure_future(self.service.admitted(work, queued=queued))
+        control.attach(task)
+        watcher = asyncio.ensure_future(_stop_on_disconnect(disconnect, control)) if disconnect else None
+        self._register(RunningTurn(turn_id, session_id, control, task))
+        try:
+            return await _outcome(task, control)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            if not task.done():  # this request itself was cancelled (shutdown): stop the turn with it
+                control.stop("the request was cancelled")
+                await asyncio.wait([task])
+            self._unregister(turn_id, session_id)
+
+    async def stop(self, turn_id: str, reason: str, heard_seconds: float | None = None, *, wait: float = 0) -> None:
+        """Stop a running or queued turn, waiting up to ``wait`` seconds for it to let go of the models
+        (NotFoundError when there is no such turn)."""
+        turn = self._running.get(turn_id)
+        if turn is None or not turn.control.stop(reason, heard_seconds):
+            raise NotFoundError(f"No running turn {turn_id[:40]!r}: it has finished, or it never existed here.")
+        log.info("turn stopped", turn_id=turn_id, reason=reason, heard_s=heard_seconds)
+        if wait > 0:
+            await asyncio.wait([turn.task], timeout=wait)
+
+    def _register(self, turn: RunningTurn) -> None:
+        previous = self._running.get(self._by_session.get(turn.session_id, ""))
+        if previous is not None and previous.control.stop(BARGE_IN):
+            log.info("turn interrupted", turn_id=previous.id, by=turn.id)
+        self._running[turn.id] = turn
+        self._by_session[turn.session_id] = turn.id
+
+    def _unregister(self, turn_id: str, session_id: str) -> None:
+        self._running.pop(turn_id, None)
+        if self._by_session.get(session_id) == turn_id:
+            del self._by_session[session_id]
+
+
+async def _outcome(task: asyncio.Future[TurnResult], control: TurnControl) -> TurnResult:
+    """The turn's result; a stop by ``control`` becomes TurnCancelledError, while a cancellation of
+    the awaiting request itself stays a cancellation."""
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if control.stopped and task.done() and not (current is not None and current.cancelling()):
+            if control.reason == DISCONNECTED:
+                raise ClientDisconnect() from None
+            if control.reason == TIMED_OUT:
+                raise TurnTimeoutError(
+                    "The turn took longer than AVATAR_TURN_TIMEOUT_SECONDS and was stopped; try a shorter question."
+                ) from None
+            raise TurnCancelledError(f"The turn was stopped: {control.reason}.") from None
+        raise
+
+
+async def _stop_on_disconnect(receive: Receive, control: TurnControl) -> None:
+    """Call after the request body has been read: the next ASGI message is then the disconnect."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    control.stop(DISCONNECTED)
+
+
+async def _silent(event: str, data: dict[str, Any]) -> None:
+    return None

@@ -1,0 +1,350 @@
+// The page: pick a persona (or drop your own photo), hold to talk or type, watch the reply as it is made.
+import { readEvents } from "./sse.js";
+import { SegmentPlayer, pickFormat } from "./player.js";
+import { HoldToTalk } from "./recorder.js";
+
+const API = "api/v1";
+const $ = (id) => document.getElementById(id);
+const ui = {
+  status: $("status"), poster: $("poster"), video: $("video"), face: document.querySelector(".face"),
+  progress: $("progress"), personas: $("persona-list"), dropzone: $("dropzone"), photo: $("photo"),
+  log: $("log"), notice: $("notice"), typed: $("typed"), text: $("text"), talk: $("talk"), stop: $("stop"),
+};
+
+const state = {
+  ready: false,
+  persona: null, // name
+  personas: new Map(),
+  session: null, // per persona: a session belongs to one persona
+  turn: null, // {id, aborter, bubble}
+  format: pickFormat(),
+  key: localStorage.getItem("avatar.apiKey") || "",
+};
+
+function headers(extra = {}) {
+  return state.key ? { ...extra, Authorization: `Bearer ${state.key}` } : extra;
+}
+
+/** fetch() with the API key; on 401 asks for a key once and tries again. */
+async function api(path, init = {}) {
+  let response = await fetch(path, { ...init, headers: headers(init.headers) });
+  if (response.status === 401) {
+    const key = window.prompt("This server needs an API key:");
+    if (key) {
+      state.key = key.trim();
+      localStorage.setItem("avatar.apiKey", state.key);
+      response = await fetch(path, { ...init, headers: headers(init.headers) });
+    }
+  }
+  return response;
+}
+
+async function errorOf(response) {
+  try {
+    const body = await response.json();
+    return { code: body.error?.code || "error", message: body.error?.message || response.statusText };
+  } catch {
+    return { code: "error", message: `The server answered ${response.status} ${response.statusText}.` };
+  }
+}
+
+// ------------------------------------------------------------------------------------ status
+
+function setStatus(text, kind) {
+  ui.status.textContent = text;
+  ui.status.className = `status ${kind}`;
+}
+
+function notify(message, bad = false) {
+  ui.notice.textContent = message;
+  ui.notice.className = bad ? "notice bad" : "notice";
+  ui.notice.hidden = !message;
+}
+
+async function waitUntilReady() {
+  while (true) {
+    try {
+      const response = await fetch("readyz");
+      const body = await response.json();
+      if (response.ok) break;
+      if (body.status === "failed") {
+        setStatus("The server failed to start", "bad");
+        notify(body.error || "A model failed to load: see GET /readyz.", true);
+        return false;
+      }
+      setStatus(body.status === "loading" ? "Loading the models…" : "The server is busy…", "wait");
+    } catch {
+      setStatus("Cannot reach the server…", "bad");
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+  }
+  setStatus("Ready", "ok");
+  state.ready = true;
+  ui.talk.disabled = false;
+  return true;
+}
+
+// ----------------------------------------------------------------------------------- personas
+
+function faceUrl(persona) {
+  return `${API}/personas/${encodeURIComponent(persona.name)}/face.jpg`;
+}
+
+function renderPersonas() {
+  ui.personas.replaceChildren();
+  for (const persona of state.personas.values()) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "persona";
+    button.setAttribute("role", "radio");
+    button.setAttribute("aria-checked", String(persona.name === state.persona));
+    button.dataset.name = persona.name;
+    const img = document.createElement("img");
+    img.alt = "";
+    img.src = faceUrl(persona);
+    img.onerror = () => { img.onerror = null; img.src = persona.image_url; };
+    const label = document.createElement("span");
+    label.textContent = persona.display_name;
+    button.append(img, label);
+    button.addEventListener("click", () => choose(persona.name));
+    ui.personas.append(button);
+  }
+}
+
+function choose(name) {
+  if (name === state.persona) return;
+  interrupt();
+  state.persona = name;
+  state.session = null;
+  const persona = state.personas.get(name);
+  ui.poster.src = faceUrl(persona);
+  ui.poster.onerror = () => { ui.poster.onerror = null; ui.poster.src = persona.image_url; };
+  ui.face.classList.remove("playing");
+  ui.log.replaceChildren();
+  renderPersonas();
+  const hello = persona.created ? "Hello!" : `Hello! I'm ${persona.display_name}.`;
+  say("them", `${hello} Hold the button and ask me anything, or type below.`);
+}
+
+async function loadPersonas() {
+  const response = await api(`${API}/personas`);
+  if (!response.ok) {
+    notify((await errorOf(response)).message, true);
+    return;
+  }
+  const body = await response.json();
+  state.personas = new Map(body.personas.map((p) => [p.name, p]));
+  const first = state.persona && state.personas.has(state.persona) ? state.persona : body.default;
+  state.persona = null;
+  choose(first);
+}
+
+async function createPersona(file) {
+  if (!file) return;
+  if (!file.type.startsWith("image/")) {
+    notify("That file is not a photo: use a JPEG, PNG or WebP portrait.", true);
+    return;
+  }
+  ui.dropzone.classList.add("busy");
+  notify("");
+  progress("Finding the face in your photo…");
+  const form = new FormData();
+  form.append("image", file, file.name || "photo.jpg");
+  try {
+    const response = await api(`${API}/personas`, { method: "POST", body: form });
+    if (!response.ok) {
+      notify((await errorOf(response)).message, true);
+      return;
+    }
+    const persona = await response.json();
+    state.personas.set(persona.name, persona);
+    choose(persona.name);
+    if (persona.note) notify(persona.note);
+  } catch (error) {
+    notify(`The photo could not be sent: ${error.message}`, true);
+  } finally {
+    ui.dropzone.classList.remove("busy");
+    progress("");
+    ui.photo.value = "";
+  }
+}
+
+// --------------------------------------------------------------------------------- the turn
+
+function say(who, text) {
+  const item = document.createElement("li");
+  item.className = who;
+  item.textContent = text;
+  ui.log.append(item);
+  ui.log.scrollTop = ui.log.scrollHeight;
+  return item;
+}
+
+function progress(text) {
+  ui.progress.textContent = text;
+}
+
+const player = new SegmentPlayer(ui.video, {
+  headers,
+  onPlaying: () => ui.face.classList.add("playing"),
+  onEnded: () => {
+    if (!state.turn) ui.stop.disabled = true;
+    progress("");
+  },
+});
+
+/** Stop the reply that is playing or being made; the server keeps what was heard in the history. */
+function interrupt() {
+  const turn = state.turn;
+  const playing = !ui.video.paused && !ui.video.ended;
+  if (turn) {
+    state.turn = null;
+    turn.aborter.abort();
+    if (turn.id) {
+      const played = player.played().toFixed(2);
+      api(`${API}/conversation/${turn.id}?played=${played}`, { method: "DELETE" }).catch(() => {});
+    }
+    turn.bubble.classList.add("cut");
+    turn.bubble.classList.remove("thinking");
+  }
+  if (turn || playing) player.stop();
+  ui.stop.disabled = true;
+  progress("");
+}
+
+async function converse(fields, youBubble) {
+  interrupt();
+  notify("");
+  const form = new FormData();
+  for (const [name, value] of Object.entries(fields)) form.append(name, value);
+  form.append("persona", state.persona);
+  if (state.session) form.append("session_id", state.session);
+  form.append("video_format", state.format || "h264");
+  const bubble = say("them", "");
+  bubble.classList.add("thinking");
+  const turn = { id: null, aborter: new AbortController(), bubble };
+  state.turn = turn;
+  ui.stop.disabled = false;
+  progress(fields.audio ? "Sending your question…" : "Thinking…");
+  player.begin(state.format);
+  const current = () => state.turn === turn;
+  try {
+    const response = await api(`${API}/conversation/stream`, { method: "POST", body: form, signal: turn.aborter.signal });
+    if (!response.ok) {
+      const error = await errorOf(response);
+      failed(turn, error, response.headers.get("Retry-After"));
+      return;
+    }
+    for await (const { event, data } of readEvents(response, turn.aborter.signal)) {
+      if (!current()) break;
+      if (event === "queued") {
+        turn.id = data.id;
+        state.session = data.session_id;
+        progress(data.position > 0 ? `Waiting: ${data.position} ahead of you…` : "Starting…");
+      } else if (event === "started") {
+        progress(fields.audio ? "Listening to your question…" : "Thinking…");
+      } else if (event === "transcript") {
+        youBubble.textContent = data.text;
+        progress("Thinking…");
+      } else if (event === "reply") {
+        bubble.textContent = data.text;
+        ui.log.scrollTop = ui.log.scrollHeight;
+      } else if (event === "segment") {
+        player.add(data.url);
+        progress("");
+      } else if (event === "done") {
+        finished(turn, data);
+      } else if (event === "error") {
+        failed(turn, data);
+      }
+    }
+  } catch (error) {
+    if (current() && error.name !== "AbortError") failed(turn, { code: "network", message: error.message });
+  }
+}
+
+function finished(turn, summary) {
+  turn.bubble.classList.remove("thinking");
+  turn.bubble.textContent = summary.reply;
+  const meta = document.createElement("span");
+  meta.className = "meta";
+  const t = summary.timings || {};
+  const first = t.first_frame != null ? `face moving after ${t.first_frame.toFixed(2)} s · ` : "";
+  meta.textContent = `${first}${summary.audio_seconds.toFixed(1)} s reply`;
+  turn.bubble.append(meta);
+  if (state.format) player.finish();
+  else player.playFile(summary.video_url);
+  state.turn = null;
+}
+
+function failed(turn, error, retryAfter) {
+  turn.bubble.classList.remove("thinking");
+  if (state.turn === turn) state.turn = null;
+  player.stop();
+  ui.stop.disabled = true;
+  progress("");
+  if (error.code === "cancelled") {
+    turn.bubble.classList.add("cut");
+    if (!turn.bubble.textContent) turn.bubble.remove();
+    return;
+  }
+  turn.bubble.remove();
+  const messages = {
+    busy: `The server is busy with other people's questions. Try again${retryAfter ? ` in ${retryAfter} s` : " shortly"}.`,
+    not_ready: "The server is still loading its models. It will be ready in a moment.",
+    no_speech: "I didn't hear anything. Hold the button while you speak, and check the microphone.",
+  };
+  notify(messages[error.code] || error.message, true);
+  if (error.code === "not_ready") waitUntilReady();
+}
+
+// --------------------------------------------------------------------------------- wiring
+
+const recorder = new HoldToTalk(ui.talk, {
+  onStart: () => {
+    interrupt();
+    notify("");
+    progress("Listening… let go when you're done.");
+  },
+  onAudio: (blob) => {
+    progress("");
+    const you = say("you", "🎤 …");
+    converse({ audio: new File([blob], `question.${blob.type.includes("ogg") ? "ogg" : blob.type.includes("mp4") ? "m4a" : "webm"}`, { type: blob.type }) }, you);
+  },
+  onTooShort: () => notify("Hold the button down while you speak, then let go."),
+  onError: (message) => { progress(""); notify(message, true); },
+});
+
+ui.typed.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = ui.text.value.trim();
+  if (!text || !state.ready) return;
+  ui.text.value = "";
+  const you = say("you", text);
+  converse({ text }, you);
+});
+
+ui.stop.addEventListener("click", () => interrupt());
+ui.photo.addEventListener("change", () => createPersona(ui.photo.files[0]));
+ui.dropzone.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" || event.key === " ") { event.preventDefault(); ui.photo.click(); }
+});
+for (const name of ["dragenter", "dragover"]) {
+  ui.dropzone.addEventListener(name, (event) => { event.preventDefault(); ui.dropzone.classList.add("over"); });
+}
+for (const name of ["dragleave", "drop"]) {
+  ui.dropzone.addEventListener(name, () => ui.dropzone.classList.remove("over"));
+}
+ui.dropzone.addEventListener("drop", (event) => {
+  event.preventDefault();
+  createPersona(event.dataTransfer.files[0]);
+});
+document.addEventListener("dragover", (event) => event.preventDefault());
+document.addEventListener("drop", (event) => {
+  event.preventDefault();
+  if (event.dataTransfer.files[0]) createPersona(event.dataTransfer.files[0]);
+});
+
+ui.talk.disabled = true;
+if (!state.format) console.info("No Media Source Extensions here: replies play when they are complete.");
+if (await waitUntilReady()) await loadPersonas();

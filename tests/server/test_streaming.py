@@ -1,0 +1,177 @@
+"""Streamed turns over HTTP (Server-Sent Events) and the three ways to stop one: DELETE, the client
+going away, and a newer turn of the same session. Each stop frees the models at once and leaves no
+files; the next turn starts with nothing ahead of it."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import httpx
+import pytest
+from live_server import ServerProcess, sse_events, start_server
+
+pytestmark = pytest.mark.slow  # drives the real server with the embedded models
+
+STREAM = "/api/v1/conversation/stream"
+STORY = "Tell me the whole story of your life, from childhood to today, in detail."
+
+
+@pytest.fixture(scope="module")
+def talkative(tmp_path_factory: pytest.TempPathFactory, prepared_models: Path) -> Iterator[ServerProcess]:
+    """A server whose replies may run long (so that a stop lands in the middle of one)."""
+    server = start_server(
+        tmp_path_factory.mktemp("talkative"), AVATAR_LLM_MAX_SENTENCES="40", AVATAR_LLM_MAX_NEW_TOKENS="300"
+    )
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def streamed(http: httpx.Client, **request: Any) -> list[tuple[str, dict[str, Any]]]:
+    with http.stream("POST", STREAM, **request) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        return list(sse_events(response))
+
+
+def test_events_come_in_order_and_segments_play_gap_free(server: ServerProcess, planet_question: bytes) -> None:
+    with httpx.Client(base_url=server.base_url, timeout=120) as http:
+        seen: list[tuple[str, dict[str, Any]]] = []
+        published_early: list[int] = []
+        with http.stream("POST", STREAM, files={"audio": ("q.wav", planet_question, "audio/wav")}) as response:
+            for event, data in sse_events(response):
+                seen.append((event, data))
+                if event == "segment" and data["index"] == 0:
+                    # While the first segment is out, the whole video does not exist yet: it is streaming.
+                    turn_id = seen[0][1]["id"]
+                    published_early.append(http.get(f"/api/v1/results/{turn_id}/video.mp4").status_code)
+        names = [event for event, _ in seen]
+        assert names[:3] == ["queued", "started", "transcript"] and names[-1] == "done", names
+        assert names.index("reply") < names.index("segment")
+        assert published_early == [404]
+        queued, done = seen[0][1], seen[-1][1]
+        assert queued["position"] == 0 and len(queued["session_id"]) == 32
+        assert "planet" in seen[2][1]["text"].lower()
+        assert done["id"] == queued["id"] and done["transcript"] == seen[2][1]["text"]
+        for stamp in ("first_transcript", "first_token", "first_audio", "first_frame", "total"):
+            assert 0 < done["timings"][stamp] <= done["timings"]["total"]
+        segments = [data for event, data in seen if event == "segment"]
+        assert [s["index"] for s in segments] == list(range(done["segments"]))
+        stream = b"".join(http.get(s["url"]).content for s in segments)
+        # The segments end to end are one video as long as the reply (a frame, plus AAC's 21 ms priming).
+        with av.open(io.BytesIO(stream)) as container:
+            frames = list(container.decode(video=0))
+        assert len(frames) == round(done["audio_seconds"] * 25)
+        assert abs(frames[-1].time + 0.04 - done["audio_seconds"]) <= 0.04 + 0.025
+        # ...and the finished file is an ordinary MP4 with its index up front.
+        whole = http.get(done["video_url"])
+        assert whole.status_code == 200 and whole.content[4:8] == b"ftyp"
+        assert whole.content.find(b"moov") < whole.content.find(b"mdat")
+        assert http.get(done["video_url"], headers={"Range": "bytes=0-99"}).status_code == 206
+
+
+def test_a_bad_request_is_a_plain_error_before_any_event(client: httpx.Client) -> None:
+    response = client.post(STREAM, data={"text": "Hi", "persona": "nobody"})
+    assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_persona"
+    response = client.post(STREAM, data={"text": "Hi", "video_format": "divx"})
+    assert response.status_code == 422 and "h264" in response.json()["error"]["message"]
+
+
+def test_no_speech_is_an_error_event(client: httpx.Client, silence_wav: bytes) -> None:
+    events = streamed(client, files={"audio": ("s.wav", silence_wav, "audio/wav")})
+    assert [e for e, _ in events] == ["queued", "started", "error"]
+    assert events[-1][1]["code"] == "no_speech"
+
+
+def _first_segment(response: httpx.Response) -> dict[str, Any]:
+    """Read events up to the first segment; the queued event's data (the turn's id and session)."""
+    queued: dict[str, Any] = {}
+    for event, data in sse_events(response):
+        if event == "queued":
+            queued = data
+        if event == "segment":
+            return queued
+        assert event not in ("done", "error"), (event, data)
+    raise AssertionError("the stream ended before its first segment")
+
+
+def _next_turn_starts_at_once(http: httpx.Client, session_id: str | None = None) -> None:
+    """With the stopped turn gone, a new turn has nobody ahead of it and completes."""
+    deadline = time.monotonic() + 20
+    while http.get("/readyz").json()["queue"]["running"]:
+        assert time.monotonic() < deadline, "the stopped turn still holds the models"
+        time.sleep(0.05)
+    data = {"text": "Hello!"} | ({"session_id": session_id} if session_id else {})
+    events = streamed(http, data=data)
+    assert events[0][0] == "queued" and events[0][1]["position"] == 0
+    assert events[-1][0] == "done"
+
+
+def _left_nothing(server: ServerProcess, turn_id: str) -> None:
+    assert turn_id not in server.result_folders()
+    assert server.staging_folders() == []
+
+
+def test_delete_stops_the_turn(talkative: ServerProcess) -> None:
+    with httpx.Client(base_url=talkative.base_url, timeout=120) as http:
+        with http.stream("POST", STREAM, data={"text": STORY}) as response:
+            queued = _first_segment(response)
+            stopped = http.delete(f"/api/v1/conversation/{queued['id']}", params={"played": "0.5"})
+            assert stopped.status_code == 200 and stopped.json() == {"id": queued["id"], "status": "cancelled"}
+            rest = list(sse_events(response))
+        assert rest[-1][0] == "error" and rest[-1][1]["code"] == "cancelled", rest[-1]
+        _left_nothing(talkative, queued["id"])
+        line = talkative.wait_for_log(event="turn cancelled", reason="stopped by the client")
+        assert line["heard_s"] == 0.5 and line["heard"].endswith("…")
+        # Stopping it again, or a turn that does not exist, is a clear 404.
+        again = http.delete(f"/api/v1/conversation/{queued['id']}")
+        assert again.status_code == 404 and again.json()["error"]["code"] == "not_found"
+        assert http.delete("/api/v1/conversation/../../etc").status_code == 404
+        assert http.delete(f"/api/v1/conversation/{queued['id']}", params={"played": "-1"}).status_code in (404, 422)
+        _next_turn_starts_at_once(http, queued["session_id"])
+
+
+def test_a_client_going_away_stops_the_turn(talkative: ServerProcess) -> None:
+    with httpx.Client(base_url=talkative.base_url, timeout=120) as http:
+        with http.stream("POST", STREAM, data={"text": STORY}) as response:
+            queued = _first_segment(response)
+        # Leaving the block closed the connection.
+        line = talkative.wait_for_log(event="turn cancelled", reason="the client disconnected", timeout=30)
+        assert line["heard_s"] > 0
+        _left_nothing(talkative, queued["id"])
+        _next_turn_starts_at_once(http)
+
+
+def test_a_new_turn_in_the_same_session_interrupts_the_old_one(talkative: ServerProcess) -> None:
+    with httpx.Client(base_url=talkative.base_url, timeout=120) as http:
+        first_events: list[tuple[str, dict[str, Any]]] = []
+        with http.stream("POST", STREAM, data={"text": STORY}) as response:
+            queued = _first_segment(response)
+            second: list[list[tuple[str, dict[str, Any]]]] = []
+            barge = threading.Thread(
+                target=lambda: second.append(
+                    streamed(
+                        httpx.Client(base_url=talkative.base_url, timeout=120),
+                        data={"text": "Stop, please. How are you?", "session_id": queued["session_id"]},
+                    )
+                )
+            )
+            barge.start()
+            first_events = list(sse_events(response))
+            barge.join(120)
+        assert first_events[-1][0] == "error" and first_events[-1][1]["code"] == "cancelled"
+        assert "newer turn" in first_events[-1][1]["message"]
+        assert second and second[0][-1][0] == "done"
+        assert second[0][-1][1]["session_id"] == queued["session_id"]
+        _left_nothing(talkative, queued["id"])
+        # The history holds the interrupted question with the part of the reply that was heard.
+        line = talkative.wait_for_log(event="turn cancelled", reason="interrupted by a newer turn of the same session")
+        assert line["heard"]
