@@ -106,6 +106,30 @@ def test_a_result_made_on_one_replica_downloads_through_another(cluster: Cluster
     assert summary.status_code == 200 and summary.json()["reply"] == result["reply"]
 
 
+def test_a_persona_created_on_one_replica_talks_on_another(cluster: Cluster) -> None:
+    r1, r2 = cluster.servers["r1"].base_url, cluster.servers["r2"].base_url
+    photo = (PROJECT_ROOT / "assets" / "personas" / "eileen" / "portrait.png").read_bytes()
+    created = httpx.post(
+        f"{r1}/api/v1/personas",
+        files={"image": ("me.png", photo, "image/png")},
+        data={"name": "Ada"},
+        timeout=TIMEOUT,
+    )
+    assert created.status_code == 201, created.text
+    name = created.json()["name"]
+    listed = httpx.get(f"{r2}/api/v1/personas", timeout=TIMEOUT).json()["personas"]
+    assert name in {p["name"] for p in listed}  # r2 reads it from the shared folder
+    image = httpx.get(f"{r2}/api/v1/personas/{name}/image", timeout=TIMEOUT)
+    assert image.status_code == 200 and image.content
+    # r2 never prepared this face: it does on first use, and the turn is the persona's.
+    reply = httpx.post(f"{r2}{TURN}", data={"text": "Who are you?", "persona": name}, timeout=TIMEOUT)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["persona"] == name
+    video_url = httpx.URL(cluster.balancer.base_url).join(reply.json()["video_url"])  # relative or absolute
+    video = httpx.get(video_url, timeout=TIMEOUT)
+    assert video.status_code == 200 and probe_mp4(video.content)["frames"] > 0
+
+
 def test_replicas_export_the_metrics_the_autoscaler_reads(cluster: Cluster) -> None:
     hpa = yaml.safe_load((PROJECT_ROOT / "deploy" / "base" / "hpa.yaml").read_text())
     wanted = {m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"]}

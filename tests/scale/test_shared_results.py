@@ -25,7 +25,7 @@ class Clock:
 
 
 def _replicas(root: Path, clock: Clock, count: int) -> list[ResultStore]:
-    stores = [ResultStore(root, ttl_seconds=TTL, clock=clock) for _ in range(count)]
+    stores = [ResultStore(root, ttl_seconds=TTL, replica=f"r{k}", clock=clock) for k in range(count)]
     for store in stores:
         store.open()
     return stores
@@ -47,6 +47,17 @@ def test_a_result_published_by_one_replica_is_served_by_the_others(tmp_path: Pat
         path, media_type = other.file(result_id, "video.mp4")
         assert path.read_bytes() == b"video" and media_type == "video/mp4"
         assert other.summary(result_id) == {"reply": "hi"}
+
+
+def test_a_replica_starting_leaves_the_others_work_alone(tmp_path: Path) -> None:
+    clock = Clock()
+    a, b = _replicas(tmp_path / "shared", clock, 2)
+    with a.reserve() as work:
+        (work / "reply.mp4").write_bytes(b"half a video")
+        ResultStore(a.root, ttl_seconds=TTL, replica="r2", clock=clock).open()  # b restarts meanwhile
+        assert (work / "reply.mp4").read_bytes() == b"half a video"
+    assert a.file(work.name, "video.mp4")[0].read_bytes() == b"half a video"
+    assert b.file(work.name, "video.mp4")[0].read_bytes() == b"half a video"
 
 
 def test_every_replica_sweeps_and_concurrent_removal_is_harmless(tmp_path: Path) -> None:
