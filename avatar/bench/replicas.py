@@ -278,11 +278,11 @@ def summarize(outcomes: list[Outcome], wall: float) -> dict[str, Any]:
     }
 
 
-def replica_env(replicas: int, max_new_tokens: int) -> dict[str, str]:
-    """The settings each replica runs with: the machine's cores split between the replicas."""
+def replica_env(replicas: int, max_new_tokens: int, threads: int = 0) -> dict[str, str]:
+    """The settings each replica runs with: ``threads`` each, or the machine's cores split between them."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return {
-        "AVATAR_THREADS": str(max(1, cores // replicas)),
+        "AVATAR_THREADS": str(threads or max(1, cores // replicas)),
         "AVATAR_LLM_MAX_NEW_TOKENS": str(max_new_tokens),
     }
 
@@ -295,11 +295,12 @@ class Options:
     failover: int = 2  # replicas in the failover run (0: none)
     failover_turns: int = 40  # the most turns per client in the failover run (it stops once the victim is back)
     max_new_tokens: int = 16
+    threads: int = 0  # per replica; 0: the machine's cores split between the replicas
 
 
 def run_level(work_dir: Path, replicas: int, options: Options, log: Callable[[str], None]) -> dict[str, Any]:
     """A cluster of ``replicas``; the load through HAProxy; its figures and audit."""
-    with Cluster(work_dir, replicas, env=replica_env(replicas, options.max_new_tokens)) as cluster:
+    with Cluster(work_dir, replicas, env=replica_env(replicas, options.max_new_tokens, options.threads)) as cluster:
         log(f"{replicas} replica(s) ready; {options.clients} clients x {options.turns} turns")
         load = Load(cluster.balancer.base_url, clients=options.clients, turns=options.turns)
         outcomes = asyncio.run(load.run())
@@ -308,7 +309,7 @@ def run_level(work_dir: Path, replicas: int, options: Options, log: Callable[[st
 
 def run_failover(work_dir: Path, options: Options, log: Callable[[str], None]) -> dict[str, Any]:
     replicas = options.failover
-    with Cluster(work_dir, replicas, env=replica_env(replicas, options.max_new_tokens)) as cluster:
+    with Cluster(work_dir, replicas, env=replica_env(replicas, options.max_new_tokens, options.threads)) as cluster:
         victim = list(cluster.servers)[-1]
         log(f"failover: {replicas} replicas, {victim} killed under load and restarted")
         load = Load(cluster.balancer.base_url, clients=options.clients, turns=options.failover_turns)
@@ -365,7 +366,10 @@ def markdown(result: Mapping[str, Any]) -> str:
         f"# Replicas behind HAProxy ({m['cpu']}, {m['cores']} cores, commit {m['commit']})",
         "",
         f"{o['clients']} clients, each {o['turns']} typed turns (then the video and summary of each), "
-        f"replies of at most {o['max_new_tokens']} tokens; replicas share the machine's cores.",
+        f"replies of at most {o['max_new_tokens']} tokens; replicas share the machine's cores "
+        f"(AVATAR_THREADS per replica: {o['threads'] or 'cores / replicas'}). Load average at the start "
+        f"{m['load_average_start']}, at the end {m.get('load_average_end')}: other work on the machine "
+        "slows every figure.",
         "",
         "| replicas | requests sent | succeeded | failed | turn p50 / p95 (s) | video p50 (s) | turns/min | lost |",
         "|---|---|---|---|---|---|---|---|",
@@ -401,11 +405,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=5, help="turns per user at each replica count")
     parser.add_argument("--failover", type=int, default=2, help="replicas in the kill-and-restart run (0: skip)")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="reply length limit (AVATAR_LLM_MAX_NEW_TOKENS)")
+    parser.add_argument("--threads", type=int, default=0, help="AVATAR_THREADS per replica (default: cores / replicas)")
     parser.add_argument("--out", type=Path, default=None, help="folder for the report (default bench/results)")
     args = parser.parse_args(argv)
     if args.failover == 1 or min(args.replicas) < 1:
         parser.error("replica counts are at least 1, and a failover run needs at least 2 replicas")
-    options = Options(tuple(args.replicas), args.clients, args.turns, args.failover, max_new_tokens=args.max_new_tokens)
+    options = Options(
+        tuple(args.replicas),
+        args.clients,
+        args.turns,
+        args.failover,
+        max_new_tokens=args.max_new_tokens,
+        threads=max(0, args.threads),
+    )
     from avatar.bench.report import RESULTS_DIR
 
     result = run(options, lambda message: print(message, file=sys.stderr, flush=True))
