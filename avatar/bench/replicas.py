@@ -367,7 +367,7 @@ def markdown(result: Mapping[str, Any]) -> str:
         "",
         f"{o['clients']} clients, each {o['turns']} typed turns (then the video and summary of each), "
         f"replies of at most {o['max_new_tokens']} tokens; replicas share the machine's cores "
-        f"(AVATAR_THREADS per replica: {o['threads'] or 'cores / replicas'}). Load average at the start "
+        f"(AVATAR_THREADS per replica: {o.get('threads') or 'cores / replicas'}). Load average at the start "
         f"{m['load_average_start']}, at the end {m.get('load_average_end')}: other work on the machine "
         "slows every figure.",
         "",
