@@ -66,6 +66,9 @@ class RedisSessionStore:
 
     async def get(self, session_id: str | None, persona: str) -> Session:
         if not session_id or not SESSION_ID.match(session_id):
+            # Nothing to read, but the turn will be recorded here: if Redis is gone, say so now rather
+            # than after the models have done the turn's work.
+            await self.ping()
             return Session(id=new_session_id(), persona=persona)
         with self._answering():
             raw = await self.client.lrange(self.key(session_id), -self._kept, -1)

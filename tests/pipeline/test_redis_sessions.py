@@ -16,7 +16,7 @@ from avatar.bench.http_service import free_port
 from avatar.config import load_settings
 from avatar.errors import ModelError, SessionStoreUnavailableError
 from avatar.pipeline.redis_sessions import KEY_PREFIX, RedisSessionStore
-from avatar.pipeline.sessions import MemorySessionStore, SessionStore
+from avatar.pipeline.sessions import MemorySessionStore, Session, SessionStore
 from avatar.runtime import Runtime, session_store
 
 
@@ -196,9 +196,10 @@ def test_unreachable_redis_is_a_503_naming_it(tmp_path: Path) -> None:
         assert error.headers["Retry-After"].isdigit()
         assert f"127.0.0.1:{port}/2" in error.message and "AVATAR_REDIS_URL" in error.message
         assert "secret" not in error.message
-        session = await store.get(None, "eileen")  # a new session needs no lookup
+        with pytest.raises(SessionStoreUnavailableError):  # a new session too: its turn could not be kept
+            await store.get(None, "eileen")
         with pytest.raises(SessionStoreUnavailableError):
-            await store.record(session, "hi", "hello")
+            await store.record(Session(id="cd" * 16, persona="eileen"), "hi", "hello")
 
     asyncio.run(_use(store, body))
 
