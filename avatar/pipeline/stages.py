@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from avatar import media
-from avatar.errors import InvalidImageError, ModelError, NoSpeechError
+from avatar.errors import NoAudioError, NoSpeechError
 from avatar.fmp4 import FORMATS, VideoFormat, write_mp4
+from avatar.images import DEFAULT_MAX_PIXELS, load_image
 from avatar.personas import Persona
 from avatar.pipeline.pieces import PieceSplitter
 from avatar.pipeline.threads import ModelCalls, run_blocking
@@ -150,16 +149,23 @@ class SpeakStage:
     async def __call__(self, text: str, persona: Persona) -> AudioArray:
         audio = await self.calls(self.tts.synthesize, text, persona.voice_spec)
         if audio.size == 0:
-            raise ModelError(f"The speech synthesiser produced no audio for {text[:80]!r}.")
+            raise NoAudioError(f"The speech synthesiser produced no audio for {text[:80]!r}.")
         return audio
 
 
 class AnimateStage:
     """Reply audio + the persona's photo → video frames. Prepared faces are cached per photo."""
 
-    def __init__(self, animator: FaceAnimator, cache_size: int = 16, calls: ModelCalls | None = None) -> None:
+    def __init__(
+        self,
+        animator: FaceAnimator,
+        cache_size: int = 16,
+        calls: ModelCalls | None = None,
+        max_image_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
         self.animator = animator
         self.calls = calls or ModelCalls()
+        self.max_image_pixels = max_image_pixels
         self._faces: OrderedDict[str, PreparedFace] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -170,7 +176,9 @@ class AnimateStage:
 
     def prepare_path(self, image_path: Path) -> PreparedFace:
         """The prepared face of a photo file, from the cache when the file is unchanged (blocking)."""
-        return self._prepared(_path_key(image_path), lambda: load_image(image_path.read_bytes()))
+        return self._prepared(
+            _path_key(image_path), lambda: load_image(image_path.read_bytes(), max_pixels=self.max_image_pixels)
+        )
 
     def cached(self, image_path: Path) -> PreparedFace | None:
         """The prepared face of a photo file if it is prepared already (never prepares: no model work)."""
@@ -183,7 +191,9 @@ class AnimateStage:
 
     def prepare_bytes(self, data: bytes) -> PreparedFace:
         """The prepared face of an uploaded photo, cached by content (blocking)."""
-        return self._prepared(hashlib.sha256(data).hexdigest(), lambda: load_image(data))
+        return self._prepared(
+            hashlib.sha256(data).hexdigest(), lambda: load_image(data, max_pixels=self.max_image_pixels)
+        )
 
     def _prepared(self, key: str, read: Callable[[], FrameArray]) -> PreparedFace:
         with self._lock:
@@ -218,19 +228,3 @@ class AnimateStage:
 def _path_key(image_path: Path) -> str:
     """A photo file's cache key: its place and when it last changed."""
     return f"{image_path.resolve()}:{image_path.stat().st_mtime_ns}"
-
-
-def load_image(data: bytes) -> FrameArray:
-    """Decode a photo to RGB uint8, honouring EXIF orientation."""
-    import io
-
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            upright = ImageOps.exif_transpose(opened)
-            return np.asarray(upright.convert("RGB"), dtype=np.uint8)
-    except Image.DecompressionBombError:
-        raise InvalidImageError("The photo has too many pixels; upload a smaller image.") from None
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise InvalidImageError("The photo could not be read; upload a JPEG or PNG image.") from None

@@ -93,7 +93,9 @@ class Turns:
         watcher = asyncio.ensure_future(_stop_on_disconnect(disconnect, control)) if disconnect else None
         self._register(RunningTurn(turn_id, session_id, control, task))
         try:
-            return await _outcome(task, control)
+            result = await _outcome(task, control)
+            self.service.metrics.observe_turn(result.timings)
+            return result
         finally:
             if watcher is not None:
                 watcher.cancel()

@@ -22,11 +22,46 @@ from typing import Any
 
 import av
 import httpx
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from avatar.config import PROJECT_ROOT
 
+# schemathesis' checks of a response against the served OpenAPI document: no 5xx, a documented status,
+# content type and headers, a body of the documented schema.
+RESPONSE_CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
 READY_TIMEOUT_S = 180.0
 MAX_UPLOAD_MB = 1  # small, so the 413 tests send little
+
+# The guarded server (conftest.guarded_server): every access and slow-client guard configured.
+API_KEYS = ("first-key-0123456789abcdef", "second-key-fedcba9876543210")
+ALLOWED_ORIGIN = "https://app.example.test"
+PUBLIC_URL = "https://avatar.example.test/base"
+HEADER_TIMEOUT_S = 2.0
+BODY_TIMEOUT_S = 2.0
+MIN_UPLOAD_RATE = 2000
+MAX_CONNECTIONS = 40
+GUARDED_ENV = {
+    "AVATAR_API_KEYS": ",".join(API_KEYS),
+    "AVATAR_CORS_ORIGINS": ALLOWED_ORIGIN,
+    "AVATAR_PUBLIC_URL": PUBLIC_URL,
+    "AVATAR_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT_S),
+    "AVATAR_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_S),
+    "AVATAR_MIN_UPLOAD_BYTES_PER_SECOND": str(MIN_UPLOAD_RATE),
+    "AVATAR_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+}
 
 
 def free_port() -> int:

@@ -87,7 +87,7 @@ async function waitUntilReady() {
 // ----------------------------------------------------------------------------------- personas
 
 function faceUrl(persona) {
-  return `${API}/personas/${encodeURIComponent(persona.name)}/face.jpg`;
+  return persona.face_url;
 }
 
 function renderPersonas() {
