@@ -30,6 +30,7 @@ FACE_BACKENDS = ("puppet", "ditto")
 DEVICES = ("auto", "cpu", "cuda")
 QUANTIZATIONS = ("none", "4bit", "8bit")
 DITTO_ENGINES = ("tensorrt", "pytorch")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ class Settings:
     persona_ttl_seconds: int = 86_400  # a persona created from an uploaded photo lasts this long after its last use
     max_personas: int = 100  # created personas kept at most (the least recently used goes first)
     session_ttl_seconds: int = 1800
+    # Conversation sessions in Redis, shared by every replica (redis://host:6379/0); empty: in memory.
+    redis_url: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
     shutdown_grace_seconds: float = 30.0
@@ -254,6 +257,7 @@ def _validate(s: Settings) -> None:
         "max_header_bytes": 1024 <= s.max_header_bytes <= 1_048_576,
         "max_output_mb": s.max_output_mb > 0,
     }
+    _check_redis_url(s.redis_url)
     if s.replica_id and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", s.replica_id):
         raise ConfigError(
             f"AVATAR_REPLICA_ID={s.replica_id!r}: use up to 64 letters, digits, '.', '_' or '-' (it names a folder)."
@@ -301,3 +305,19 @@ def _validate_origins(origins: tuple[str, ...]) -> None:
                 f"AVATAR_CORS_ORIGINS: {origin!r} is not an origin; write scheme://host[:port], e.g. "
                 "https://app.example.com (no path, no trailing slash)."
             )
+
+
+def _check_redis_url(url: str) -> None:
+    """A Redis URL of a scheme redis-py understands (its text is not echoed: it may hold a password)."""
+    if not url:
+        return
+    parts = urlsplit(url)
+    try:
+        valid = parts.scheme in REDIS_SCHEMES and bool(parts.hostname or parts.path) and parts.port != 0
+    except ValueError:  # a port that is not a number in range
+        valid = False
+    if not valid:
+        raise ConfigError(
+            "AVATAR_REDIS_URL is not a Redis URL; use redis://[user:password@]host:6379/0, rediss://… (TLS) "
+            "or unix:///path/to/redis.sock, or leave it empty to keep sessions in memory."
+        )

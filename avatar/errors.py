@@ -116,6 +116,18 @@ class BusyError(AvatarError):
         return {"Retry-After": str(self.retry_after_seconds)}
 
 
+class SessionStoreUnavailableError(AvatarError):
+    """The shared session store (Redis) does not answer; the client may retry once it is back."""
+
+    code = "session_store_unavailable"
+    status = 503
+    retry_after_seconds = 5
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+
 class ModelTimeoutError(AvatarError):
     """A model call ran past its time limit; the model is reported hung until it returns."""
 

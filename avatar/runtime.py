@@ -8,7 +8,9 @@ A ``Runtime`` is an async context manager, used the same way by the CLI, the ser
     # models released, whatever happened inside
 
 Entering returns at once so a server's port answers while the models load; ``state`` says how far
-loading is. Leaving waits for a load still in progress and then releases every model.
+loading is. Leaving waits for a load still in progress and then releases every model and the session
+store. With ``AVATAR_REDIS_URL`` the sessions live in Redis (shared by every replica), and Redis must
+answer by the time the models are loaded, or start-up fails naming it.
 """
 
 from __future__ import annotations
@@ -27,12 +29,23 @@ from avatar.errors import AvatarError, ModelError
 from avatar.gpu import check_gpu_memory
 from avatar.personas import CreatedPersonas, PersonaStore
 from avatar.pipeline import Pipeline
+from avatar.pipeline.redis_sessions import RedisSessionStore
+from avatar.pipeline.sessions import MemorySessionStore, SessionStore
 from avatar.pipeline.threads import run_blocking
 from avatar.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
 ALL_KINDS = ("asr", "llm", "tts", "face")
+SESSION_CHECK_INTERVAL_S = 1.0  # how often start-up asks an unreachable Redis again while models load
+
+
+def session_store(settings: Settings) -> SessionStore:
+    """Redis when ``AVATAR_REDIS_URL`` is set (replicas share conversations), else this process's memory."""
+    ttl, turns = settings.session_ttl_seconds, settings.llm_history_turns
+    if settings.redis_url:
+        return RedisSessionStore(settings.redis_url, ttl_seconds=ttl, max_turns=turns)
+    return MemorySessionStore(ttl_seconds=ttl, max_turns=turns)
 
 
 class Runtime:
@@ -45,6 +58,7 @@ class Runtime:
         self.personas = PersonaStore(settings.assets_dir / "personas", created)
         self.personas.get(settings.default_persona)  # a wrong default fails at start-up, not per request
         self.registry = ModelRegistry(model_specs(settings, kinds))
+        self.sessions = session_store(settings)
         self.error: str | None = None  # why start-up failed, when it failed outside a model
         self._loading: asyncio.Future[None] | None = None
         self._loaded = False
@@ -62,17 +76,46 @@ class Runtime:
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()  # _load still waits for its thread: nothing is half-loaded below
             await asyncio.wait([self._loading])
-        await run_blocking(self.close)
+        try:
+            await run_blocking(self.close)
+        finally:
+            await self.sessions.close()
 
     async def _load(self) -> None:
+        models = asyncio.ensure_future(run_blocking(self._start))
+        errors: list[str] = []
         try:
-            await run_blocking(self._start)
-        except AvatarError as exc:
-            self.error = exc.message
-        except Exception as exc:  # noqa: BLE001 - reported by state/ready(), never lost
-            self.error = f"{type(exc).__name__}: {exc}"
-        if self.error:
+            try:
+                await self._check_sessions(models)
+            except AvatarError as exc:
+                errors.append(exc.message)
+            try:
+                await models
+            except AvatarError as exc:
+                errors.insert(0, exc.message)
+            except Exception as exc:  # noqa: BLE001 - reported by state/ready(), never lost
+                errors.insert(0, f"{type(exc).__name__}: {exc}")
+        finally:
+            if not models.done():  # cancelled while the models load: the thread still ends here
+                models.cancel()
+                await asyncio.wait([models])
+        if errors:
+            self.error = "; ".join(errors)
             log.error("start-up failed: %s", self.error)
+
+    async def _check_sessions(self, models: asyncio.Future[None]) -> None:
+        """Wait for a shared session store to answer, asking again while the models load (in a cluster
+        Redis may start after this replica). Raises SessionStoreUnavailableError only once they are loaded."""
+        if not isinstance(self.sessions, RedisSessionStore):
+            return
+        while True:
+            try:
+                await self.sessions.ping()
+                return
+            except AvatarError:
+                if models.done():
+                    raise
+                await asyncio.wait([models], timeout=SESSION_CHECK_INTERVAL_S)
 
     def _start(self) -> None:
         """Check GPU memory, load and warm every model, then prepare each persona (voice conditioning,
@@ -106,8 +149,8 @@ class Runtime:
     def require_ready(self) -> None:
         if self.state == "ready":
             return
-        reasons = self.registry.failures() or [self.error or "the models are still loading"]
-        raise ModelError("Models failed to load:\n  " + "\n  ".join(reasons))
+        reasons = self.registry.failures() + ([self.error] if self.error else [])
+        raise ModelError("Start-up failed:\n  " + "\n  ".join(reasons or ["the models are still loading"]))
 
     @property
     def pipeline(self) -> Pipeline:
@@ -119,7 +162,7 @@ class Runtime:
                 max_new_tokens=s.llm_max_new_tokens,
                 max_sentences=s.llm_max_sentences,
                 history_turns=s.llm_history_turns,
-                session_ttl=s.session_ttl_seconds,
+                sessions=self.sessions,
                 max_text_chars=s.max_text_chars,
                 default_persona=s.default_persona,
                 stage_timeout=s.stage_timeout_seconds,

@@ -46,35 +46,65 @@ class ServerError(RuntimeError):
 
 
 class ServerProcess:
-    """``avatar serve`` as a child process; ``start`` returns the seconds from spawn to /readyz 200."""
+    """``avatar serve`` as a child process; ``start`` returns the seconds from spawn to /readyz 200.
 
-    def __init__(self, work_dir: Path, *, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+    ``port`` and ``output_dir`` are chosen when not given; replicas sharing one results folder pass it,
+    and a replica restarted in place passes its old port.
+    """
+
+    def __init__(
+        self,
+        work_dir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        output_dir: Path | None = None,
+    ) -> None:
+        self.port = port or free_port()
         self.base_url = f"http://{HOST}:{self.port}"
         self.work_dir = work_dir
         self.log_path = work_dir / "server.log"
-        self._env = {**(env if env is not None else os.environ), "AVATAR_OUTPUT_DIR": str(work_dir / "results")}
+        output_dir = output_dir or work_dir / "results"
+        self._env = {**(env if env is not None else os.environ), "AVATAR_OUTPUT_DIR": str(output_dir)}
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._spawned = 0.0
         self.peak_rss_mb: float | None = None
 
     def start(self, timeout: float = 180.0) -> float:
+        self.spawn()
+        return self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        """Start the process and return at once (its models load meanwhile)."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("wb")
+        self._log = self.log_path.open("ab")
         command = [sys.executable, "-m", "avatar", "serve", "--host", HOST, "--port", str(self.port)]
-        started = time.perf_counter()
+        self._spawned = time.perf_counter()
         self._proc = subprocess.Popen(command, env=self._env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 180.0) -> float:
+        """Seconds from spawn to /readyz 200; ServerError if the process exits or is not ready in time."""
+        if self._proc is None:
+            raise ServerError("spawn() the service first")
         with httpx.Client(base_url=self.base_url, timeout=2.0) as client:
-            while time.perf_counter() - started < timeout:
+            while time.perf_counter() - self._spawned < timeout:
                 if self._proc.poll() is not None:
                     raise ServerError(f"the service exited with code {self._proc.returncode}: {self.log_tail()}")
                 try:
                     if client.get("/readyz").status_code == 200:
-                        return time.perf_counter() - started
+                        return time.perf_counter() - self._spawned
                 except httpx.TransportError:
                     pass  # not listening yet
                 time.sleep(0.05)
         raise ServerError(f"the service was not ready within {timeout:.0f} s: {self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies at once, as in a crash or an evicted pod (nothing drains)."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+        self._forget()
 
     def log_tail(self, chars: int = 600) -> str:
         try:
@@ -99,9 +129,13 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+        self._forget()
+
+    def _forget(self) -> None:
         self._proc = None
         if self._log is not None:
             self._log.close()
+            self._log = None
 
     def __enter__(self) -> ServerProcess:
         return self

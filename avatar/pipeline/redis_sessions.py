@@ -1,0 +1,128 @@
+"""Conversation sessions in Redis, so that every replica of the service sees the same history.
+
+A session is one Redis list, ``avatar:session:<id>``: one JSON entry per turn (persona, what the user
+said, what the persona answered), the newest last. Recording a turn appends, trims to the newest
+``max_turns`` and renews the time to live in one MULTI/EXEC transaction, so two replicas recording
+turns of the same session at once both land and the bound still holds. Reading is one LRANGE. An id
+that is not of the shape this store hands out never reaches Redis; an unknown, expired or
+other-persona id starts a new session, as in ``MemorySessionStore``.
+
+Redis not answering is ``SessionStoreUnavailableError`` (503, ``Retry-After``) naming where Redis was
+expected, never a stack trace. Redis holds the sessions in its memory: bound it with ``maxmemory`` and
+a ``volatile-ttl`` policy (every key here expires), see docs/deploy.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis.asyncio as redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from avatar.errors import SessionStoreUnavailableError
+from avatar.pipeline.sessions import SESSION_ID_LENGTH, Session, new_session_id
+from avatar.types import ChatMessage
+
+KEY_PREFIX = "avatar:session:"
+SESSION_ID = re.compile(rf"^[0-9a-f]{{{SESSION_ID_LENGTH}}}$")
+# A Redis that is down answers "connection refused" at once; one that is unreachable must not hold a
+# turn for long. A blip (a restart, a failover) is retried twice, quickly.
+TIMEOUT_S = 2.0
+RETRIES = 2
+
+
+class RedisSessionStore:
+    """Sessions in Redis (``url``: ``redis://[user:password@]host:port/db``, ``rediss://…``, ``unix://…``)."""
+
+    def __init__(
+        self, url: str, *, ttl_seconds: float = 1800, max_turns: int = 6, key_prefix: str = KEY_PREFIX
+    ) -> None:
+        self.ttl = ttl_seconds
+        self.max_turns = max_turns
+        self.key_prefix = key_prefix
+        self.client: redis.Redis = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=TIMEOUT_S,
+            socket_timeout=TIMEOUT_S,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), RETRIES),
+        )
+        self.where = _describe(self.client.connection_pool.connection_kwargs)
+
+    def key(self, session_id: str) -> str:
+        return self.key_prefix + session_id
+
+    @property
+    def _kept(self) -> int:
+        # At least one turn stays stored even when no history is used (max_turns 0): it holds the
+        # session's persona, so the id keeps working, as it does in memory.
+        return max(1, self.max_turns)
+
+    async def get(self, session_id: str | None, persona: str) -> Session:
+        if not session_id or not SESSION_ID.match(session_id):
+            # Nothing to read, but the turn will be recorded here: if Redis is gone, say so now rather
+            # than after the models have done the turn's work.
+            await self.ping()
+            return Session(id=new_session_id(), persona=persona)
+        with self._answering():
+            raw = await self.client.lrange(self.key(session_id), -self._kept, -1)
+        turns = [turn for turn in map(_decode, raw) if turn is not None]
+        if not turns or turns[-1]["persona"] != persona:
+            return Session(id=new_session_id(), persona=persona)
+        history: list[ChatMessage] = []
+        for turn in turns[-self.max_turns :] if self.max_turns else []:
+            if turn["persona"] == persona:
+                history += [ChatMessage("user", turn["user"]), ChatMessage("assistant", turn["assistant"])]
+        return Session(id=session_id, persona=persona, history=history)
+
+    async def record(self, session: Session, user_text: str, reply: str) -> None:
+        entry = json.dumps({"persona": session.persona, "user": user_text, "assistant": reply})
+        key = self.key(session.id)
+        with self._answering():
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.rpush(key, entry)
+                pipe.ltrim(key, -self._kept, -1)
+                pipe.pexpire(key, max(1, round(self.ttl * 1000)))
+                await pipe.execute()
+
+    async def ping(self) -> None:
+        """Return once Redis answers; SessionStoreUnavailableError naming it otherwise."""
+        with self._answering():
+            await self.client.ping()
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    @contextmanager
+    def _answering(self) -> Iterator[None]:
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            raise SessionStoreUnavailableError(
+                f"Conversation history is unavailable: Redis at {self.where} (AVATAR_REDIS_URL) does not answer "
+                f"({type(exc).__name__}: {exc}). Retry shortly."
+            ) from exc
+
+
+def _decode(raw: str | bytes) -> dict[str, str] | None:
+    """A stored turn, or None for an entry this store did not write (it is then ignored)."""
+    try:
+        turn = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(turn, dict) or not all(isinstance(turn.get(k), str) for k in ("persona", "user", "assistant")):
+        return None
+    return turn
+
+
+def _describe(kwargs: dict[str, Any]) -> str:
+    """Where Redis is, for messages: host, port and database, never the password."""
+    if kwargs.get("path"):
+        return f"unix:{kwargs['path']}"
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
