@@ -116,7 +116,8 @@ async def _sweep_forever(results: ResultStore) -> None:
     """Expire results every so often, and at once when a new one takes them past the disk quota."""
     interval = min(60.0, max(1.0, results.ttl / 4))
     wake = asyncio.Event()
-    results.wake_sweeper = wake.set  # called on the event loop, where results are published
+    loop = asyncio.get_running_loop()
+    results.wake_sweeper = lambda: loop.call_soon_threadsafe(wake.set)  # a result may be published from a thread
     while True:
         wake.clear()
         await asyncio.to_thread(results.sweep)
