@@ -117,7 +117,11 @@ async def _sweep_forever(results: ResultStore) -> None:
     interval = min(60.0, max(1.0, results.ttl / 4))
     wake = asyncio.Event()
     loop = asyncio.get_running_loop()
-    results.wake_sweeper = lambda: loop.call_soon_threadsafe(wake.set)  # a result may be published from a thread
+
+    def wake_up() -> None:  # a result may be published from a worker thread too
+        loop.call_soon_threadsafe(wake.set)
+
+    results.wake_sweeper = wake_up
     while True:
         wake.clear()
         await asyncio.to_thread(results.sweep)
