@@ -123,7 +123,12 @@ async def _sweep_forever(results: ResultStore, personas: CreatedPersonas | None)
     past the disk quota. Every replica sweeps: removing twice is harmless."""
     interval = min(60.0, max(1.0, results.ttl / 4))
     wake = asyncio.Event()
-    results.wake_sweeper = wake.set  # called on the event loop, where results are published
+    loop = asyncio.get_running_loop()
+
+    def wake_up() -> None:  # a result may be published from a worker thread too
+        loop.call_soon_threadsafe(wake.set)
+
+    results.wake_sweeper = wake_up
     while True:
         wake.clear()
         await asyncio.to_thread(results.sweep)

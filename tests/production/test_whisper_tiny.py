@@ -11,7 +11,7 @@ import pytest
 
 from avatar.backends.whisper import WhisperOptions, WhisperRecognizer
 from avatar.config import Settings
-from avatar.errors import ModelError
+from avatar.errors import InvalidRequestError, ModelError
 from avatar.registry import ModelState
 from avatar.types import ASR_SAMPLE_RATE, Transcript
 
@@ -48,7 +48,7 @@ def test_a_fixed_language_is_used_instead_of_detection(recognizer: WhisperRecogn
 
 
 def test_an_unknown_language_is_refused(recognizer: WhisperRecognizer):
-    with pytest.raises(ModelError, match="xx"):
+    with pytest.raises(InvalidRequestError, match="xx"):  # the caller's input: 422, not a model fault
         recognizer.transcribe(NOISE, language="xx")
 
 

@@ -192,7 +192,7 @@ def assert_still_well(server: ServerProcess) -> None:
 
 @pytest.mark.parametrize(
     ("route", "examples"),
-    [("/api/v1/transcribe", 60), ("/api/v1/conversation", 20), ("/api/v1/animate", 15)],
+    [("/api/v1/transcribe", 60), ("/api/v1/conversation", 12), ("/api/v1/animate", 12)],
 )
 def test_mutated_audio(
     server: ServerProcess, audio_corpus: list[Media], cases_tried: Counter[str], route: str, examples: int

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow  # the real server with the embedded models
 CHECKS = RESPONSE_CHECKS
 # Cases per operation and mode: the routes that can reach the models cost up to a turn each.
 MODEL_ROUTES = {"/api/v1/conversation", "/api/v1/chat", "/api/v1/speak", "/api/v1/transcribe", "/api/v1/animate"}
-EXAMPLES = {"model": 10, "other": 25}
+EXAMPLES = {"model": 8, "other": 25}
 
 OPERATIONS = [
     ("GET", "/healthz"),
