@@ -65,20 +65,28 @@ def fresh_server(tmp_path_factory: pytest.TempPathFactory, prepared_models: Path
 
 
 @pytest.fixture(scope="module")
-def browser(question_wav: tuple[Path, float]) -> Iterator[Any]:
-    playwright_api = pytest.importorskip("playwright.sync_api")
+def playwright() -> Iterator[Any]:
+    """One Playwright driver for the module (a process may run only one at a time)."""
+    from playwright.sync_api import sync_playwright
+
     assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run `make system-deps`"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "page-media.jsonl").unlink(missing_ok=True)
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Any, question_wav: tuple[Path, float]) -> Iterator[Any]:
+    """Chromium whose microphone plays the question (and which grants it without asking)."""
     fake_mic = [
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={question_wav[0]}",
     ]
-    with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS + fake_mic)
-        yield chromium
-        chromium.close()
+    chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS + fake_mic)
+    yield chromium
+    chromium.close()
 
 
 def shot(page: Any, name: str) -> None:
@@ -185,10 +193,9 @@ def test_a_person_talks_to_the_face(browser: Any, fresh_server: ServerProcess, q
     assert spoken["playing"] >= 1
 
 
-def test_a_blocked_microphone_says_what_to_do(server: ServerProcess) -> None:
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)  # no fake device, no consent
+def test_a_blocked_microphone_says_what_to_do(playwright: Any, server: ServerProcess) -> None:
+    chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)  # no fake device, no consent
+    try:
         page = chromium.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
         page.goto(server.base_url + "/")
         page.wait_for_selector("#status.ok", timeout=60_000)
@@ -198,4 +205,5 @@ def test_a_blocked_microphone_says_what_to_do(server: ServerProcess) -> None:
         message = page.text_content("#notice") or ""
         assert "microphone" in message.lower() and "type" in message.lower(), message
         page.screenshot(path=str(ARTIFACTS / "page-phone-mic-blocked.png"))
+    finally:
         chromium.close()
