@@ -8,8 +8,9 @@
 - ``skip=N``: the first N calls work; ``count=N``: then N calls fail, after which it works again
   (default: every call from then on); ``seconds=S``: how long a hang lasts (default 30).
 
-Only the calls a turn makes are touched (recognising, generating, speaking, drawing), never loading,
-warm-up or preparing a persona's face, so a faulty server still starts. Empty by default.
+Only the calls a turn makes are touched (recognising, generating, speaking, drawing) and the warm-up
+calls of later health checks, never loading, the first warm-up or preparing a persona's face, so a
+faulty server still starts. Empty by default.
 """
 
 from __future__ import annotations
@@ -88,6 +89,14 @@ class FaultyModel:
     def __init__(self, inner: Any, fault: Fault) -> None:
         self._inner = inner
         self._fault = fault
+        self._warmed = False
+
+    def warmup(self) -> None:
+        """The first warm-up (at loading) is left alone; later ones (health checks) meet the fault."""
+        if self._warmed:
+            self._fault.strike()
+        self._warmed = True
+        self._inner.warmup()
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._inner, name)

@@ -63,6 +63,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         service.results.open()
         async with runtime:  # the models load in the background; leaving releases them
             reporter = asyncio.create_task(service.report_start(), name="report-start")
+            checker = asyncio.create_task(_check_health_forever(service), name="check-health")
             sweeper = asyncio.create_task(
                 _sweep_forever(service.results, runtime.personas.created), name="sweep-results"
             )
@@ -72,6 +73,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
                 # uvicorn has let in-flight requests finish, or cancelled them after the grace period;
                 # a cancelled turn still finishes its running model call, so wait for the models.
                 reporter.cancel()
+                checker.cancel()
                 sweeper.cancel()
                 try:
                     async with asyncio.timeout(RELEASE_WAIT_S):
@@ -116,6 +118,14 @@ def _middleware(settings: Settings, service: Service, api_keys: tuple[str, ...])
     stack.append(Middleware(OriginCheckMiddleware, allowed=origins, public_url=settings.public_url))
     stack.append(Middleware(ApiKeyMiddleware, keys=api_keys))
     return stack
+
+
+async def _check_health_forever(service: Service) -> None:
+    """Call a model that keeps failing again every so often (its warm-up), in the model queue, so that
+    readiness comes back by itself once it works."""
+    while True:
+        await asyncio.sleep(service.settings.health_check_seconds)
+        await service.check_health()
 
 
 async def _sweep_forever(results: ResultStore, personas: CreatedPersonas | None) -> None:

@@ -22,6 +22,7 @@ from avatar.config import Settings
 from avatar.errors import BusyError, ModelError, NotReadyError
 from avatar.personas import Persona
 from avatar.pipeline import Pipeline
+from avatar.pipeline.threads import ModelCalls
 from avatar.runtime import Runtime
 from avatar.server.metrics import Metrics
 from avatar.server.results import ResultStore
@@ -141,6 +142,22 @@ class Service:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.settings.max_upload_mb * 2**20)
+
+    async def check_health(self) -> None:
+        """Try each loaded model that keeps failing once more (not a hung one: its call still runs), unless
+        the queue is full; the outcome is counted in its health like any call."""
+        registry = self.runtime.registry
+        for kind in registry.unhealthy():
+            if registry.health(kind).state != "failing" or self.saturated:
+                continue
+            calls = ModelCalls(registry.health(kind), self.settings.stage_timeout_seconds)
+            model = registry.get(kind)
+            try:
+                await self.admitted(lambda: calls(model.warmup))  # noqa: B023 - awaited within the iteration
+            except Exception as exc:  # noqa: BLE001 - still failing: /readyz keeps saying so
+                log.info("model still failing", kind=kind, error=f"{type(exc).__name__}: {exc}")
+            else:
+                log.info("model recovered", kind=kind)
 
     async def report_start(self) -> None:
         """Log when the runtime (entered by the lifespan, loading in the background) is ready or failed."""
