@@ -84,6 +84,27 @@ def _positions(length: int, side: int) -> list[int]:
     return [round(p) for p in np.linspace(0, length - side, count)]
 
 
+def count_faces(landmarker: Landmarker, image: ImageArray, found: list[FloatArray]) -> int:
+    """How many faces the photo holds, ``found`` (the whole photo's detections) and those a search of
+    the two largest sizes of windows adds: the detector sees a small face beside a big one only up
+    close. The same face seen from several windows counts once."""
+    faces = list(found)
+    h, w = image.shape[:2]
+    for x, y, side in _windows(h, w):
+        if side < min(h, w) // 2:
+            break
+        for face in landmarker.detect(image[y : y + side, x : x + side]):
+            moved = face + np.array([x, y, 0], np.float32)
+            if all(_apart(moved, other) for other in faces):
+                faces.append(moved)
+    return len(faces)
+
+
+def _apart(a: FloatArray, b: FloatArray) -> bool:
+    distance = float(np.linalg.norm(a[NOSE_TIP, :2] - b[NOSE_TIP, :2]))
+    return distance > 0.5 * max(face_height(a), face_height(b))
+
+
 def find_faces(landmarker: Landmarker, image: ImageArray) -> list[FloatArray]:
     """All faces in the photo, searching sub-windows only when the whole photo yields none."""
     faces = landmarker.detect(image)
@@ -179,4 +200,6 @@ def frame_face(landmarker: Landmarker, photo: object, size: int) -> Framing:
         best = min(redetected, key=lambda f: float(np.linalg.norm(f[NOSE_TIP, :2] - expected[NOSE_TIP, :2])))
         if np.linalg.norm(best[NOSE_TIP, :2] - expected[NOSE_TIP, :2]) < 0.1 * FACE_FRACTION * size:
             expected = best
-    return Framing(image=framed, landmarks=expected.astype(np.float32), transform=m, faces=len(faces))
+    return Framing(
+        image=framed, landmarks=expected.astype(np.float32), transform=m, faces=count_faces(landmarker, image, faces)
+    )

@@ -19,19 +19,36 @@ pytestmark = pytest.mark.slow  # the real server with the embedded models
 
 CHECKS = RESPONSE_CHECKS
 # Cases per operation and mode: the routes that can reach the models cost up to a turn each.
-MODEL_ROUTES = {"/api/v1/conversation", "/api/v1/chat", "/api/v1/speak", "/api/v1/transcribe", "/api/v1/animate"}
+MODEL_ROUTES = {
+    "/api/v1/conversation",
+    "/api/v1/conversation/stream",
+    "/api/v1/chat",
+    "/api/v1/speak",
+    "/api/v1/transcribe",
+    "/api/v1/animate",
+    "/api/v1/personas",
+}
 EXAMPLES = {"model": 8, "other": 25}
 
 OPERATIONS = [
+    ("GET", "/"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
     ("GET", "/api/v1/personas"),
+    ("POST", "/api/v1/personas"),
+    ("GET", "/api/v1/personas/{persona}"),
+    ("DELETE", "/api/v1/personas/{persona}"),
+    ("GET", "/api/v1/personas/{persona}/image"),
+    ("GET", "/api/v1/personas/{persona}/face.jpg"),
     ("GET", "/api/v1/results/{result_id}"),
+    ("GET", "/api/v1/results/{result_id}/segments/{index}.m4s"),
     ("GET", "/api/v1/results/{result_id}/video.mp4"),
     ("GET", "/api/v1/results/{result_id}/audio.wav"),
     ("POST", "/api/v1/conversation"),
+    ("POST", "/api/v1/conversation/stream"),
+    ("DELETE", "/api/v1/conversation/{turn_id}"),
     ("POST", "/api/v1/transcribe"),
     ("POST", "/api/v1/chat"),
     ("POST", "/api/v1/speak"),
@@ -50,7 +67,7 @@ def test_schemathesis(server: ServerProcess, cases_tried: Counter[str], method: 
     schema = schemathesis.openapi.from_url(f"{server.base_url}/openapi.json")
     operation = schema[path][method]
     examples = EXAMPLES["model" if path in MODEL_ROUTES else "other"]
-    takes_input = method == "POST" or "{" in path  # only these can be sent data outside the document
+    takes_input = method != "GET" or "{" in path  # only these can be sent data outside the document
     modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if takes_input else [])
     for mode in modes:
         _fuzz(operation, mode, examples, cases_tried, f"schemathesis {mode.value:8s} {method} {path}")
