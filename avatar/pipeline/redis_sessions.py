@@ -4,8 +4,8 @@ A session is one Redis list, ``avatar:session:<id>``: one JSON entry per turn (p
 said, what the persona answered), the newest last. Recording a turn appends, trims to the newest
 ``max_turns`` and renews the time to live in one MULTI/EXEC transaction, so two replicas recording
 turns of the same session at once both land and the bound still holds. Reading is one LRANGE. An id
-that is not of the shape this store hands out never reaches Redis; an unknown, expired or
-other-persona id starts a new session, as in ``MemorySessionStore``.
+that is not of the shape this store hands out never reaches Redis; an unknown or expired id starts an
+empty session under that id, another persona's a new one, as in ``MemorySessionStore``.
 
 Redis not answering is ``SessionStoreUnavailableError`` (503, ``Retry-After``) naming where Redis was
 expected, never a stack trace. Redis holds the sessions in its memory: bound it with ``maxmemory`` and
@@ -15,7 +15,6 @@ a ``volatile-ttl`` policy (every key here expires), see docs/deploy.md.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,11 +25,10 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from avatar.errors import SessionStoreUnavailableError
-from avatar.pipeline.sessions import SESSION_ID_LENGTH, Session, new_session_id
+from avatar.pipeline.sessions import SESSION_ID, Session, fresh_session, new_session_id
 from avatar.types import ChatMessage
 
 KEY_PREFIX = "avatar:session:"
-SESSION_ID = re.compile(rf"^[0-9a-f]{{{SESSION_ID_LENGTH}}}$")
 # A Redis that is down answers "connection refused" at once; one that is unreachable must not hold a
 # turn for long. A blip (a restart, a failover) is retried twice, quickly.
 TIMEOUT_S = 2.0
@@ -73,7 +71,9 @@ class RedisSessionStore:
         with self._answering():
             raw = await self.client.lrange(self.key(session_id), -self._kept, -1)
         turns = [turn for turn in map(_decode, raw) if turn is not None]
-        if not turns or turns[-1]["persona"] != persona:
+        if not turns:
+            return fresh_session(session_id, persona)
+        if turns[-1]["persona"] != persona:
             return Session(id=new_session_id(), persona=persona)
         history: list[ChatMessage] = []
         for turn in turns[-self.max_turns :] if self.max_turns else []:

@@ -7,6 +7,7 @@ shares. Its methods are coroutines because a shared store answers over the netwo
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -16,10 +17,19 @@ from typing import Protocol
 from avatar.types import ChatMessage
 
 SESSION_ID_LENGTH = 32
+SESSION_ID = re.compile(rf"^[0-9a-f]{{{SESSION_ID_LENGTH}}}$")
 
 
 def new_session_id() -> str:
     return secrets.token_hex(SESSION_ID_LENGTH // 2)
+
+
+def fresh_session(session_id: str | None, persona: str) -> Session:
+    """An empty session. It keeps a well-formed id it was asked for (ids are 128 random bits handed
+    out by the server): a turn that follows another before that one has recorded anything — a
+    barge-in — continues the same conversation. A malformed id, or none, gets a new one."""
+    keep = session_id is not None and SESSION_ID.match(session_id) is not None
+    return Session(id=session_id if keep and session_id else new_session_id(), persona=persona)
 
 
 @dataclass
@@ -31,7 +41,8 @@ class Session:
 
 
 class SessionStore(Protocol):
-    """Where sessions live. An unknown, expired or other-persona id starts a new, empty session."""
+    """Where sessions live. An unknown or expired id starts an empty session under that id
+    (``fresh_session``); an id of another persona's session starts one under a new id."""
 
     max_turns: int
 
@@ -58,7 +69,9 @@ class MemorySessionStore:
     async def get(self, session_id: str | None, persona: str) -> Session:
         self._expire()
         session = self._sessions.get(session_id) if session_id else None
-        if session is None or session.persona != persona:
+        if session is None:
+            return fresh_session(session_id, persona)
+        if session.persona != persona:
             return Session(id=new_session_id(), persona=persona)
         # A copy: a turn works on its own snapshot, and only record() changes what is stored.
         return Session(session.id, session.persona, list(session.history), session.last_used)

@@ -82,9 +82,11 @@ def test_a_conversation_continues_on_whichever_replica_a_turn_lands(cluster: Clu
     ]
     assert [t["assistant"] for t in stored[:3]] == [first["reply"], second["reply"], third["reply"]]
     assert {t["persona"] for t in stored} == {first["persona"]}
-    # Control: an id nobody created starts a new conversation (so the checks above can fail).
+    # Control: an id nobody created starts an empty conversation (so the checks above can fail).
     fresh = turn(r2, "Hello again.", "0" * 32)
-    assert fresh["session_id"] != "0" * 32
+    assert stored_turns(cluster, fresh["session_id"]) == [
+        {"persona": first["persona"], "user": "Hello again.", "assistant": fresh["reply"]}
+    ]
 
 
 def test_a_result_made_on_one_replica_downloads_through_another(cluster: Cluster) -> None:
