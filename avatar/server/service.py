@@ -143,6 +143,17 @@ class Service:
     def max_upload_bytes(self) -> int:
         return int(self.settings.max_upload_mb * 2**20)
 
+    def refuse_if_busy(self) -> None:
+        """BusyError (503 with Retry-After) when the model queue is full."""
+        if self.saturated:
+            retry = self.retry_after_seconds()
+            log.warning("busy; request refused", waiting=self.waiting, retry_after_s=retry)
+            raise BusyError(
+                f"The server is busy: {self.waiting} request(s) already wait for the models "
+                f"(AVATAR_MAX_QUEUED_REQUESTS={self.settings.max_queued_requests}). Retry in about {retry} s.",
+                retry,
+            )
+
     async def check_health(self) -> None:
         """Try each loaded model that keeps failing once more (not a hung one: its call still runs), unless
         the queue is full; the outcome is counted in its health like any call."""
@@ -188,14 +199,7 @@ class Service:
         ``queued`` hears how many requests are ahead once this one is admitted; with ``disconnect``
         (the request's ASGI receive) the work is dropped, queued or running, when the client goes.
         """
-        if self.saturated:
-            retry = self.retry_after_seconds()
-            log.warning("busy; request refused", waiting=self.waiting, retry_after_s=retry)
-            raise BusyError(
-                f"The server is busy: {self.waiting} request(s) already wait for the models "
-                f"(AVATAR_MAX_QUEUED_REQUESTS={self.settings.max_queued_requests}). Retry in about {retry} s.",
-                retry,
-            )
+        self.refuse_if_busy()
         ahead = self.waiting + int(self.model_lock.locked())
         self.waiting += 1  # now, not when the task first runs: a request arriving meanwhile must count it
         waits = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import random
 import re
 import time
@@ -125,6 +126,55 @@ async def leaves_mid_turn(http: httpx.AsyncClient, corpus: Corpus) -> Outcome:
     except TimeoutError:
         return Outcome("leaves_mid_turn", "abandoned", None, time.perf_counter() - started)
     return judge("leaves_mid_turn", response, time.perf_counter() - started, (200,))
+
+
+@client_kind(weight=3)
+async def streamed_turn(http: httpx.AsyncClient, corpus: Corpus) -> Outcome:
+    """A typed question streamed as the web page does: events to the end, the first segment fetched."""
+    return await _stream("streamed_turn", http, corpus, leave_after_first_segment=False)
+
+
+@client_kind(weight=2)
+async def leaves_the_stream(http: httpx.AsyncClient, corpus: Corpus) -> Outcome:
+    """Streams a spoken question and hangs up after its first segment: the turn must stop cleanly."""
+    return await _stream("leaves_the_stream", http, corpus, leave_after_first_segment=True)
+
+
+async def _stream(kind: str, http: httpx.AsyncClient, corpus: Corpus, *, leave_after_first_segment: bool) -> Outcome:
+    started = time.perf_counter()
+    if leave_after_first_segment:
+        request = {"files": {"audio": ("q.wav", corpus.question, "audio/wav")}}
+    else:
+        request = {"data": {"text": "What did the Earth look like?"}}
+    try:
+        async with http.stream("POST", "/api/v1/conversation/stream", **request) as response:  # type: ignore[arg-type]
+            if response.status_code != 200:
+                await response.aread()
+                return judge(kind, response, time.perf_counter() - started, (200,))
+            event = ""
+            async for line in response.aiter_lines():
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:") and event == "segment":
+                    if leave_after_first_segment:
+                        return Outcome(kind, "abandoned", None, time.perf_counter() - started)
+                    url = json.loads(line[5:])["url"]
+                    segment = await http.get(url)
+                    if segment.status_code != 200:
+                        return Outcome(kind, "error", segment.status_code, time.perf_counter() - started, url)
+                    leave_after_first_segment = False
+                elif line.startswith("data:") and event == "error":
+                    busy = json.loads(line[5:]).get("code") == "busy"  # the queue filled after admission
+                    return Outcome(
+                        kind, "refused" if busy else "error", 200, time.perf_counter() - started, line[5:200]
+                    )
+                elif line.startswith("data:") and event == "done":
+                    return Outcome(kind, "ok", 200, time.perf_counter() - started)
+    except httpx.TimeoutException:
+        return Outcome(kind, "lost", None, time.perf_counter() - started, "no answer in time (hung)")
+    except httpx.TransportError as exc:
+        return Outcome(kind, "lost", None, time.perf_counter() - started, f"{type(exc).__name__}: {exc}")
+    return Outcome(kind, "lost", 200, time.perf_counter() - started, "the stream ended without done or error")
 
 
 @client_kind(weight=5)
@@ -295,7 +345,7 @@ def test_load(loaded_server: ServerProcess, corpus: Corpus, load_report: list[st
     assert not problems, problems[:5]
     assert len(outcomes) == TOTAL_REQUESTS
     assert ended["ok"] >= TOTAL_REQUESTS // 2, ended  # refusals are allowed, not a majority
-    assert {o.kind for o in outcomes if o.ended == "ok"} >= set(KINDS) - {"leaves_mid_turn"}
+    assert {o.kind for o in outcomes if o.ended == "ok"} >= set(KINDS) - {"leaves_mid_turn", "leaves_the_stream"}
 
     assert memory_200 - memory_20 < MEMORY_MARGIN_MB, f"{memory_20:.0f} → {memory_200:.0f} MiB"
     with httpx.Client(base_url=server.base_url, timeout=10) as http:
@@ -317,4 +367,7 @@ def assert_nothing_temporary_left(server: ServerProcess) -> None:
             continue
         assert ID_PATTERN.match(entry.name) and entry.is_dir(), f"stray {entry}"
         names = {f.name for f in entry.iterdir()}
-        assert names in ({"reply.mp4", "reply.wav", "turn.json"}, {"reply.mp4"}), f"{entry}: {names}"
+        complete = {"reply.mp4", "reply.wav", "turn.json"}
+        assert names in (complete, complete | {"segments"}, {"reply.mp4"}), f"{entry}: {names}"  # segments: streamed
+        if "segments" in names:
+            assert all(f.suffix == ".m4s" for f in (entry / "segments").iterdir()), f"stray file in {entry}"
