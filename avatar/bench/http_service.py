@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import json
 import os
 import signal
 import socket
@@ -21,6 +20,7 @@ import httpx
 from avatar.bench.fixtures import BenchTurn
 from avatar.bench.memory import peak_rss_mb
 from avatar.bench.samples import TurnSample
+from avatar.bench.sse import EventReader
 
 HOST = "127.0.0.1"
 CONVERSATION = "/api/v1/conversation"
@@ -240,16 +240,10 @@ class _UploadClock:
 
 
 async def _sse(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    event, data = "message", list[str]()
+    reader = EventReader()
     async for line in response.aiter_lines():
-        if not line:
-            if data:
-                yield event, json.loads("\n".join(data))
-            event, data = "message", []
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip())
+        if (event := reader.feed(line)) is not None:
+            yield event
 
 
 def _sample(turn: BenchTurn, mode: str, wall: float, body: dict[str, Any], first_frame: float | None) -> TurnSample:

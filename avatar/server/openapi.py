@@ -201,6 +201,16 @@ def _file_download(media_type: str, what: str) -> dict[str, Any]:
 
 def _paths(settings: Settings) -> dict[str, Any]:
     text = _text(settings)
+    turn = _form(  # a whole turn's fields: /conversation and /conversation/stream
+        {
+            "audio": _AUDIO_FILE,
+            "text": text,
+            "persona": _PERSONA,
+            "session_id": _SESSION,
+            "video_format": _VIDEO_FORMAT,
+        },
+        fields_only=("text", "persona", "session_id", "video_format"),
+    )
     return {
         "/": {
             "get": {
@@ -256,16 +266,7 @@ def _paths(settings: Settings) -> dict[str, Any]:
         "/api/v1/conversation": {
             "post": {
                 "summary": "One whole turn: question (audio or text) → the persona's video reply",
-                "requestBody": _form(
-                    {
-                        "audio": _AUDIO_FILE,
-                        "text": text,
-                        "persona": _PERSONA,
-                        "session_id": _SESSION,
-                        "video_format": _VIDEO_FORMAT,
-                    },
-                    fields_only=("text", "persona", "session_id", "video_format"),
-                ),
+                "requestBody": turn,
                 "responses": {
                     "200": {
                         "description": "The turn's summary and the URLs of its MP4 and WAV.",
@@ -279,16 +280,7 @@ def _paths(settings: Settings) -> dict[str, Any]:
             "post": {
                 "summary": "One turn, streamed while it is made (Server-Sent Events)",
                 "description": _TURN_EVENTS,
-                "requestBody": _form(
-                    {
-                        "audio": _AUDIO_FILE,
-                        "text": text,
-                        "persona": _PERSONA,
-                        "session_id": _SESSION,
-                        "video_format": _VIDEO_FORMAT,
-                    },
-                    fields_only=("text", "persona", "session_id", "video_format"),
-                ),
+                "requestBody": turn,
                 "responses": {
                     "200": {
                         "description": _TURN_EVENTS,

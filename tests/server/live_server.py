@@ -30,6 +30,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from avatar.bench.sse import EventReader
 from avatar.config import PROJECT_ROOT
 
 # schemathesis' checks of a response against the served OpenAPI document: no 5xx, a documented status,
@@ -190,13 +191,17 @@ def error_code(response: httpx.Response) -> str:
 
 def sse_events(response: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:
     """(event, data) of a Server-Sent Events response as they arrive (keep-alive comments skipped)."""
-    event, data = "message", []
+    reader = EventReader()
     for line in response.iter_lines():
-        if not line:
-            if data:
-                yield event, json.loads("\n".join(data))
-            event, data = "message", []
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip())
+        if (event := reader.feed(line)) is not None:
+            yield event
+
+
+def serving(workdir: Path, **env: str) -> Iterator[ServerProcess]:
+    """A started, ready server for a fixture (``yield from serving(...)``), stopped afterwards."""
+    server = start_server(workdir, **env)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from live_server import ServerProcess, start_server
+from live_server import ServerProcess, serving
 
 pytestmark = pytest.mark.slow
 
@@ -18,12 +18,7 @@ CONVERSATION = "/api/v1/conversation"
 
 
 def _serve(tmp_path_factory: pytest.TempPathFactory, name: str, **env: str) -> Iterator[ServerProcess]:
-    server = start_server(tmp_path_factory.mktemp(name), AVATAR_HEALTH_CHECK_SECONDS="1", **env)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+    yield from serving(tmp_path_factory.mktemp(name), AVATAR_HEALTH_CHECK_SECONDS="1", **env)
 
 
 @pytest.fixture(scope="module")

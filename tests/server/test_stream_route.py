@@ -14,7 +14,7 @@ from typing import Any
 import av
 import httpx
 import pytest
-from live_server import ServerProcess, sse_events, start_server
+from live_server import ServerProcess, serving, sse_events
 
 pytestmark = pytest.mark.slow  # drives the real server with the embedded models
 
@@ -25,14 +25,9 @@ STORY = "Tell me the whole story of your life, from childhood to today, in detai
 @pytest.fixture(scope="module")
 def talkative(tmp_path_factory: pytest.TempPathFactory, prepared_models: Path) -> Iterator[ServerProcess]:
     """A server whose replies may run long (so that a stop lands in the middle of one)."""
-    server = start_server(
+    yield from serving(
         tmp_path_factory.mktemp("talkative"), AVATAR_LLM_MAX_SENTENCES="40", AVATAR_LLM_MAX_NEW_TOKENS="400"
     )
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

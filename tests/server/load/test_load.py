@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import random
 import re
 import time
@@ -23,8 +22,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from live_server import ServerProcess, start_server
+from live_server import ServerProcess, serving
 from PIL import Image
+
+from avatar.bench.sse import EventReader
 
 pytestmark = pytest.mark.slow  # a real server process with the embedded models
 
@@ -146,29 +147,26 @@ async def _stream(kind: str, http: httpx.AsyncClient, corpus: Corpus, *, leave_a
         request = {"files": {"audio": ("q.wav", corpus.question, "audio/wav")}}
     else:
         request = {"data": {"text": "What did the Earth look like?"}}
+    reader = EventReader()
     try:
         async with http.stream("POST", "/api/v1/conversation/stream", **request) as response:  # type: ignore[arg-type]
             if response.status_code != 200:
                 await response.aread()
                 return judge(kind, response, time.perf_counter() - started, (200,))
-            event = ""
             async for line in response.aiter_lines():
-                if line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:") and event == "segment":
-                    if leave_after_first_segment:
-                        return Outcome(kind, "abandoned", None, time.perf_counter() - started)
-                    url = json.loads(line[5:])["url"]
-                    segment = await http.get(url)
+                if (item := reader.feed(line)) is None:
+                    continue
+                event, data = item
+                if event == "segment" and leave_after_first_segment:
+                    return Outcome(kind, "abandoned", None, time.perf_counter() - started)
+                if event == "segment" and data["index"] == 0:
+                    segment = await http.get(data["url"])
                     if segment.status_code != 200:
-                        return Outcome(kind, "error", segment.status_code, time.perf_counter() - started, url)
-                    leave_after_first_segment = False
-                elif line.startswith("data:") and event == "error":
-                    busy = json.loads(line[5:]).get("code") == "busy"  # the queue filled after admission
-                    return Outcome(
-                        kind, "refused" if busy else "error", 200, time.perf_counter() - started, line[5:200]
-                    )
-                elif line.startswith("data:") and event == "done":
+                        return Outcome(kind, "error", segment.status_code, time.perf_counter() - started, data["url"])
+                elif event == "error":
+                    ended = "refused" if data.get("code") == "busy" else "error"  # busy: the queue filled up after
+                    return Outcome(kind, ended, 200, time.perf_counter() - started, str(data))
+                elif event == "done":
                     return Outcome(kind, "ok", 200, time.perf_counter() - started)
     except httpx.TimeoutException:
         return Outcome(kind, "lost", None, time.perf_counter() - started, "no answer in time (hung)")
@@ -281,18 +279,13 @@ def loaded_server(tmp_path_factory: pytest.TempPathFactory, prepared_models: Pat
     workdir = tmp_path_factory.mktemp("load")
     tmp = workdir / "tmp"
     tmp.mkdir()
-    server = start_server(
+    yield from serving(
         workdir,
         AVATAR_MAX_UPLOAD_MB="20",
         AVATAR_LLM_MAX_NEW_TOKENS="24",
         AVATAR_SESSION_TTL_SECONDS="30",
         TMPDIR=str(tmp),  # whatever the server spools or leaves in a temporary folder lands here
     )
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
