@@ -108,6 +108,13 @@ class BusyError(AvatarError):
         return {"Retry-After": str(self.retry_after_seconds)}
 
 
+class LiveUnavailableError(AvatarError):
+    """Live mode is switched off on this server (or it is shutting down)."""
+
+    code = "live_unavailable"
+    status = 503
+
+
 class TurnCancelledError(AvatarError):
     """The turn was stopped before it finished: the client asked (DELETE), or a newer turn of the same
     session interrupted it."""

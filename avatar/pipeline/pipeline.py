@@ -246,8 +246,11 @@ class Pipeline:
         emit: TurnEvents,
         timings: TurnTimings,
         spoken: SpokenReply,
+        start_frame: int = 0,
     ) -> Reply:
-        """The reply to ``user_text`` in ``request``'s session, made into ``output`` when run."""
+        """The reply to ``user_text`` in ``request``'s session, made into ``output`` when run.
+        ``start_frame`` places it on the face's motion timeline (blinks, head sway), so that a face
+        idling before it moves on without a jump."""
         return Reply(
             respond=self.respond,
             speak=self.speak,
@@ -259,6 +262,7 @@ class Pipeline:
             emit=emit,
             timings=timings,
             spoken=spoken,
+            start_frame=start_frame,
         )
 
     async def record_heard(

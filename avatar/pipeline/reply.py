@@ -58,8 +58,10 @@ class Reply:
         emit: TurnEvents,
         timings: TurnTimings,
         spoken: SpokenReply,
+        start_frame: int = 0,
     ) -> None:
         self.respond, self.speak, self.animate = respond, speak, animate
+        self.start_frame = start_frame  # where the reply begins on the face's motion timeline (live idling)
         self.persona = persona
         self.history = history
         self.user_text = user_text
@@ -118,7 +120,9 @@ class Reply:
             part, clip = item
             frames = clip.size * self.fps // self.rate
             self.spoken.pieces.append(SpokenPiece(part.text, frame_at / self.fps, (frame_at + frames) / self.fps))
-            chunks = animator.render_chunks(face, clip, self.rate, chunk_frames=self.fps // 2, start_frame=frame_at)
+            chunks = animator.render_chunks(
+                face, clip, self.rate, chunk_frames=self.fps // 2, start_frame=self.start_frame + frame_at
+            )
             drawn = 0
             while True:
                 with self.timings.stage("avatar"):

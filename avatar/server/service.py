@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import structlog
 from starlette.requests import ClientDisconnect, Request
@@ -25,6 +25,9 @@ from avatar.pipeline import Pipeline
 from avatar.runtime import Runtime
 from avatar.server.results import ResultStore
 from avatar.server.turns import Turns
+
+if TYPE_CHECKING:
+    from avatar.server.live.hub import LiveHub
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -191,3 +194,4 @@ class AppState(TypedDict):
     """The lifespan's state, as handlers see it in ``request.state``."""
 
     service: Service
+    live: LiveHub
