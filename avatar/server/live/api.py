@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse
 
 from avatar.errors import InvalidRequestError, UnsupportedMediaTypeError
 from avatar.server.live import ice
-from avatar.server.live.hub import LiveOffer
+from avatar.server.live.hub import InvalidSdpError, LiveOffer
 from avatar.server.service import AppState
 from avatar.server.uploads import read_form
 
@@ -55,4 +55,9 @@ async def read_offer(request: Request[AppState]) -> LiveOffer:
     session_id = fields.get("session_id") or None
     if session_id is not None and not SESSION_ID.fullmatch(session_id):
         raise InvalidRequestError('"session_id" must be the session_id of an earlier answer or turn.')
+    lines = sdp.strip().splitlines()
+    if lines[0].strip() != "v=0" or not any(line.startswith("m=") for line in lines):
+        raise InvalidSdpError(
+            '"sdp" is not an SDP offer: it must begin with "v=0" and have media sections ("m=" lines).'
+        )
     return LiveOffer(sdp=sdp, persona=fields.get("persona") or None, session_id=session_id)

@@ -238,7 +238,7 @@ class InvalidSdpError(MalformedRequestError):
 
 
 def _reason(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    text = str(exc).strip() or "it is not well-formed"
     return text[:200]
 
 

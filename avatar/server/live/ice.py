@@ -1,9 +1,10 @@
 """How the server's end of a live connection is reached: its ICE configuration.
 
-aiortc offers a host candidate on every network interface (except loopback), plus a server-reflexive
-one per STUN server and a relayed one per TURN server, all gathered before the answer is sent (it does
-not trickle candidates). A deployment behind NAT needs UDP open to it, or a TURN server both ends can
-reach (``AVATAR_LIVE_ICE_SERVERS``). ``AVATAR_LIVE_HOST_ADDRESSES`` limits the host candidates to the
+The server offers a host candidate on every network interface and on loopback (aiortc alone leaves
+loopback out, but a browser on the same machine may use it), plus a server-reflexive one per STUN
+server and a relayed one per TURN server, all gathered before the answer is sent (aiortc does not
+trickle candidates). A deployment behind NAT needs UDP open to it, or a TURN server both ends can reach
+(``AVATAR_LIVE_ICE_SERVERS``). ``AVATAR_LIVE_HOST_ADDRESSES`` limits the host candidates to the
 addresses given (127.0.0.1 for a machine that must not use its network; a LAN address for a kiosk).
 """
 
@@ -41,15 +42,15 @@ def client_ice_servers(settings: Settings) -> list[dict[str, object]]:
 
 
 def use_host_addresses(addresses: list[str]) -> None:
-    """Offer host candidates on ``addresses`` only (empty: every interface, aioice's own choice).
+    """Offer host candidates on ``addresses`` only (empty: every interface, and loopback).
 
     aiortc has no option for this, so aioice's address lookup is replaced for the whole process; the
     service is the only user of aiortc in its process."""
-    if not addresses:
-        aioice.ice.get_host_addresses = _default_host_addresses
-        return
 
     def chosen(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        if not addresses:
+            found = _default_host_addresses(use_ipv4, use_ipv6)
+            return found + (["127.0.0.1"] if use_ipv4 and "127.0.0.1" not in found else [])
         versions = {4} if use_ipv4 and not use_ipv6 else {6} if use_ipv6 and not use_ipv4 else {4, 6}
         return [a for a in addresses if ipaddress.ip_address(a).version in versions]
 

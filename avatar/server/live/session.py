@@ -32,7 +32,7 @@ from avatar.server.live.events import EventChannel
 from avatar.server.live.listener import Heard, ListenOptions, TurnDetector
 from avatar.server.live.playout import Playout, ReplyPlayback
 from avatar.server.live.tracks import FaceVideoTrack, VoiceAudioTrack
-from avatar.server.live.turn import LiveTurn, ReplySettings, interrupt, run_turn
+from avatar.server.live.turn import LiveTurn, ReplySettings, interrupt, run_turn, turn_request
 from avatar.server.live.vad import WINDOW_SECONDS
 from avatar.types import ASR_SAMPLE_RATE, AudioArray
 
@@ -63,7 +63,7 @@ class LiveSession:
         hub: LiveHub,
         pc: RTCPeerConnection,
         persona: Persona,
-        session_id: str | None,
+        session_id: str,
         playout: Playout,
         options: SessionOptions,
     ) -> None:
@@ -264,13 +264,10 @@ class LiveSession:
         assert text is not None
         service = self.hub.service
         try:
-            request = await service.pipeline.request(
-                text=text, persona=self.persona.name, session_id=self.session_id, received=ended
-            )
+            request = await turn_request(service.pipeline, self.persona, self.session_id, text, ended)
         except AvatarError as exc:
             self.events.send("error", code=exc.code, message=exc.message)
             return
-        self.session_id = request.session.id
         self.turns += 1
         turn = LiveTurn(self.turns, text, request.session, timings)
         self.turn = turn
@@ -330,6 +327,7 @@ class LiveSession:
         extra = {
             "reply_seconds": round(playback.queued / self.playout.fps, 3) if playback else 0.0,
             "underruns": playback.underruns if playback else 0,
+            "history_turns": len(turn.session.history) // 2,  # earlier turns the reply could see
         }
         log.info("live turn", live_session=self.id, turn=turn.number, timings=timings, **extra)
         self.events.send("timings", turn=turn.number, timings=timings, **extra)

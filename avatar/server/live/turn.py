@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import structlog
 
+from avatar.fmp4 import video_format
 from avatar.personas import Persona
 from avatar.pipeline import Pipeline
 from avatar.pipeline.control import SpokenReply, TurnControl
@@ -145,6 +146,18 @@ async def _record(turn: LiveTurn, pipeline: Pipeline) -> None:
         return
     reply = " ".join(piece.text for piece in turn.spoken.pieces)
     await pipeline.sessions.record(turn.session, turn.user_text, reply)
+
+
+async def turn_request(
+    pipeline: Pipeline, persona: Persona, session_id: str, text: str, received: float
+) -> TurnRequest:
+    """The request of a live turn in conversation ``session_id``. Unlike ``Pipeline.request``, an id the
+    store does not know yet keeps its name (it was given to the client when the session opened, and a
+    first turn stopped before it was heard records nothing)."""
+    session = await pipeline.sessions.get(session_id, persona.name)
+    if session.id != session_id:
+        session = Session(id=session_id, persona=persona.name)
+    return TurnRequest(persona, session, None, pipeline.check_text(text), video_format(None), received)
 
 
 def interrupt(turn: LiveTurn, playout: Playout, reason: str) -> float | None:
