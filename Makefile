@@ -11,7 +11,7 @@ UV_INSTALL := $(UV) pip install --python $(BIN)/python --compile-bytecode --cons
 INSTALLED := $(VENV)/.installed
 PREPARED := models_cache/.prepared
 
-.PHONY: install models system-deps demo test serve lint bench eval clean
+.PHONY: install models system-deps demo test serve lint bench bench-live eval clean
 
 install: $(INSTALLED)
 
@@ -47,6 +47,9 @@ serve: $(PREPARED)
 
 bench: $(PREPARED)
 	$(BIN)/avatar bench
+
+bench-live: $(PREPARED)
+	$(BIN)/avatar bench --live
 
 eval: $(PREPARED)
 	$(BIN)/avatar eval

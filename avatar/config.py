@@ -261,7 +261,6 @@ def _validate(s: Settings) -> None:
         "live_buffer_seconds": 0.2 <= s.live_buffer_seconds <= 600,
         "live_video_kbps": 100 <= s.live_video_kbps <= 20_000,
     }
-    _validate_live(s)
     if s.replica_id and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", s.replica_id):
         raise ConfigError(
             f"AVATAR_REPLICA_ID={s.replica_id!r}: use up to 64 letters, digits, '.', '_' or '-' (it names a folder)."
@@ -271,3 +270,4 @@ def _validate(s: Settings) -> None:
             raise ConfigError(
                 f"AVATAR_{name.upper()}={getattr(s, name)!r} is out of range; see README 'Configuration'."
             )
+    _validate_live(s)

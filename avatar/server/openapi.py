@@ -387,6 +387,72 @@ _DOCUMENT: dict[str, Any] = {
 }
 
 
+def _live() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Live mode (WebRTC signalling): its paths and schemas, kept apart from the rest of the document."""
+    paths = {
+        "/api/v1/live": {
+            "get": {
+                "summary": "What a live client needs before its offer: ICE servers, open and allowed sessions",
+                "responses": {"200": {"description": "Live mode's settings.", **_json("LiveInfo")}, **_errors()},
+            },
+            "post": {
+                "summary": "Open a live session: the client's SDP offer in, the server's answer out",
+                "description": "The offer sends the microphone (audio, sendrecv, Opus), receives the face "
+                "(video, recvonly, VP8) and carries a data channel the client creates, on which the server "
+                "sends JSON events (listening, user_speech_started, transcript, reply, speaking, "
+                "interrupted, timings, error, closed) and takes {type: say|stop}. Gather ICE candidates "
+                "before sending the offer (no trickle). See docs/api.md, 'Live mode'.",
+                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("schemas", "LiveOffer")}}},
+                "responses": {
+                    "200": {"description": "The SDP answer.", **_json("LiveAnswer")},
+                    **_errors(400, 404, 413, 415, 422, 503),
+                },
+            },
+        }
+    }
+    schemas = {
+        "LiveOffer": {
+            "type": "object",
+            "required": ["sdp", "type"],
+            "properties": {
+                "sdp": {"type": "string", "description": "RTCPeerConnection.localDescription.sdp of the offer."},
+                "type": {"const": "offer"},
+                "persona": _PERSONA,
+                "session_id": _SESSION,
+            },
+        },
+        "LiveAnswer": {
+            "type": "object",
+            "required": ["sdp", "type", "session_id", "live_session"],
+            "properties": {
+                "sdp": {"type": "string"},
+                "type": {"const": "answer"},
+                "session_id": {"type": "string", "description": "The conversation (history) the session uses."},
+                "live_session": {"type": "string", "description": "This connection's id (in the server's logs)."},
+            },
+        },
+        "LiveInfo": {
+            "type": "object",
+            "properties": {
+                "ice_servers": {
+                    "type": "array",
+                    "items": {"type": "object"},
+                    "description": "For RTCPeerConnection({iceServers}): AVATAR_LIVE_ICE_SERVERS.",
+                },
+                "sessions": {"type": "integer"},
+                "max_sessions": {"type": "integer"},
+                "end_silence_ms": {"type": "integer"},
+            },
+        },
+    }
+    return paths, schemas
+
+
+_LIVE_PATHS, _LIVE_SCHEMAS = _live()
+_DOCUMENT["paths"].update(_LIVE_PATHS)
+_DOCUMENT["components"]["schemas"].update(_LIVE_SCHEMAS)
+
+
 def document() -> dict[str, Any]:
     """A copy of the OpenAPI document (callers may add to it, e.g. a ``servers`` entry)."""
     return copy.deepcopy(_DOCUMENT)

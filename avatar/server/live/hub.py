@@ -79,6 +79,10 @@ class LiveHub:
         service, limit = self.service, self.settings.max_live_sessions
         if limit == 0:
             raise LiveUnavailableError("Live mode is switched off on this server (AVATAR_MAX_LIVE_SESSIONS=0).")
+        if 50 % self.settings.fps != 0:  # the voice goes in 20 ms packets, a whole number per frame
+            raise LiveUnavailableError(
+                f"Live mode needs AVATAR_FPS of 25 (or 50, 10, 5); this server runs at {self.settings.fps}."
+            )
         service.require_ready()
         if len(self.sessions) + self.opening >= limit:
             raise BusyError(

@@ -59,7 +59,7 @@ class Playout:
         self.silence = silence
         self.silence_slot = (silence,) * round(1 / (fps * PACKET_S))
         self.clock = clock
-        self.start = clock()
+        self._start: float | None = None  # slot 0's time: when a track first asks (the connection is up)
         self.idle_index = 0
         self.queue: deque[Slot] = deque()
         self.reply: ReplyPlayback | None = None  # the reply queued or playing, if any
@@ -72,13 +72,19 @@ class Playout:
 
     # ------------------------------------------------------------------------------ the clock
 
+    def at(self, seconds: float) -> float:
+        """The ``clock`` time ``seconds`` into the timeline (which begins when this is first asked)."""
+        if self._start is None:
+            self._start = self.clock()
+        return self._start + seconds
+
     def due(self, n: int) -> float:
         """When slot ``n`` is due (``clock`` time)."""
-        return self.start + n / self.fps
+        return self.at(n / self.fps)
 
     @property
     def now_slot(self) -> int:
-        return int((self.clock() - self.start) * self.fps)
+        return int((self.clock() - self.at(0)) * self.fps)
 
     @property
     def ahead_seconds(self) -> float:

@@ -46,6 +46,7 @@ CLOSE_WAIT_S = 30.0  # the longest a closing session waits for its reply's model
 MERGE_GAP_S = 0.2  # silence put between two utterances taken as one
 FIRST_LEAD_FRAMES = 20  # first guess of slots between starting a reply and its first frame playing
 MAX_TEXT_MESSAGE = 4000
+ECHO_TAIL_S = 0.4  # after the face stops, its voice may still come back from the client this long
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,10 @@ class LiveSession:
         self._carry: AudioArray | None = None  # an utterance whose reply was stopped before it was heard
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._echo_until = 0.0
         self.closed = asyncio.Event()
         playout.on_first_slot = self._first_slot
+        playout.on_reply_done = self._reply_done
 
     # ------------------------------------------------------------------------------ life
 
@@ -175,7 +178,7 @@ class LiveSession:
             pcm = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]  # type: ignore[arg-type]
             if not pcm:
                 continue
-            self.detector.face_speaking = self.playout.speaking
+            self.detector.face_speaking = self.playout.speaking or time.monotonic() < self._echo_until
             for heard in self.detector.feed(np.concatenate(pcm).astype(np.float32)):
                 self._on_heard(heard, arrived)
 
@@ -286,6 +289,10 @@ class LiveSession:
             )
         except AvatarError as exc:
             self.events.send("error", code=exc.code, message=exc.message, turn=turn.number)
+        except Exception:  # a bug: the user hears about it, the session listens on
+            log.exception("live turn failed", live_session=self.id, turn=turn.number)
+            message = "The reply failed (a bug; the server's log has the details). Ask again."
+            self.events.send("error", code="internal_error", message=message, turn=turn.number)
         finally:
             if self.turn is turn:
                 self.turn = None
@@ -321,6 +328,10 @@ class LiveSession:
         if turn is not None and turn.playback is playback:
             turn.timings.mark("first_sent")
             self.events.send("speaking", turn=turn.number)
+
+    def _reply_done(self, playback: ReplyPlayback) -> None:
+        if playback.first_slot is not None:
+            self._echo_until = time.monotonic() + ECHO_TAIL_S
 
     def _report(self, turn: LiveTurn, playback: ReplyPlayback | None) -> None:
         timings, _ = turn.timings.summary(turn.timings.elapsed())

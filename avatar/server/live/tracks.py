@@ -63,7 +63,7 @@ class VoiceAudioTrack(MediaStreamTrack):
             raise MediaStreamError
         m = self.next
         self.next += 1
-        await _until(self.playout.start + m * PACKET_S, self.playout)
+        await _until(self.playout.at(m * PACKET_S), self.playout)
         slot = self.playout.slot(m // self.per_slot)
         return _packet(slot.audio[m % self.per_slot], m * round(AUDIO_CLOCK * PACKET_S), AUDIO_TIME_BASE)
 
