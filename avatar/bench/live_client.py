@@ -26,6 +26,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtcpSrPacket
 
+from avatar.server.live.receiving import prompt_audio
 from avatar.types import AudioArray, FrameArray
 
 RATE = 48_000
@@ -117,16 +118,22 @@ class Microphone(MediaStreamTrack):
 
 @dataclass
 class SenderClock:
-    """RTP timestamp → the sender's wall clock, from the last RTCP sender report of a stream."""
+    """A received frame's time → the sender's wall clock, from the last RTCP sender report of a stream.
+
+    aiortc gives decoded frames the RTP timestamp less the stream's first one (its receiver's
+    timestamp mapper), so that first timestamp is read back from the mapper to compare with reports."""
 
     clock_rate: int
+    receiver: Any = None
     ntp: float | None = None
     rtp: int = 0
 
     def at(self, pts: int) -> float | None:
-        if self.ntp is None:
+        mapper = getattr(self.receiver, "_RTCRtpReceiver__timestamp_mapper", None)
+        origin = getattr(mapper, "_origin", None)
+        if self.ntp is None or origin is None:
             return None
-        delta = (pts - self.rtp + 2**31) % 2**32 - 2**31  # RTP timestamps wrap at 32 bits
+        delta = (pts + origin - self.rtp + 2**31) % 2**32 - 2**31  # RTP timestamps wrap at 32 bits
         return self.ntp + delta / self.clock_rate
 
 
@@ -136,6 +143,7 @@ class Heard:
 
     arrived: float
     sent: float | None  # on the server's clock (sender report), when known
+    pts: int  # RTP timestamp
     rms: float
     pcm: np.ndarray  # mono float32, 48 kHz
 
@@ -146,6 +154,7 @@ class Seen:
 
     arrived: float
     sent: float | None
+    pts: int
     image: FrameArray | None  # RGB, KEPT_SIZE square, while recording
 
 
@@ -203,6 +212,8 @@ class LiveClient:
         self.session_id, self.live_session = answer["session_id"], answer["live_session"]
         for transceiver in pc.getTransceivers():
             self._watch_reports(transceiver.receiver, transceiver.kind)
+            if transceiver.kind == "audio":
+                prompt_audio(transceiver.receiver)  # 20 ms of buffer, like a browser on a LAN (aiortc: 80)
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
         await self.wait_event("listening", timeout=timeout)
 
@@ -216,6 +227,7 @@ class LiveClient:
     def _watch_reports(self, receiver: Any, kind: str) -> None:
         """Keep each sender report (aiortc has no public hook for them)."""
         clock = self._clocks[kind]
+        clock.receiver = receiver
         handle = receiver._handle_rtcp_packet
 
         async def hooked(packet: Any) -> None:
@@ -273,7 +285,8 @@ class LiveClient:
                 samples = frame.to_ndarray().reshape(-1, len(frame.layout.channels)).mean(axis=1) / 32768.0  # type: ignore[union-attr]
                 pcm = samples.astype(np.float32)
                 rms = float(np.sqrt(np.mean(np.square(pcm, dtype=np.float64)))) if pcm.size else 0.0
-                self.heard.append(Heard(arrived, clock.at(int(frame.pts or 0)), rms, pcm))
+                pts = int(frame.pts or 0)
+                self.heard.append(Heard(arrived, clock.at(pts), pts, rms, pcm))
 
     async def _consume_video(self, track: MediaStreamTrack) -> None:
         clock = self._clocks["video"]
@@ -285,7 +298,8 @@ class LiveClient:
                 if self.recording:
                     small = frame.reformat(width=KEPT_SIZE, height=KEPT_SIZE, format="rgb24")  # type: ignore[union-attr]
                     image = small.to_ndarray()
-                self.seen.append(Seen(arrived, clock.at(int(frame.pts or 0)), image))
+                pts = int(frame.pts or 0)
+                self.seen.append(Seen(arrived, clock.at(pts), pts, image))
 
     # ------------------------------------------------------------------------------ measures
 

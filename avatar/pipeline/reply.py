@@ -59,6 +59,7 @@ class Reply:
         timings: TurnTimings,
         spoken: SpokenReply,
         start_frame: int = 0,
+        chunk_frames: int | None = None,
     ) -> None:
         self.respond, self.speak, self.animate = respond, speak, animate
         self.start_frame = start_frame  # where the reply begins on the face's motion timeline (live idling)
@@ -71,6 +72,8 @@ class Reply:
         self.spoken = spoken
         self.rate = speak.sample_rate
         self.fps = animate.fps
+        # Frames drawn before each hand-over: half a second by default; live mode hands over sooner.
+        self.chunk_frames = chunk_frames or max(1, self.fps // 2)
         self.fallback = False
         self.pieces: asyncio.Queue[ReplyPart | None] = asyncio.Queue(PIECES_AHEAD)
         self.clips: asyncio.Queue[tuple[ReplyPart, AudioArray] | None] = asyncio.Queue(CLIPS_AHEAD)
@@ -121,7 +124,7 @@ class Reply:
             frames = clip.size * self.fps // self.rate
             self.spoken.pieces.append(SpokenPiece(part.text, frame_at / self.fps, (frame_at + frames) / self.fps))
             chunks = animator.render_chunks(
-                face, clip, self.rate, chunk_frames=self.fps // 2, start_frame=self.start_frame + frame_at
+                face, clip, self.rate, chunk_frames=self.chunk_frames, start_frame=self.start_frame + frame_at
             )
             drawn = 0
             while True:

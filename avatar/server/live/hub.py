@@ -28,6 +28,7 @@ from avatar.server.live.codecs import silence_packet
 from avatar.server.live.idle import IdleLoop, build_idle_loop
 from avatar.server.live.listener import ListenOptions
 from avatar.server.live.playout import Playout
+from avatar.server.live.receiving import prompt_audio
 from avatar.server.live.session import LiveSession, SessionOptions
 from avatar.server.live.turn import ReplySettings
 
@@ -125,6 +126,7 @@ class LiveHub:
             )
         if video.mid is None:
             raise InvalidRequestError("The offer has no video section: add a video transceiver (recvonly).")
+        prompt_audio(audio.receiver)
         s = self.settings
         playout = Playout(s.fps, self.idle_loop(persona), self.silence)
         session = LiveSession(

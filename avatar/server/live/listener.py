@@ -22,8 +22,8 @@ from avatar.types import AudioArray
 
 HYSTERESIS = 0.15  # once speaking, windows down to threshold - this still count as speech
 PRE_ROLL_S = 0.3  # audio kept from before speech was detected (its first syllable's onset)
-PAUSE_S = 0.096  # silence that makes a pause: recognition of the utterance may start
-TAIL_S = 0.096  # silence kept after the last speech (Whisper clips words that end at the edge)
+PAUSE_S = 0.064  # silence that makes a pause: recognition of the utterance may start
+TAIL_S = 0.064  # silence kept after the last speech (its sound decays in the windows the VAD still calls speech)
 MIN_SPEECH_MS = 96  # speech shorter than this (a click, a cough) is not a turn
 
 HeardKind = Literal["speech_started", "paused", "resumed", "partial", "turn_ended"]
@@ -34,7 +34,7 @@ class ListenOptions:
     threshold: float = 0.5
     end_silence_ms: int = 400
     barge_in_threshold: float = 0.8
-    barge_in_ms: int = 200
+    barge_in_ms: int = 150
     partial_seconds: float = 1.0  # 0: no partial transcripts
     max_utterance_seconds: float = 30.0
 

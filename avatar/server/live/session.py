@@ -197,6 +197,8 @@ class LiveSession:
         elif heard.kind == "paused" and heard.audio is not None:
             if self._speculating and self._speculative is not None:
                 self._speculative[2].cancel()  # an earlier pause's: the utterance has grown since
+            if self._partial is not None and not self._partial.done():
+                self._partial.cancel()  # the whole utterance goes first (a partial already running finishes)
             carry = self._carry
             task = self._spawn(self._transcribe(self._with_carry(heard.audio, carry)), "speculative")
             self._speculative = (heard.version, carry, task)

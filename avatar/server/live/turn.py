@@ -93,7 +93,14 @@ async def run_turn(
             send("reply", turn=turn.number, **data)
 
     reply = pipeline.reply(
-        request, turn.user_text, output, emit=emit, timings=turn.timings, spoken=turn.spoken, start_frame=start_frame
+        request,
+        turn.user_text,
+        output,
+        emit=emit,
+        timings=turn.timings,
+        spoken=turn.spoken,
+        start_frame=start_frame,
+        chunk_frames=max(1, playout.fps // 5),  # the first frames go out after 0.2 s of drawing, not 0.5
     )
 
     async def make() -> None:
