@@ -238,7 +238,8 @@ def _transcribe(audio_path: Path) -> int:
 
 def _animate(args: argparse.Namespace) -> int:
     from avatar import media
-    from avatar.pipeline.stages import AnimateStage, load_image
+    from avatar.images import load_image
+    from avatar.pipeline.stages import AnimateStage
     from avatar.pipeline.threads import run_blocking
     from avatar.runtime import Runtime
 
@@ -250,7 +251,7 @@ def _animate(args: argparse.Namespace) -> int:
     if args.image is not None:
         _require_file(args.image, "Photo")
         image_bytes = args.image.read_bytes()
-        load_image(image_bytes)  # a bad photo fails before any model loads
+        load_image(image_bytes, max_pixels=settings.max_image_pixels)  # a bad photo fails before any model loads
     else:
         image_bytes = runtime.personas.get(args.persona).image_path.read_bytes()
     sample_rate = 24_000
@@ -259,7 +260,7 @@ def _animate(args: argparse.Namespace) -> int:
     async def animate() -> None:
         async with runtime:
             await runtime.ready()
-            stage = AnimateStage(runtime.registry.get("face"))
+            stage = AnimateStage(runtime.registry.get("face"), max_image_pixels=settings.max_image_pixels)
             face = await run_blocking(stage.prepare_bytes, image_bytes)
             await stage.to_mp4(face, audio, sample_rate, args.out)
 

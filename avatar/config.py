@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from avatar.errors import ConfigError
 
@@ -87,8 +88,27 @@ class Settings:
     port: int = 8000
     shutdown_grace_seconds: float = 30.0
     max_queued_requests: int = 8  # model requests that may wait while one runs; more are told to retry
+    stage_timeout_seconds: float = 120.0  # one model call (a token, a sentence, a chunk of frames) at most
+    turn_timeout_seconds: float = 300.0  # a whole turn at most, queue wait excluded
+    health_check_seconds: float = 15.0  # how often a failing model is tried again (its warm-up call)
+    faults: str = ""  # fault injection for tests and drills, e.g. "llm:raise,face:raise:skip=2" (README)
     # Names this process's staging folder inside a results folder replicas may share; empty: host-port.
     replica_id: str = ""
+
+    # Hardening: input bounds, slow clients, access, outputs (README "Security and operations").
+    max_image_pixels: int = 40_000_000  # a photo's width × height, judged from its header before decoding
+    public_url: str = ""  # e.g. https://avatar.example.com: result URLs are absolute under it; empty: relative
+    trusted_proxies: str = ""  # comma-separated IPs/networks whose X-Forwarded-For/-Proto are believed; "*": any
+    header_timeout_seconds: float = 10.0  # from connecting (or the previous response) to a whole request head
+    body_timeout_seconds: float = 15.0  # the longest wait for the next piece of a request body
+    min_upload_bytes_per_second: int = 8192  # slower bodies are cut off (408) once past the body timeout
+    keep_alive_seconds: int = 5  # an idle keep-alive connection is closed after this
+    max_connections: int = 100  # open connections; a request on one more is answered 503 busy
+    max_header_bytes: int = 16384  # a request line and headers larger than this are refused (400)
+    api_keys: str = ""  # comma-separated bearer tokens; empty (and no file): the API is open
+    api_keys_file: str = ""  # a file of bearer tokens, one a line (# comments), added to api_keys
+    cors_origins: str = ""  # comma-separated origins browsers may call the API from ("*": any); empty: none
+    max_output_mb: float = 1024.0  # results on disk; past it the oldest are removed first
 
     # Live mode (WebRTC, POST /api/v1/live): see README "Live mode".
     max_live_sessions: int = 4  # open live connections at most; one more is told to retry (503)
@@ -122,20 +142,28 @@ class Settings:
         return self.threads or os.cpu_count() or 1
 
     @property
-    def ice_server_urls(self) -> list[str]:
-        return _items(self.live_ice_servers)
+    def cors_origin_list(self) -> tuple[str, ...]:
+        return split_list(self.cors_origins)
 
     @property
-    def host_addresses(self) -> list[str]:
-        return _items(self.live_host_addresses)
+    def trusted_proxy_list(self) -> tuple[str, ...]:
+        return split_list(self.trusted_proxies)
+
+    @property
+    def ice_server_urls(self) -> tuple[str, ...]:
+        return split_list(self.live_ice_servers)
+
+    @property
+    def host_addresses(self) -> tuple[str, ...]:
+        return split_list(self.live_host_addresses)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
 
-def _items(text: str) -> list[str]:
-    """A comma- (or space-) separated setting as a list."""
-    return [item for item in re.split(r"[,\s]+", text.strip()) if item]
+def split_list(value: str) -> tuple[str, ...]:
+    """The items of a comma-separated setting, stripped, blanks dropped."""
+    return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -249,6 +277,17 @@ def _validate(s: Settings) -> None:
         "port": 0 <= s.port <= 65535,
         "shutdown_grace_seconds": s.shutdown_grace_seconds >= 0,
         "max_queued_requests": s.max_queued_requests >= 0,
+        "stage_timeout_seconds": s.stage_timeout_seconds > 0,
+        "turn_timeout_seconds": s.turn_timeout_seconds > 0,
+        "health_check_seconds": s.health_check_seconds > 0,
+        "max_image_pixels": 1_000_000 <= s.max_image_pixels <= 1_000_000_000,
+        "header_timeout_seconds": s.header_timeout_seconds > 0,
+        "body_timeout_seconds": s.body_timeout_seconds > 0,
+        "min_upload_bytes_per_second": s.min_upload_bytes_per_second >= 0,
+        "keep_alive_seconds": s.keep_alive_seconds >= 1,
+        "max_connections": s.max_connections >= 1,
+        "max_header_bytes": 1024 <= s.max_header_bytes <= 1_048_576,
+        "max_output_mb": s.max_output_mb > 0,
         "max_live_sessions": 0 <= s.max_live_sessions <= 1000,
         "live_end_silence_ms": 100 <= s.live_end_silence_ms <= 5000,
         "live_vad_threshold": 0.05 <= s.live_vad_threshold <= 0.95,
@@ -270,4 +309,42 @@ def _validate(s: Settings) -> None:
             raise ConfigError(
                 f"AVATAR_{name.upper()}={getattr(s, name)!r} is out of range; see README 'Configuration'."
             )
+    _validate_public_url(s.public_url)
+    _validate_proxies(s.trusted_proxy_list)
+    _validate_origins(s.cors_origin_list)
     _validate_live(s)
+
+
+def _validate_public_url(url: str) -> None:
+    if not url:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(
+            f"AVATAR_PUBLIC_URL={url!r} is not a base URL; give scheme and host, e.g. https://avatar.example.com "
+            "(a path prefix is allowed; no query or fragment)."
+        )
+
+
+def _validate_proxies(proxies: tuple[str, ...]) -> None:
+    for proxy in proxies:
+        if proxy == "*":
+            continue
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"AVATAR_TRUSTED_PROXIES: {proxy!r} is not an IP address or network (e.g. 10.0.0.0/8, 127.0.0.1, *)."
+            ) from None
+
+
+def _validate_origins(origins: tuple[str, ...]) -> None:
+    for origin in origins:
+        if origin == "*":
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+            raise ConfigError(
+                f"AVATAR_CORS_ORIGINS: {origin!r} is not an origin; write scheme://host[:port], e.g. "
+                "https://app.example.com (no path, no trailing slash)."
+            )

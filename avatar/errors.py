@@ -92,6 +92,14 @@ class NotReadyError(AvatarError):
     code = "not_ready"
     status = 503
 
+    def __init__(self, message: str, retry_after_seconds: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds  # while loading: when to ask again
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after_seconds is None else {"Retry-After": str(self.retry_after_seconds)}
+
 
 class BusyError(AvatarError):
     """Too many requests are already waiting for the models; the client should retry later."""
@@ -115,6 +123,20 @@ class LiveUnavailableError(AvatarError):
     status = 503
 
 
+class ModelTimeoutError(AvatarError):
+    """A model call ran past its time limit; the model is reported hung until it returns."""
+
+    code = "model_timeout"
+    status = 504
+
+
+class TurnTimeoutError(AvatarError):
+    """A turn ran past AVATAR_TURN_TIMEOUT_SECONDS and was stopped."""
+
+    code = "turn_timeout"
+    status = 504
+
+
 class TurnCancelledError(AvatarError):
     """The turn was stopped before it finished: the client asked (DELETE), or a newer turn of the same
     session interrupted it."""
@@ -135,3 +157,10 @@ class ModelError(AvatarError):
 
     code = "model_error"
     status = 500
+
+
+class NoAudioError(ModelError):
+    """The speech synthesiser made no sound for a text: it cannot pronounce it (e.g. a script its voice
+    does not read). Where the text is the user's own (``/speak``) that is a 422, not a fault."""
+
+    code = "model_error"

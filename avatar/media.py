@@ -26,7 +26,8 @@ AudioSource = bytes | str | os.PathLike[str]
 def decode_audio(source: AudioSource, sample_rate: int, *, max_seconds: float | None = None) -> AudioArray:
     """Decode any audio container/codec FFmpeg knows to mono float32 at ``sample_rate``.
 
-    Raises InvalidAudioError for empty, undecodable, truncated or over-long input.
+    Raises InvalidAudioError for empty, undecodable, truncated or over-long input: whatever the bytes
+    are, a failure of the decoder is the input's fault and is reported as such, never raised raw.
     """
     if isinstance(source, bytes) and not source:
         raise InvalidAudioError("The audio file is empty.")
@@ -38,33 +39,21 @@ def decode_audio(source: AudioSource, sample_rate: int, *, max_seconds: float | 
         raise InvalidAudioError("The WAV file is truncated: its header promises more audio than the file holds.")
     try:
         container = av.open(io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source), mode="r")
-    except (av.error.FFmpegError, ValueError, UnicodeDecodeError):
+    except Exception:  # noqa: BLE001 - FFmpeg refusing the bytes, in whichever exception PyAV chose
         raise InvalidAudioError(
             "The file is not audio this server can decode (try WAV, MP3, OGG, FLAC, M4A or WebM)."
         ) from None
     with container:
-        if not container.streams.audio:
-            raise InvalidAudioError("The file holds no audio stream: it is not audio (an image or a silent video?).")
-        stream = container.streams.audio[0]
+        stream = _audio_stream(container)
         declared = _declared_seconds(container, stream)
         if max_seconds is not None and declared is not None and declared > max_seconds + 0.5:
             _too_long(declared, max_seconds)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        chunks: list[np.ndarray] = []
-        total = 0
         try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunk = out.to_ndarray().reshape(-1)
-                    chunks.append(chunk)
-                    total += len(chunk)
-                if max_seconds is not None and total > (max_seconds + 0.5) * sample_rate:
-                    _too_long(total / sample_rate, max_seconds)
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
-        except av.error.FFmpegError:
+            audio = _decode_mono(container, stream, sample_rate, max_seconds)
+        except InvalidAudioError:
+            raise
+        except Exception:  # noqa: BLE001 - a corrupt stream breaks the decoder in many ways (FFmpeg, PyAV)
             raise InvalidAudioError("The audio is corrupt or truncated: decoding failed part-way.") from None
-    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
     if audio.size == 0:
         raise InvalidAudioError("The file holds no audio samples.")
     seconds = audio.size / sample_rate
@@ -75,6 +64,58 @@ def decode_audio(source: AudioSource, sample_rate: int, *, max_seconds: float | 
     if not np.all(np.isfinite(audio)):
         raise InvalidAudioError("The audio holds invalid (non-finite) samples.")
     return np.clip(audio, -1.0, 1.0)
+
+
+def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream:
+    """The first audio stream FFmpeg has a decoder for (a container may carry several, or none)."""
+    streams = container.streams.audio
+    if not streams:
+        raise InvalidAudioError("The file holds no audio stream: it is not audio (an image or a silent video?).")
+    for stream in streams:
+        if stream.codec_context is not None and stream.codec_context.name:
+            return stream
+    raise InvalidAudioError("The file's audio is in a codec this server cannot decode.")
+
+
+def _decode_mono(
+    container: av.container.InputContainer,
+    stream: av.audio.stream.AudioStream,
+    sample_rate: int,
+    max_seconds: float | None,
+) -> AudioArray:
+    """Every frame of ``stream`` as mono float32 at ``sample_rate``. A stream may change its sample rate,
+    layout or sample format part-way (spliced or corrupt files do); a resampler is fixed to its first
+    input, so a change flushes it and starts a new one."""
+    limit = None if max_seconds is None else (max_seconds + 0.5) * sample_rate
+    chunks: list[np.ndarray] = []
+    total = 0
+    resampler: av.AudioResampler | None = None
+    shape: tuple[object, ...] | None = None
+
+    def take(frames: list[av.AudioFrame]) -> None:
+        nonlocal total
+        for out in frames:
+            chunk = out.to_ndarray().reshape(-1)
+            chunks.append(chunk)
+            total += len(chunk)
+        if limit is not None and total > limit:
+            _too_long(total / sample_rate, max_seconds or 0.0)
+
+    for frame in container.decode(stream):
+        if frame.samples == 0 or not frame.sample_rate:
+            continue
+        frame_shape = (frame.format.name, frame.layout.name, len(frame.layout.channels), frame.sample_rate)
+        if frame_shape != shape:
+            if resampler is not None:
+                take(resampler.resample(None))
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+            shape = frame_shape
+        frame.pts = None  # timestamps of a spliced stream jump about; only the samples count here
+        assert resampler is not None
+        take(resampler.resample(frame))
+    if resampler is not None:
+        take(resampler.resample(None))
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 
 def _read_head(path: str | os.PathLike[str]) -> bytes:

@@ -27,6 +27,10 @@ from avatar.types import VoiceSpec
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
+UNNAMED_PROMPT = (
+    "You are the person in this photo, talking out loud with a visitor. Speak as yourself, in the first "
+    "person. Reply in one or two short, friendly spoken sentences. No lists, no emoji, no stage directions."
+)
 DEFAULT_PROMPT = (
     "You are {display_name}. You are talking out loud with a visitor. "
     "Reply in one or two short, friendly spoken sentences. No lists, no emoji, no stage directions."

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from avatar.errors import AvatarError, NotReadyError
+from avatar.health import ModelHealth
 from avatar.types import Backend
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,10 @@ class ModelSlot:
     load_seconds: float | None = None
     warm_seconds: float | None = None
     model: Backend | None = field(default=None, repr=False)
+    health: ModelHealth = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.health = ModelHealth(self.spec.kind)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -57,6 +62,7 @@ class ModelSlot:
             "error": self.error,
             "load_seconds": _round(self.load_seconds),
             "warm_seconds": _round(self.warm_seconds),
+            **self.health.describe(),
         }
 
 
@@ -76,6 +82,21 @@ class ModelRegistry:
     @property
     def failed(self) -> bool:
         return any(slot.state is ModelState.FAILED for slot in self._slots.values())
+
+    def health(self, kind: str) -> ModelHealth:
+        """How the ``kind`` model's calls have been going (counted by the stages that call it)."""
+        return self._slots[kind].health
+
+    def unhealthy(self) -> dict[str, str]:
+        """Loaded models that keep failing or hang, with why: ``{kind: "failing: <error>"}``."""
+        return {
+            kind: f"{slot.health.state}: {slot.health.last_error}"
+            for kind, slot in self._slots.items()
+            if slot.state is ModelState.READY and not slot.health.healthy
+        }
+
+    def hung(self) -> list[str]:
+        return [kind for kind, slot in self._slots.items() if slot.health.state == "hung"]
 
     def states(self) -> dict[str, dict[str, Any]]:
         return {kind: slot.describe() for kind, slot in self._slots.items()}

@@ -122,6 +122,7 @@ class Runtime:
                 session_ttl=s.session_ttl_seconds,
                 max_text_chars=s.max_text_chars,
                 default_persona=s.default_persona,
+                stage_timeout=s.stage_timeout_seconds,
             )
         return self._pipeline
 

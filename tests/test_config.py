@@ -45,3 +45,34 @@ def test_toml_file_and_environment_precedence(tmp_path: Path) -> None:
     path.write_text("[avatar]\nspeed_of_light = 3\n")
     with pytest.raises(ConfigError, match="Unknown setting 'speed_of_light'"):
         load_settings({"AVATAR_CONFIG": str(path)})
+
+
+@pytest.mark.parametrize(
+    ("environ", "setting"),
+    [
+        ({"AVATAR_PUBLIC_URL": "avatar.example.com"}, "AVATAR_PUBLIC_URL"),
+        ({"AVATAR_PUBLIC_URL": "https://avatar.example.com/?x=1"}, "AVATAR_PUBLIC_URL"),
+        ({"AVATAR_TRUSTED_PROXIES": "10.0.0.0/8,proxy.local"}, "AVATAR_TRUSTED_PROXIES"),
+        ({"AVATAR_CORS_ORIGINS": "https://app.example.com/"}, "AVATAR_CORS_ORIGINS"),
+        ({"AVATAR_MAX_IMAGE_PIXELS": "100"}, "AVATAR_MAX_IMAGE_PIXELS"),
+        ({"AVATAR_MAX_CONNECTIONS": "0"}, "AVATAR_MAX_CONNECTIONS"),
+        ({"AVATAR_HEADER_TIMEOUT_SECONDS": "0"}, "AVATAR_HEADER_TIMEOUT_SECONDS"),
+        ({"AVATAR_MAX_OUTPUT_MB": "-1"}, "AVATAR_MAX_OUTPUT_MB"),
+    ],
+)
+def test_hardening_settings_are_validated(environ: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigError, match=setting):
+        load_settings(environ)
+
+
+def test_hardening_settings_parse() -> None:
+    settings = load_settings(
+        {
+            "AVATAR_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1 ,",
+            "AVATAR_CORS_ORIGINS": "https://a.example,http://localhost:3000",
+            "AVATAR_PUBLIC_URL": "https://avatar.example.com/base",
+        }
+    )
+    assert settings.trusted_proxy_list == ("10.0.0.0/8", "127.0.0.1")
+    assert settings.cors_origin_list == ("https://a.example", "http://localhost:3000")
+    assert load_settings({}).cors_origin_list == () and load_settings({}).max_image_pixels == 40_000_000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+from avatar.backends.faults import Fault, FaultyModel, parse_faults
 from avatar.config import Settings
 from avatar.registry import ModelSpec
 from avatar.types import Backend
@@ -68,4 +69,13 @@ def model_specs(settings: Settings, kinds: tuple[str, ...] = ("asr", "llm", "tts
         "tts": (settings.tts_backend, _tts),
         "face": (settings.face_backend, _face),
     }
-    return [ModelSpec(kind, builders[kind][0], functools.partial(builders[kind][1], settings)) for kind in kinds]
+    faults = parse_faults(settings.faults)  # a mistake in AVATAR_FAULTS stops start-up here
+    return [
+        ModelSpec(kind, builders[kind][0], functools.partial(_build, builders[kind][1], settings, faults.get(kind)))
+        for kind in kinds
+    ]
+
+
+def _build(builder: Callable[[Settings], Backend], settings: Settings, fault: Fault | None) -> Backend:
+    model = builder(settings)
+    return model if fault is None else FaultyModel(model, fault)

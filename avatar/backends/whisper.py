@@ -16,7 +16,7 @@ import numpy as np
 
 from avatar.backends.device import resolve_device, whisper_compute_type
 from avatar.catalog import check_files, resolve_model_dir
-from avatar.errors import ModelError
+from avatar.errors import InvalidRequestError, ModelError
 from avatar.types import ASR_SAMPLE_RATE, AudioArray, Segment, Transcript, Word
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class WhisperRecognizer:
                 log.warning("English-only ASR model asked for %r; transcribing English", language)
             return "en"
         if language is not None and language not in self.languages:
-            raise ModelError(
+            raise InvalidRequestError(  # the caller's choice of language, not a fault of the model
                 f"{self.name} does not know language {language!r}; use one of {', '.join(self.languages)}."
             )
         return language

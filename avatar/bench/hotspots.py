@@ -18,7 +18,7 @@ from typing import Any
 from avatar import fmp4, media
 from avatar.backends import torch_thread
 from avatar.backends.factory import model_specs
-from avatar.pipeline.stages import load_image
+from avatar.images import load_image
 from avatar.runtime import Runtime
 from avatar.types import ASR_SAMPLE_RATE, AudioArray, ChatMessage
 
@@ -76,10 +76,14 @@ def _call_for(stage: str, engine: Any, runtime: Runtime, question: AudioArray) -
     tts = pipeline.speak.tts
     speech = tts.synthesize(reply, persona.voice_spec)
     if stage == "avatar":
-        face = engine.prepare(load_image(persona.image_path.read_bytes()))
+        face = engine.prepare(load_image(persona.image_path.read_bytes(), max_pixels=runtime.settings.max_image_pixels))
         return lambda: engine.render(face, speech, tts.sample_rate)
     animator = pipeline.animate.animator
-    frames = animator.render(animator.prepare(load_image(persona.image_path.read_bytes())), speech, tts.sample_rate)
+    frames = animator.render(
+        animator.prepare(load_image(persona.image_path.read_bytes(), max_pixels=runtime.settings.max_image_pixels)),
+        speech,
+        tts.sample_rate,
+    )
     fitted = media.fit_audio_to_frames(speech, tts.sample_rate, len(frames), animator.fps)
     out = Path(tempfile.mkdtemp(prefix="avatar-profile-")) / "mux.mp4"
     return lambda: fmp4.write_mp4(out, frames, fitted, tts.sample_rate, animator.fps)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -21,6 +24,7 @@ from avatar.bench.samples import TurnSample
 
 HOST = "127.0.0.1"
 CONVERSATION = "/api/v1/conversation"
+STREAM = "/api/v1/conversation/stream"
 
 
 def service_support() -> str | None:
@@ -106,8 +110,11 @@ class ServerProcess:
         self.stop()
 
 
-class HttpTurns:
-    """Asks the service one spoken question per call, the way a browser would: upload, then fetch the video."""
+class WholeTurns:
+    """Asks the service one spoken question per call and waits for the whole answer, as a client of the
+    JSON route does: upload, the summary, then the MP4 (its first frame plays only once it is there)."""
+
+    mode = "whole"
 
     def __init__(self, client: httpx.AsyncClient, questions: dict[str, bytes]) -> None:
         self.client = client
@@ -115,38 +122,118 @@ class HttpTurns:
         self.last_audio_url: str | None = None  # the reply WAV of the latest turn that succeeded
 
     async def __call__(self, turn: BenchTurn) -> TurnSample:
-        started = time.perf_counter()
+        clock = _UploadClock()
         try:
             response = await self.client.post(
-                CONVERSATION, files={"audio": (f"{turn.name}.wav", self.questions[turn.name], "audio/wav")}
+                CONVERSATION,
+                files={"audio": (f"{turn.name}.wav", self.questions[turn.name], "audio/wav")},
+                extensions={"trace": clock.trace},
             )
             if response.status_code != 200:
-                return TurnSample(
-                    turn.name,
-                    "sequential",
-                    time.perf_counter() - started,
-                    error=f"HTTP {response.status_code}: {_error_text(response)}",
-                )
+                return _failed(turn, self.mode, clock, f"HTTP {response.status_code}: {_error_text(response)}")
             body: dict[str, Any] = response.json()
             video = await self.client.get(body["video_url"])
             video.raise_for_status()
             self.last_audio_url = str(body["audio_url"])
         except httpx.HTTPError as exc:
-            return TurnSample(
-                turn.name, "sequential", time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}"
-            )
-        wall = time.perf_counter() - started
-        return TurnSample(
-            turn=turn.name,
-            mode="sequential",
-            wall=wall,
-            timings={k: float(v) for k, v in body.get("timings", {}).items()},
-            rtf={k: float(v) for k, v in body.get("rtf", {}).items()},
-            audio_seconds=float(body.get("audio_seconds", 0.0)),
-            first_frame=wall,  # the whole video must arrive before its first frame can play
-            reply=str(body.get("reply", "")),
-            transcript=body.get("transcript"),
-        )
+            return _failed(turn, self.mode, clock, f"{type(exc).__name__}: {exc}")
+        wall = clock.since()
+        return _sample(turn, self.mode, wall, body, first_frame=wall)
+
+
+class StreamedTurns:
+    """Asks for a streamed turn as the web page does: Server-Sent Events, each video segment fetched as
+    soon as it is announced. The client's own clock says when each first thing reached it, counted
+    from the end of its upload; ``first_frame`` is when the first segment had arrived (playable)."""
+
+    mode = "streamed"
+
+    def __init__(self, client: httpx.AsyncClient, questions: dict[str, bytes]) -> None:
+        self.client = client
+        self.questions = questions
+
+    async def __call__(self, turn: BenchTurn) -> TurnSample:
+        clock = _UploadClock()
+        seen: dict[str, float] = {}
+        fetches: list[asyncio.Task[None]] = []
+        done: dict[str, Any] | None = None
+
+        async def fetch(url: str, first: bool) -> None:
+            (await self.client.get(url)).raise_for_status()
+            if first:
+                seen["first_frame"] = seen["first_audio"] = clock.since()
+
+        try:
+            files = {"audio": (f"{turn.name}.wav", self.questions[turn.name], "audio/wav")}
+            async with self.client.stream("POST", STREAM, files=files, extensions={"trace": clock.trace}) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    return _failed(turn, self.mode, clock, f"HTTP {response.status_code}: {_error_text(response)}")
+                async for event, data in _sse(response):
+                    moment = {"transcript": "first_transcript", "reply": "first_token", "segment": "segment_event"}
+                    if event in moment:
+                        seen.setdefault(moment[event], clock.since())
+                    if event == "segment":
+                        fetches.append(asyncio.create_task(fetch(str(data["url"]), not fetches)))
+                    elif event == "error":
+                        return _failed(turn, self.mode, clock, f"{data.get('code')}: {data.get('message')}")
+                    elif event == "done":
+                        done = data
+            await asyncio.gather(*fetches)
+        except httpx.HTTPError as exc:
+            for task in fetches:
+                task.cancel()
+            return _failed(turn, self.mode, clock, f"{type(exc).__name__}: {exc}")
+        if done is None:
+            return _failed(turn, self.mode, clock, "the stream ended without a done event")
+        sample = _sample(turn, self.mode, clock.since(), done, first_frame=seen.get("first_frame"))
+        sample.client = seen
+        return sample
+
+
+class _UploadClock:
+    """Seconds since the request body was completely sent (httpcore's trace says when)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    async def trace(self, name: str, info: dict[str, Any]) -> None:
+        if name == "http11.send_request_body.complete":
+            self.started = time.perf_counter()
+
+    def since(self) -> float:
+        return time.perf_counter() - self.started
+
+
+async def _sse(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    event, data = "message", list[str]()
+    async for line in response.aiter_lines():
+        if not line:
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
+
+
+def _sample(turn: BenchTurn, mode: str, wall: float, body: dict[str, Any], first_frame: float | None) -> TurnSample:
+    return TurnSample(
+        turn=turn.name,
+        mode=mode,
+        wall=wall,
+        timings={k: float(v) for k, v in body.get("timings", {}).items()},
+        rtf={k: float(v) for k, v in body.get("rtf", {}).items()},
+        audio_seconds=float(body.get("audio_seconds", 0.0)),
+        first_frame=first_frame,
+        reply=str(body.get("reply", "")),
+        transcript=body.get("transcript"),
+    )
+
+
+def _failed(turn: BenchTurn, mode: str, clock: _UploadClock, error: str) -> TurnSample:
+    return TurnSample(turn.name, mode, clock.since(), error=error)
 
 
 def _error_text(response: httpx.Response) -> str:

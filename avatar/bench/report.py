@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from avatar.bench.probes import PROBE_INTERVAL_S
-from avatar.bench.samples import STAGES
+from avatar.bench.samples import FIRSTS, STAGES
 from avatar.config import PROJECT_ROOT
 
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
@@ -90,10 +90,15 @@ def _turn_rows(per_turn: dict[str, Any]) -> list[list[str]]:
 
 
 TURN_HEADERS = ["turn", "n", "reply s", *(f"{s} s" for s in STAGES), "total s", "TTS RTF", "avatar RTF"]
+FIRST_HEADERS = ["turn", "first transcript s", "first reply token s", "first audio s", "first video frame s"]
+
+
+def _first_rows(per_turn: dict[str, Any], key: str) -> list[list[str]]:
+    return [[name, *(_p50_p95(t.get(key, {}).get(f)) for f in FIRSTS)] for name, t in per_turn.items()]
 
 
 def bench_markdown(result: dict[str, Any]) -> str:
-    """The bench report: targets, per-stage p50/p95, overlap ratio, concurrency, profile."""
+    """The bench report: targets, per-stage p50/p95, streamed vs whole first frame, concurrency, profile."""
     out = [
         f"# avatar bench — {result.get('stamp', '')}",
         "",
@@ -118,73 +123,61 @@ def bench_markdown(result: dict[str, Any]) -> str:
         "## In-process turns",
         "",
         f"Models loaded and warm in {inproc.get('ready_s', '–')} s; peak RSS of the bench process "
-        f"{inproc.get('peak_rss_mb', '–')} MiB. The product's default mode is "
-        f"{inproc.get('default_mode', 'sequential')}.",
-        "",
-        "Sequential (each stage over the whole reply, then the MP4):",
+        f"{inproc.get('peak_rss_mb', '–')} MiB. The stages of a turn run at once (the model writes the "
+        "next piece while the last is spoken and drawn), so their times add up to more than the total.",
         "",
         table(TURN_HEADERS, _turn_rows(inproc.get("per_turn", {}))),
         "",
+        "Moments of each turn from the end of the question (the pipeline's own marks):",
+        "",
+        table(FIRST_HEADERS, _first_rows(inproc.get("per_turn", {}), "server_firsts")),
+        "",
     ]
-    if inproc.get("per_turn_overlapped"):
-        out += [
-            "Overlapped (sentence by sentence; stage times overlap, so they add up to more than the total):",
-            "",
-            table(TURN_HEADERS, _turn_rows(inproc["per_turn_overlapped"])),
-            "",
-        ]
     if inproc.get("errors"):
         out += ["Failed turns: " + "; ".join(inproc["errors"]), ""]
-    out += ["## Time to first video frame: sequential vs overlapped", ""]
-    overlap = inproc.get("overlap", {})
-    if overlap.get("available"):
-        rows = [
-            [
-                name,
-                _p50_p95(t["sequential_first_frame"]),
-                _p50_p95(t.get("sequential_total")),
-                _p50_p95(t["overlapped_first_frame"]),
-                _p50_p95(t["overlapped_total"]),
-                _p50_p95(t["ratio"]),
-                _p50_p95(t.get("ratio_to_video_end")),
-            ]
-            for name, t in overlap["per_turn"].items()
-        ]
-        out += [
-            table(
-                [
-                    "turn",
-                    "seq. first frame s",
-                    "seq. total s",
-                    "ovl. first frame s",
-                    "ovl. total s",
-                    "ratio first frames",
-                    "ratio seq. total / ovl. first frame",
-                ],
-                rows,
-            ),
-            "",
-            f"Overall first-frame ratio p50 {_s(overlap['ratio'])}; each sequential/overlapped pair ran back to "
-            "back in the same repetition, alternating which went first, so machine noise hits both alike. "
-            "The sequential first frame is the pipeline's mark when every frame has been drawn (before "
-            "encoding); a viewer of the whole-video reply sees it only at the turn's end (last column).",
-            "",
-        ]
-    else:
-        out += [overlap.get("reason", "not available"), ""]
     http = result.get("http", {})
     out += ["## HTTP service", ""]
     if http.get("available"):
         out += [
-            f"Start-up to ready: {http['ready_s']:.2f} s; peak RSS of the service: {http.get('peak_rss_mb')} MiB. "
-            "The service runs its configured mode (AVATAR_OVERLAP).",
+            f"Start-up to ready: {http['ready_s']:.2f} s; peak RSS of the service: {http.get('peak_rss_mb')} MiB.",
             "",
-            "Per turn (server-side stage timings; the last column is what the client waited: upload, "
-            "turn, video download):",
+            "Each question was asked twice in a row: **streamed** (`POST /api/v1/conversation/stream`, each "
+            "video segment fetched as soon as it is announced, as the web page does) and **whole** (`POST "
+            "/api/v1/conversation`, then the MP4). Client times count from the end of the client's upload.",
+            "",
+            "### Time to the first video frame at the client: streamed vs whole",
+            "",
+            table(
+                ["turn", "streamed: first frame s", "streamed: last segment s", "whole: video downloaded s", "sooner"],
+                [
+                    [
+                        name,
+                        _p50_p95(t["streamed_first_frame"]),
+                        _p50_p95(t["streamed_total"]),
+                        _p50_p95(t["whole_total"]),
+                        "–" if not t["sooner"] else f"{t['sooner']['p50']:.1f}×",
+                    ]
+                    for name, t in (http.get("streaming") or {}).get("per_turn", {}).items()
+                ],
+            ),
+            "",
+            "A streamed turn's moments as its client saw them (first transcript, first reply text, first "
+            "segment downloaded):",
+            "",
+            table(FIRST_HEADERS, _first_rows(http.get("per_turn_streamed", {}), "client_firsts")),
+            "",
+            "The same turns as the server timed them:",
+            "",
+            table(FIRST_HEADERS, _first_rows(http.get("per_turn_streamed", {}), "server_firsts")),
+            "",
+            "Stages of the whole-video turns (server-side; the last column is what that client waited):",
             "",
             table(
                 [*TURN_HEADERS, "client s"],
-                [[*row, _p50_p95(http["per_turn"][row[0]]["wall"])] for row in _turn_rows(http.get("per_turn", {}))],
+                [
+                    [*row, _p50_p95(http["per_turn_whole"][row[0]]["wall"])]
+                    for row in _turn_rows(http.get("per_turn_whole", {}))
+                ],
             ),
             "",
         ]
@@ -202,11 +195,6 @@ def bench_markdown(result: dict[str, Any]) -> str:
                 ),
                 "",
             ]
-        out += [
-            "Time to first frame at the client: not measured over HTTP (no streaming endpoint is served "
-            "yet); the in-process figure above is the pipeline's own.",
-            "",
-        ]
     else:
         out += [http.get("reason", "not available"), ""]
     concurrency = http.get("concurrency") or inproc.get("concurrency")
@@ -260,7 +248,7 @@ def plot_stages(result: dict[str, Any], path: Path) -> Path | None:
 
     groups = [("in-process", result.get("inprocess", {}).get("per_turn", {}))]
     if result.get("http", {}).get("available"):
-        groups.append(("http", result["http"].get("per_turn", {})))
+        groups.append(("http", result["http"].get("per_turn_streamed", {})))
     labels, bars = [], []
     for where, per_turn in groups:
         for name, t in per_turn.items():
@@ -274,7 +262,7 @@ def plot_stages(result: dict[str, Any], path: Path) -> Path | None:
         heights = [b[i] for b in bars]
         ax.bar(labels, heights, bottom=bottom, label=stage)
         bottom = [x + h for x, h in zip(bottom, heights, strict=True)]
-    # Overlapped stages run side by side, so their bars can stack past the turn's own total: mark it.
+    # The stages run side by side, so their bars can stack past the turn's own total: mark it.
     totals = [t["stages"].get("total", {}).get("p50") for _, per_turn in groups for t in per_turn.values()]
     ax.plot(labels, totals, "k_", markersize=30, markeredgewidth=2.5, label="turn total")
     ax.set_ylabel("seconds (p50)")

@@ -10,16 +10,21 @@ from avatar.bench.stats import spread
 
 STAGES = ("asr", "llm", "tts", "avatar", "mux")
 MEDIA_STAGES = ("tts", "avatar")  # the stages whose RTF the issue asks for
+FIRSTS = ("first_transcript", "first_token", "first_audio", "first_frame")
+"""Moments of a turn, in seconds from the end of the upload (the server's timings, and a streaming
+client's own clock: when each first event reached it, and when the first segment had downloaded)."""
 
 
 @dataclass
 class TurnSample:
-    """What one turn took. ``wall`` is what the caller waited (for HTTP: request to response);
-    ``first_frame`` the seconds until the first video frame was ready (the whole turn for a
-    sequential whole-video turn, where no frame is available before the file is)."""
+    """What one turn took. ``wall`` is what the caller waited (for HTTP: upload to the last byte of
+    video); ``first_frame`` the seconds until the first video frame could play: for a streamed turn
+    at an HTTP client, when its first segment had arrived; for a whole-video answer, the end of the
+    download; in-process, the pipeline's own mark. ``client`` holds a streaming client's first-event
+    times (``FIRSTS``)."""
 
     turn: str
-    mode: str  # "sequential" or "overlapped"
+    mode: str  # "in-process", "streamed" (HTTP, Server-Sent Events) or "whole" (HTTP, JSON then the MP4)
     wall: float
     timings: dict[str, float] = field(default_factory=dict)
     rtf: dict[str, float] = field(default_factory=dict)
@@ -28,6 +33,7 @@ class TurnSample:
     reply: str = ""
     transcript: str | None = None
     error: str | None = None
+    client: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +47,7 @@ class TurnSample:
             "reply": self.reply,
             "transcript": self.transcript,
             "error": self.error,
+            "client": {k: round(v, 4) for k, v in self.client.items()},
         }
 
 
@@ -60,6 +67,8 @@ def summarise(samples: Iterable[TurnSample]) -> dict[str, dict[str, Any]]:
             "rtf": {s: v for s in MEDIA_STAGES if (v := _spread([g.rtf[s] for g in group if s in g.rtf]))},
             "audio_seconds": _spread([g.audio_seconds for g in group]),
             "first_frame": _spread([g.first_frame for g in group if g.first_frame is not None]),
+            "server_firsts": {k: v for k in FIRSTS if (v := _spread([g.timings[k] for g in group if k in g.timings]))},
+            "client_firsts": {k: v for k in FIRSTS if (v := _spread([g.client[k] for g in group if k in g.client]))},
         }
     return out
 

@@ -51,6 +51,10 @@ class ReplyFiles:
         return self._cut_at / self.fps
 
     @property
+    def frames(self) -> int:
+        return self.writer.frames
+
+    @property
     def audio_seconds(self) -> float:
         return self.wav.samples / self.wav.sample_rate
 
@@ -68,7 +72,11 @@ class ReplyFiles:
         return self.writer.cut()
 
     async def close(self) -> None:
-        """The reply is complete: the last segment, then reply.mp4 and reply.wav."""
+        """The reply is complete: the last segment, then reply.mp4 and reply.wav (neither when nothing
+        could be spoken: a text-only reply)."""
+        if not self.writer.frames:
+            await self.abort()
+            return
         await self._publish(await run_blocking(self.writer.finish))
         with self.timings.stage("mux"):
             await run_blocking(remux_to_mp4, self.out_dir / STREAM_NAME, self.out_dir / VIDEO_NAME)

@@ -26,7 +26,7 @@ from avatar.pipeline.files import AUDIO_NAME, SUMMARY_NAME, VIDEO_NAME, ReplyFil
 from avatar.pipeline.reply import Reply, ReplyOutput, TurnEvents
 from avatar.pipeline.sessions import MemorySessionStore, Session, SessionStore
 from avatar.pipeline.stages import AnimateStage, RespondStage, SpeakStage, TranscribeStage
-from avatar.pipeline.threads import run_blocking
+from avatar.pipeline.threads import ModelCalls, run_blocking
 from avatar.pipeline.timing import TurnTimings
 from avatar.registry import ModelRegistry
 from avatar.types import ASR_SAMPLE_RATE, AudioArray
@@ -64,7 +64,9 @@ class TurnResult:
     models: dict[str, str]
     video_format: str
     segments: int
-    degraded: list[str] = field(default_factory=list)
+    degraded: list[dict[str, str]] = field(default_factory=list)
+    """What fell back, each ``{code, stage, reason}``: ``llm_fallback`` (the persona's fallback line),
+    ``tts_failed`` (the rest of the reply is text only), ``face_failed`` (a still picture speaks)."""
     video_path: Path | None = None
     audio_path: Path | None = None
 
@@ -128,12 +130,21 @@ class Pipeline:
         sessions: SessionStore | None = None,
         max_text_chars: int = 1000,
         default_persona: str | None = None,
+        stage_timeout: float | None = None,
     ) -> Pipeline:
+        """Stages on the registry's models; each model call is timed out after ``stage_timeout`` seconds
+        and its outcome counted in the model's health."""
+
+        def calls(kind: str) -> ModelCalls:
+            return ModelCalls(registry.health(kind), stage_timeout)
+
         return cls(
-            transcribe=TranscribeStage(registry.get("asr")),
-            respond=RespondStage(registry.get("llm"), max_new_tokens=max_new_tokens, max_sentences=max_sentences),
-            speak=SpeakStage(registry.get("tts")),
-            animate=AnimateStage(registry.get("face")),
+            transcribe=TranscribeStage(registry.get("asr"), calls("asr")),
+            respond=RespondStage(
+                registry.get("llm"), max_new_tokens=max_new_tokens, max_sentences=max_sentences, calls=calls("llm")
+            ),
+            speak=SpeakStage(registry.get("tts"), calls("tts")),
+            animate=AnimateStage(registry.get("face"), calls=calls("face")),
             personas=personas,
             sessions=sessions or MemorySessionStore(ttl_seconds=session_ttl, max_turns=history_turns),
             max_text_chars=max_text_chars,
@@ -221,7 +232,7 @@ class Pipeline:
             if not keep_segments:
                 await files.drop_segments()
             transcribed = user_text if request.audio is not None else None
-            result = await self._result(request, out_dir, files, spoken, reply.fallback, timings, transcribed)
+            result = await self._result(request, out_dir, files, reply, timings, transcribed)
         except asyncio.CancelledError:
             await files.abort()
             if user_text is not None:
@@ -289,8 +300,7 @@ class Pipeline:
         request: TurnRequest,
         out_dir: Path,
         files: ReplyFiles,
-        spoken: SpokenReply,
-        fallback: bool,
+        reply: Reply,
         timings: TurnTimings,
         transcript: str | None,
     ) -> TurnResult:
@@ -303,16 +313,16 @@ class Pipeline:
             session_id=request.session.id,
             persona=request.persona.name,
             transcript=transcript,
-            reply=" ".join(piece.text for piece in spoken.pieces),
+            reply=" ".join(reply.texts),
             audio_seconds=seconds,
             timings=seconds_by_stage,
             rtf=rtf,
             models=dict(self.models),
             video_format=request.video_format.name,
             segments=files.segments,
-            degraded=["llm_fallback"] if fallback else [],
-            video_path=out_dir / VIDEO_NAME,
-            audio_path=out_dir / AUDIO_NAME,
+            degraded=reply.degraded,
+            video_path=out_dir / VIDEO_NAME if files.frames else None,
+            audio_path=out_dir / AUDIO_NAME if files.frames else None,
         )
         summary = json.dumps(result.summary(), indent=2) + "\n"
         await run_blocking(_write_atomic, out_dir / SUMMARY_NAME, summary)

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
+
+import numpy as np
 
 from avatar import media
 from avatar.personas import Persona
 from avatar.pipeline.control import SpokenPiece, SpokenReply
 from avatar.pipeline.stages import AnimateStage, ReplyPart, RespondStage, SpeakStage
-from avatar.pipeline.threads import run_blocking
 from avatar.pipeline.timing import TurnTimings
-from avatar.types import AudioArray, ChatMessage, FrameArray, frame_count
+from avatar.types import AudioArray, ChatMessage, FrameArray, PreparedFace, frame_count
+
+log = logging.getLogger(__name__)
 
 PIECES_AHEAD = 2  # pieces of text the model may write ahead of the voice
 CLIPS_AHEAD = 2  # spoken pieces the voice may make ahead of the face
@@ -75,12 +79,23 @@ class Reply:
         # Frames drawn before each hand-over: half a second by default; live mode hands over sooner.
         self.chunk_frames = chunk_frames or max(1, self.fps // 2)
         self.fallback = False
+        self.texts: list[str] = []  # every piece the model wrote (spoken or, after a voice failure, not)
+        self.degraded: list[dict[str, str]] = []
+        self.faceless = False
+        size = getattr(animate.animator, "size", 512)
+        self.still: FrameArray = np.full((size, size, 3), 96, np.uint8)  # held when the face cannot be drawn
         self.pieces: asyncio.Queue[ReplyPart | None] = asyncio.Queue(PIECES_AHEAD)
         self.clips: asyncio.Queue[tuple[ReplyPart, AudioArray] | None] = asyncio.Queue(CLIPS_AHEAD)
 
     async def run(self) -> None:
         """Make the whole reply into the output; the first stage failure stops the others and is raised."""
-        face = await self.animate.face_for(self.persona.image_path)
+        face: PreparedFace | None = None
+        try:
+            face = await self.animate.face_for(self.persona.image_path)
+            self.still = getattr(face, "image", self.still)
+        except Exception as exc:  # noqa: BLE001 - the reply is still spoken, over a still picture
+            self.faceless = True
+            self.degrade("face_failed", "face", f"{type(exc).__name__}: {getattr(exc, 'message', exc)}")
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._respond(), name="respond")
@@ -103,37 +118,68 @@ class Reply:
                     continue
                 if part.fallback:
                     self.fallback = True
+                    self.degrade("llm_fallback", "llm", part.reason)
                     await self.emit("reply", {"delta": part.text, "text": part.text, "fallback": True})
+                self.texts.append(part.text)
                 await self.pieces.put(part)
         await self.pieces.put(None)
 
+    def degrade(self, code: str, stage: str, reason: str) -> None:
+        """Note that part of the reply fell back (the turn goes on without it)."""
+        self.degraded.append({"code": code, "stage": stage, "reason": reason})
+        log.warning("turn degraded", extra={"code": code, "reason": reason})
+
     async def _speak(self) -> None:
+        voiceless = False
         while (part := await self.pieces.get()) is not None:
-            with self.timings.stage("tts"):
-                clip = await self.speak(part.text, self.persona)
+            if voiceless:
+                continue  # the text is still shown; the rest of the reply is not spoken
+            try:
+                with self.timings.stage("tts"):
+                    clip = await self.speak(part.text, self.persona)
+            except Exception as exc:  # noqa: BLE001 - a voice failure leaves a text-only (rest of the) reply
+                voiceless = True
+                self.degrade("tts_failed", "tts", f"{type(exc).__name__}: {getattr(exc, 'message', exc)}")
+                continue
             frames = frame_count(clip.size / self.rate, self.fps)
             self.timings.mark("first_audio")
             await self.clips.put((part, media.fit_audio_to_frames(clip, self.rate, frames, self.fps)))
         await self.clips.put(None)
 
-    async def _animate(self, face: object) -> None:
+    async def _animate(self, face: PreparedFace | None) -> None:
         animator = self.animate.animator
+        chunk_frames = self.chunk_frames
         frame_at = 0
         while (item := await self.clips.get()) is not None:
             part, clip = item
             frames = clip.size * self.fps // self.rate
             self.spoken.pieces.append(SpokenPiece(part.text, frame_at / self.fps, (frame_at + frames) / self.fps))
-            chunks = animator.render_chunks(
-                face, clip, self.rate, chunk_frames=self.chunk_frames, start_frame=self.start_frame + frame_at
+            chunks = (
+                None
+                if face is None
+                else animator.render_chunks(
+                    face, clip, self.rate, chunk_frames, start_frame=self.start_frame + frame_at
+                )
             )
             drawn = 0
-            while True:
-                with self.timings.stage("avatar"):
-                    chunk = await run_blocking(next, chunks, None)
+            while drawn < frames:
+                chunk = await self._draw(chunks, min(chunk_frames, frames - drawn))
                 if chunk is None:
                     break
                 audio = clip[drawn * self.rate // self.fps : (drawn + len(chunk)) * self.rate // self.fps]
                 await self.output.write(chunk, audio)
                 self.spoken.handed_out = self.output.delivered_seconds
                 drawn += len(chunk)
+                self.still = chunk[-1]
             frame_at += frames
+
+    async def _draw(self, chunks: Iterator[FrameArray] | None, count: int) -> FrameArray | None:
+        """The next chunk of frames; once the face has failed, the last good frame held still."""
+        if chunks is not None and not self.faceless:
+            try:
+                with self.timings.stage("avatar"):
+                    return await self.animate.calls(next, chunks, None)
+            except Exception as exc:  # noqa: BLE001 - a face failure leaves an audio-only (rest of the) reply
+                self.faceless = True
+                self.degrade("face_failed", "face", f"{type(exc).__name__}: {getattr(exc, 'message', exc)}")
+        return np.repeat(self.still[None], count, axis=0)

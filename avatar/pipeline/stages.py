@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from avatar import media
-from avatar.errors import InvalidImageError, ModelError, NoSpeechError
+from avatar.errors import NoAudioError, NoSpeechError
 from avatar.fmp4 import FORMATS, VideoFormat, write_mp4
+from avatar.images import DEFAULT_MAX_PIXELS, load_image
 from avatar.personas import Persona
 from avatar.pipeline.pieces import PieceSplitter
-from avatar.pipeline.threads import run_blocking
+from avatar.pipeline.threads import ModelCalls, run_blocking
 from avatar.types import (
     AudioArray,
     ChatMessage,
@@ -42,13 +41,14 @@ SILENCE_DBFS = -60.0
 class TranscribeStage:
     """16 kHz audio → the words in it. No words → NoSpeechError."""
 
-    def __init__(self, asr: SpeechRecognizer) -> None:
+    def __init__(self, asr: SpeechRecognizer, calls: ModelCalls | None = None) -> None:
         self.asr = asr
+        self.calls = calls or ModelCalls()
 
     async def __call__(self, audio: AudioArray, language: str | None = None) -> Transcript:
         if media.rms_dbfs(audio) < SILENCE_DBFS:
             raise NoSpeechError("The recording is silent: no speech was heard. Check the microphone and try again.")
-        transcript = await run_blocking(self.asr.transcribe, audio, language=language)
+        transcript = await self.calls(self.asr.transcribe, audio, language=language)
         if not any(ch.isalnum() for ch in transcript.text):
             raise NoSpeechError("No speech was recognised in the recording. Speak clearly and try again.")
         return transcript
@@ -64,6 +64,7 @@ class ReplyPart:
     text: str
     shown: str = ""
     fallback: bool = False
+    reason: str = ""  # why the fallback line was used
 
 
 class RespondStage:
@@ -75,8 +76,11 @@ class RespondStage:
     reply instead of an error.
     """
 
-    def __init__(self, llm: ChatModel, *, max_new_tokens: int = 60, max_sentences: int = 2) -> None:
+    def __init__(
+        self, llm: ChatModel, *, max_new_tokens: int = 60, max_sentences: int = 2, calls: ModelCalls | None = None
+    ) -> None:
         self.llm = llm
+        self.calls = calls or ModelCalls()
         self.max_new_tokens = max_new_tokens
         self.max_sentences = max_sentences
 
@@ -92,7 +96,7 @@ class RespondStage:
         tokens = self.llm.stream(self.messages(persona, history, user_text), max_new_tokens=self.max_new_tokens)
         try:
             while not splitter.complete:
-                token = await run_blocking(next, tokens, None)
+                token = await self.calls(next, tokens, None)
                 if token is None:
                     break
                 shown = splitter.shown
@@ -106,17 +110,23 @@ class RespondStage:
                 spoken += 1
                 yield ReplyPart("piece", piece)
         except Exception as exc:  # noqa: BLE001 - any model failure degrades to the fallback reply
-            log.warning("llm failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            failure = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+            log.warning("llm failed", extra={"error": failure})
+        else:
+            failure = "the model's reply had nothing to say aloud"
         finally:
             await run_blocking(_close, tokens)  # the model is never left running into the next turn
         if spoken == 0:
-            log.warning("llm reply empty; using fallback reply")
-            yield ReplyPart("piece", persona.fallback_reply, persona.fallback_reply, fallback=True)
+            log.warning("llm reply empty or failed; using fallback reply", extra={"reason": failure})
+            yield ReplyPart("piece", persona.fallback_reply, persona.fallback_reply, fallback=True, reason=failure)
 
-    async def __call__(self, persona: Persona, history: Sequence[ChatMessage], user_text: str) -> tuple[str, bool]:
-        """The whole reply and whether it is the fallback."""
+    async def __call__(
+        self, persona: Persona, history: Sequence[ChatMessage], user_text: str
+    ) -> tuple[str, str | None]:
+        """The whole reply, and why it is the persona's fallback line (None when it is the model's)."""
         parts = [part async for part in self.stream(persona, history, user_text) if part.kind == "piece"]
-        return " ".join(part.text for part in parts), any(part.fallback for part in parts)
+        fallback = next((part.reason for part in parts if part.fallback), None)
+        return " ".join(part.text for part in parts), fallback
 
 
 def _close(tokens: Iterator[str]) -> None:
@@ -128,25 +138,34 @@ def _close(tokens: Iterator[str]) -> None:
 class SpeakStage:
     """Text → the persona's voice, loudness-normalised."""
 
-    def __init__(self, tts: SpeechSynthesizer) -> None:
+    def __init__(self, tts: SpeechSynthesizer, calls: ModelCalls | None = None) -> None:
         self.tts = tts
+        self.calls = calls or ModelCalls()
 
     @property
     def sample_rate(self) -> int:
         return self.tts.sample_rate
 
     async def __call__(self, text: str, persona: Persona) -> AudioArray:
-        audio = await run_blocking(self.tts.synthesize, text, persona.voice_spec)
+        audio = await self.calls(self.tts.synthesize, text, persona.voice_spec)
         if audio.size == 0:
-            raise ModelError(f"The speech synthesiser produced no audio for {text[:80]!r}.")
+            raise NoAudioError(f"The speech synthesiser produced no audio for {text[:80]!r}.")
         return audio
 
 
 class AnimateStage:
     """Reply audio + the persona's photo → video frames. Prepared faces are cached per photo."""
 
-    def __init__(self, animator: FaceAnimator, cache_size: int = 16) -> None:
+    def __init__(
+        self,
+        animator: FaceAnimator,
+        cache_size: int = 16,
+        calls: ModelCalls | None = None,
+        max_image_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
         self.animator = animator
+        self.calls = calls or ModelCalls()
+        self.max_image_pixels = max_image_pixels
         self._faces: OrderedDict[str, PreparedFace] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -157,7 +176,9 @@ class AnimateStage:
 
     def prepare_path(self, image_path: Path) -> PreparedFace:
         """The prepared face of a photo file, from the cache when the file is unchanged (blocking)."""
-        return self._prepared(_path_key(image_path), lambda: load_image(image_path.read_bytes()))
+        return self._prepared(
+            _path_key(image_path), lambda: load_image(image_path.read_bytes(), max_pixels=self.max_image_pixels)
+        )
 
     def cached(self, image_path: Path) -> PreparedFace | None:
         """The prepared face of a photo file if it is prepared already (never prepares: no model work)."""
@@ -170,7 +191,9 @@ class AnimateStage:
 
     def prepare_bytes(self, data: bytes) -> PreparedFace:
         """The prepared face of an uploaded photo, cached by content (blocking)."""
-        return self._prepared(hashlib.sha256(data).hexdigest(), lambda: load_image(data))
+        return self._prepared(
+            hashlib.sha256(data).hexdigest(), lambda: load_image(data, max_pixels=self.max_image_pixels)
+        )
 
     def _prepared(self, key: str, read: Callable[[], FrameArray]) -> PreparedFace:
         with self._lock:
@@ -186,10 +209,10 @@ class AnimateStage:
         return face
 
     async def face_for(self, image_path: Path) -> PreparedFace:
-        return await run_blocking(self.prepare_path, image_path)
+        return await self.calls(self.prepare_path, image_path)
 
     async def __call__(self, face: PreparedFace, audio: AudioArray, sample_rate: int) -> FrameArray:
-        return await run_blocking(self.animator.render, face, audio, sample_rate)
+        return await self.calls(self.animator.render, face, audio, sample_rate)
 
     async def to_mp4(
         self, face: PreparedFace, audio: AudioArray, sample_rate: int, path: Path, fmt: VideoFormat = FORMATS["h264"]
@@ -205,19 +228,3 @@ class AnimateStage:
 def _path_key(image_path: Path) -> str:
     """A photo file's cache key: its place and when it last changed."""
     return f"{image_path.resolve()}:{image_path.stat().st_mtime_ns}"
-
-
-def load_image(data: bytes) -> FrameArray:
-    """Decode a photo to RGB uint8, honouring EXIF orientation."""
-    import io
-
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            upright = ImageOps.exif_transpose(opened)
-            return np.asarray(upright.convert("RGB"), dtype=np.uint8)
-    except Image.DecompressionBombError:
-        raise InvalidImageError("The photo has too many pixels; upload a smaller image.") from None
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise InvalidImageError("The photo could not be read; upload a JPEG or PNG image.") from None

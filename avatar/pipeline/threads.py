@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
+
+from avatar.errors import AvatarError, ModelTimeoutError
+from avatar.health import ModelHealth
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -22,9 +26,77 @@ async def run_blocking(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs)
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
-        while not future.done():
-            try:
-                await asyncio.wait([future])
-            except asyncio.CancelledError:
-                continue  # already cancelling; the thread still has to finish
+        await _finish_anyway(future)  # already cancelling; the thread still has to finish
         raise
+
+
+class ModelCalls:
+    """How a stage calls its model: in a worker thread (``run_blocking``), with a time limit, its
+    outcome counted in the model's health.
+
+    A call that fails with anything but the user's own mistake (an ``AvatarError`` under 500) counts
+    as a failure. Past ``timeout`` the call is left running — a thread cannot be stopped — the model
+    is marked hung until the call returns, and ModelTimeoutError (504) is raised, so the turn ends and
+    frees what it holds.
+    """
+
+    def __init__(self, health: ModelHealth | None = None, timeout: float | None = None) -> None:
+        self.health = health
+        self.timeout = timeout
+
+    async def __call__(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        health, lock = self.health, threading.Lock()
+        state = {"finished": False, "abandoned": False}
+
+        def call() -> T:
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                if health is not None and not (isinstance(exc, AvatarError) and exc.status < 500):
+                    health.failed(exc)
+                raise
+            finally:
+                with lock:
+                    state["finished"] = True
+                    if state["abandoned"] and health is not None:
+                        health.returned()
+            if health is not None:
+                health.succeeded()
+            return result
+
+        if self.timeout is None:
+            return await run_blocking(call)
+        future = asyncio.ensure_future(asyncio.to_thread(call))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout)
+        except TimeoutError:
+            with lock:
+                if not state["finished"]:
+                    state["abandoned"] = True
+                    if health is not None:
+                        health.hung(self.timeout)
+            if not state["abandoned"]:  # it finished just as the limit passed
+                return await future
+            future.add_done_callback(_consume)
+            kind = health.kind if health is not None else "model"
+            raise ModelTimeoutError(
+                f"The {kind} model did not answer within {self.timeout:g} s (AVATAR_STAGE_TIMEOUT_SECONDS); "
+                "the server reports it on /readyz until it recovers."
+            ) from None
+        except asyncio.CancelledError:
+            await _finish_anyway(future)
+            raise
+
+
+async def _finish_anyway(future: asyncio.Future[T]) -> None:
+    """Wait for a thread's call to return even while being cancelled (see ``run_blocking``)."""
+    while not future.done():
+        try:
+            await asyncio.wait([future])
+        except asyncio.CancelledError:
+            continue
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # an abandoned call's late error is in the model's health, not lost as a warning

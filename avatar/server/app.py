@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import signal
@@ -17,20 +18,26 @@ import structlog
 import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 from avatar.backends import torch_thread
 from avatar.config import Settings
 from avatar.personas import CreatedPersonas
 from avatar.runtime import Runtime
 from avatar.server.errors import HANDLERS
+from avatar.server.limits import BodyDeadlineMiddleware, SlowClientProtocol
 from avatar.server.live.hub import LiveHub
+from avatar.server.metrics import MetricsMiddleware
 from avatar.server.middleware import RequestContextMiddleware
 from avatar.server.results import ResultStore
 from avatar.server.routes import ROUTES
+from avatar.server.security import ApiKeyMiddleware, OriginCheckMiddleware, load_api_keys
 from avatar.server.service import AppState, Service
 
 log = structlog.stdlib.get_logger(__name__)
 
+# Response headers a page on an allowed origin may read (CORS hides all but a few by default).
+EXPOSED_HEADERS = ("X-Request-ID", "Retry-After", "X-Audio-Seconds", "X-Result-ID", "Content-Location", "Content-Range")
 RELEASE_WAIT_S = 60.0  # at shutdown, the longest wait for a cancelled turn's model call to return
 WORKER_NICENESS = 10  # added to the nice value of worker threads (higher: less CPU when contended)
 
@@ -39,9 +46,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
     """The service as an ASGI app. Building it is cheap (a wrong setting fails here); the models load
     in the background once the app starts, so the port answers at once."""
     runtime = runtime or Runtime(settings)
-    service = Service(
-        settings, runtime, ResultStore(settings.output_dir, settings.result_ttl_seconds, replica=settings.replica)
+    results = ResultStore(
+        settings.output_dir,
+        settings.result_ttl_seconds,
+        replica=settings.replica,
+        max_bytes=int(settings.max_output_mb * 2**20),
     )
+    service = Service(settings, runtime, results)
+    api_keys = load_api_keys(settings)  # a bad key file stops start-up here
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
@@ -76,20 +88,55 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
 
     return Starlette(
         routes=ROUTES,
-        middleware=[Middleware(RequestContextMiddleware)],
+        middleware=_middleware(settings, service, api_keys),
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
 
 
+def _middleware(settings: Settings, service: Service, api_keys: tuple[str, ...]) -> list[Middleware]:
+    """Outermost first: request id and access line; metrics (they see every answer, refusals too);
+    slow bodies; CORS (preflights are answered before any key is asked for, and refusals carry CORS
+    headers so a page can read them); foreign origins; API keys."""
+    stack = [
+        Middleware(RequestContextMiddleware),
+        Middleware(MetricsMiddleware, metrics=service.metrics, routes=ROUTES),
+        Middleware(
+            BodyDeadlineMiddleware,
+            body_timeout=settings.body_timeout_seconds,
+            min_rate=settings.min_upload_bytes_per_second,
+        ),
+    ]
+    origins = settings.cors_origin_list
+    if origins:
+        stack.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(origins),
+                allow_methods=["GET", "HEAD", "POST", "DELETE"],
+                allow_headers=["Authorization", "Content-Type", "Range", "X-Request-ID"],
+                expose_headers=list(EXPOSED_HEADERS),
+                max_age=600,
+            )
+        )
+    stack.append(Middleware(OriginCheckMiddleware, allowed=origins, public_url=settings.public_url))
+    stack.append(Middleware(ApiKeyMiddleware, keys=api_keys))
+    return stack
+
+
 async def _sweep_forever(results: ResultStore, personas: CreatedPersonas | None) -> None:
-    """Expired results and created personas go (on every replica: removing twice is harmless)."""
+    """Expire results (and created personas) every so often, and at once when a new result takes them
+    past the disk quota. Every replica sweeps: removing twice is harmless."""
     interval = min(60.0, max(1.0, results.ttl / 4))
+    wake = asyncio.Event()
+    results.wake_sweeper = wake.set  # called on the event loop, where results are published
     while True:
+        wake.clear()
         await asyncio.to_thread(results.sweep)
         if personas is not None:
             await asyncio.to_thread(personas.sweep)
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), interval)
 
 
 def lower_thread_priority() -> None:
@@ -111,6 +158,7 @@ def serve(settings: Settings) -> None:
     ``shutdown_grace_seconds``, then the lifespan releases the models; the process then exits 0.
     """
     app = create_app(settings)
+    proxies = list(settings.trusted_proxy_list)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -120,6 +168,16 @@ def serve(settings: Settings) -> None:
         access_log=False,  # the request middleware writes one line per request, with its id
         server_header=False,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
+        # Slow and idle clients (limits.py): head deadline and connection cap, idle keep-alive, head size.
+        http=SlowClientProtocol.configured(
+            header_timeout=settings.header_timeout_seconds, max_connections=settings.max_connections
+        ),
+        timeout_keep_alive=settings.keep_alive_seconds,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        # X-Forwarded-For/-Proto are believed only from the configured proxies (uvicorn would trust
+        # 127.0.0.1 by default); the Host header never makes a URL (urls.py).
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
     )
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully; by then the work
     # is done, and a SIGTERM is how an orchestrator says "stop", so exit 0 rather than die of it.

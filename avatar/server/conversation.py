@@ -65,7 +65,7 @@ async def conversation(request: Request[AppState]) -> JSONResponse:
     service, turn = await _turn_request(request)
     with service.results.reserve() as folder:
         result = await service.turns.run(turn, folder, disconnect=request.receive)
-    return JSONResponse({**result.summary(), **result_urls(request, result.id)})
+    return JSONResponse(_answer(request, result))
 
 
 async def conversation_stream(request: Request[AppState]) -> EventSourceResponse:
@@ -142,7 +142,12 @@ def _last_event(request: Request[AppState], task: asyncio.Future[TurnResult]) ->
         message = "Internal server error; quote the request id when reporting it."
         error = {"code": "internal_error", "message": message, "request_id": request.scope["state"].get("request_id")}
         return ServerSentEvent(data=json.dumps(error), event="error")
-    return ServerSentEvent(data=json.dumps({**result.summary(), **result_urls(request, result.id)}), event="done")
+    return ServerSentEvent(data=json.dumps(_answer(request, result)), event="done")
+
+
+def _answer(request: Request[AppState], result: TurnResult) -> dict[str, Any]:
+    """The turn's summary with the URLs of its video and audio (null for a text-only reply)."""
+    return {**result.summary(), **result_urls(request, result.id, media=result.video_path is not None)}
 
 
 async def cancel(request: Request[AppState]) -> JSONResponse:

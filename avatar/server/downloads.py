@@ -5,21 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse, JSONResponse, MalformedRangeHeader, RangeNotSatisfiable
 
+from avatar.pipeline.files import VIDEO_NAME
+from avatar.server.errors import MalformedRequestError, RangeNotSatisfiableError
 from avatar.server.service import AppState
+from avatar.server.urls import public_url_for
 
 
-def result_urls(request: Request[AppState], result_id: str) -> dict[str, str]:
+def result_urls(request: Request[AppState], result_id: str, *, media: bool = True) -> dict[str, str | None]:
+    """The URLs of a result's video and audio (None for a text-only reply, which has neither)."""
     return {
-        "video_url": str(request.url_for("result_video", result_id=result_id)),
-        "audio_url": str(request.url_for("result_audio", result_id=result_id)),
+        "video_url": public_url_for(request, "result_video", result_id=result_id) if media else None,
+        "audio_url": public_url_for(request, "result_audio", result_id=result_id) if media else None,
     }
 
 
 def segment_url(request: Request[AppState], result_id: str, index: int) -> str:
-    """Where a streamed turn's video segment is fetched (a path on this server)."""
-    return str(request.app.url_path_for("result_segment", result_id=result_id, index=index))
+    """Where a streamed turn's video segment is fetched."""
+    return public_url_for(request, "result_segment", result_id=result_id, index=index)
 
 
 async def result_segment(request: Request[AppState]) -> FileResponse:
@@ -32,8 +36,10 @@ async def result_segment(request: Request[AppState]) -> FileResponse:
 
 async def result_summary(request: Request[AppState]) -> JSONResponse:
     result_id = request.path_params["result_id"]
-    summary: dict[str, Any] = request.state["service"].results.summary(result_id)
-    return JSONResponse({**summary, **result_urls(request, result_id)})
+    results = request.state["service"].results
+    summary: dict[str, Any] = results.summary(result_id)
+    has_video = (results.folder(result_id) / VIDEO_NAME).is_file()
+    return JSONResponse({**summary, **result_urls(request, result_id, media=has_video)})
 
 
 async def result_video(request: Request[AppState]) -> FileResponse:
@@ -50,10 +56,34 @@ def _download(request: Request[AppState], name: str) -> FileResponse:
     result_id = request.path_params["result_id"]
     path, media_type = service.results.file(result_id, name)
     suffix = name.rsplit(".", 1)[1]
-    return FileResponse(
+    response = FileResponse(
         path,
         media_type=media_type,
         filename=f"{result_id}.{suffix}",
         content_disposition_type="inline",
         headers={"Cache-Control": "private"},  # a user's reply; shared caches keep out
+        stat_result=path.stat(),
     )
+    _check_range(request, response)
+    return response
+
+
+def _check_range(request: Request[AppState], response: FileResponse) -> None:
+    """Judge the Range header as FileResponse will, ahead of it: its own answers to a bad range are
+    plain text, ours are the JSON error every other failure gets."""
+    http_range = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    if http_range is None or (if_range is not None and not response._should_use_range(if_range)):
+        return  # no range, or a stale one: the whole file is sent
+    assert response.stat_result is not None
+    size = response.stat_result.st_size
+    try:
+        FileResponse._parse_range_header(http_range, size)
+    except MalformedRangeHeader as exc:
+        raise MalformedRequestError(
+            f"The Range header is malformed ({exc.content}); e.g. Range: bytes=0-1023."
+        ) from None
+    except RangeNotSatisfiable:
+        raise RangeNotSatisfiableError(
+            f"The requested range lies outside the file, which is {size} bytes long.", size
+        ) from None

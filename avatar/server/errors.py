@@ -29,15 +29,62 @@ class MalformedRequestError(AvatarError):
     status = 400
 
 
+class UnauthorizedError(AvatarError):
+    """No API key, or not one of the configured ones."""
+
+    code = "unauthorized"
+    status = 401
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="avatar"'}
+
+
+class ForbiddenOriginError(AvatarError):
+    """A browser page from another origin tried to change something (cross-site request forgery)."""
+
+    code = "forbidden_origin"
+    status = 403
+
+
+class RequestTimeoutError(AvatarError):
+    """The request body arrived too slowly; the connection is closed after the answer."""
+
+    code = "request_timeout"
+    status = 408
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}
+
+
+class RangeNotSatisfiableError(AvatarError):
+    code = "range_not_satisfiable"
+    status = 416
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Content-Range": f"bytes */{self.size}"}
+
+
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
+
+
+def error_response(exc: AvatarError) -> JSONResponse:
+    """The JSON answer for a typed error (for middleware, which runs outside the exception handlers)."""
+    return JSONResponse(exc.as_dict(), status_code=exc.status, headers=exc.headers)
 
 
 async def avatar_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AvatarError)
     if exc.status >= 500:
         log.error("request failed", code=exc.code, error=exc.message)
-    return JSONResponse(exc.as_dict(), status_code=exc.status, headers=exc.headers)
+    return error_response(exc)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from avatar.server.openapi import document
-from avatar.server.service import AppState
+from avatar.server.service import LOADING_RETRY_AFTER_S, AppState
 
 
 async def healthz(request: Request[AppState]) -> JSONResponse:
@@ -15,11 +15,18 @@ async def healthz(request: Request[AppState]) -> JSONResponse:
 
 
 async def readyz(request: Request[AppState]) -> JSONResponse:
-    """Readiness: 200 once every model is loaded and warm, 503 with per-model states before or on failure."""
+    """Readiness: 200 when this replica can take another request now; 503 while loading, after a model
+    failed, or while the model queue is full, with the reason and per-model states."""
     service = request.state["service"]
     body = service.readiness()
-    return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
+    status = body["status"]
+    if status == "ready":
+        return JSONResponse(body)
+    retry = {"loading": LOADING_RETRY_AFTER_S, "busy": service.retry_after_seconds()}.get(status)
+    headers = {"Retry-After": str(retry)} if retry is not None else None
+    return JSONResponse(body, status_code=503, headers=headers)
 
 
 async def openapi(request: Request[AppState]) -> JSONResponse:
-    return JSONResponse(document())
+    settings = request.state["service"].settings
+    return JSONResponse(document(settings, api_keys=bool(settings.api_keys or settings.api_keys_file)))

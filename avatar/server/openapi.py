@@ -1,4 +1,9 @@
-"""The OpenAPI 3.1 description of the service, written by hand (a test checks every route is here)."""
+"""The OpenAPI 3.1 description of the service, written by hand.
+
+It describes this deployment: length limits come from the settings, and the bearer-key requirement is
+there only when API keys are configured. Tests validate real responses of every route against it and
+run schemathesis from it, so what it promises is what the server does.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,51 @@ import copy
 from typing import Any
 
 from avatar import __version__ as VERSION
+from avatar.config import Settings
+from avatar.personas import NAME_PATTERN
 
 JSON = "application/json"
 FORM = "multipart/form-data"
+URLENCODED = "application/x-www-form-urlencoded"
+
+ERROR_RESPONSES = {
+    400: ("BadRequest", "invalid_audio, invalid_image or malformed_request: the upload (or a header) cannot be read."),
+    401: ("Unauthorized", "unauthorized: API keys are configured and the request has no valid Authorization: Bearer."),
+    403: ("ForbiddenOrigin", "forbidden_origin: a browser page on another site (not in AVATAR_CORS_ORIGINS) sent it."),
+    404: ("NotFound", "unknown_persona, or not_found: no such result (unknown, malformed or expired id)."),
+    408: ("RequestTimeout", "request_timeout: the body arrived too slowly; the connection is closed."),
+    413: ("PayloadTooLarge", "payload_too_large: the body exceeds AVATAR_MAX_UPLOAD_MB (checked while it streams)."),
+    415: (
+        "UnsupportedMediaType",
+        "unsupported_media_type: the request or a file part has a content type this endpoint does not take.",
+    ),
+    416: (
+        "RangeNotSatisfiable",
+        "range_not_satisfiable: the Range lies outside the file (Content-Range gives its size).",
+    ),
+    422: (
+        "Unprocessable",
+        "invalid_request (a field missing, sent twice, too long, not text, or nothing a voice can say), "
+        "no_speech (nothing said in the audio), no_face (no face in the photo) or audio_too_long.",
+    ),
+    409: (
+        "Cancelled",
+        "cancelled: the turn was stopped (DELETE, or a newer turn of the same session) before it ended.",
+    ),
+    500: ("InternalError", "internal_error: a bug; the body carries the request id."),
+    503: (
+        "NotReady",
+        "not_ready: the models are loading (Retry-After says when to ask again) or failed; see GET /readyz. "
+        "busy: the model queue is full (AVATAR_MAX_QUEUED_REQUESTS) or too many connections are open; retry "
+        "after Retry-After seconds. shutting_down: the request was cut off by a shutdown; send it again.",
+    ),
+    504: (
+        "Timeout",
+        "model_timeout: a model call ran past AVATAR_STAGE_TIMEOUT_SECONDS (the model is reported on /readyz "
+        "until it recovers); turn_timeout: the turn ran past AVATAR_TURN_TIMEOUT_SECONDS.",
+    ),
+}
+_WITH_RETRY_AFTER = frozenset({503})
 
 
 def _ref(kind: str, name: str) -> dict[str, str]:
@@ -20,51 +67,92 @@ def _json(schema: str) -> dict[str, Any]:
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    names = {
-        400: "BadRequest",
-        404: "NotFound",
-        413: "PayloadTooLarge",
-        415: "UnsupportedMediaType",
-        422: "Unprocessable",
-        500: "InternalError",
-        503: "NotReady",
+    return {str(status): _ref("responses", ERROR_RESPONSES[status][0]) for status in sorted({*statuses, 500})}
+
+
+# Every upload route: bad body (400), slow body (408), too large (413), wrong type (415), bad field (422),
+# not ready or busy (503); and, from a browser on another site, 403.
+_UPLOAD_ERRORS = (400, 403, 408, 413, 415, 422, 503)
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before asking again (loading, busy, shutting_down).",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
     }
-    return {str(status): _ref("responses", names[status]) for status in (*statuses, 500)}
+}
 
 
-def _form(properties: dict[str, Any], required: list[str] | None = None, *, text_only: bool = False) -> dict[str, Any]:
+def _form(
+    properties: dict[str, Any], required: list[str] | None = None, *, fields_only: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A request body: multipart with every property; where ``fields_only`` names the text fields a
+    request may carry alone, the urlencoded and JSON encodings too (files need multipart)."""
     schema: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
         schema["required"] = required
     content: dict[str, Any] = {FORM: {"schema": schema}}
-    if text_only:  # fields only: the usual form encodings and JSON work as well
-        content["application/x-www-form-urlencoded"] = {"schema": schema}
-        content[JSON] = {"schema": schema}
+    if fields_only:
+        text_schema: dict[str, Any] = {
+            "type": "object",
+            "properties": {name: properties[name] for name in fields_only},
+            "additionalProperties": {"type": "string"},
+        }
+        if required:
+            text_schema["required"] = [name for name in required if name in fields_only]
+        content[URLENCODED] = {"schema": text_schema}
+        content[JSON] = {"schema": text_schema}
     return {"required": True, "content": content}
 
 
 _AUDIO_FILE = {
     "type": "string",
+    "format": "binary",
     "contentMediaType": "application/octet-stream",
-    "description": "Recorded speech in any format FFmpeg decodes (WAV, MP3, OGG/Opus, FLAC, M4A, WebM). "
-    "The part's content type must be audio/*, video/*, application/ogg, application/octet-stream or absent.",
+    "description": "Recorded speech in any format FFmpeg decodes (WAV, MP3, OGG/Opus, FLAC, M4A, WebM), sent "
+    "as a file part (with a filename). Its content type must be audio/*, video/*, application/ogg, "
+    "application/octet-stream or absent.",
 }
-_PERSONA = {"type": "string", "description": "A persona name from GET /api/v1/personas; default: the configured one."}
+_IMAGE_FILE = {
+    "type": "string",
+    "format": "binary",
+    "contentMediaType": "image/*",
+    "description": "A photo with one face (JPEG, PNG or WebP, judged by content), instead of a persona; at most "
+    "AVATAR_MAX_IMAGE_PIXELS pixels.",
+}
+_PERSONA = {
+    "type": "string",
+    "pattern": NAME_PATTERN.pattern,
+    "maxLength": 64,
+    "description": "A persona name from GET /api/v1/personas; default: the configured one.",
+}
 _SESSION = {
     "type": "string",
-    "description": "The session_id of an earlier reply, to continue that conversation. An unknown or "
-    "expired id (or one of another persona) starts a new session.",
+    "description": "The session_id of an earlier reply, to continue that conversation. An unknown or expired id "
+    "(or one of another persona) starts a new session.",
 }
-_TEXT = {"type": "string", "description": "What the user says, typed (at most AVATAR_MAX_TEXT_CHARS characters)."}
-
-_RETRY_AFTER = {
-    "headers": {
-        "Retry-After": {
-            "description": "Seconds to wait before sending the request again (busy and shutting_down).",
-            "schema": {"type": "integer"},
-        }
-    }
+_LANGUAGE = {"type": "string", "description": "e.g. en; default: detect (or the model's language)."}
+_VIDEO_FORMAT = {
+    "type": "string",
+    "enum": ["h264", "vp9"],
+    "description": "The reply video's codecs: h264 (H.264 + AAC, the default; plays everywhere H.264 does) or "
+    "vp9 (VP9 + Opus; Chromium and Firefox as they come). Both in MP4.",
 }
+_PERSONA_PATH = {
+    "name": "persona",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": NAME_PATTERN.pattern, "maxLength": 64},
+}
+_TURN_EVENTS = (
+    "Server-Sent Events, in this order: `queued` {id, session_id, persona, position} (the turn's id — needed "
+    "to stop it — and how many requests are ahead); `started`; `transcript` {text, language} (spoken "
+    "questions); `reply` {delta, text} as the model writes (text is the reply so far); `segment` {index, url, "
+    "name, start, duration, bytes, mime, final} for each piece of the video as soon as it is encoded — "
+    "appended in index order to one Media Source Extensions SourceBuffer (segment 0 carries the "
+    "initialisation), they play gap-free; then `done` (the same summary as POST /api/v1/conversation, with "
+    "the URL of the complete, seekable MP4) or `error` {code, message} (the codes of the JSON errors). "
+    "Comments (`: ping`) keep the connection alive."
+)
 
 _RESULT_ID = {
     "name": "result_id",
@@ -81,45 +169,79 @@ _RANGE_HEADER = {
 }
 
 
+def _text(settings: Settings) -> dict[str, Any]:
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": settings.max_text_chars,
+        "description": f"What the user says, typed: at most {settings.max_text_chars} characters "
+        "(AVATAR_MAX_TEXT_CHARS), with letters or digits in it.",
+    }
+
+
 def _file_download(media_type: str, what: str) -> dict[str, Any]:
     return {
         "get": {
             "summary": f"The reply's {what}",
+            "description": "Open to anyone holding the URL even when API keys are configured: the result id is "
+            "128 random bits, handed only to the caller.",
             "parameters": [_RESULT_ID, _RANGE_HEADER],
+            "security": [],
             "responses": {
                 "200": {"description": f"The whole {what}.", "content": {media_type: {}}},
                 "206": {
                     "description": "The requested byte range (Content-Range says which).",
-                    "content": {media_type: {}},
+                    "content": {media_type: {}, "multipart/byteranges": {}},
                 },
-                "416": {"description": "The range lies outside the file."},
-                **_errors(404),
+                **_errors(400, 404, 416),
             },
         }
     }
 
 
-_DOCUMENT: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {
-        "title": "avatar",
-        "version": VERSION,
-        "description": "Talk to a photo: a spoken or typed question in, a talking-head video reply out. "
-        'Every error is {"error": {"code", "message"}} with the status given here.',
-    },
-    "paths": {
+def _paths(settings: Settings) -> dict[str, Any]:
+    text = _text(settings)
+    return {
+        "/": {
+            "get": {
+                "summary": "The web page: talk to a persona in the browser",
+                "security": [],
+                "responses": {"200": {"description": "HTML.", "content": {"text/html": {}}}, **_errors()},
+            }
+        },
         "/healthz": {
             "get": {
                 "summary": "Liveness: the process and its event loop answer",
+                "security": [],
                 "responses": {"200": {"description": "Alive.", **_json("Health")}, **_errors()},
             }
         },
         "/readyz": {
             "get": {
-                "summary": "Readiness: every model loaded and warm",
+                "summary": "Readiness: this replica can take another request now",
+                "security": [],
                 "responses": {
-                    "200": {"description": "Ready to serve.", **_json("Readiness")},
-                    "503": {"description": "Still loading, or a model failed to load.", **_json("Readiness")},
+                    "200": {"description": "Every model loaded and warm, and room in the queue.", **_json("Readiness")},
+                    "503": {
+                        "description": "loading, failed (a model failed to load), or busy (the model queue is "
+                        "full); the reason says which. Retry-After while loading or busy.",
+                        "headers": _RETRY_AFTER,
+                        **_json("Readiness"),
+                    },
+                    **_errors(),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text exposition format)",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "Requests by route and status, stage and first-frame latency, queue, "
+                        "models, tokens, process and GPU memory.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
                     **_errors(),
                 },
             }
@@ -127,6 +249,7 @@ _DOCUMENT: dict[str, Any] = {
         "/openapi.json": {
             "get": {
                 "summary": "This document",
+                "security": [],
                 "responses": {"200": {"description": "OpenAPI 3.1 document.", "content": {JSON: {}}}, **_errors()},
             }
         },
@@ -134,27 +257,153 @@ _DOCUMENT: dict[str, Any] = {
             "post": {
                 "summary": "One whole turn: question (audio or text) → the persona's video reply",
                 "requestBody": _form(
-                    {"audio": _AUDIO_FILE, "text": _TEXT, "persona": _PERSONA, "session_id": _SESSION}
+                    {
+                        "audio": _AUDIO_FILE,
+                        "text": text,
+                        "persona": _PERSONA,
+                        "session_id": _SESSION,
+                        "video_format": _VIDEO_FORMAT,
+                    },
+                    fields_only=("text", "persona", "session_id", "video_format"),
                 ),
                 "responses": {
                     "200": {
                         "description": "The turn's summary and the URLs of its MP4 and WAV.",
                         **_json("TurnSummary"),
                     },
-                    **_errors(400, 404, 413, 415, 422, 503),
+                    **_errors(*_UPLOAD_ERRORS, 401, 404, 409, 504),
+                },
+            }
+        },
+        "/api/v1/conversation/stream": {
+            "post": {
+                "summary": "One turn, streamed while it is made (Server-Sent Events)",
+                "description": _TURN_EVENTS,
+                "requestBody": _form(
+                    {
+                        "audio": _AUDIO_FILE,
+                        "text": text,
+                        "persona": _PERSONA,
+                        "session_id": _SESSION,
+                        "video_format": _VIDEO_FORMAT,
+                    },
+                    fields_only=("text", "persona", "session_id", "video_format"),
+                ),
+                "responses": {
+                    "200": {
+                        "description": _TURN_EVENTS,
+                        "content": {"text/event-stream": {"schema": _ref("schemas", "TurnEvent")}},
+                    },
+                    **_errors(*_UPLOAD_ERRORS, 401, 404),
+                },
+            }
+        },
+        "/api/v1/conversation/{turn_id}": {
+            "delete": {
+                "summary": "Stop a running (or queued) turn",
+                "description": "Every stage stops within a token or a chunk of frames and the models are free "
+                "again when this answers; the turn leaves no files. The conversation history keeps the reply up "
+                "to `played` seconds (how much the user heard), else up to what was sent.",
+                "parameters": [
+                    {"name": "turn_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {
+                        "name": "played",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"},
+                        "description": "Seconds of the reply the user heard.",
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "Stopped.", **_json("Cancelled")},
+                    **_errors(401, 403, 404, 422),
                 },
             }
         },
         "/api/v1/personas": {
             "get": {
-                "summary": "The installed personas",
-                "responses": {"200": {"description": "Personas and the default.", **_json("Personas")}, **_errors()},
+                "summary": "The personas: bundled ones, then those created from photos (newest first)",
+                "responses": {
+                    "200": {"description": "Personas and the default.", **_json("Personas")},
+                    **_errors(401),
+                },
+            },
+            "post": {
+                "summary": "A new persona from a photo (bring your own photo)",
+                "description": "The photo is checked (type, bytes, pixels) before it is decoded; the face is "
+                "found and prepared once (the largest, when there are several). The persona is usable at once "
+                "in every route, expires AVATAR_PERSONA_TTL_SECONDS after its last use, and at most "
+                "AVATAR_MAX_PERSONAS are kept (the least recently used goes first).",
+                "requestBody": _form(
+                    {
+                        "image": {**_IMAGE_FILE, "description": "A portrait (JPEG, PNG or WebP) with a face."},
+                        "name": {"type": "string", "maxLength": 64, "description": "How the persona is called."},
+                        "system_prompt": {"type": "string", "maxLength": 2000},
+                        "language": {"type": "string", "pattern": "^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$"},
+                        "voice": {**_AUDIO_FILE, "description": "3-30 s of the voice, for voice-cloning engines."},
+                    },
+                    ["image"],
+                ),
+                "responses": {
+                    "201": {
+                        "description": "The persona; Location names it.",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                        **_json("Persona"),
+                    },
+                    **_errors(*_UPLOAD_ERRORS, 401),
+                },
+            },
+        },
+        "/api/v1/personas/{persona}": {
+            "get": {
+                "summary": "One persona",
+                "parameters": [_PERSONA_PATH],
+                "responses": {"200": {"description": "The persona.", **_json("Persona")}, **_errors(401, 404)},
+            },
+            "delete": {
+                "summary": "Remove a created persona (bundled ones stay)",
+                "parameters": [_PERSONA_PATH],
+                "responses": {"204": {"description": "Removed."}, **_errors(401, 403, 404, 422)},
+            },
+        },
+        "/api/v1/personas/{persona}/image": {
+            "get": {
+                "summary": "A persona's photo",
+                "parameters": [_PERSONA_PATH],
+                "security": [],
+                "responses": {"200": {"description": "The photo.", "content": {"image/*": {}}}, **_errors(404)},
+            }
+        },
+        "/api/v1/personas/{persona}/face.jpg": {
+            "get": {
+                "summary": "The persona's face as the talking head frames it at rest",
+                "parameters": [_PERSONA_PATH],
+                "security": [],
+                "responses": {
+                    "200": {"description": "A JPEG: the video's first picture.", "content": {"image/jpeg": {}}},
+                    **_errors(404, 503),
+                },
+            }
+        },
+        "/api/v1/results/{result_id}/segments/{index}.m4s": {
+            "get": {
+                "summary": "One segment of a streamed turn's fragmented MP4 (while the turn runs, and after)",
+                "parameters": [
+                    _RESULT_ID,
+                    {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}},
+                ],
+                "security": [],
+                "responses": {
+                    "200": {"description": "The segment's MP4 boxes.", "content": {"video/mp4": {}}},
+                    **_errors(404),
+                },
             }
         },
         "/api/v1/results/{result_id}": {
             "get": {
                 "summary": "A finished turn's summary",
                 "parameters": [_RESULT_ID],
+                "security": [],
                 "responses": {"200": {"description": "The summary.", **_json("TurnSummary")}, **_errors(404)},
             }
         },
@@ -163,13 +412,10 @@ _DOCUMENT: dict[str, Any] = {
         "/api/v1/transcribe": {
             "post": {
                 "summary": "Speech recognition alone: audio → text",
-                "requestBody": _form(
-                    {"audio": _AUDIO_FILE, "language": {"type": "string", "description": "e.g. en; default: detect"}},
-                    ["audio"],
-                ),
+                "requestBody": _form({"audio": _AUDIO_FILE, "language": _LANGUAGE}, ["audio"]),
                 "responses": {
                     "200": {"description": "The transcript.", **_json("Transcription")},
-                    **_errors(400, 413, 415, 422, 503),
+                    **_errors(*_UPLOAD_ERRORS, 401),
                 },
             }
         },
@@ -177,43 +423,34 @@ _DOCUMENT: dict[str, Any] = {
             "post": {
                 "summary": "The language model alone: text → the persona's reply",
                 "requestBody": _form(
-                    {"text": _TEXT, "persona": _PERSONA, "session_id": _SESSION}, ["text"], text_only=True
+                    {"text": text, "persona": _PERSONA, "session_id": _SESSION},
+                    ["text"],
+                    fields_only=("text", "persona", "session_id"),
                 ),
                 "responses": {
                     "200": {"description": "The reply.", **_json("ChatReply")},
-                    **_errors(400, 404, 413, 415, 422, 503),
+                    **_errors(*_UPLOAD_ERRORS, 401, 404),
                 },
             }
         },
         "/api/v1/speak": {
             "post": {
                 "summary": "Speech synthesis alone: text → the persona's voice",
-                "requestBody": _form({"text": _TEXT, "persona": _PERSONA}, ["text"], text_only=True),
+                "requestBody": _form({"text": text, "persona": _PERSONA}, ["text"], fields_only=("text", "persona")),
                 "responses": {
                     "200": {
                         "description": "16-bit PCM mono WAV; X-Audio-Seconds gives its length.",
                         "content": {"audio/wav": {}},
                         "headers": {"X-Audio-Seconds": {"schema": {"type": "string"}}},
                     },
-                    **_errors(400, 404, 413, 415, 422, 503),
+                    **_errors(*_UPLOAD_ERRORS, 401, 404),
                 },
             }
         },
         "/api/v1/animate": {
             "post": {
                 "summary": "The talking head alone: audio + persona (or a photo) → MP4",
-                "requestBody": _form(
-                    {
-                        "audio": _AUDIO_FILE,
-                        "persona": _PERSONA,
-                        "image": {
-                            "type": "string",
-                            "contentMediaType": "image/*",
-                            "description": "A photo with one face (JPEG, PNG…), instead of a persona.",
-                        },
-                    },
-                    ["audio"],
-                ),
+                "requestBody": _form({"audio": _AUDIO_FILE, "persona": _PERSONA, "image": _IMAGE_FILE}, ["audio"]),
                 "responses": {
                     "200": {
                         "description": "The MP4. It is kept as a result too: Content-Location names its URL "
@@ -224,164 +461,184 @@ _DOCUMENT: dict[str, Any] = {
                             "X-Result-ID": {"schema": {"type": "string"}},
                         },
                     },
-                    **_errors(400, 404, 413, 415, 422, 503),
+                    **_errors(*_UPLOAD_ERRORS, 401, 404),
+                },
+            }
+        },
+    }
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "additionalProperties": False,
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "additionalProperties": False,
+                "properties": {
+                    "code": {"type": "string", "pattern": "^[a-z_]+$", "description": "Stable, machine-readable."},
+                    "message": {"type": "string", "description": "For people: what is wrong, what to do."},
+                    "request_id": {"type": "string", "description": "Only on 500: quote it in a report."},
                 },
             }
         },
     },
-    "components": {
-        "schemas": {
-            "Error": {
-                "type": "object",
-                "required": ["error"],
-                "properties": {
-                    "error": {
-                        "type": "object",
-                        "required": ["code", "message"],
-                        "properties": {
-                            "code": {"type": "string", "description": "Stable, machine-readable."},
-                            "message": {"type": "string", "description": "For people: what is wrong, what to do."},
-                            "request_id": {"type": "string", "description": "Only on 500: quote it in a report."},
-                        },
-                    }
-                },
+    "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
+    "ModelState": {
+        "type": "object",
+        "required": ["state"],
+        "properties": {
+            "backend": {"type": "string"},
+            "name": {"type": ["string", "null"]},
+            "state": {"enum": ["pending", "loading", "warming", "ready", "failed", "closed"]},
+            "error": {"type": ["string", "null"]},
+            "load_seconds": {"type": ["number", "null"]},
+            "warm_seconds": {"type": ["number", "null"]},
+            "health": {
+                "enum": ["ok", "failing", "hung"],
+                "description": "failing: its last calls all failed; hung: a call outlived its time limit.",
             },
-            "Health": {"type": "object", "properties": {"status": {"const": "ok"}}},
-            "ModelState": {
+            "failures_in_a_row": {"type": "integer", "minimum": 0},
+            "last_error": {"type": ["string", "null"]},
+        },
+    },
+    "Readiness": {
+        "type": "object",
+        "required": ["status", "models", "queue"],
+        "properties": {
+            "status": {"enum": ["loading", "ready", "failed", "unhealthy", "busy"]},
+            "reason": {"type": "string", "description": "Why the replica is not ready (absent when it is)."},
+            "models": {"type": "object", "additionalProperties": _ref("schemas", "ModelState")},
+            "error": {"type": "string", "description": "Why start-up failed, when it did."},
+            "queue": {
                 "type": "object",
+                "required": ["running", "waiting", "limit"],
+                "description": "Requests for the models: one runs at a time, at most `limit` wait; past that "
+                "they are answered 503 busy and /readyz is 503 busy.",
                 "properties": {
-                    "backend": {"type": "string"},
-                    "name": {"type": ["string", "null"]},
-                    "state": {"enum": ["pending", "loading", "warming", "ready", "failed", "closed"]},
-                    "error": {"type": ["string", "null"]},
-                    "load_seconds": {"type": ["number", "null"]},
-                    "warm_seconds": {"type": ["number", "null"]},
-                },
-            },
-            "Readiness": {
-                "type": "object",
-                "required": ["status", "models"],
-                "properties": {
-                    "status": {"enum": ["loading", "ready", "failed"]},
-                    "models": {"type": "object", "additionalProperties": _ref("schemas", "ModelState")},
-                    "error": {"type": "string", "description": "Why start-up failed, when it did."},
-                    "queue": {
-                        "type": "object",
-                        "description": "Requests for the models: one runs at a time, at most `limit` wait; "
-                        "past that they are answered 503 busy.",
-                        "properties": {
-                            "running": {"type": "integer"},
-                            "waiting": {"type": "integer"},
-                            "limit": {"type": "integer"},
-                        },
-                    },
-                },
-            },
-            "Timings": {
-                "type": "object",
-                "description": "Seconds per stage (asr, llm, tts, avatar, mux) and in total.",
-                "additionalProperties": {"type": "number"},
-            },
-            "TurnSummary": {
-                "type": "object",
-                "required": [
-                    "id",
-                    "session_id",
-                    "persona",
-                    "reply",
-                    "audio_seconds",
-                    "timings",
-                    "video_url",
-                    "audio_url",
-                ],
-                "properties": {
-                    "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-                    "session_id": {"type": "string"},
-                    "persona": {"type": "string"},
-                    "transcript": {"type": ["string", "null"], "description": "null for typed input."},
-                    "reply": {"type": "string"},
-                    "audio_seconds": {"type": "number"},
-                    "timings": _ref("schemas", "Timings"),
-                    "rtf": {
-                        "type": "object",
-                        "additionalProperties": {"type": "number"},
-                        "description": "Real-time factor (processing s / media s) per stage.",
-                    },
-                    "models": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "degraded": {
-                        "type": "array",
-                        "items": {"type": "string"},
-                        "description": "e.g. llm_fallback: the model failed, a stock reply was used.",
-                    },
-                    "video_url": {"type": "string", "format": "uri"},
-                    "audio_url": {"type": "string", "format": "uri"},
-                },
-            },
-            "Transcription": {
-                "type": "object",
-                "properties": {
-                    "text": {"type": "string"},
-                    "language": {"type": "string"},
-                    "audio_seconds": {"type": "number"},
-                    "segments": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "start": {"type": "number"},
-                                "end": {"type": "number"},
-                                "text": {"type": "string"},
-                            },
-                        },
-                    },
-                    "timings": _ref("schemas", "Timings"),
-                },
-            },
-            "ChatReply": {
-                "type": "object",
-                "properties": {
-                    "session_id": {"type": "string"},
-                    "persona": {"type": "string"},
-                    "reply": {"type": "string"},
-                    "timings": _ref("schemas", "Timings"),
-                    "degraded": {"type": "array", "items": {"type": "string"}},
-                },
-            },
-            "Personas": {
-                "type": "object",
-                "properties": {
-                    "default": {"type": "string"},
-                    "personas": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "name": {"type": "string"},
-                                "display_name": {"type": "string"},
-                                "language": {"type": "string"},
-                                "has_voice_sample": {"type": "boolean"},
-                            },
-                        },
-                    },
+                    "running": {"type": "integer", "minimum": 0},
+                    "waiting": {"type": "integer", "minimum": 0},
+                    "limit": {"type": "integer", "minimum": 0},
                 },
             },
         },
-        "responses": {
-            name: {"description": description, **_json("Error"), **(_RETRY_AFTER if name == "NotReady" else {})}
-            for name, description in {
-                "BadRequest": "invalid_audio, invalid_image or malformed_request: the upload cannot be read.",
-                "NotFound": "unknown_persona, or not_found: no such result (unknown, malformed or expired id).",
-                "PayloadTooLarge": "payload_too_large: the body exceeds AVATAR_MAX_UPLOAD_MB (checked while it "
-                "streams).",
-                "UnsupportedMediaType": "unsupported_media_type: the request or a file part has a content type "
-                "this endpoint does not take.",
-                "Unprocessable": "invalid_request (a field missing or wrong), no_speech (nothing said in the "
-                "audio) or no_face (no face in the photo).",
-                "NotReady": "not_ready: the models are loading (or failed); see GET /readyz. busy: "
-                "AVATAR_MAX_QUEUED_REQUESTS requests already wait for the models; retry after the Retry-After "
-                "header's seconds. shutting_down: the request was cut off by a shutdown; send it again.",
-                "InternalError": "internal_error: a bug; the body carries the request id.",
-            }.items()
+    },
+    "Timings": {
+        "type": "object",
+        "description": "Seconds per stage (asr, llm, tts, avatar, mux), to the first frame, and in total.",
+        "additionalProperties": {"type": "number"},
+    },
+    "TurnSummary": {
+        "type": "object",
+        "required": ["id", "session_id", "persona", "reply", "audio_seconds", "timings", "video_url", "audio_url"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+            "session_id": {"type": "string"},
+            "persona": {"type": "string"},
+            "transcript": {"type": ["string", "null"], "description": "null for typed input."},
+            "reply": {"type": "string"},
+            "audio_seconds": {"type": "number"},
+            "timings": _ref("schemas", "Timings"),
+            "rtf": {
+                "type": "object",
+                "additionalProperties": {"type": "number"},
+                "description": "Real-time factor (processing s / media s) per stage.",
+            },
+            "models": {"type": "object", "additionalProperties": {"type": "string"}},
+            "degraded": _ref("schemas", "Degraded"),
+            "video_format": {"enum": ["h264", "vp9"]},
+            "segments": {"type": "integer", "minimum": 0},
+            "video_url": {
+                "type": ["string", "null"],
+                "format": "uri-reference",
+                "description": "Relative to the server (/api/v1/results/<id>/video.mp4), or absolute under "
+                "AVATAR_PUBLIC_URL when that is set; null for a text-only reply (the voice failed).",
+            },
+            "audio_url": {"type": ["string", "null"], "format": "uri-reference"},
+        },
+    },
+    "Transcription": {
+        "type": "object",
+        "required": ["text", "language", "audio_seconds", "segments", "timings"],
+        "properties": {
+            "text": {"type": "string"},
+            "language": {"type": "string"},
+            "audio_seconds": {"type": "number"},
+            "segments": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["start", "end", "text"],
+                    "properties": {"start": {"type": "number"}, "end": {"type": "number"}, "text": {"type": "string"}},
+                },
+            },
+            "timings": _ref("schemas", "Timings"),
+        },
+    },
+    "ChatReply": {
+        "type": "object",
+        "required": ["session_id", "persona", "reply", "timings", "degraded"],
+        "properties": {
+            "session_id": {"type": "string"},
+            "persona": {"type": "string"},
+            "reply": {"type": "string"},
+            "timings": _ref("schemas", "Timings"),
+            "degraded": _ref("schemas", "Degraded"),
+        },
+    },
+    "Degraded": {
+        "type": "array",
+        "description": "What fell back instead of failing the turn: llm_fallback (the persona's fallback line), "
+        "tts_failed (the rest of the reply is text only), face_failed (a still picture speaks).",
+        "items": {
+            "type": "object",
+            "required": ["code", "stage", "reason"],
+            "properties": {
+                "code": {"enum": ["llm_fallback", "tts_failed", "face_failed"]},
+                "stage": {"enum": ["llm", "tts", "face"]},
+                "reason": {"type": "string"},
+            },
+        },
+    },
+    "TurnEvent": {
+        "type": "object",
+        "description": "One Server-Sent Event of a streamed turn; data is JSON (see the operation).",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"enum": ["queued", "started", "transcript", "reply", "segment", "done", "error"]},
+            "data": {"type": "string", "contentMediaType": "application/json"},
+        },
+    },
+    "Cancelled": {
+        "type": "object",
+        "required": ["id", "status"],
+        "properties": {"id": {"type": "string"}, "status": {"const": "cancelled"}},
+    },
+    "Persona": {
+        "type": "object",
+        "required": ["name", "display_name", "image_url"],
+        "properties": {
+            "name": {"type": "string"},
+            "display_name": {"type": "string"},
+            "language": {"type": "string"},
+            "has_voice_sample": {"type": "boolean"},
+            "created": {"type": "boolean", "description": "Made from an uploaded photo (it expires)."},
+            "expires": {"type": ["integer", "null"], "description": "When it goes, seconds since the epoch."},
+            "image_url": {"type": "string", "format": "uri-reference"},
+            "face_url": {"type": "string", "format": "uri-reference"},
+            "faces_found": {"type": "integer", "description": "Only when created: faces in the photo."},
+            "note": {"type": "string"},
+        },
+    },
+    "Personas": {
+        "type": "object",
+        "required": ["default", "personas"],
+        "properties": {
+            "default": {"type": "string"},
+            "personas": {"type": "array", "items": _ref("schemas", "Persona")},
         },
     },
 }
@@ -393,7 +650,7 @@ def _live() -> tuple[dict[str, Any], dict[str, Any]]:
         "/api/v1/live": {
             "get": {
                 "summary": "What a live client needs before its offer: ICE servers, open and allowed sessions",
-                "responses": {"200": {"description": "Live mode's settings.", **_json("LiveInfo")}, **_errors()},
+                "responses": {"200": {"description": "Live mode's settings.", **_json("LiveInfo")}, **_errors(401)},
             },
             "post": {
                 "summary": "Open a live session: the client's SDP offer in, the server's answer out",
@@ -401,11 +658,13 @@ def _live() -> tuple[dict[str, Any], dict[str, Any]]:
                 "(video, recvonly, VP8) and carries a data channel the client creates, on which the server "
                 "sends JSON events (listening, user_speech_started, transcript, reply, speaking, "
                 "interrupted, timings, error, closed) and takes {type: say|stop}. Gather ICE candidates "
-                "before sending the offer (no trickle). See docs/api.md, 'Live mode'.",
+                "before sending the offer (no trickle). 503 busy (with Retry-After) when "
+                "AVATAR_MAX_LIVE_SESSIONS sessions are open; 503 live_unavailable when live mode is off. "
+                "See docs/api.md, 'Live mode'.",
                 "requestBody": {"required": True, "content": {JSON: {"schema": _ref("schemas", "LiveOffer")}}},
                 "responses": {
                     "200": {"description": "The SDP answer.", **_json("LiveAnswer")},
-                    **_errors(400, 404, 413, 415, 422, 503),
+                    **_errors(*_UPLOAD_ERRORS, 401, 404),
                 },
             },
         }
@@ -433,6 +692,7 @@ def _live() -> tuple[dict[str, Any], dict[str, Any]]:
         },
         "LiveInfo": {
             "type": "object",
+            "required": ["ice_servers", "sessions", "max_sessions", "end_silence_ms"],
             "properties": {
                 "ice_servers": {
                     "type": "array",
@@ -448,11 +708,46 @@ def _live() -> tuple[dict[str, Any], dict[str, Any]]:
     return paths, schemas
 
 
-_LIVE_PATHS, _LIVE_SCHEMAS = _live()
-_DOCUMENT["paths"].update(_LIVE_PATHS)
-_DOCUMENT["components"]["schemas"].update(_LIVE_SCHEMAS)
+def _error_responses() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for status, (name, description) in ERROR_RESPONSES.items():
+        response: dict[str, Any] = {"description": description, **_json("Error")}
+        if status in _WITH_RETRY_AFTER:
+            response["headers"] = _RETRY_AFTER
+        elif status == 401:
+            response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+        elif status == 416:
+            response["headers"] = {"Content-Range": {"schema": {"type": "string"}}}
+        out[name] = response
+    return out
 
 
-def document() -> dict[str, Any]:
-    """A copy of the OpenAPI document (callers may add to it, e.g. a ``servers`` entry)."""
-    return copy.deepcopy(_DOCUMENT)
+def document(settings: Settings | None = None, *, api_keys: bool = False) -> dict[str, Any]:
+    """The OpenAPI document for a server with ``settings``; ``api_keys``: whether keys are configured
+    (the /api/ operations then require a bearer key, except fetching results)."""
+    settings = settings or Settings()
+    live_paths, live_schemas = _live()
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "avatar",
+            "version": VERSION,
+            "description": "Talk to a photo: a spoken or typed question in, a talking-head video reply out. "
+            'Every error is {"error": {"code", "message"}} with the status given here. Form bodies: '
+            "multipart/form-data (files and fields); the text-only routes also take "
+            "application/x-www-form-urlencoded or a JSON object of strings. A field may appear once.",
+        },
+        "paths": {**_paths(settings), **live_paths},
+        "components": {"schemas": {**copy.deepcopy(_SCHEMAS), **live_schemas}, "responses": _error_responses()},
+    }
+    if api_keys:
+        doc["components"]["securitySchemes"] = {
+            "bearerKey": {"type": "http", "scheme": "bearer", "description": "An API key from the operator."}
+        }
+        doc["security"] = [{"bearerKey": []}]
+    else:  # an open server: no operation asks for a key, and none can be refused for lack of one
+        for operations in doc["paths"].values():
+            for operation in operations.values():
+                operation.pop("security", None)
+                operation["responses"].pop("401", None)
+    return doc

@@ -22,11 +22,13 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from avatar import media
 from avatar.errors import InvalidRequestError, NoSpeechError
-from avatar.personas import DEFAULT_PROMPT, MAX_PORTRAIT_SIDE, PORTRAIT, VOICE, Persona
-from avatar.pipeline.stages import SILENCE_DBFS, load_image
+from avatar.images import load_image
+from avatar.personas import DEFAULT_PROMPT, MAX_PORTRAIT_SIDE, PORTRAIT, UNNAMED_PROMPT, VOICE, Persona
+from avatar.pipeline.stages import SILENCE_DBFS
 from avatar.pipeline.threads import run_blocking
 from avatar.server.service import AppState, Service
 from avatar.server.uploads import audio_type, image_type, read_form
+from avatar.server.urls import public_url_for
 from avatar.types import ImageArray
 
 NAME_CHARS = 64
@@ -39,8 +41,11 @@ IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
 
 
 def describe(request: Request[AppState], persona: Persona) -> dict[str, Any]:
-    image = request.app.url_path_for("persona_image", name=persona.name)
-    return {**persona.describe(), "image_url": str(image)}
+    return {
+        **persona.describe(),
+        "image_url": public_url_for(request, "persona_image", persona=persona.name),
+        "face_url": public_url_for(request, "persona_face", persona=persona.name),
+    }
 
 
 async def list_personas(request: Request[AppState]) -> JSONResponse:
@@ -53,13 +58,13 @@ async def list_personas(request: Request[AppState]) -> JSONResponse:
 
 
 async def get_persona(request: Request[AppState]) -> JSONResponse:
-    persona = request.state["service"].runtime.personas.get(request.path_params["name"])
+    persona = request.state["service"].runtime.personas.get(request.path_params["persona"])
     return JSONResponse(describe(request, persona))
 
 
 async def persona_image(request: Request[AppState]) -> FileResponse:
     """A persona's photo, as it was given (bundled) or kept (created: upright, at most 2048 px)."""
-    persona = request.state["service"].runtime.personas.get(request.path_params["name"])
+    persona = request.state["service"].runtime.personas.get(request.path_params["persona"])
     path = persona.image_path
     return FileResponse(
         path,
@@ -73,7 +78,7 @@ async def persona_face(request: Request[AppState]) -> Response:
     from, so a page can show it before the first reply."""
     service = request.state["service"]
     service.require_ready()
-    persona = service.runtime.personas.get(request.path_params["name"])
+    persona = service.runtime.personas.get(request.path_params["persona"])
     stage = service.pipeline.animate
     face = stage.cached(persona.image_path)
     if face is None:  # a persona created on another replica: prepare it here, once, in the model queue
@@ -94,7 +99,7 @@ def _jpeg(image: ImageArray) -> bytes:
 async def delete_persona(request: Request[AppState]) -> Response:
     """Remove a created persona (the bundled ones cannot be removed)."""
     service = request.state["service"]
-    name = request.path_params["name"]
+    name = request.path_params["persona"]
     personas = service.runtime.personas
     if personas.is_bundled(name):
         raise InvalidRequestError(f"Persona {name!r} is bundled with the server and cannot be removed.")
@@ -115,12 +120,13 @@ async def create_persona(request: Request[AppState]) -> JSONResponse:
     upload = form.file("image")
     if upload is None:
         raise InvalidRequestError("The 'image' file is missing: send the portrait as a multipart/form-data file.")
-    display_name = _text(form.text("name"), "name", NAME_CHARS) or "Your portrait"
+    named = _text(form.text("name"), "name", NAME_CHARS)
+    display_name = named or "Your photo"
     prompt = _text(form.text("system_prompt"), "system_prompt", PROMPT_CHARS)
     language = form.text("language") or "en"
     if not LANGUAGE.match(language):
         raise InvalidRequestError(f"'language' must be a language code such as 'en' or 'pt-BR', not {language[:20]!r}.")
-    photo = await run_blocking(load_image, upload.data)
+    photo = await run_blocking(load_image, upload.data, max_pixels=service.settings.max_image_pixels)
     voice = form.file("voice")
     sample = await _voice_sample(voice.data) if voice is not None else None
     created = service.runtime.personas.created
@@ -133,7 +139,7 @@ async def create_persona(request: Request[AppState]) -> JSONResponse:
             name=name,
             display_name=display_name,
             image_path=folder / PORTRAIT,
-            system_prompt=(prompt or DEFAULT_PROMPT).format(display_name=display_name),
+            system_prompt=prompt or (DEFAULT_PROMPT if named else UNNAMED_PROMPT).format(display_name=display_name),
             language=language,
             voice_sample=folder / VOICE if "voice_sample" in meta else None,
         )
@@ -146,7 +152,7 @@ async def create_persona(request: Request[AppState]) -> JSONResponse:
     body = {**describe(request, kept), "faces_found": faces}
     if faces > 1:
         body["note"] = f"The photo holds {faces} faces; the largest one is animated."
-    location = str(request.app.url_path_for("persona", name=name))
+    location = public_url_for(request, "persona", persona=name)
     return JSONResponse(body, status_code=201, headers={"Location": location})
 
 

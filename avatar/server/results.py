@@ -40,15 +40,25 @@ DOWNLOADS: dict[str, tuple[str, str]] = {
 
 
 class ResultStore:
-    """Result folders under ``root``, each removed ``ttl_seconds`` after it was written."""
+    """Result folders under ``root``, each removed ``ttl_seconds`` after it was written, and the oldest
+    removed first while all of them together hold more than ``max_bytes`` (when given)."""
 
     def __init__(
-        self, root: Path, ttl_seconds: float, *, replica: str = "local", clock: Callable[[], float] = time.time
+        self,
+        root: Path,
+        ttl_seconds: float,
+        *,
+        replica: str = "local",
+        clock: Callable[[], float] = time.time,
+        max_bytes: int | None = None,
     ) -> None:
         self.root = root
         self.ttl = ttl_seconds
         self.clock = clock
         self.staging = root / STAGING / replica
+        self.max_bytes = max_bytes
+        self.used_bytes = 0  # the results' size at the last sweep, plus what was published since
+        self.wake_sweeper: Callable[[], None] = lambda: None  # set by the app: sweep now, not at the next tick
 
     def open(self) -> None:
         """Create the folders and drop what this replica left half-written when it last stopped."""
@@ -65,6 +75,7 @@ class ResultStore:
             yield work
             os.utime(work)  # the time to live counts from now
             os.replace(work, self.root / work.name)
+            self._published(self.root / work.name)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -108,20 +119,30 @@ class ResultStore:
         except FileNotFoundError:
             raise NotFoundError(f"Result {result_id} has no summary.") from None
 
+    def _published(self, folder: Path) -> None:
+        self.used_bytes += _size(folder)
+        if self.max_bytes is not None and self.used_bytes > self.max_bytes:
+            self.wake_sweeper()
+
     def sweep(self) -> int:
-        """Remove every expired result (blocking); the number removed."""
-        removed = 0
+        """Remove every expired result, then the oldest while the rest exceed the quota (blocking); the
+        number removed. Only result folders count: staging and anything else under ``root`` (such as
+        created personas, which have their own limit) are neither counted nor removed here."""
+        expired = evicted = 0
         now = self.clock()
+        live: list[tuple[float, int, Path]] = []  # (written, bytes, folder)
         for folder in self.root.iterdir() if self.root.is_dir() else ():
             if not ID_PATTERN.match(folder.name):
                 continue
             try:
-                expired = now - folder.stat().st_mtime > self.ttl
+                written = folder.stat().st_mtime
             except FileNotFoundError:
                 continue
-            if expired:
+            if now - written > self.ttl:
                 self._remove(folder)
-                removed += 1
+                expired += 1
+            else:
+                live.append((written, _size(folder), folder))
         for folder in (self.root / STAGING).glob("*"):  # crashed replicas' leftovers
             try:
                 stale = folder != self.staging and now - folder.stat().st_mtime > self.ttl
@@ -129,10 +150,35 @@ class ResultStore:
                 continue
             if stale:
                 self._remove(folder)
-        if removed:
-            log.info("results expired", removed=removed)
-        return removed
+        total = sum(size for _, size, _ in live)
+        if self.max_bytes is not None and total > self.max_bytes:
+            for _, size, folder in sorted(live):  # oldest first
+                if total <= self.max_bytes:
+                    break
+                self._remove(folder)
+                total -= size
+                evicted += 1
+        self.used_bytes = total
+        if expired:
+            log.info("results expired", removed=expired)
+        if evicted:
+            log.info("results removed over the disk quota", removed=evicted, kept_mb=round(total / 2**20, 1))
+        return expired + evicted
 
     @staticmethod
     def _remove(folder: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _size(folder: Path) -> int:
+    """Bytes in a result folder's files (a result holds a few files, no subfolders)."""
+    total = 0
+    try:
+        for entry in os.scandir(folder):
+            try:
+                total += entry.stat(follow_symlinks=False).st_size
+            except FileNotFoundError:
+                pass
+    except FileNotFoundError:
+        pass
+    return total

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Mount, Route
 
-from avatar.server import conversation, downloads, health, personas, stages, web
+from avatar.server import conversation, downloads, health, metrics, personas, stages, web
 from avatar.server.live import api as live
 
 API = "/api/v1"
@@ -15,15 +15,16 @@ ROUTES = [
     Route("/healthz", health.healthz, methods=["GET"]),
     Route("/readyz", health.readyz, methods=["GET"]),
     Route("/openapi.json", health.openapi, methods=["GET"]),
+    Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
     Route(f"{API}/conversation", conversation.conversation, methods=["POST"]),
     Route(f"{API}/conversation/stream", conversation.conversation_stream, methods=["POST"]),
     Route(f"{API}/conversation/{{turn_id}}", conversation.cancel, methods=["DELETE"]),
     Route(f"{API}/personas", personas.list_personas, methods=["GET"]),
     Route(f"{API}/personas", personas.create_persona, methods=["POST"]),
-    Route(f"{API}/personas/{{name}}", personas.get_persona, methods=["GET"], name="persona"),
-    Route(f"{API}/personas/{{name}}", personas.delete_persona, methods=["DELETE"]),
-    Route(f"{API}/personas/{{name}}/image", personas.persona_image, methods=["GET"], name="persona_image"),
-    Route(f"{API}/personas/{{name}}/face.jpg", personas.persona_face, methods=["GET"], name="persona_face"),
+    Route(f"{API}/personas/{{persona}}", personas.get_persona, methods=["GET"], name="persona"),
+    Route(f"{API}/personas/{{persona}}", personas.delete_persona, methods=["DELETE"]),
+    Route(f"{API}/personas/{{persona}}/image", personas.persona_image, methods=["GET"], name="persona_image"),
+    Route(f"{API}/personas/{{persona}}/face.jpg", personas.persona_face, methods=["GET"], name="persona_face"),
     Route(f"{API}/results/{{result_id}}", downloads.result_summary, methods=["GET"]),
     Route(f"{API}/results/{{result_id}}/video.mp4", downloads.result_video, methods=["GET"], name="result_video"),
     Route(f"{API}/results/{{result_id}}/audio.wav", downloads.result_audio, methods=["GET"], name="result_audio"),

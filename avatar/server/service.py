@@ -23,6 +23,7 @@ from avatar.errors import BusyError, ModelError, NotReadyError
 from avatar.personas import Persona
 from avatar.pipeline import Pipeline
 from avatar.runtime import Runtime
+from avatar.server.metrics import Metrics
 from avatar.server.results import ResultStore
 from avatar.server.turns import Turns
 
@@ -36,6 +37,7 @@ T = TypeVar("T")
 RECENT_REQUESTS = 20  # the model requests whose durations estimate Retry-After
 DEFAULT_REQUEST_S = 10.0  # the estimate before any request has finished
 MAX_RETRY_AFTER_S = 300
+LOADING_RETRY_AFTER_S = 5  # the models load in seconds here, minutes for large ones on a GPU: ask often
 
 
 @dataclass
@@ -51,17 +53,43 @@ class Service:
     waiting: int = 0  # requests admitted that do not hold the model lock yet
     recent_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_REQUESTS))
     turns: Turns = field(init=False)
+    metrics: Metrics = field(default_factory=Metrics)
 
     def __post_init__(self) -> None:
         self.turns = Turns(self)
+        self.metrics.watch(self)
 
     @property
     def status(self) -> str:
         """``loading``, ``ready`` or ``failed``: the runtime's state."""
         return self.runtime.state
 
+    @property
+    def saturated(self) -> bool:
+        """Whether one more model request would be refused (busy): one runs and the most that may wait do."""
+        occupied = self.model_lock.locked() or self.waiting > 0
+        return occupied and self.waiting >= self.settings.max_queued_requests
+
     def readiness(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"status": self.status, "models": self.runtime.registry.states()}
+        """The /readyz body. ``status`` is ``ready`` only when this replica can take another request now:
+        models loaded and warm and the model queue not full; else ``loading``, ``failed`` or ``busy``, with
+        a ``reason`` (a load balancer sends the traffic elsewhere meanwhile)."""
+        status = self.status
+        body: dict[str, Any] = {"status": status}
+        if status == "loading":
+            body["reason"] = "loading: the models are loading and warming up"
+        elif status == "failed":
+            body["reason"] = "failed: " + "; ".join(self.runtime.registry.failures() or [self.runtime.error or "?"])
+        elif unhealthy := self.runtime.registry.unhealthy():
+            body["status"] = "unhealthy"
+            body["reason"] = "unhealthy: " + "; ".join(f"{kind} model {why}" for kind, why in unhealthy.items())
+        elif self.saturated:
+            body["status"] = "busy"
+            body["reason"] = (
+                f"busy: the model queue is full ({self.waiting} waiting, "
+                f"AVATAR_MAX_QUEUED_REQUESTS={self.settings.max_queued_requests})"
+            )
+        body["models"] = self.runtime.registry.states()
         if self.runtime.error:
             body["error"] = self.runtime.error
         body["queue"] = {
@@ -74,9 +102,30 @@ class Service:
     def require_ready(self) -> None:
         status = self.status
         if status == "loading":
-            raise NotReadyError("The models are still loading; retry when GET /readyz says ready.")
+            raise NotReadyError(
+                "The models are still loading; retry when GET /readyz says ready.", LOADING_RETRY_AFTER_S
+            )
         if status == "failed":
             raise NotReadyError("The service failed to start; GET /readyz names the model that failed.")
+        hung = self.runtime.registry.hung()
+        if hung:  # a model whose call never returned must not be called again meanwhile
+            raise NotReadyError(
+                f"The {', '.join(hung)} model is not answering; retry later (GET /readyz says when it has recovered).",
+                LOADING_RETRY_AFTER_S,
+            )
+
+    # What the metrics read at each scrape (``metrics.Observed``).
+    def queue_depth(self) -> tuple[int, int]:
+        return int(self.model_lock.locked()), self.waiting
+
+    def model_states(self) -> dict[str, str]:
+        return {kind: str(state["state"]) for kind, state in self.runtime.registry.states().items()}
+
+    def llm_tokens(self) -> int | None:
+        try:
+            return int(self.runtime.registry.get("llm").tokens_generated)
+        except (NotReadyError, AttributeError):  # not loaded yet, or an LLM without the counter
+            return None
 
     @property
     def pipeline(self) -> Pipeline:
@@ -125,8 +174,7 @@ class Service:
         ``queued`` hears how many requests are ahead once this one is admitted; with ``disconnect``
         (the request's ASGI receive) the work is dropped, queued or running, when the client goes.
         """
-        occupied = self.model_lock.locked() or self.waiting > 0
-        if occupied and self.waiting >= self.settings.max_queued_requests:
+        if self.saturated:
             retry = self.retry_after_seconds()
             log.warning("busy; request refused", waiting=self.waiting, retry_after_s=retry)
             raise BusyError(

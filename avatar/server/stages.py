@@ -9,14 +9,17 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from avatar import media
-from avatar.errors import InvalidRequestError
+from avatar.errors import InvalidRequestError, NoAudioError
 from avatar.fmp4 import video_format
+from avatar.images import inspect_image
 from avatar.personas import Persona
 from avatar.pipeline.files import VIDEO_NAME
+from avatar.pipeline.text import unspeakable_reason
 from avatar.pipeline.threads import run_blocking
 from avatar.server.inputs import decode_audio, required_file, required_text
 from avatar.server.service import AppState, Service
 from avatar.server.uploads import Form, audio_type, image_type, read_form
+from avatar.server.urls import public_url_for
 from avatar.types import ASR_SAMPLE_RATE, PreparedFace
 
 # Rate for /animate's audio: the TTS rate, so an MP4 from here sounds like one from a whole turn.
@@ -29,6 +32,9 @@ async def _text_request(request: Request[AppState]) -> tuple[Service, Form, str,
     service.require_ready()
     form = await read_form(request, max_bytes=service.max_upload_bytes, files={})
     text = service.pipeline.check_text(required_text(form, "text"))
+    problem = unspeakable_reason(text)
+    if problem is not None:
+        raise InvalidRequestError(problem)
     return service, form, text, service.persona(form.text("persona"))
 
 
@@ -59,7 +65,7 @@ async def chat(request: Request[AppState]) -> JSONResponse:
     session = await pipeline.sessions.get(form.text("session_id"), persona.name)
     started = time.perf_counter()
     reply, fallback = await service.exclusive(request, lambda: pipeline.respond(persona, session.history, text))
-    if not fallback:
+    if fallback is None:
         await pipeline.sessions.record(session, text, reply)
     return JSONResponse(
         {
@@ -67,7 +73,7 @@ async def chat(request: Request[AppState]) -> JSONResponse:
             "persona": persona.name,
             "reply": reply,
             "timings": {"llm": round(time.perf_counter() - started, 3)},
-            "degraded": ["llm_fallback"] if fallback else [],
+            "degraded": [] if fallback is None else [{"code": "llm_fallback", "stage": "llm", "reason": fallback}],
         }
     )
 
@@ -76,7 +82,13 @@ async def speak(request: Request[AppState]) -> Response:
     """``text``, optional ``persona`` → the persona's voice saying it, as a WAV."""
     service, _, text, persona = await _text_request(request)
     pipeline = service.pipeline
-    speech = await service.exclusive(request, lambda: pipeline.speak(text, persona))
+    try:
+        speech = await service.exclusive(request, lambda: pipeline.speak(text, persona))
+    except NoAudioError:  # the voice read nothing it could say: the user's text, not a fault
+        raise InvalidRequestError(
+            f"The voice of {persona.name!r} cannot pronounce this text (it made no sound); "
+            "write it in words of a language the voice speaks."
+        ) from None
     rate = pipeline.speak.sample_rate
     return Response(
         media.wav_bytes(speech, rate),
@@ -99,6 +111,8 @@ async def animate(request: Request[AppState]) -> FileResponse:
     if image is not None and form.text("persona") is not None:
         raise InvalidRequestError("Send either a 'persona' or an 'image', not both.")
     persona = service.persona(form.text("persona")) if image is None else None
+    if image is not None:  # type, size and pixels from the header, before waiting for the models
+        inspect_image(image.data, max_pixels=service.settings.max_image_pixels)
     audio = await decode_audio(required_file(form, "audio"), ANIMATE_SAMPLE_RATE, service.settings.max_audio_seconds)
     stage = service.pipeline.animate
     fmt = video_format(form.text("video_format"))
@@ -120,7 +134,7 @@ async def animate(request: Request[AppState]) -> FileResponse:
         path,
         media_type=media_type,
         headers={
-            "Content-Location": str(request.url_for("result_video", result_id=result_id)),
+            "Content-Location": public_url_for(request, "result_video", result_id=result_id),
             "X-Result-ID": result_id,
         },
     )

@@ -17,7 +17,7 @@ import structlog
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
-from avatar.errors import NotFoundError, TurnCancelledError
+from avatar.errors import NotFoundError, TurnCancelledError, TurnTimeoutError
 from avatar.pipeline import TurnResult
 from avatar.pipeline.control import TurnControl
 from avatar.pipeline.pipeline import TurnRequest
@@ -30,6 +30,7 @@ log = structlog.stdlib.get_logger(__name__)
 
 BARGE_IN = "interrupted by a newer turn of the same session"
 DISCONNECTED = "the client disconnected"
+TIMED_OUT = "it ran past AVATAR_TURN_TIMEOUT_SECONDS"
 
 
 @dataclass
@@ -74,19 +75,27 @@ class Turns:
                 {"id": turn_id, "session_id": session_id, "persona": request.persona.name, "position": ahead},
             )
 
+        limit = self.service.settings.turn_timeout_seconds
+
         async def work() -> TurnResult:
             await emit("started", {"id": turn_id})
             pipeline = self.service.pipeline
-            return await pipeline.run_request(
-                request, folder, events=events, control=control, keep_segments=keep_segments
-            )
+            deadline = asyncio.get_running_loop().call_later(limit, control.stop, TIMED_OUT)
+            try:
+                return await pipeline.run_request(
+                    request, folder, events=events, control=control, keep_segments=keep_segments
+                )
+            finally:
+                deadline.cancel()
 
         task = asyncio.ensure_future(self.service.admitted(work, queued=queued))
         control.attach(task)
         watcher = asyncio.ensure_future(_stop_on_disconnect(disconnect, control)) if disconnect else None
         self._register(RunningTurn(turn_id, session_id, control, task))
         try:
-            return await _outcome(task, control)
+            result = await _outcome(task, control)
+            self.service.metrics.observe_turn(result.timings)
+            return result
         finally:
             if watcher is not None:
                 watcher.cancel()
@@ -128,6 +137,10 @@ async def _outcome(task: asyncio.Future[TurnResult], control: TurnControl) -> Tu
         if control.stopped and task.done() and not (current is not None and current.cancelling()):
             if control.reason == DISCONNECTED:
                 raise ClientDisconnect() from None
+            if control.reason == TIMED_OUT:
+                raise TurnTimeoutError(
+                    "The turn took longer than AVATAR_TURN_TIMEOUT_SECONDS and was stopped; try a shorter question."
+                ) from None
             raise TurnCancelledError(f"The turn was stopped: {control.reason}.") from None
         raise
 

@@ -1,30 +1,36 @@
 """Reading a request body as form fields and files, within a byte budget, while it streams.
 
-Starlette's ``request.form()`` reads the whole body before anyone can say it is too large; here the
-budget is checked against Content-Length before reading and against the bytes counted as each chunk
-arrives, so an oversized upload is refused after at most ``max_bytes`` have been read. A file part's
-declared content type is checked as soon as its headers arrive, before its data is read.
+Multipart bodies go through Starlette's own parser (``request.form()``, with caps on files, fields and
+the size of a text part); the request's ``receive`` is wrapped so that the bytes that really arrive are
+counted, and an oversized upload is refused (413) after at most ``max_bytes`` have been read, whatever
+Content-Length says. Names and filenames in any script are fine (the parser keeps header bytes and
+decodes them as UTF-8).
 
 Accepted bodies: ``multipart/form-data`` (files and fields), ``application/x-www-form-urlencoded`` and
-a JSON object of strings (fields only).
+a JSON object of strings (fields only). A field sent twice is refused (422) rather than one copy being
+picked silently; so is a field holding NUL, control characters or lone surrogates.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import parse_options_header
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.types import Message, Receive
 
 from avatar.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from avatar.pipeline.text import invalid_characters
 from avatar.server.errors import MalformedRequestError
 
-MAX_PARTS = 16
+MAX_PARTS = 16  # files and fields together; every route takes a handful
+MAX_FIELD_BYTES = 64 * 1024  # one text part (the longest text field allowed is far shorter)
 
 TypeCheck = Callable[[str], bool]
 """Whether a file part's declared content type (lower case, no parameters; "" when absent) is allowed."""
@@ -69,8 +75,9 @@ async def read_form(request: Request[Any], *, max_bytes: int, files: Mapping[str
     """The request's form, reading at most ``max_bytes`` of body.
 
     ``files`` names the parts taken as files and the content types each accepts; a part with another
-    name is a text field. Raises PayloadTooLargeError (413), UnsupportedMediaTypeError (415) and
-    MalformedRequestError (400).
+    name is a text field. Raises PayloadTooLargeError (413), UnsupportedMediaTypeError (415),
+    MalformedRequestError (400) and InvalidRequestError (422: a field twice, or with characters no
+    text may hold).
     """
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -80,45 +87,117 @@ async def read_form(request: Request[Any], *, max_bytes: int, files: Mapping[str
             raise PayloadTooLargeError(_too_large(max_bytes))
     kind, options = parse_options_header(request.headers.get("content-type", ""))
     media_type = kind.decode("latin-1").lower()
-    body = _budgeted(request.stream(), max_bytes)
+    budgeted = _Budgeted(request.receive, max_bytes)
+    guarded = Request(request.scope, budgeted)
     if media_type == "multipart/form-data":
-        boundary = options.get(b"boundary")
-        if not boundary:
-            raise MalformedRequestError("The multipart/form-data body has no boundary parameter.")
-        return await _MultipartReader(boundary, files).read(body)
-    if media_type == "application/x-www-form-urlencoded":
-        text = (await _collect(body)).decode("utf-8", errors="replace")
-        return Form(fields=dict(parse_qsl(text, keep_blank_values=True)))
-    if media_type == "application/json":
-        return Form(fields=_json_fields(await _collect(body)))
-    shown = media_type or "none"
-    raise UnsupportedMediaTypeError(
-        f"Request content type {shown!r} is not accepted; send multipart/form-data"
-        + (f" with the file in a field named {', '.join(repr(n) for n in files)}." if files else ".")
-    )
+        form = await _multipart(guarded, files)
+        # Starlette's parser takes a body cut off before its closing boundary as complete, losing the
+        # unfinished part (an interrupted upload would then read as "no audio sent").
+        if b"--" + options.get(b"boundary", b"") + b"--" not in budgeted.tail:
+            raise MalformedRequestError("The multipart/form-data body ends before its closing boundary.")
+    elif media_type == "application/x-www-form-urlencoded":
+        form = Form(fields=_unique(_urlencoded(await guarded.body())))
+    elif media_type == "application/json":
+        form = Form(fields=_json_fields(await guarded.body()))
+    else:
+        shown = media_type or "none"
+        raise UnsupportedMediaTypeError(
+            f"Request content type {shown!r} is not accepted; send multipart/form-data"
+            + (f" with the file in a field named {', '.join(repr(n) for n in files)}." if files else ".")
+        )
+    for name, value in form.fields.items():
+        _check_characters(name, value)
+    return form
 
 
 def _too_large(max_bytes: int) -> str:
     return f"The upload is larger than the limit of {max_bytes / 2**20:g} MB (AVATAR_MAX_UPLOAD_MB)."
 
 
-async def _budgeted(stream: AsyncIterator[bytes], max_bytes: int) -> AsyncIterator[bytes]:
-    # Content-Length can be absent (chunked) or lie; the count of what really arrives is what matters.
-    seen = 0
-    async for chunk in stream:
-        seen += len(chunk)
-        if seen > max_bytes:
-            raise PayloadTooLargeError(_too_large(max_bytes))
-        yield chunk
+class _Budgeted:
+    """``receive``, counting body bytes: PayloadTooLargeError as soon as more than ``max_bytes`` arrived.
+    Content-Length can be absent (chunked) or lie; the count of what really arrives is what matters.
+    It keeps the body's last bytes too, to tell a complete multipart body from a cut-off one."""
+
+    TAIL = 256
+
+    def __init__(self, receive: Receive, max_bytes: int) -> None:
+        self.receive = receive
+        self.max_bytes = max_bytes
+        self.seen = 0
+        self.tail = b""
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
+        if message["type"] == "http.request":
+            body = message.get("body", b"")
+            self.seen += len(body)
+            if self.seen > self.max_bytes:
+                raise PayloadTooLargeError(_too_large(self.max_bytes))
+            self.tail = (self.tail + body)[-self.TAIL :]
+        return message
 
 
-async def _collect(body: AsyncIterator[bytes]) -> bytes:
-    return b"".join([chunk async for chunk in body])
+async def _multipart(request: Request[Any], files: Mapping[str, TypeCheck]) -> Form:
+    try:
+        async with request.form(max_files=MAX_PARTS, max_fields=MAX_PARTS, max_part_size=MAX_FIELD_BYTES) as data:
+            return await _collect(data, files)
+    except HTTPException as exc:  # Starlette's word for a malformed body, or one past the caps
+        raise MalformedRequestError(f"The multipart/form-data body is malformed: {exc.detail}") from None
+
+
+async def _collect(data: FormData, files: Mapping[str, TypeCheck]) -> Form:
+    form = Form()
+    names = [name for name, _ in data.multi_items()]
+    _refuse_duplicates(names)
+    for name, value in data.multi_items():
+        check = files.get(name)
+        if isinstance(value, str):
+            if check is not None:
+                raise InvalidRequestError(
+                    f"The {name!r} part is not a file; send it as a file part (with a filename), "
+                    f"e.g. curl -F {name}=@file."
+                )
+            form.fields[name] = value
+            continue
+        if check is None:  # a file where a text field is expected (curl -F text=@note.txt): its text
+            form.fields[name] = _utf8(name, await value.read())
+            continue
+        content_type = _declared_type(value)
+        if not check(content_type):
+            raise UnsupportedMediaTypeError(f"The {name!r} part is {content_type!r}, which is not a {name} type.")
+        form.files[name] = UploadedFile(name, value.filename, content_type, await value.read())
+    return form
+
+
+def _declared_type(upload: UploadFile) -> str:
+    kind, _ = parse_options_header(upload.headers.get("content-type", ""))
+    return kind.decode("latin-1").lower()
+
+
+def _utf8(name: str, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedRequestError(f"The {name!r} field is not UTF-8 text.") from None
+
+
+def _urlencoded(raw: bytes) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(
+            _utf8("form", raw), keep_blank_values=True, max_num_fields=MAX_PARTS, encoding="utf-8", errors="strict"
+        )
+    except UnicodeDecodeError:
+        raise MalformedRequestError("The form body holds percent-escapes that are not UTF-8.") from None
+    except ValueError:
+        raise MalformedRequestError(f"The form has more than {MAX_PARTS} fields.") from None
 
 
 def _json_fields(raw: bytes) -> dict[str, str]:
     try:
-        data = json.loads(raw or b"null")
+        data = json.loads(raw or b"null", object_pairs_hook=_unique)
+    except RecursionError:  # the parser recurses once per level of nesting
+        raise MalformedRequestError("The JSON body is nested too deeply; send one flat object of strings.") from None
     except (ValueError, UnicodeDecodeError):
         raise MalformedRequestError("The JSON body does not parse.") from None
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
@@ -126,95 +205,21 @@ def _json_fields(raw: bytes) -> dict[str, str]:
     return data
 
 
-@dataclass
-class _Part:
-    headers: dict[str, str] = field(default_factory=dict)
-    name: str = ""
-    filename: str | None = None
-    content_type: str = ""
-    is_file: bool = False
-    data: bytearray = field(default_factory=bytearray)
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    _refuse_duplicates([name for name, _ in pairs])
+    return dict(pairs)
 
 
-class _MultipartReader:
-    """Feeds python-multipart's push parser chunk by chunk and keeps the parts it announces."""
+def _refuse_duplicates(names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InvalidRequestError(f"The {name!r} field is sent more than once; send it once.")
+        seen.add(name)
 
-    def __init__(self, boundary: bytes, files: Mapping[str, TypeCheck]) -> None:
-        self.files = files
-        self.form = Form()
-        self.parts = 0
-        self.ended = False
-        self._part = _Part()
-        self._header_name = b""
-        self._header_value = b""
-        self._parser = MultipartParser(
-            boundary,
-            {
-                "on_part_begin": self._on_part_begin,
-                "on_header_field": self._on_header_field,
-                "on_header_value": self._on_header_value,
-                "on_header_end": self._on_header_end,
-                "on_headers_finished": self._on_headers_finished,
-                "on_part_data": self._on_part_data,
-                "on_part_end": self._on_part_end,
-                "on_end": self._on_end,
-            },
-        )
 
-    async def read(self, body: AsyncIterator[bytes]) -> Form:
-        try:
-            async for chunk in body:
-                self._parser.write(chunk)
-            self._parser.finalize()
-        except FormParserError:
-            raise MalformedRequestError("The multipart/form-data body is malformed.") from None
-        if not self.ended:
-            raise MalformedRequestError("The multipart/form-data body ends before its closing boundary.")
-        return self.form
-
-    def _on_part_begin(self) -> None:
-        self.parts += 1
-        if self.parts > MAX_PARTS:
-            raise MalformedRequestError(f"The form has more than {MAX_PARTS} parts.")
-        self._part = _Part()
-
-    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
-        self._header_name += data[start:end]
-
-    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
-        self._header_value += data[start:end]
-
-    def _on_header_end(self) -> None:
-        name = self._header_name.decode("latin-1").lower()
-        self._part.headers[name] = self._header_value.decode("utf-8", errors="replace")
-        self._header_name = self._header_value = b""
-
-    def _on_headers_finished(self) -> None:
-        part = self._part
-        _, options = parse_options_header(part.headers.get("content-disposition", ""))
-        if b"name" not in options:
-            raise MalformedRequestError("A form part has no name in its Content-Disposition header.")
-        part.name = options[b"name"].decode("utf-8", errors="replace")
-        if b"filename" in options:
-            part.filename = options[b"filename"].decode("utf-8", errors="replace")
-        kind, _ = parse_options_header(part.headers.get("content-type", ""))
-        part.content_type = kind.decode("latin-1").lower()
-        check = self.files.get(part.name)
-        part.is_file = check is not None
-        if check is not None and not check(part.content_type):
-            raise UnsupportedMediaTypeError(
-                f"The {part.name!r} part is {part.content_type!r}, which is not a {part.name} type."
-            )
-
-    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
-        self._part.data += data[start:end]
-
-    def _on_part_end(self) -> None:
-        part = self._part
-        if part.is_file:
-            self.form.files[part.name] = UploadedFile(part.name, part.filename, part.content_type, bytes(part.data))
-        else:
-            self.form.fields[part.name] = part.data.decode("utf-8", errors="replace")
-
-    def _on_end(self) -> None:
-        self.ended = True
+def _check_characters(name: str, value: str) -> None:
+    for what, text in (("name of a field", name), (f"{name!r} field", value)):
+        problem = invalid_characters(text)
+        if problem is not None:
+            raise InvalidRequestError(f"The {what} {problem}.")

@@ -10,7 +10,7 @@ from PIL import Image
 
 from avatar.bench.machine import describe
 from avatar.bench.report import write_bench, write_eval
-from avatar.bench.runner import _overlap, bench_checks
+from avatar.bench.runner import bench_checks, streaming_gain
 from avatar.bench.samples import TurnSample, summarise
 from avatar.bench.stats import spread
 from avatar.bench.targets import Check, failed, load_thresholds
@@ -19,27 +19,35 @@ from avatar.bench.targets import Check, failed, load_thresholds
 def _sample(turn: str, mode: str, scale: float) -> TurnSample:
     timings = {"asr": 0.4 * scale, "llm": 2.0 * scale, "tts": 0.05, "avatar": 1.0 * scale, "mux": 0.3}
     timings["total"] = sum(timings.values())
-    first = timings["total"] - 0.3 if mode == "sequential" else 1.2 * scale
+    timings |= {"first_transcript": 0.4 * scale, "first_token": 0.6 * scale, "first_audio": 0.7, "first_frame": 0.8}
+    wall = timings["total"] + 0.4
+    first = wall if mode == "whole" else 0.9 * scale
+    client = {"first_transcript": 0.45 * scale, "first_token": 0.65, "first_frame": first, "first_audio": first}
     return TurnSample(
         turn,
         mode,
-        timings["total"] + 0.01,
+        wall,
         timings,
         {"tts": 0.01, "avatar": 0.2},
         6.0 * scale,
         first,
         reply="Hello.",
         transcript="Hi?",
+        client=client if mode == "streamed" else {},
     )
 
 
-def _result() -> dict[str, Any]:
-    samples = [
+def _samples(modes: tuple[str, ...]) -> list[TurnSample]:
+    return [
         _sample(t, m, s * (1 + 0.05 * rep))
         for rep in range(3)
         for t, s in (("short", 1.0), ("long", 1.6))
-        for m in ("sequential", "overlapped")
+        for m in modes
     ]
+
+
+def _result() -> dict[str, Any]:
+    samples = _samples(("in-process",))
     levels: list[dict[str, Any]] = [
         {
             "clients": c,
@@ -64,11 +72,8 @@ def _result() -> dict[str, Any]:
         "inprocess": {
             "ready_s": 9.0,
             "peak_rss_mb": 1500.0,
-            "default_mode": "overlapped",
             "errors": [],
-            "per_turn": summarise(s for s in samples if s.mode == "sequential"),
-            "per_turn_overlapped": summarise(s for s in samples if s.mode == "overlapped"),
-            "overlap": _overlap(samples, None),
+            "per_turn": summarise(samples),
             "concurrency": {"where": "in-process", "levels": levels},
         },
         "http": {"available": False, "reason": "not available: test"},
@@ -88,20 +93,18 @@ def test_summaries_give_p50_and_p95_per_stage() -> None:
     assert short["stages"]["llm"]["p50"] == 2.0 * 1.05
     assert short["stages"]["llm"]["p50"] <= short["stages"]["llm"]["p95"] <= short["stages"]["llm"]["max"]
     assert set(short["rtf"]) == {"tts", "avatar"}
+    assert set(short["server_firsts"]) == {"first_transcript", "first_token", "first_audio", "first_frame"}
 
 
-def test_overlap_ratio_pairs_each_repetition() -> None:
-    overlap = _result()["inprocess"]["overlap"]
-    assert overlap["available"]
-    short = overlap["per_turn"]["short"]
-    pairs = [
-        (_sample("short", "sequential", 1 + 0.05 * rep), _sample("short", "overlapped", 1 + 0.05 * rep))
-        for rep in range(3)
-    ]
-    ratios = sorted(a.first_frame / b.first_frame for a, b in pairs)  # type: ignore[operator]
-    assert abs(short["ratio"]["p50"] - ratios[1]) < 1e-3  # each sequential turn against its own pair
-    assert overlap["ratio"]["n"] == 6
-    assert _overlap([], "not available: no streaming")["reason"] == "not available: no streaming"
+def test_streamed_first_frame_is_paired_with_the_whole_turn() -> None:
+    samples = _samples(("streamed", "whole"))
+    gain = streaming_gain(samples)["per_turn"]["short"]
+    pairs = [(_sample("short", "streamed", 1 + 0.05 * r), _sample("short", "whole", 1 + 0.05 * r)) for r in range(3)]
+    ratios = sorted(b.wall / a.first_frame for a, b in pairs)  # type: ignore[operator]
+    assert abs(gain["sooner"]["p50"] - ratios[1]) < 1e-3  # each streamed turn against its own pair
+    assert gain["streamed_first_frame"]["p50"] == round(0.9 * 1.05, 4)
+    failed_one = [*samples[:-1], TurnSample("long", "whole", 1.0, error="HTTP 503: busy")]
+    assert streaming_gain(failed_one)["per_turn"]["long"]["sooner"]["n"] == 2  # the failed pair is left out
 
 
 def test_bench_report_files(tmp_path: Path) -> None:
@@ -121,7 +124,7 @@ def test_bench_report_files(tmp_path: Path) -> None:
     for heading in (
         "## Targets",
         "## In-process turns",
-        "## Time to first video frame",
+        "## In-process turns",
         "## Concurrency",
         "## Profile of the hottest stage: llm",
         "not available: test",
@@ -135,12 +138,14 @@ def test_bench_report_files(tmp_path: Path) -> None:
 
 def test_http_section_reports_probes_and_checks_liveness(tmp_path: Path) -> None:
     result = _result()
-    http_samples = [_sample("short", "sequential", 1.0 + 0.1 * rep) for rep in range(3)]
+    http_samples = _samples(("streamed", "whole"))
     result["http"] = {
         "available": True,
         "ready_s": 6.0,
         "peak_rss_mb": 1800.0,
-        "per_turn": summarise(http_samples),
+        "per_turn_streamed": summarise(s for s in http_samples if s.mode == "streamed"),
+        "per_turn_whole": summarise(s for s in http_samples if s.mode == "whole"),
+        "streaming": streaming_gain(http_samples),
         "errors": [],
         "probes": {
             "/healthz": {"url": "/healthz", "ms": spread([2.0, 3.0, 140.0]).as_dict(), "failed": 0, "failures": []},
@@ -156,11 +161,14 @@ def test_http_section_reports_probes_and_checks_liveness(tmp_path: Path) -> None
     liveness = checks["healthz_during_turns"]
     assert liveness.value == 140.0 and liveness.unit == "ms" and liveness.verdict() == "MISSED by 40 ms (40 %)"
     assert checks["ready"].ok and checks["peak_rss"].value == 1800.0
+    assert checks["first_frame"].value == round(0.9 * 1.6 * 1.05, 4) and not checks["first_frame"].ok  # worst turn
     result["targets"] = [c.as_dict() for c in checks.values()]
     write_bench(result, tmp_path, "20260101T000000Z")
     md = (tmp_path / "20260101T000000Z.md").read_text()
     assert "| `/healthz` | 3 | 3.0 | 126.3 | 140.0 | 0 |" in md
     assert "| download (`/api/v1/results/x/reply.wav`) | 0 | – | – | – | 2 |" in md
+    assert "### Time to the first video frame at the client: streamed vs whole" in md
+    assert "| short | 0.94 / 0.99 |" in md
 
 
 def test_checks_say_by_how_much() -> None:

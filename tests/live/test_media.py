@@ -59,7 +59,7 @@ def test_the_silence_packet_decodes_to_silence() -> None:
 def puppet(settings: Settings, prepared_models: Path, portrait: Path) -> Iterator[tuple[PuppetAnimator, object]]:
     animator = PuppetAnimator(settings.model_path(settings.face_model), size=128, fps=FPS)
     try:
-        yield animator, animator.prepare(load_image(portrait.read_bytes()))
+        yield animator, animator.prepare(load_image(portrait.read_bytes(), max_pixels=settings.max_image_pixels))
     finally:
         animator.close()
 

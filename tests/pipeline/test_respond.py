@@ -100,7 +100,7 @@ def test_history_and_system_prompt_reach_the_model() -> None:
     chat = ScriptedChat("Hello there.")
     history = [ChatMessage("user", "Hi"), ChatMessage("assistant", "Hello!")]
     reply, fallback = asyncio.run(RespondStage(chat)(EILEEN, history, "How are you?"))  # type: ignore[arg-type]
-    assert (reply, fallback) == ("Hello there.", False)
+    assert (reply, fallback) == ("Hello there.", None)
     assert [m.role for m in chat.seen] == ["system", "user", "assistant", "user"]
     assert chat.seen[0].content == EILEEN.system_prompt and chat.seen[-1].content == "How are you?"
 
@@ -108,7 +108,8 @@ def test_history_and_system_prompt_reach_the_model() -> None:
 @pytest.mark.parametrize("chat", [ScriptedChat("", fail=True), ScriptedChat("*** 🚀")])
 def test_failure_or_empty_reply_gives_the_fallback(chat: ScriptedChat) -> None:
     reply, fallback = asyncio.run(RespondStage(chat)(EILEEN, [], "Hello?"))  # type: ignore[arg-type]
-    assert fallback and reply == EILEEN.fallback_reply
+    assert reply == EILEEN.fallback_reply
+    assert fallback == ("RuntimeError: out of memory" if chat.fail else "the model's reply had nothing to say aloud")
 
 
 def test_display_deltas_add_up_to_the_kept_reply() -> None:

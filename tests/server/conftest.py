@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from live_server import ServerProcess, start_server
+from live_server import GUARDED_ENV, ServerProcess, start_server
 from PIL import Image
 
 from avatar import media
@@ -18,6 +18,18 @@ from avatar import media
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, prepared_models: Path) -> Iterator[ServerProcess]:
     proc = start_server(tmp_path_factory.mktemp("server"))
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+# A second server with every guard configured (live_server.GUARDED_ENV): API keys, CORS, a public URL,
+# short client deadlines, a small connection cap. The security and slow-client tests share it.
+@pytest.fixture(scope="session")
+def guarded_server(tmp_path_factory: pytest.TempPathFactory, prepared_models: Path) -> Iterator[ServerProcess]:
+    proc = start_server(tmp_path_factory.mktemp("guarded"), **GUARDED_ENV)
     try:
         proc.wait_ready()
         yield proc

@@ -22,11 +22,46 @@ from typing import Any
 
 import av
 import httpx
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from avatar.config import PROJECT_ROOT
 
+# schemathesis' checks of a response against the served OpenAPI document: no 5xx, a documented status,
+# content type and headers, a body of the documented schema.
+RESPONSE_CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
 READY_TIMEOUT_S = 180.0
 MAX_UPLOAD_MB = 1  # small, so the 413 tests send little
+
+# The guarded server (conftest.guarded_server): every access and slow-client guard configured.
+API_KEYS = ("first-key-0123456789abcdef", "second-key-fedcba9876543210")
+ALLOWED_ORIGIN = "https://app.example.test"
+PUBLIC_URL = "https://avatar.example.test/base"
+HEADER_TIMEOUT_S = 2.0
+BODY_TIMEOUT_S = 2.0
+MIN_UPLOAD_RATE = 2000
+MAX_CONNECTIONS = 40
+GUARDED_ENV = {
+    "AVATAR_API_KEYS": ",".join(API_KEYS),
+    "AVATAR_CORS_ORIGINS": ALLOWED_ORIGIN,
+    "AVATAR_PUBLIC_URL": PUBLIC_URL,
+    "AVATAR_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT_S),
+    "AVATAR_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_S),
+    "AVATAR_MIN_UPLOAD_BYTES_PER_SECOND": str(MIN_UPLOAD_RATE),
+    "AVATAR_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+}
 
 
 def free_port() -> int:
@@ -62,6 +97,19 @@ class ServerProcess:
                     return line
             time.sleep(0.05)
         raise AssertionError(f"no log line matching {match} within {timeout} s")
+
+    def wait_listening(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Until the port answers (the models may still be loading)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_path.read_text()}")
+            try:
+                httpx.get(f"{self.base_url}/healthz", timeout=2)
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server not listening within {timeout} s:\n{self.log_path.read_text()[-4000:]}")
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout

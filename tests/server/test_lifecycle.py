@@ -51,6 +51,8 @@ def test_start_up_readiness_then_graceful_sigterm(
         assert all(m["state"] == "ready" for m in seen[-1][1]["models"].values())
         assert not_ready is not None and not_ready.status_code == 503
         assert not_ready.json()["error"]["code"] == "not_ready"
+        assert int(not_ready.headers["retry-after"]) >= 1  # while loading: when to ask again
+        assert loading["reason"].startswith("loading")
 
         # --- shutdown: SIGTERM while a turn is in flight; the turn still completes.
         outcome: dict[str, Any] = {}

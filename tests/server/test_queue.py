@@ -29,8 +29,11 @@ def one_waiting(tmp_path_factory: pytest.TempPathFactory, prepared_models: Path)
 
 def _queue(http: httpx.Client) -> dict[str, int]:
     response = http.get("/readyz")
-    assert response.status_code == 200  # a full queue is busy, not unready
-    return dict(response.json()["queue"])
+    body = response.json()
+    # Ready (200) while there is room; a full queue makes the replica unready (503 busy) until it drains.
+    full = body["queue"]["running"] == 1 and body["queue"]["waiting"] >= body["queue"]["limit"]
+    assert (response.status_code, body["status"]) == ((503, "busy") if full else (200, "ready")), body
+    return dict(body["queue"])
 
 
 def test_past_the_limit_a_request_is_told_to_retry(one_waiting: ServerProcess, planet_question: bytes) -> None:
@@ -57,6 +60,10 @@ def test_past_the_limit_a_request_is_told_to_retry(one_waiting: ServerProcess, p
             assert time.monotonic() < deadline, "the second request never queued"
             time.sleep(0.02)
 
+        unready = http.get("/readyz")
+        assert unready.status_code == 503 and unready.json()["status"] == "busy"
+        assert "AVATAR_MAX_QUEUED_REQUESTS=1" in unready.json()["reason"]
+        assert int(unready.headers["retry-after"]) >= 1
         busy = http.post(CONVERSATION, data={"text": "Me too?"})
         assert busy.status_code == 503
         assert busy.json()["error"]["code"] == "busy"

@@ -11,9 +11,6 @@ import pytest
 from live_server import ServerProcess
 
 from avatar.bench.probes import ProbeSampler
-from avatar.config import Settings
-from avatar.server import create_app
-from avatar.server.openapi import document
 
 pytestmark = pytest.mark.slow  # drives the real server with the embedded models
 
@@ -82,34 +79,3 @@ def test_client_disconnect_mid_turn_leaves_nothing(server: ServerProcess, planet
     assert gone["status"] == 499  # seen as a disconnect, not an error
     assert server.result_folders() == before
     assert server.staging_folders() == []
-
-
-def test_openapi_documents_every_route(client: httpx.Client, settings: Settings) -> None:
-    served = client.get("/openapi.json").json()
-    assert served == document()
-    assert served["openapi"].startswith("3.1")
-    app = create_app(settings)
-    routes = {route.path: route.methods - {"HEAD"} for route in app.routes}  # type: ignore[attr-defined]
-    assert set(served["paths"]) == set(routes)
-    for path, methods in routes.items():
-        assert {m.lower() for m in methods} == set(served["paths"][path]), path
-        for method in methods:
-            responses = served["paths"][path][method.lower()]["responses"]
-            assert "500" in responses, (path, method)
-            if path.startswith("/api/v1/") and method == "POST":
-                assert {"413", "415", "422", "503"} <= set(responses), (path, method)
-    _assert_refs_resolve(served, served)
-
-
-def _assert_refs_resolve(node: Any, root: dict[str, Any]) -> None:
-    if isinstance(node, dict):
-        ref = node.get("$ref")
-        if ref is not None:
-            target: Any = root
-            for key in ref.removeprefix("#/").split("/"):
-                target = target[key]
-        for value in node.values():
-            _assert_refs_resolve(value, root)
-    elif isinstance(node, list):
-        for value in node:
-            _assert_refs_resolve(value, root)

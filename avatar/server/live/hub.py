@@ -21,7 +21,6 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
 from avatar.errors import AvatarError, BusyError, InvalidRequestError, LiveUnavailableError
 from avatar.personas import Persona
-from avatar.pipeline.threads import run_blocking
 from avatar.server.errors import MalformedRequestError
 from avatar.server.live import ice
 from avatar.server.live.codecs import silence_packet
@@ -156,6 +155,7 @@ class LiveHub:
         if self._closed:
             raise LiveUnavailableError("The server is shutting down.")
         self.sessions[session.id] = session
+        self.service.metrics.live_sessions.set(len(self.sessions))
         session.start(audio.receiver.track)
         log.info("live session opened", live_session=session.id, persona=persona.name, open=len(self.sessions))
         return {
@@ -167,6 +167,7 @@ class LiveHub:
 
     def forget(self, session: LiveSession) -> None:
         self.sessions.pop(session.id, None)
+        self.service.metrics.live_sessions.set(len(self.sessions))
 
     async def close(self) -> None:
         """Close every session (at shutdown) and stop drawing idle loops."""
@@ -214,7 +215,7 @@ class LiveHub:
         async def model_work(fn: Callable[[], T]) -> T:
             while True:
                 try:
-                    return await self.admitted(lambda: run_blocking(fn))
+                    return await self.admitted(lambda: pipeline.animate.calls(fn))
                 except BusyError:
                     await asyncio.sleep(BUSY_BACKOFF_S)
 

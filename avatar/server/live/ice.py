@@ -11,6 +11,7 @@ addresses given (127.0.0.1 for a machine that must not use its network; a LAN ad
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 
 import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer
@@ -41,7 +42,7 @@ def client_ice_servers(settings: Settings) -> list[dict[str, object]]:
     return out
 
 
-def use_host_addresses(addresses: list[str]) -> None:
+def use_host_addresses(addresses: Sequence[str]) -> None:
     """Offer host candidates on ``addresses`` only (empty: every interface, and loopback).
 
     aiortc has no option for this, so aioice's address lookup is replaced for the whole process; the

@@ -341,6 +341,7 @@ class LiveSession:
             "reply_seconds": round(playback.queued / self.playout.fps, 3) if playback else 0.0,
             "underruns": playback.underruns if playback else 0,
             "history_turns": len(turn.session.history) // 2,  # earlier turns the reply could see
+            "degraded": turn.degraded,
         }
         log.info("live turn", live_session=self.id, turn=turn.number, timings=timings, **extra)
         self.events.send("timings", turn=turn.number, timings=timings, **extra)

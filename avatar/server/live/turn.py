@@ -23,7 +23,6 @@ from avatar.pipeline import Pipeline
 from avatar.pipeline.control import SpokenReply, TurnControl
 from avatar.pipeline.pipeline import TurnRequest
 from avatar.pipeline.sessions import Session
-from avatar.pipeline.threads import run_blocking
 from avatar.pipeline.timing import TurnTimings
 from avatar.server.live.idle import RATE, IdleLoop
 from avatar.server.live.output import LiveOutput
@@ -49,6 +48,8 @@ class LiveTurn:
     playback: ReplyPlayback | None = None
     interrupted: float | None = None  # seconds of it heard when the user interrupted it
     fallback: bool = False
+    text: str = ""  # everything the model wrote for it
+    degraded: list[dict[str, str]] = field(default_factory=list)  # what fell back (Reply.degraded)
 
     @property
     def heard_anything(self) -> bool:
@@ -116,7 +117,7 @@ async def run_turn(
             turn.control.stop("the live session closed")
             playout.stop()
             await asyncio.wait([work])
-    turn.fallback = reply.fallback
+    turn.fallback, turn.text, turn.degraded = reply.fallback, " ".join(reply.texts), list(reply.degraded)
     failed = None if work.cancelled() else work.exception()
     if failed is not None or work.cancelled():
         playout.stop()
@@ -139,7 +140,7 @@ async def _bridge(output: LiveOutput, pipeline: Pipeline, persona: Persona, idle
             chunks = animate.animator.render_chunks(face, silence, RATE, chunk_frames=frames, start_frame=position)
             return np.concatenate(list(chunks))[:frames]
 
-        drawn = await run_blocking(draw)
+        drawn = await animate.calls(draw)
         await output.write(drawn, np.zeros(frames * pipeline.speak.sample_rate // output.fps, np.float32))
     await output.finish(resume)
 
@@ -149,10 +150,8 @@ async def _record(turn: LiveTurn, pipeline: Pipeline) -> None:
         turn.control.heard_seconds = turn.interrupted
         await pipeline.record_heard(turn.session, turn.user_text, turn.spoken, turn.control)
         return
-    if turn.fallback:
-        return
-    reply = " ".join(piece.text for piece in turn.spoken.pieces)
-    await pipeline.sessions.record(turn.session, turn.user_text, reply)
+    if not turn.fallback:
+        await pipeline.sessions.record(turn.session, turn.user_text, turn.text)
 
 
 async def turn_request(

@@ -90,7 +90,7 @@ async function waitUntilReady() {
 // ----------------------------------------------------------------------------------- personas
 
 function faceUrl(persona) {
-  return `${API}/personas/${encodeURIComponent(persona.name)}/face.jpg`;
+  return persona.face_url;
 }
 
 function renderPersonas() {
@@ -126,7 +126,8 @@ function choose(name) {
   ui.log.replaceChildren();
   renderPersonas();
   if (live.active) live.restart();
-  say("them", `Hello! I'm ${persona.display_name}. Hold the button and ask me anything.`);
+  const hello = persona.created ? "Hello!" : `Hello! I'm ${persona.display_name}.`;
+  say("them", `${hello} Hold the button and ask me anything, or type below.`);
 }
 
 async function loadPersonas() {
@@ -153,7 +154,6 @@ async function createPersona(file) {
   progress("Finding the face in your photo…");
   const form = new FormData();
   form.append("image", file, file.name || "photo.jpg");
-  form.append("name", (file.name || "Your photo").replace(/\.[^.]+$/, "").slice(0, 40) || "Your photo");
   try {
     const response = await api(`${API}/personas`, { method: "POST", body: form });
     if (!response.ok) {
