@@ -260,12 +260,15 @@ class LiveSession:
             try:
                 text = await self._final_transcript(audio, version, carry, timings)
             except NoSpeechError:
+                self._carry = carry  # still waiting for words to go with it
+                self.events.send("transcript", text="", final=True, merged=False)
                 self.events.send("listening", session_id=self.session_id)
                 return
             except AvatarError as exc:
                 self.events.send("error", code=exc.code, message=exc.message)
                 return
-            self.events.send("transcript", text=text, final=True)
+            # merged: this utterance continues one whose reply was stopped before a word of it was heard
+            self.events.send("transcript", text=text, final=True, merged=carry is not None)
         assert text is not None
         service = self.hub.service
         try:

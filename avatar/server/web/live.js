@@ -28,6 +28,8 @@ export class LiveMode {
     this.channel = null;
     this.you = null; // the bubble of what the user is saying
     this.pending = null; // the bubble for the reply to what the user just said
+    this.lastYou = null; // the bubbles of the last exchange (merged away if its reply was never heard)
+    this.lastThem = null;
     this.bubbles = new Map(); // turn number → its reply's bubble
     this.generation = 0;
     for (const button of this.ui.modes) {
@@ -213,6 +215,7 @@ export class LiveMode {
       const bubble = this.pending || this.hooks.say("them", "");
       this.pending = null;
       this.bubbles.set(turn, bubble);
+      this.lastThem = bubble;
     }
     return this.bubbles.get(turn);
   }
@@ -228,11 +231,19 @@ export class LiveMode {
         this.you = this.hooks.say("you", "…");
         this.you.classList.add("partial");
       }
+    } else if (name === "transcript" && event.final && !event.text) { // nothing recognisable: noise
+      this.you?.remove();
+      this.you = null;
     } else if (name === "transcript") {
       if (!this.you) this.you = this.hooks.say("you", "");
       this.you.textContent = event.text;
       this.you.classList.toggle("partial", !event.final);
       if (event.final) {
+        if (event.merged) { // it goes on from the last utterance, whose reply nobody heard: one bubble each
+          this.lastYou?.remove();
+          this.lastThem?.remove();
+        }
+        this.lastYou = this.you;
         this.you = null;
         this.setState("thinking");
         this.pending = this.hooks.say("them", "");
