@@ -136,6 +136,31 @@ def test_speaking_during_the_reply_interrupts_it(live: ServerProcess, voice: Cal
     assert cancelled["heard_s"] > 0.8
 
 
+def test_talking_on_before_the_reply_is_heard_makes_one_utterance(
+    live: ServerProcess, voice: Callable[[str], AudioArray]
+) -> None:
+    async def talk_on() -> None:
+        async with LiveClient(live.base_url) as client:
+            first = client.mic.say(voice("Tell me about"))
+            await first.done.wait()
+            _, heard = await client.wait_event("transcript", since=first.ended_at, where=lambda e: e["final"])
+            more = client.mic.say(voice("your favourite planet."))  # on at once: the reply has not begun
+            await more.done.wait()
+            _, final = await client.wait_event(
+                "transcript", since=more.spoke_at, where=lambda e: e["final"] and e["text"], timeout=90
+            )
+            _, stopped = await client.wait_event("interrupted", since=first.ended_at, timeout=30)
+            await client.wait_event("timings", since=more.spoke_at, where=lambda e: e["turn"] == 2, timeout=120)
+            if stopped["heard_seconds"] == 0:  # the usual case: nothing of the first reply was played
+                assert final["merged"] is True, final
+                assert "about" in final["text"].lower() and "planet" in final["text"].lower(), final
+            else:  # this machine answered faster than the microphone went on: an ordinary barge-in
+                assert final["merged"] is False and "about" not in final["text"].lower(), final
+            assert "about" in heard["text"].lower()
+
+    run(talk_on())
+
+
 PEER = """
 import asyncio, sys
 from avatar.bench.live_client import LiveClient

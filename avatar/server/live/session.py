@@ -25,8 +25,9 @@ import structlog
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from avatar.errors import AvatarError, BusyError, NoSpeechError
+from avatar.errors import AvatarError, NoSpeechError
 from avatar.personas import Persona
+from avatar.pipeline.pipeline import TurnRequest
 from avatar.pipeline.timing import TurnTimings
 from avatar.server.live.events import EventChannel
 from avatar.server.live.listener import Heard, ListenOptions, TurnDetector
@@ -88,8 +89,9 @@ class LiveSession:
         self.lead_frames = float(FIRST_LEAD_FRAMES)
         self._turn_task: asyncio.Task[None] | None = None
         self._partial: asyncio.Task[None] | None = None
-        self._speculative: tuple[int, AudioArray | None, asyncio.Task[str]] | None = None
+        self._speculative: tuple[int, AudioArray | None, asyncio.Task[str | None]] | None = None
         self._carry: AudioArray | None = None  # an utterance whose reply was stopped before it was heard
+        self._carry_shown = False  # whether the client was shown that utterance's final transcript
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._echo_until = 0.0
@@ -190,6 +192,8 @@ class LiveSession:
         if heard.kind == "speech_started":
             self.last_activity = time.monotonic()
             stopped = self._interrupt("the user spoke")
+            if self.turn is None and self._turn_task is not None and not self._turn_task.done():
+                self._turn_task.cancel()  # a turn not yet answered: what the user says now continues it
             self.events.send("user_speech_started", interrupted=stopped is not None)
         elif heard.kind == "partial" and heard.audio is not None:
             if (self._partial is None or self._partial.done()) and not self._speculating:
@@ -200,7 +204,7 @@ class LiveSession:
             if self._partial is not None and not self._partial.done():
                 self._partial.cancel()  # the whole utterance goes first (a partial already running finishes)
             carry = self._carry
-            task = self._spawn(self._transcribe(self._with_carry(heard.audio, carry)), "speculative")
+            task = self._spawn(self._speculate(self._with_carry(heard.audio, carry)), "speculative")
             self._speculative = (heard.version, carry, task)
         elif heard.kind == "turn_ended" and heard.audio is not None:
             self.last_activity = time.monotonic()
@@ -221,8 +225,16 @@ class LiveSession:
         transcript = await self.hub.admitted(lambda: pipeline.transcribe(audio, self.persona.language))
         return str(transcript.text)
 
+    async def _speculate(self, audio: AudioArray) -> str | None:
+        """The transcript of an utterance that may be over; None if it could not be had (asked again
+        at the end of the turn, which then reports the error)."""
+        try:
+            return await self._transcribe(audio)
+        except AvatarError:
+            return None
+
     async def _show_partial(self, audio: AudioArray) -> None:
-        with contextlib.suppress(NoSpeechError, BusyError):
+        with contextlib.suppress(AvatarError):
             text = await self._transcribe(self._with_carry(audio, self._carry))
             if self.detector.in_speech:  # not stale: the turn has not ended meanwhile
                 self.events.send("transcript", text=text, final=False)
@@ -254,36 +266,52 @@ class LiveSession:
     async def _take_turn(
         self, *, audio: AudioArray | None = None, version: int = 0, text: str | None = None, ended: float
     ) -> None:
+        """One turn: the utterance's words (or typed ``text``), then the reply, made and played."""
         timings = TurnTimings(origin=ended)
-        carry, self._carry = self._carry, None
-        if text is None and audio is not None:
-            try:
-                text = await self._final_transcript(audio, version, carry, timings)
-            except NoSpeechError:
-                self._carry = carry  # still waiting for words to go with it
-                self.events.send("transcript", text="", final=True, merged=False)
-                self.events.send("listening", session_id=self.session_id)
-                return
-            except AvatarError as exc:
-                self.events.send("error", code=exc.code, message=exc.message)
-                return
-            # merged: this utterance continues one whose reply was stopped before a word of it was heard
-            self.events.send("transcript", text=text, final=True, merged=carry is not None)
-        assert text is not None
-        service = self.hub.service
+        carry, shown = self._carry, self._carry_shown
+        self._carry, self._carry_shown = None, False
         try:
-            request = await turn_request(service.pipeline, self.persona, self.session_id, text, ended)
-        except AvatarError as exc:
-            self.events.send("error", code=exc.code, message=exc.message)
+            if text is None and audio is not None:
+                text = await self._understand(audio, version, carry, shown, timings)
+            request = await turn_request(self.hub.service.pipeline, self.persona, self.session_id, text or "", ended)
+        except asyncio.CancelledError:  # the user went on talking before the reply began: it continues this
+            self._carry = self._with_carry(audio, carry) if audio is not None else carry
+            self._carry_shown = shown
+            raise
+        except AvatarError as exc:  # no words in it (a cough), or the text cannot be answered
+            if not isinstance(exc, NoSpeechError):
+                self.events.send("error", code=exc.code, message=exc.message)
+            self._carry, self._carry_shown = carry, shown  # still waiting for words to go with it
+            self.events.send("listening", session_id=self.session_id)
             return
         self.turns += 1
-        turn = LiveTurn(self.turns, text, request.session, timings)
+        turn = LiveTurn(self.turns, request.text or "", request.session, timings)
         self.turn = turn
+        await self._answer(turn, request)
+        if turn.interrupted is not None and not turn.heard_anything and audio is not None:
+            # Stopped before a word of it was heard: the next utterance continues this one.
+            self._carry, self._carry_shown = self._with_carry(audio, carry), True
+
+    async def _understand(
+        self, audio: AudioArray, version: int, carry: AudioArray | None, shown: bool, timings: TurnTimings
+    ) -> str:
+        """The utterance's words, as a final transcript event too (NoSpeechError when there are none)."""
+        try:
+            text = await self._final_transcript(audio, version, carry, timings)
+        except NoSpeechError:
+            self.events.send("transcript", text="", final=True, merged=False)
+            raise
+        # merged: it continues an utterance whose transcript was shown and whose reply nobody heard
+        self.events.send("transcript", text=text, final=True, merged=shown)
+        return text
+
+    async def _answer(self, turn: LiveTurn, request: TurnRequest) -> None:
+        pipeline = self.hub.service.pipeline
         begun = self.playout.now_slot
         try:
             await run_turn(
                 turn,
-                pipeline=service.pipeline,
+                pipeline=pipeline,
                 request=request,
                 playout=self.playout,
                 idle=self.playout.idle,
@@ -305,8 +333,6 @@ class LiveSession:
         playback = turn.playback
         if playback is not None and playback.first_slot is not None:
             self.lead_frames = 0.5 * self.lead_frames + 0.5 * max(0, playback.first_slot - begun)
-        if turn.interrupted is not None and not turn.heard_anything and audio is not None:
-            self._carry = self._with_carry(audio, carry)  # heard nothing: the next utterance continues this one
         self._report(turn, playback)
 
     async def _final_transcript(
@@ -315,16 +341,13 @@ class LiveSession:
         """The utterance's transcript: the one begun at its last pause when nothing was said since."""
         speculative, self._speculative = self._speculative, None
         with timings.stage("asr"):
+            text = None
             if speculative is not None and speculative[0] == version and speculative[1] is carry:
-                try:
-                    text = await speculative[2]
-                    timings.mark("first_transcript")
-                    return text
-                except (AvatarError, asyncio.CancelledError):
-                    pass  # try again below on the whole audio
+                text = await speculative[2]  # None if it failed: then again below, and its error is the answer
             elif speculative is not None:
                 speculative[2].cancel()
-            text = await self._transcribe(self._with_carry(audio, carry))
+            if text is None:
+                text = await self._transcribe(self._with_carry(audio, carry))
         timings.mark("first_transcript")
         return text
 
