@@ -204,6 +204,9 @@ def test_a_peer_that_vanishes_is_cleaned_up(live: ServerProcess) -> None:
 def test_past_the_session_limit_an_offer_is_refused_clearly(live: ServerProcess) -> None:
     async def two() -> None:
         async with LiveClient(live.base_url):
+            async with httpx.AsyncClient(base_url=live.base_url) as http:
+                metrics = (await http.get("/metrics")).text
+            assert "\navatar_live_sessions 1.0\n" in metrics  # the gauge Prometheus scrapes
             second = LiveClient(live.base_url)
             with pytest.raises(LiveRefused) as refused:
                 await second.connect()
