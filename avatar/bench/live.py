@@ -152,8 +152,11 @@ async def _barge_in(base_url: str, question: AudioArray, interruption: AudioArra
             await client.wait_event("interrupted", since=voice.arrived, timeout=30)
         except TimeoutError:
             return {"error": "not interrupted (the reply may have ended first)"}
-        await asyncio.sleep(0.6)
-        silent = client.fell_silent(cut.spoke_at)
+        await cut.done.wait()
+        # No answer to the interruption can begin before it ends (and the turn-end silence after it).
+        until = cut.ended_at + 0.3
+        await asyncio.sleep(max(0.0, until + 0.2 - time.perf_counter()))
+        silent = client.fell_silent(cut.spoke_at, until)
     return {"stop_s": _round(silent - cut.spoke_at if silent is not None else None)}
 
 

@@ -307,20 +307,17 @@ class LiveClient:
         """The first received 20 ms of voice (not silence) that arrived after ``since``."""
         return next((h for h in self.heard if h.arrived >= since and h.rms >= SILENT_RMS), None)
 
-    def fell_silent(self, since: float, quiet_s: float = 0.2) -> float | None:
-        """When the received voice stopped after ``since`` (the arrival of the first of ``quiet_s`` of
-        silence that follows voice, or at once if it was already silent)."""
-        run_start = None
+    def fell_silent(self, since: float, until: float) -> float | None:
+        """When the received voice stopped for good after ``since``: the arrival of the first silent
+        20 ms after the last voice that arrived before ``until`` (``since`` itself if there was none).
+        A pause between two sentences is not a stop: voice after it, before ``until``, moves the stop."""
+        last_voice = None
         for h in self.heard:
-            if h.arrived < since:
-                continue
-            if h.rms >= SILENT_RMS:
-                run_start = None
-                continue
-            run_start = run_start if run_start is not None else h.arrived
-            if h.arrived - run_start >= quiet_s - 1e-9:
-                return run_start
-        return None
+            if since <= h.arrived <= until and h.rms >= SILENT_RMS:
+                last_voice = h.arrived
+        if last_voice is None:
+            return since
+        return next((h.arrived for h in self.heard if h.arrived > last_voice and h.rms < SILENT_RMS), None)
 
     def frame_rate(self, start: float, end: float) -> tuple[float, float]:
         """Frames per second received between ``start`` and ``end`` and the jitter of their arrival
