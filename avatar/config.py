@@ -115,7 +115,7 @@ class Settings:
     live_end_silence_ms: int = 400  # silence after speech that ends the user's turn
     live_vad_threshold: float = 0.5  # Silero speech probability that counts as speech
     live_barge_in_threshold: float = 0.8  # ... while the face speaks (its own voice must not interrupt it)
-    live_barge_in_ms: int = 150  # speech this long while the face speaks interrupts it
+    live_barge_in_ms: int = 96  # speech this long (three 32 ms windows) while the face speaks interrupts it
     live_partial_seconds: float = 1.0  # a partial transcript after each this much more speech
     live_max_utterance_seconds: float = 30.0  # a turn ends after this much speech even without a pause
     live_idle_timeout_seconds: int = 300  # a live session nobody speaks to for this long is closed

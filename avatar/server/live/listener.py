@@ -34,7 +34,7 @@ class ListenOptions:
     threshold: float = 0.5
     end_silence_ms: int = 400
     barge_in_threshold: float = 0.8
-    barge_in_ms: int = 150
+    barge_in_ms: int = 96
     partial_seconds: float = 1.0  # 0: no partial transcripts
     max_utterance_seconds: float = 30.0
 

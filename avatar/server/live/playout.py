@@ -41,6 +41,7 @@ class ReplyPlayback:
     start_frame: int  # where it began on the face's motion timeline
     queued: int = 0  # slots queued so far
     played: int = 0  # slots played so far
+    skipped: int = 0  # silent frames at its start that were not played (its timeline begins after them)
     finished: bool = False  # no more slots will come
     first_slot: int | None = None  # the slot index its first frame played at
     resume_index: int | None = None  # the idle loop index to go on with after its last slot
@@ -131,7 +132,7 @@ class Playout:
             return None
         self.queue.clear()
         reply.finished = True
-        reply.resume_index = self.idle.nearest_keyframe(reply.start_frame + reply.played)
+        reply.resume_index = self.idle.nearest_keyframe(reply.start_frame + reply.skipped + reply.played)
         self._end_reply()
         return reply
 

@@ -87,6 +87,7 @@ class LiveSession:
         self.opened = time.monotonic()
         self.last_activity = time.monotonic()
         self.lead_frames = float(FIRST_LEAD_FRAMES)
+        self.skip_frames = 0.0  # silent frames a reply usually opens with (not played)
         self._turn_task: asyncio.Task[None] | None = None
         self._partial: asyncio.Task[None] | None = None
         self._speculative: tuple[int, AudioArray | None, asyncio.Task[str | None]] | None = None
@@ -319,6 +320,7 @@ class LiveSession:
                 send=self.events.send,
                 options=self.options.reply,
                 lead_frames=round(self.lead_frames),
+                skip_frames=round(self.skip_frames),
             )
         except AvatarError as exc:
             self.events.send("error", code=exc.code, message=exc.message, turn=turn.number)
@@ -333,6 +335,7 @@ class LiveSession:
         playback = turn.playback
         if playback is not None and playback.first_slot is not None:
             self.lead_frames = 0.5 * self.lead_frames + 0.5 * max(0, playback.first_slot - begun)
+            self.skip_frames = 0.5 * self.skip_frames + 0.5 * playback.skipped
         self._report(turn, playback)
 
     async def _final_transcript(

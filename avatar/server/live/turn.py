@@ -74,10 +74,12 @@ async def run_turn(
     send: Send,
     options: ReplySettings,
     lead_frames: int,
+    skip_frames: int = 0,
 ) -> None:
     """Make ``turn``'s reply into ``playout`` and wait until it has played (or was stopped); then
     record it in the session's history, whole or as far as it was heard."""
-    start_frame = playout.predicted_position(lead_frames)
+    # Where the idle face will be when the reply's first sound plays (its silent start is not played).
+    start_frame = max(0, playout.predicted_position(lead_frames) - skip_frames)
     playback = playout.begin(turn.number, start_frame)
     turn.playback = playback
     output = LiveOutput(
@@ -172,7 +174,8 @@ def interrupt(turn: LiveTurn, playout: Playout, reason: str) -> float | None:
     if turn.interrupted is not None:
         return None
     playback = turn.playback
-    heard = playback.played / playout.fps if playback is not None else 0.0
+    # On the reply's own timeline, which includes the silence at its start that was not played.
+    heard = (playback.skipped + playback.played) / playout.fps if playback is not None and playback.played else 0.0
     turn.interrupted = heard
     if playback is not None and playout.reply is playback:
         playout.stop()
