@@ -20,7 +20,7 @@ LLAMA_CPP_WHEELS ?= $(HOME)/.cache/avatar/wheels/llama-cpp-python-0.3.36-avx2-no
 INSTALLED := $(VENV)/.installed
 PREPARED := models_cache/.prepared
 
-.PHONY: install models system-deps demo test serve lint bench eval clean
+.PHONY: install models system-deps demo test serve lint bench bench-live eval clean
 
 install: $(INSTALLED)
 
@@ -58,6 +58,9 @@ serve: $(PREPARED)
 
 bench: $(PREPARED)
 	$(BIN)/avatar bench
+
+bench-live: $(PREPARED)
+	$(BIN)/avatar bench --live
 
 eval: $(PREPARED)
 	$(BIN)/avatar eval

@@ -122,6 +122,23 @@ class Settings:
     cors_origins: str = ""  # comma-separated origins browsers may call the API from ("*": any); empty: none
     max_output_mb: float = 1024.0  # results on disk; past it the oldest are removed first
 
+    # Live mode (WebRTC, POST /api/v1/live): see README "Live mode".
+    max_live_sessions: int = 4  # open live connections at most; one more is told to retry (503)
+    live_end_silence_ms: int = 400  # silence after speech that ends the user's turn
+    live_vad_threshold: float = 0.5  # Silero speech probability that counts as speech
+    live_barge_in_threshold: float = 0.8  # ... while the face speaks (its own voice must not interrupt it)
+    live_barge_in_ms: int = 96  # speech this long (three 32 ms windows) while the face speaks interrupts it
+    live_partial_seconds: float = 1.0  # a partial transcript after each this much more speech
+    live_max_utterance_seconds: float = 30.0  # a turn ends after this much speech even without a pause
+    live_idle_timeout_seconds: int = 300  # a live session nobody speaks to for this long is closed
+    live_idle_loop_seconds: float = 12.0  # length of the pre-drawn idle motion (played back and forth)
+    live_buffer_seconds: float = 20.0  # reply media made ahead of playback at most (then the stages wait)
+    live_video_kbps: int = 800  # VP8 bit rate of the face video
+    live_ice_servers: str = ""  # STUN/TURN URLs, comma-separated (stun:host:3478, turn:host:3478?transport=udp)
+    live_ice_username: str = ""  # for the turn: URLs
+    live_ice_credential: str = ""
+    live_host_addresses: str = ""  # IPs to offer as host candidates, comma-separated; empty: every interface
+
     def model_path(self, value: str) -> Path:
         """A model setting as a path: absolute, or relative to ``models_dir``."""
         path = Path(value).expanduser()
@@ -143,6 +160,14 @@ class Settings:
     @property
     def trusted_proxy_list(self) -> tuple[str, ...]:
         return split_list(self.trusted_proxies)
+
+    @property
+    def ice_server_urls(self) -> tuple[str, ...]:
+        return split_list(self.live_ice_servers)
+
+    @property
+    def host_addresses(self) -> tuple[str, ...]:
+        return split_list(self.live_host_addresses)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -212,6 +237,29 @@ def _choice(setting: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{setting}={value!r} is not supported; choose one of: {', '.join(allowed)}.")
 
 
+ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
+
+
+def _validate_live(s: Settings) -> None:
+    for url in s.ice_server_urls:
+        if not url.startswith(ICE_SCHEMES) or len(url) <= len(url.split(":")[0]) + 1:
+            raise ConfigError(
+                f"AVATAR_LIVE_ICE_SERVERS: {url!r} is not a STUN/TURN URL; write e.g. stun:stun.example.org:3478 "
+                "or turn:turn.example.org:3478?transport=udp (comma-separated)."
+            )
+    if any(url.startswith(("turn:", "turns:")) for url in s.ice_server_urls) and not (
+        s.live_ice_username and s.live_ice_credential
+    ):
+        raise ConfigError("A TURN server needs AVATAR_LIVE_ICE_USERNAME and AVATAR_LIVE_ICE_CREDENTIAL.")
+    for address in s.host_addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(
+                f"AVATAR_LIVE_HOST_ADDRESSES: {address!r} is not an IP address (e.g. 127.0.0.1,192.168.1.20)."
+            ) from None
+
+
 def _validate(s: Settings) -> None:
     _choice("AVATAR_ASR_BACKEND", s.asr_backend, ASR_BACKENDS)
     _choice("AVATAR_LLM_BACKEND", s.llm_backend, LLM_BACKENDS)
@@ -256,6 +304,17 @@ def _validate(s: Settings) -> None:
         "max_connections": s.max_connections >= 1,
         "max_header_bytes": 1024 <= s.max_header_bytes <= 1_048_576,
         "max_output_mb": s.max_output_mb > 0,
+        "max_live_sessions": 0 <= s.max_live_sessions <= 1000,
+        "live_end_silence_ms": 100 <= s.live_end_silence_ms <= 5000,
+        "live_vad_threshold": 0.05 <= s.live_vad_threshold <= 0.95,
+        "live_barge_in_threshold": s.live_vad_threshold <= s.live_barge_in_threshold <= 0.99,
+        "live_barge_in_ms": 32 <= s.live_barge_in_ms <= 5000,
+        "live_partial_seconds": s.live_partial_seconds >= 0,
+        "live_max_utterance_seconds": 1 <= s.live_max_utterance_seconds <= s.max_audio_seconds,
+        "live_idle_timeout_seconds": s.live_idle_timeout_seconds > 0,
+        "live_idle_loop_seconds": 1 <= s.live_idle_loop_seconds <= 120,
+        "live_buffer_seconds": 0.2 <= s.live_buffer_seconds <= 600,
+        "live_video_kbps": 100 <= s.live_video_kbps <= 20_000,
     }
     _check_redis_url(s.redis_url)
     if s.replica_id and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", s.replica_id):
@@ -270,6 +329,7 @@ def _validate(s: Settings) -> None:
     _validate_public_url(s.public_url)
     _validate_proxies(s.trusted_proxy_list)
     _validate_origins(s.cors_origin_list)
+    _validate_live(s)
 
 
 def _validate_public_url(url: str) -> None:

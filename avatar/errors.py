@@ -128,6 +128,13 @@ class SessionStoreUnavailableError(AvatarError):
         return {"Retry-After": str(self.retry_after_seconds)}
 
 
+class LiveUnavailableError(AvatarError):
+    """Live mode is switched off on this server (or it is shutting down)."""
+
+    code = "live_unavailable"
+    status = 503
+
+
 class ModelTimeoutError(AvatarError):
     """A model call ran past its time limit; the model is reported hung until it returns."""
 

@@ -18,6 +18,7 @@ def add_commands(sub: Any) -> None:
     bench.add_argument("--quick", action="store_true", help="smoke run: one repetition, 1-2 clients, no profile")
     bench.add_argument("--reps", type=int, default=None, help="repetitions per turn (default 3)")
     bench.add_argument("--no-http", action="store_true", help="skip the HTTP service")
+    bench.add_argument("--live", action="store_true", help="benchmark live mode (WebRTC sessions) instead")
     bench.add_argument("--no-profile", action="store_true", help="skip profiling the hottest stage")
     bench.add_argument("--strict", action="store_true", help=f"exit {EXIT_TARGET_MISSED} when a target is missed")
     bench.add_argument(
@@ -59,7 +60,19 @@ def run(args: argparse.Namespace) -> int:
     limits = load_thresholds(args.thresholds or THRESHOLDS)
     out_dir = args.out or RESULTS_DIR
     stamp = machine.timestamp()
-    if args.command == "bench":
+    if args.command == "bench" and args.live:
+        from avatar.bench.live import LiveBenchOptions, live_checks, run_live_bench
+        from avatar.bench.live_report import write_live
+
+        live_options = LiveBenchOptions.quick_run() if args.quick else LiveBenchOptions()
+        if args.reps is not None:
+            live_options = dataclasses.replace(live_options, reps=max(1, args.reps))
+        result = run_live_bench(settings, live_options, log=_log)
+        checks = live_checks(result["summary"], limits["bench"])
+        result["targets"] = [c.as_dict() for c in checks]
+        written = write_live(result, out_dir, stamp)
+        strict = args.strict
+    elif args.command == "bench":
         from avatar.bench.runner import BenchOptions, bench_checks, run_bench
 
         options = BenchOptions.quick_run(http=not args.no_http) if args.quick else BenchOptions(http=not args.no_http)

@@ -257,8 +257,13 @@ class Pipeline:
         emit: TurnEvents,
         timings: TurnTimings,
         spoken: SpokenReply,
+        start_frame: int = 0,
+        chunk_frames: int | None = None,
     ) -> Reply:
-        """The reply to ``user_text`` in ``request``'s session, made into ``output`` when run."""
+        """The reply to ``user_text`` in ``request``'s session, made into ``output`` when run.
+        ``start_frame`` places it on the face's motion timeline (blinks, head sway), so that a face
+        idling before it moves on without a jump; ``chunk_frames`` is how many frames are drawn before
+        each hand-over to ``output`` (default half a second)."""
         return Reply(
             respond=self.respond,
             speak=self.speak,
@@ -270,6 +275,8 @@ class Pipeline:
             emit=emit,
             timings=timings,
             spoken=spoken,
+            start_frame=start_frame,
+            chunk_frames=chunk_frames,
         )
 
     async def record_heard(

@@ -62,8 +62,11 @@ class Reply:
         emit: TurnEvents,
         timings: TurnTimings,
         spoken: SpokenReply,
+        start_frame: int = 0,
+        chunk_frames: int | None = None,
     ) -> None:
         self.respond, self.speak, self.animate = respond, speak, animate
+        self.start_frame = start_frame  # where the reply begins on the face's motion timeline (live idling)
         self.persona = persona
         self.history = history
         self.user_text = user_text
@@ -73,6 +76,8 @@ class Reply:
         self.spoken = spoken
         self.rate = speak.sample_rate
         self.fps = animate.fps
+        # Frames drawn before each hand-over: half a second by default; live mode hands over sooner.
+        self.chunk_frames = chunk_frames or max(1, self.fps // 2)
         self.fallback = False
         self.texts: list[str] = []  # every piece the model wrote (spoken or, after a voice failure, not)
         self.degraded: list[dict[str, str]] = []
@@ -143,7 +148,7 @@ class Reply:
 
     async def _animate(self, face: PreparedFace | None) -> None:
         animator = self.animate.animator
-        chunk_frames = self.fps // 2
+        chunk_frames = self.chunk_frames
         frame_at = 0
         while (item := await self.clips.get()) is not None:
             part, clip = item
@@ -152,7 +157,9 @@ class Reply:
             chunks = (
                 None
                 if face is None
-                else animator.render_chunks(face, clip, self.rate, chunk_frames, start_frame=frame_at)
+                else animator.render_chunks(
+                    face, clip, self.rate, chunk_frames, start_frame=self.start_frame + frame_at
+                )
             )
             drawn = 0
             while drawn < frames:

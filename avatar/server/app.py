@@ -26,6 +26,7 @@ from avatar.personas import CreatedPersonas
 from avatar.runtime import Runtime
 from avatar.server.errors import HANDLERS
 from avatar.server.limits import BodyDeadlineMiddleware, SlowClientProtocol
+from avatar.server.live.hub import LiveHub
 from avatar.server.metrics import MetricsMiddleware
 from avatar.server.middleware import RequestContextMiddleware
 from avatar.server.results import ResultStore
@@ -67,14 +68,19 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
             sweeper = asyncio.create_task(
                 _sweep_forever(service.results, runtime.personas.created), name="sweep-results"
             )
+            live = LiveHub(service)
+            live_prepare = asyncio.create_task(live.prepare(), name="live-prepare")
             try:
-                yield {"service": service}
+                yield {"service": service, "live": live}
             finally:
                 # uvicorn has let in-flight requests finish, or cancelled them after the grace period;
-                # a cancelled turn still finishes its running model call, so wait for the models.
+                # live sessions are not requests: close them. A cancelled turn still finishes its
+                # running model call, so wait for the models.
                 reporter.cancel()
                 checker.cancel()
                 sweeper.cancel()
+                live_prepare.cancel()
+                await live.close()
                 try:
                     async with asyncio.timeout(RELEASE_WAIT_S):
                         await service.model_lock.acquire()  # never released: nothing may use them now

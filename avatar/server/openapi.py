@@ -636,6 +636,70 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
+def _live() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Live mode (WebRTC signalling): its paths and schemas, kept apart from the rest of the document."""
+    paths = {
+        "/api/v1/live": {
+            "get": {
+                "summary": "What a live client needs before its offer: ICE servers, open and allowed sessions",
+                "responses": {"200": {"description": "Live mode's settings.", **_json("LiveInfo")}, **_errors(401)},
+            },
+            "post": {
+                "summary": "Open a live session: the client's SDP offer in, the server's answer out",
+                "description": "The offer sends the microphone (audio, sendrecv, Opus), receives the face "
+                "(video, recvonly, VP8) and carries a data channel the client creates, on which the server "
+                "sends JSON events (listening, user_speech_started, transcript, reply, speaking, "
+                "interrupted, timings, error, closed) and takes {type: say|stop}. Gather ICE candidates "
+                "before sending the offer (no trickle). 503 busy (with Retry-After) when "
+                "AVATAR_MAX_LIVE_SESSIONS sessions are open; 503 live_unavailable when live mode is off. "
+                "See docs/api.md, 'Live mode'.",
+                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("schemas", "LiveOffer")}}},
+                "responses": {
+                    "200": {"description": "The SDP answer.", **_json("LiveAnswer")},
+                    **_errors(*_UPLOAD_ERRORS, 401, 404),
+                },
+            },
+        }
+    }
+    schemas = {
+        "LiveOffer": {
+            "type": "object",
+            "required": ["sdp", "type"],
+            "properties": {
+                "sdp": {"type": "string", "description": "RTCPeerConnection.localDescription.sdp of the offer."},
+                "type": {"const": "offer"},
+                "persona": _PERSONA,
+                "session_id": _SESSION,
+            },
+        },
+        "LiveAnswer": {
+            "type": "object",
+            "required": ["sdp", "type", "session_id", "live_session"],
+            "properties": {
+                "sdp": {"type": "string"},
+                "type": {"const": "answer"},
+                "session_id": {"type": "string", "description": "The conversation (history) the session uses."},
+                "live_session": {"type": "string", "description": "This connection's id (in the server's logs)."},
+            },
+        },
+        "LiveInfo": {
+            "type": "object",
+            "required": ["ice_servers", "sessions", "max_sessions", "end_silence_ms"],
+            "properties": {
+                "ice_servers": {
+                    "type": "array",
+                    "items": {"type": "object"},
+                    "description": "For RTCPeerConnection({iceServers}): AVATAR_LIVE_ICE_SERVERS.",
+                },
+                "sessions": {"type": "integer"},
+                "max_sessions": {"type": "integer"},
+                "end_silence_ms": {"type": "integer"},
+            },
+        },
+    }
+    return paths, schemas
+
+
 def _error_responses() -> dict[str, Any]:
     out: dict[str, Any] = {}
     for status, (name, description) in ERROR_RESPONSES.items():
@@ -654,6 +718,7 @@ def document(settings: Settings | None = None, *, api_keys: bool = False) -> dic
     """The OpenAPI document for a server with ``settings``; ``api_keys``: whether keys are configured
     (the /api/ operations then require a bearer key, except fetching results)."""
     settings = settings or Settings()
+    live_paths, live_schemas = _live()
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -664,8 +729,8 @@ def document(settings: Settings | None = None, *, api_keys: bool = False) -> dic
             "multipart/form-data (files and fields); the text-only routes also take "
             "application/x-www-form-urlencoded or a JSON object of strings. A field may appear once.",
         },
-        "paths": _paths(settings),
-        "components": {"schemas": copy.deepcopy(_SCHEMAS), "responses": _error_responses()},
+        "paths": {**_paths(settings), **live_paths},
+        "components": {"schemas": {**copy.deepcopy(_SCHEMAS), **live_schemas}, "responses": _error_responses()},
     }
     if api_keys:
         doc["components"]["securitySchemes"] = {

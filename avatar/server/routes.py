@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.routing import Mount, Route
 
 from avatar.server import conversation, downloads, health, metrics, personas, stages, web
+from avatar.server.live import api as live
 
 API = "/api/v1"
 
@@ -37,4 +38,6 @@ ROUTES = [
     Route(f"{API}/chat", stages.chat, methods=["POST"]),
     Route(f"{API}/speak", stages.speak, methods=["POST"]),
     Route(f"{API}/animate", stages.animate, methods=["POST"]),
+    Route(f"{API}/live", live.offer, methods=["POST"]),
+    Route(f"{API}/live", live.info, methods=["GET"]),
 ]

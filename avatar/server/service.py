@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import structlog
 from starlette.requests import ClientDisconnect, Request
@@ -27,6 +27,9 @@ from avatar.runtime import Runtime
 from avatar.server.metrics import Metrics
 from avatar.server.results import ResultStore
 from avatar.server.turns import Turns
+
+if TYPE_CHECKING:
+    from avatar.server.live.hub import LiveHub
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -260,3 +263,4 @@ class AppState(TypedDict):
     """The lifespan's state, as handlers see it in ``request.state``."""
 
     service: Service
+    live: LiveHub

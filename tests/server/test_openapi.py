@@ -159,6 +159,12 @@ def test_real_responses_match_the_document(
     assert ask("DELETE", one, f"{personas}/eileen").status_code == 422
     assert ask("DELETE", one, f"{personas}/{name}").status_code == 204
 
+    live = "/api/v1/live"  # an answer needs a WebRTC peer: tests/live/test_server.py
+    assert ask("GET", live, live).status_code == 200
+    assert ask("POST", live, live, json={"sdp": "hello", "type": "offer"}).status_code == 400
+    assert ask("POST", live, live, json={"sdp": "v=0", "type": "answer"}).status_code == 422
+    assert ask("POST", live, live, content=b"x", headers={"Content-Type": "text/plain"}).status_code == 415
+
     documented = {(m.upper(), p) for p, ops in served_schema_paths(checked) for m in ops}
     assert documented <= set(seen), f"routes never exercised: {documented - set(seen)}"
 

@@ -2,6 +2,7 @@
 import { readEvents } from "./sse.js";
 import { SegmentPlayer, pickFormat } from "./player.js";
 import { HoldToTalk } from "./recorder.js";
+import { LiveMode } from "./live.js";
 
 const API = "api/v1";
 const $ = (id) => document.getElementById(id);
@@ -9,6 +10,8 @@ const ui = {
   status: $("status"), poster: $("poster"), video: $("video"), face: document.querySelector(".face"),
   progress: $("progress"), personas: $("persona-list"), dropzone: $("dropzone"), photo: $("photo"),
   log: $("log"), notice: $("notice"), typed: $("typed"), text: $("text"), talk: $("talk"), stop: $("stop"),
+  hint: $("hint"), modes: document.querySelectorAll(".mode"), livePanel: $("live-panel"), liveState: $("live-state"),
+  liveVideo: $("live-video"), liveUnmute: $("live-unmute"),
 };
 
 const state = {
@@ -122,6 +125,7 @@ function choose(name) {
   ui.face.classList.remove("playing");
   ui.log.replaceChildren();
   renderPersonas();
+  if (live.active) live.restart();
   const hello = persona.created ? "Hello!" : `Hello! I'm ${persona.display_name}.`;
   say("them", `${hello} Hold the button and ask me anything, or type below.`);
 }
@@ -191,6 +195,16 @@ const player = new SegmentPlayer(ui.video, {
     if (!state.turn) ui.stop.disabled = true;
     progress("");
   },
+});
+
+const live = new LiveMode({
+  ui, api, say, notify, progress,
+  ready: () => state.ready,
+  persona: () => state.persona,
+  session: () => state.session,
+  setSession: (id) => { state.session = id; },
+  onEnter: () => interrupt(),
+  onLeave: () => { ui.talk.disabled = !state.ready; },
 });
 
 /** Stop the reply that is playing or being made; the server keeps what was heard in the history. */
@@ -320,11 +334,12 @@ ui.typed.addEventListener("submit", (event) => {
   const text = ui.text.value.trim();
   if (!text || !state.ready) return;
   ui.text.value = "";
+  if (live.active) return live.send(text);
   const you = say("you", text);
   converse({ text }, you);
 });
 
-ui.stop.addEventListener("click", () => interrupt());
+ui.stop.addEventListener("click", () => (live.active ? live.interrupt() : interrupt()));
 ui.photo.addEventListener("change", () => createPersona(ui.photo.files[0]));
 ui.dropzone.addEventListener("keydown", (event) => {
   if (event.key === "Enter" || event.key === " ") { event.preventDefault(); ui.photo.click(); }
@@ -347,4 +362,7 @@ document.addEventListener("drop", (event) => {
 
 ui.talk.disabled = true;
 if (!state.format) console.info("No Media Source Extensions here: replies play when they are complete.");
-if (await waitUntilReady()) await loadPersonas();
+if (await waitUntilReady()) {
+  await loadPersonas();
+  if (new URLSearchParams(window.location.search).get("mode") === "live") live.enter();
+}

@@ -53,6 +53,8 @@ OPERATIONS = [
     ("POST", "/api/v1/chat"),
     ("POST", "/api/v1/speak"),
     ("POST", "/api/v1/animate"),
+    ("GET", "/api/v1/live"),
+    ("POST", "/api/v1/live"),
 ]
 
 

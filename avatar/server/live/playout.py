@@ -1,0 +1,197 @@
+"""A live session's media timeline: what the face shows and says in each 40 ms, decided as it comes due.
+
+Time is cut into slots, one per video frame (two 20 ms voice packets each). Both tracks take their
+media from the same slot, decided once, when it comes due: the next slot of a reply if one is waiting,
+else the idle face and silence. Audio and video therefore cannot drift apart: if the face is drawn too
+slowly for real time, a slot comes due with nothing of the reply ready, and the frame on screen is
+held with silence until the reply catches up (a stutter, never a shift). Replies are queued ahead of
+time, encoded (``LiveOutput``); stopping one drops what is queued, so the face falls silent within a
+slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from avatar.server.live.codecs import PACKET_S
+from avatar.server.live.idle import IdleLoop
+
+KEYFRAME_REPEAT_S = 1.0  # while the idle loop is still being drawn, its first frame is sent this often
+
+
+@dataclass(frozen=True)
+class Slot:
+    """The media of one video frame's time: a VP8 frame (None: the frame before stays on screen) and
+    two Opus packets."""
+
+    video: bytes | None
+    audio: tuple[bytes, ...]
+    reply: int = 0  # the reply it belongs to (0: idle)
+
+
+@dataclass
+class ReplyPlayback:
+    """How one reply is doing on the timeline."""
+
+    id: int
+    start_frame: int  # where it began on the face's motion timeline
+    queued: int = 0  # slots queued so far
+    played: int = 0  # slots played so far
+    skipped: int = 0  # silent frames at its start that were not played (its timeline begins after them)
+    finished: bool = False  # no more slots will come
+    first_slot: int | None = None  # the slot index its first frame played at
+    resume_index: int | None = None  # the idle loop index to go on with after its last slot
+    underruns: int = 0  # slots that came due with nothing of it ready (face held, silence)
+
+    def __post_init__(self) -> None:
+        self.done = asyncio.Event()  # played to its end, or stopped
+
+
+class Playout:
+    """The slots of one session. ``slot(n)`` is asked by both tracks; the first to ask decides it."""
+
+    def __init__(self, fps: int, idle: IdleLoop, silence: bytes, clock: Callable[[], float] = time.monotonic) -> None:
+        self.fps = fps
+        self.idle = idle
+        self.silence = silence
+        self.silence_slot = (silence,) * round(1 / (fps * PACKET_S))
+        self.clock = clock
+        self._start: float | None = None  # slot 0's time: when a track first asks (the connection is up)
+        self.idle_index = 0
+        self.queue: deque[Slot] = deque()
+        self.reply: ReplyPlayback | None = None  # the reply queued or playing, if any
+        self.on_first_slot: Callable[[ReplyPlayback], None] | None = None
+        self.on_reply_done: Callable[[ReplyPlayback], None] | None = None
+        self._decided: dict[int, Slot] = {}
+        self._last_decided = -1
+        self._progress = asyncio.Event()
+        self._keyframe_sent_at = -(10**9)
+
+    # ------------------------------------------------------------------------------ the clock
+
+    def at(self, seconds: float) -> float:
+        """The ``clock`` time ``seconds`` into the timeline (which begins when this is first asked)."""
+        if self._start is None:
+            self._start = self.clock()
+        return self._start + seconds
+
+    def due(self, n: int) -> float:
+        """When slot ``n`` is due (``clock`` time)."""
+        return self.at(n / self.fps)
+
+    @property
+    def now_slot(self) -> int:
+        return int((self.clock() - self.at(0)) * self.fps)
+
+    @property
+    def ahead_seconds(self) -> float:
+        """Reply media queued and not yet played."""
+        return len(self.queue) / self.fps
+
+    @property
+    def speaking(self) -> bool:
+        """A reply's media is playing (its first slot has played, its last has not)."""
+        reply = self.reply
+        return reply is not None and reply.first_slot is not None and not reply.done.is_set()
+
+    def predicted_position(self, frames_ahead: int) -> int:
+        """The idle motion frame the face will show ``frames_ahead`` slots from now."""
+        if not self.idle.ready.is_set():
+            return 0
+        return self.idle.position(self.idle_index + frames_ahead)
+
+    # ------------------------------------------------------------------------------ replies
+
+    def begin(self, reply_id: int, start_frame: int) -> ReplyPlayback:
+        """A new reply (any reply still queued is dropped)."""
+        self.stop()
+        self.reply = ReplyPlayback(reply_id, start_frame)
+        return self.reply
+
+    def push(self, reply: ReplyPlayback, slots: list[Slot]) -> None:
+        if reply is not self.reply or reply.done.is_set():
+            return  # stopped meanwhile
+        self.queue.extend(slots)
+        reply.queued += len(slots)
+
+    def finish(self, reply: ReplyPlayback, resume_index: int) -> None:
+        """No more slots will come for ``reply``; the idle loop goes on at ``resume_index`` after it."""
+        reply.finished = True
+        reply.resume_index = resume_index
+        if reply is self.reply and reply.played >= reply.queued:
+            self._end_reply()
+
+    def stop(self) -> ReplyPlayback | None:
+        """Drop the reply's queued media now; the face goes back to idling from the nearest keyframe."""
+        reply = self.reply
+        if reply is None:
+            return None
+        self.queue.clear()
+        reply.finished = True
+        reply.resume_index = self.idle.nearest_keyframe(reply.start_frame + reply.skipped + reply.played)
+        self._end_reply()
+        return reply
+
+    async def progress(self) -> None:
+        """Wait until the next slot is taken."""
+        self._progress.clear()
+        await self._progress.wait()
+
+    # ------------------------------------------------------------------------------ the slots
+
+    def slot(self, n: int) -> Slot:
+        """The media of slot ``n`` (decided now if it has not been: slots are decided in order)."""
+        decided = self._decided.get(n)
+        if decided is not None:
+            return decided
+        while self._last_decided < n:
+            self._last_decided += 1
+            self._decided[self._last_decided] = self._decide(self._last_decided)
+        for old in [k for k in self._decided if k < n - 2 * self.fps]:
+            del self._decided[old]
+        return self._decided[n]
+
+    def _decide(self, n: int) -> Slot:
+        self._progress.set()
+        reply = self.reply
+        if reply is not None and not reply.done.is_set():
+            if self.queue:
+                slot = self.queue.popleft()
+                if reply.first_slot is None:
+                    reply.first_slot = n
+                    if self.on_first_slot is not None:
+                        self.on_first_slot(reply)
+                reply.played += 1
+                if reply.finished and reply.played >= reply.queued:
+                    self._end_reply()
+                return slot
+            if reply.first_slot is not None:  # the reply has begun and is late: hold its frame
+                reply.underruns += 1
+                return Slot(None, self.silence_slot, reply.id)
+        return self._idle_slot(n)
+
+    def _idle_slot(self, n: int) -> Slot:
+        silence = self.silence_slot
+        if not self.idle.ready.is_set():
+            if self.idle.packets and n - self._keyframe_sent_at >= KEYFRAME_REPEAT_S * self.fps:
+                self._keyframe_sent_at = n
+                return Slot(self.idle.packets[0], silence)
+            return Slot(None, silence)
+        index = self.idle_index % self.idle.cycle
+        self.idle_index = index + 1
+        return Slot(self.idle.packets[index], silence)
+
+    def _end_reply(self) -> None:
+        reply = self.reply
+        if reply is None:
+            return
+        self.reply = None
+        if reply.resume_index is not None:
+            self.idle_index = reply.resume_index
+        reply.done.set()
+        if self.on_reply_done is not None:
+            self.on_reply_done(reply)

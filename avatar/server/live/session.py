@@ -1,0 +1,403 @@
+"""One live conversation: a peer connection, the user's microphone in, the face's voice and video out.
+
+The session listens all the time (``TurnDetector`` on the microphone, resampled to 16 kHz). While the
+user speaks, the words so far are recognised now and then (``partial`` transcripts); at the first short
+pause, the whole utterance is recognised at once, so that when the pause turns out to be the end of the
+turn the transcript is usually ready. Then the reply is made and played (``turn.py``). The user's voice
+during a reply stops it (barge-in); if none of it had been heard yet, the two utterances are taken as
+one (the user had only paused). A session ends when the peer goes away, stops sending audio, or is
+silent for ``AVATAR_LIVE_IDLE_TIMEOUT_SECONDS``; everything it started is stopped and released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import av
+import numpy as np
+import structlog
+from aiortc import RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from avatar.errors import AvatarError, NoSpeechError
+from avatar.personas import Persona
+from avatar.pipeline.pipeline import TurnRequest
+from avatar.pipeline.timing import TurnTimings
+from avatar.server.live.events import EventChannel
+from avatar.server.live.listener import Heard, ListenOptions, TurnDetector
+from avatar.server.live.playout import Playout, ReplyPlayback
+from avatar.server.live.tracks import FaceVideoTrack, VoiceAudioTrack
+from avatar.server.live.turn import LiveTurn, ReplySettings, interrupt, run_turn, turn_request
+from avatar.server.live.vad import WINDOW_SECONDS
+from avatar.types import ASR_SAMPLE_RATE, AudioArray
+
+if TYPE_CHECKING:
+    from avatar.server.live.hub import LiveHub
+
+log = structlog.stdlib.get_logger(__name__)
+
+LOST_PEER_S = 4.0  # no microphone audio for this long: the peer has gone (browsers send it continuously)
+CLOSE_WAIT_S = 30.0  # the longest a closing session waits for its reply's model call to return
+MERGE_GAP_S = 0.2  # silence put between two utterances taken as one
+FIRST_LEAD_FRAMES = 20  # first guess of slots between starting a reply and its first frame playing
+MAX_TEXT_MESSAGE = 4000
+ECHO_TAIL_S = 0.4  # after the face stops, its voice may still come back from the client this long
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    listen: ListenOptions
+    reply: ReplySettings
+    idle_timeout_s: float
+
+
+class LiveSession:
+    def __init__(
+        self,
+        *,
+        id: str,
+        hub: LiveHub,
+        pc: RTCPeerConnection,
+        persona: Persona,
+        session_id: str,
+        playout: Playout,
+        options: SessionOptions,
+    ) -> None:
+        self.id = id
+        self.hub = hub
+        self.pc = pc
+        self.persona = persona
+        self.session_id = session_id
+        self.options = options
+        self.playout = playout
+        self.video = FaceVideoTrack(playout)
+        self.voice = VoiceAudioTrack(playout)
+        self.events = EventChannel()
+        self.events.on_message = self._on_message
+        self.events.on_close = lambda: self._close_soon("the client closed the connection")
+        self.detector = TurnDetector(options.listen)
+        self.turn: LiveTurn | None = None
+        self.turns = 0
+        self.opened = time.monotonic()
+        self.last_activity = time.monotonic()
+        self.lead_frames = float(FIRST_LEAD_FRAMES)
+        self.skip_frames = 0.0  # silent frames a reply usually opens with (not played)
+        self._turn_task: asyncio.Task[None] | None = None
+        self._partial: asyncio.Task[None] | None = None
+        self._speculative: tuple[int, AudioArray | None, asyncio.Task[str | None]] | None = None
+        self._carry: AudioArray | None = None  # an utterance whose reply was stopped before it was heard
+        self._carry_shown = False  # whether the client was shown that utterance's final transcript
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        self._echo_until = 0.0
+        self.closed = asyncio.Event()
+        playout.on_first_slot = self._first_slot
+        playout.on_reply_done = self._reply_done
+
+    # ------------------------------------------------------------------------------ life
+
+    def start(self, microphone: MediaStreamTrack) -> None:
+        self._spawn(self._listen(microphone), "listen")
+        self._spawn(self._watch(), "watch")
+
+        @self.pc.on("connectionstatechange")
+        def changed() -> None:
+            if self.pc.connectionState in ("failed", "closed"):
+                self._close_soon(f"the connection is {self.pc.connectionState}")
+
+        self.events.send("listening", session_id=self.session_id, live_session=self.id)
+
+    def _close_soon(self, reason: str) -> None:
+        if not self._closing:
+            self._spawn(self.close(reason), "close")
+
+    async def close(self, reason: str) -> None:
+        """Stop everything the session started and release the connection (idempotent)."""
+        if self._closing:
+            await self.closed.wait()
+            return
+        self._closing = True
+        log.info("live session closing", live_session=self.id, reason=reason, turns=self.turns)
+        with contextlib.suppress(Exception):
+            self.events.send("closed", reason=reason)
+        if self.turn is not None:
+            interrupt(self.turn, self.playout, "the live session closed")
+        current = asyncio.current_task()
+        running = [task for task in self._tasks if task is not current and not task.done()]
+        for task in running:
+            task.cancel()  # a reply's stages stop at their next await; a model call in a thread finishes
+        if running:
+            await asyncio.wait(running, timeout=CLOSE_WAIT_S)
+        self.video.stop()
+        self.voice.stop()
+        await self.pc.close()
+        self.hub.forget(self)
+        self.closed.set()
+        log.info("live session closed", live_session=self.id, seconds=round(time.monotonic() - self.opened, 1))
+
+    def _spawn(self, work: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(work)
+        task.set_name(f"live-{self.id[:8]}-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("live session task failed", task=task.get_name(), exc_info=task.exception())
+            self._close_soon("an internal error")
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            quiet = time.monotonic() - self.last_activity
+            if self.turn is None and not self.detector.in_speech and quiet > self.options.idle_timeout_s:
+                message = f"Nobody spoke for {round(quiet)} s, so the live session was closed. Start it again."
+                self.events.send("error", code="idle_timeout", message=message)
+                self._close_soon("idle timeout")
+                return
+
+    # ------------------------------------------------------------------------------ hearing
+
+    async def _listen(self, microphone: MediaStreamTrack) -> None:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=ASR_SAMPLE_RATE)
+        while True:
+            try:
+                frame = await asyncio.wait_for(microphone.recv(), LOST_PEER_S)
+            except TimeoutError:
+                self._close_soon(f"no audio from the client for {LOST_PEER_S:.0f} s")
+                return
+            except MediaStreamError:
+                self._close_soon("the client's microphone track ended")
+                return
+            arrived = time.perf_counter()
+            pcm = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]  # type: ignore[arg-type]
+            if not pcm:
+                continue
+            self.detector.face_speaking = self.playout.speaking or time.monotonic() < self._echo_until
+            for heard in self.detector.feed(np.concatenate(pcm).astype(np.float32)):
+                self._on_heard(heard, arrived)
+
+    def _stream_to_clock(self, stream_seconds: float, arrived: float) -> float:
+        """The ``perf_counter`` time at which the microphone stream was at ``stream_seconds``."""
+        return arrived - (self.detector.windows * WINDOW_SECONDS - stream_seconds)
+
+    def _on_heard(self, heard: Heard, arrived: float) -> None:
+        if heard.kind == "speech_started":
+            self.last_activity = time.monotonic()
+            stopped = self._interrupt("the user spoke")
+            if self.turn is None and self._turn_task is not None and not self._turn_task.done():
+                self._turn_task.cancel()  # a turn not yet answered: what the user says now continues it
+            self.events.send("user_speech_started", interrupted=stopped is not None)
+        elif heard.kind == "partial" and heard.audio is not None:
+            if (self._partial is None or self._partial.done()) and not self._speculating:
+                self._partial = self._spawn(self._show_partial(heard.audio), "partial")
+        elif heard.kind == "paused" and heard.audio is not None:
+            if self._speculating and self._speculative is not None:
+                self._speculative[2].cancel()  # an earlier pause's: the utterance has grown since
+            if self._partial is not None and not self._partial.done():
+                self._partial.cancel()  # the whole utterance goes first (a partial already running finishes)
+            carry = self._carry
+            task = self._spawn(self._speculate(self._with_carry(heard.audio, carry)), "speculative")
+            self._speculative = (heard.version, carry, task)
+        elif heard.kind == "turn_ended" and heard.audio is not None:
+            self.last_activity = time.monotonic()
+            end = self._stream_to_clock(heard.speech_end, arrived)
+            self._begin_turn(self._take_turn(audio=heard.audio, version=heard.version, ended=end))
+
+    @property
+    def _speculating(self) -> bool:
+        return self._speculative is not None and not self._speculative[2].done()
+
+    def _with_carry(self, audio: AudioArray, carry: AudioArray | None) -> AudioArray:
+        if carry is None:
+            return audio
+        return np.concatenate([carry, np.zeros(int(MERGE_GAP_S * ASR_SAMPLE_RATE), np.float32), audio])
+
+    async def _transcribe(self, audio: AudioArray) -> str:
+        pipeline = self.hub.service.pipeline
+        transcript = await self.hub.admitted(lambda: pipeline.transcribe(audio, self.persona.language))
+        return str(transcript.text)
+
+    async def _speculate(self, audio: AudioArray) -> str | None:
+        """The transcript of an utterance that may be over; None if it could not be had (asked again
+        at the end of the turn, which then reports the error)."""
+        try:
+            return await self._transcribe(audio)
+        except AvatarError:
+            return None
+
+    async def _show_partial(self, audio: AudioArray) -> None:
+        with contextlib.suppress(AvatarError):
+            text = await self._transcribe(self._with_carry(audio, self._carry))
+            if self.detector.in_speech:  # not stale: the turn has not ended meanwhile
+                self.events.send("transcript", text=text, final=False)
+
+    # ------------------------------------------------------------------------------ turns
+
+    def _interrupt(self, reason: str) -> float | None:
+        turn = self.turn
+        if turn is None:
+            return None
+        heard = interrupt(turn, self.playout, reason)
+        if heard is not None:
+            log.info("live turn interrupted", live_session=self.id, turn=turn.number, heard_s=round(heard, 3))
+            self.events.send(
+                "interrupted", turn=turn.number, heard_seconds=round(heard, 3), heard=turn.spoken.heard(heard)
+            )
+        return heard
+
+    def _begin_turn(self, work: Awaitable[None]) -> None:
+        previous = self._turn_task
+
+        async def after_previous() -> None:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            await work
+
+        self._turn_task = self._spawn(after_previous(), "turn")
+
+    async def _take_turn(
+        self, *, audio: AudioArray | None = None, version: int = 0, text: str | None = None, ended: float
+    ) -> None:
+        """One turn: the utterance's words (or typed ``text``), then the reply, made and played."""
+        timings = TurnTimings(origin=ended)
+        carry, shown = self._carry, self._carry_shown
+        self._carry, self._carry_shown = None, False
+        try:
+            if text is None and audio is not None:
+                text = await self._understand(audio, version, carry, shown, timings)
+            request = await turn_request(self.hub.service.pipeline, self.persona, self.session_id, text or "", ended)
+        except asyncio.CancelledError:  # the user went on talking before the reply began: it continues this
+            self._carry = self._with_carry(audio, carry) if audio is not None else carry
+            self._carry_shown = shown
+            raise
+        except AvatarError as exc:  # no words in it (a cough), or the text cannot be answered
+            if not isinstance(exc, NoSpeechError):
+                self.events.send("error", code=exc.code, message=exc.message)
+            self._carry, self._carry_shown = carry, shown  # still waiting for words to go with it
+            self.events.send("listening", session_id=self.session_id)
+            return
+        self.turns += 1
+        turn = LiveTurn(self.turns, request.text or "", request.session, timings)
+        self.turn = turn
+        await self._answer(turn, request)
+        if turn.interrupted is not None and not turn.heard_anything and audio is not None:
+            # Stopped before a word of it was heard: the next utterance continues this one.
+            self._carry, self._carry_shown = self._with_carry(audio, carry), True
+
+    async def _understand(
+        self, audio: AudioArray, version: int, carry: AudioArray | None, shown: bool, timings: TurnTimings
+    ) -> str:
+        """The utterance's words, as a final transcript event too (NoSpeechError when there are none)."""
+        try:
+            text = await self._final_transcript(audio, version, carry, timings)
+        except NoSpeechError:
+            self.events.send("transcript", text="", final=True, merged=False)
+            raise
+        # merged: it continues an utterance whose transcript was shown and whose reply nobody heard
+        self.events.send("transcript", text=text, final=True, merged=shown)
+        return text
+
+    async def _answer(self, turn: LiveTurn, request: TurnRequest) -> None:
+        pipeline = self.hub.service.pipeline
+        begun = self.playout.now_slot
+        try:
+            await run_turn(
+                turn,
+                pipeline=pipeline,
+                request=request,
+                playout=self.playout,
+                idle=self.playout.idle,
+                admitted=self.hub.admitted,
+                send=self.events.send,
+                options=self.options.reply,
+                lead_frames=round(self.lead_frames),
+                skip_frames=round(self.skip_frames),
+            )
+        except AvatarError as exc:
+            self.events.send("error", code=exc.code, message=exc.message, turn=turn.number)
+        except Exception:  # a bug: the user hears about it, the session listens on
+            log.exception("live turn failed", live_session=self.id, turn=turn.number)
+            message = "The reply failed (a bug; the server's log has the details). Ask again."
+            self.events.send("error", code="internal_error", message=message, turn=turn.number)
+        finally:
+            if self.turn is turn:
+                self.turn = None
+            self.last_activity = time.monotonic()
+        playback = turn.playback
+        if playback is not None and playback.first_slot is not None:
+            self.lead_frames = 0.5 * self.lead_frames + 0.5 * max(0, playback.first_slot - begun)
+            self.skip_frames = 0.5 * self.skip_frames + 0.5 * playback.skipped
+        self._report(turn, playback)
+
+    async def _final_transcript(
+        self, audio: AudioArray, version: int, carry: AudioArray | None, timings: TurnTimings
+    ) -> str:
+        """The utterance's transcript: the one begun at its last pause when nothing was said since."""
+        speculative, self._speculative = self._speculative, None
+        with timings.stage("asr"):
+            text = None
+            if speculative is not None and speculative[0] == version and speculative[1] is carry:
+                text = await speculative[2]  # None if it failed: then again below, and its error is the answer
+            elif speculative is not None:
+                speculative[2].cancel()
+            if text is None:
+                text = await self._transcribe(self._with_carry(audio, carry))
+        timings.mark("first_transcript")
+        return text
+
+    def _first_slot(self, playback: ReplyPlayback) -> None:
+        turn = self.turn
+        if turn is not None and turn.playback is playback:
+            turn.timings.mark("first_sent")
+            self.events.send("speaking", turn=turn.number)
+
+    def _reply_done(self, playback: ReplyPlayback) -> None:
+        if playback.first_slot is not None:
+            self._echo_until = time.monotonic() + ECHO_TAIL_S
+
+    def _report(self, turn: LiveTurn, playback: ReplyPlayback | None) -> None:
+        timings, _ = turn.timings.summary(turn.timings.elapsed())
+        extra = {
+            "reply_seconds": round(playback.queued / self.playout.fps, 3) if playback else 0.0,
+            "underruns": playback.underruns if playback else 0,
+            "history_turns": len(turn.session.history) // 2,  # earlier turns the reply could see
+            "degraded": turn.degraded,
+        }
+        log.info("live turn", live_session=self.id, turn=turn.number, timings=timings, **extra)
+        self.events.send("timings", turn=turn.number, timings=timings, **extra)
+        self.events.send("listening", session_id=self.session_id)
+
+    # ------------------------------------------------------------------------------ messages
+
+    def _on_message(self, raw: object) -> None:
+        """``{"type": "say", "text": …}`` (typed input) or ``{"type": "stop"}`` from the client."""
+        try:
+            message = json.loads(raw) if isinstance(raw, str) and len(raw) <= MAX_TEXT_MESSAGE else None
+        except ValueError:
+            message = None
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "stop":
+            self._interrupt("stopped by the client")
+        elif kind == "say" and isinstance(message, dict) and isinstance(message.get("text"), str):
+            text = message["text"].strip()
+            if not text:
+                self.events.send("error", code="invalid_message", message="The text is empty.")
+                return
+            self.last_activity = time.monotonic()
+            self._interrupt("the user typed")
+            self._begin_turn(self._take_turn(text=text, ended=time.perf_counter()))
+        else:
+            self.events.send(
+                "error",
+                code="invalid_message",
+                message='Send JSON: {"type": "say", "text": "..."} or {"type": "stop"}.',
+            )

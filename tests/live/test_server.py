@@ -1,0 +1,262 @@
+"""Live mode end to end: an aiortc client (microphone from recorded speech) against the real server
+with the embedded models. A question asked aloud gets an answer in the face's voice with its mouth
+moving; the next question continues the conversation; speaking during the reply stops it; a peer that
+vanishes is cleaned up; the session limit refuses clearly; bad offers get clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import numpy as np
+import pytest
+from live_server import ServerProcess, error_code
+
+from avatar.bench.live_client import LiveClient, LiveRefused
+from avatar.quality.lipsync import MouthMeter
+from avatar.types import AudioArray
+
+pytestmark = pytest.mark.slow
+
+T = TypeVar("T")
+LIVE = "/api/v1/live"
+
+
+def run(coro: Awaitable[T]) -> T:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def threads(server: ServerProcess) -> int:
+    """How many threads the server process has."""
+    return len(list(Path(f"/proc/{server.process.pid}/task").iterdir()))
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+async def ask(client: LiveClient, audio: AudioArray) -> tuple[float, dict[str, Any], dict[str, Any]]:
+    """Say ``audio``; wait for its final transcript and for the reply to be played to its end.
+    Returns when the speech ended, the transcript event and the reply's timings event."""
+    said = client.mic.say(audio)
+    await said.done.wait()
+    since = said.ended_at
+    _, transcript = await client.wait_event("transcript", since=since, where=lambda e: e["final"], timeout=90)
+    _, timings = await client.wait_event("timings", since=since, timeout=120)
+    return since, transcript, timings
+
+
+def test_a_spoken_question_gets_a_spoken_animated_answer_and_the_next_continues(
+    live: ServerProcess, voice: Callable[[str], AudioArray], meter: MouthMeter
+) -> None:
+    async def conversation() -> None:
+        async with LiveClient(live.base_url) as client:
+            assert len(client.session_id or "") == 32
+            await asyncio.sleep(1.0)
+            idle_from = time.perf_counter()
+            client.recording = True
+            ended, transcript, timings = await ask(client, voice("What is your favourite planet?"))
+            assert "planet" in transcript["text"].lower()
+            replies = client.after(ended, "reply")
+            assert replies and len(replies[-1]["text"]) > 5
+            assert client.after(ended, "speaking")
+            assert timings["turn"] == 1 and timings["history_turns"] == 0 and timings["reply_seconds"] > 0.5
+            for stamp in ("first_transcript", "first_token", "first_audio", "first_sent", "played"):
+                assert 0 < timings["timings"][stamp] <= timings["timings"]["total"], stamp
+
+            # The voice arrived, as long as the reply, and the face kept coming at 25 frames a second.
+            voice_at = client.first_voice(ended)
+            assert voice_at is not None
+            loud = [h for h in client.heard if h.arrived > ended and h.rms > 0.003]
+            assert len(loud) * 0.02 > 0.4 * timings["reply_seconds"]
+            fps, _ = client.frame_rate(idle_from, time.perf_counter())
+            assert 20 <= fps <= 27, fps
+
+            # The mouth moves while the face speaks, and rests before.
+            spoken_frames = [s.image for s in client.seen if s.image is not None and s.arrived >= voice_at.arrived]
+            idle_frames = [s.image for s in client.seen if s.image is not None and s.arrived < ended - 0.5]
+            speaking = meter.openings(spoken_frames[:100])
+            resting = meter.openings(idle_frames[-25:])
+            assert np.isfinite(speaking).mean() > 0.9 and np.isfinite(resting).mean() > 0.9
+            assert np.nanmax(speaking) > np.nanmax(resting) + 0.02, (np.nanmax(speaking), np.nanmax(resting))
+            assert np.nanstd(speaking) > 2 * np.nanstd(resting)
+            client.recording = False
+
+            # The next question is heard in the same conversation: the reply saw the first turn.
+            _, transcript2, timings2 = await ask(client, voice("Why do you like it so much?"))
+            assert "like" in transcript2["text"].lower()
+            assert timings2["turn"] == 2 and timings2["history_turns"] == 1
+            assert {e["session_id"] for e in client.after(0, "listening")} == {client.session_id}
+
+    run(conversation())
+
+
+def test_speaking_during_the_reply_interrupts_it(live: ServerProcess, voice: Callable[[str], AudioArray]) -> None:
+    async def barge_in() -> None:
+        async with LiveClient(live.base_url) as client:
+            said = client.mic.say(voice("Tell me the whole story of your life, from childhood to today, in detail."))
+            await said.done.wait()
+            speaking_at, _ = await client.wait_event("speaking", since=said.ended_at, timeout=120)
+            await asyncio.sleep(1.2)
+            interruption = client.mic.say(voice("Wait, what is your favourite planet?"))
+            _, event = await client.wait_event("interrupted", since=speaking_at, timeout=30)
+            assert 0.8 < event["heard_seconds"] < 10, event
+            _, started = await client.wait_event("user_speech_started", since=speaking_at, timeout=30)
+            assert started["interrupted"] is True
+            await interruption.done.wait()
+            await asyncio.sleep(0.5)
+            # The face fell silent soon after the user began (loopback: the time is the server's).
+            silent = client.fell_silent(interruption.spoke_at, interruption.ended_at + 0.3)
+            assert silent is not None and silent - interruption.spoke_at < 1.5, silent - interruption.spoke_at
+            # ... and the interruption itself was heard and answered.
+            _, transcript = await client.wait_event(
+                "transcript", since=interruption.spoke_at, where=lambda e: e["final"], timeout=90
+            )
+            assert "planet" in transcript["text"].lower()
+            _, timings = await client.wait_event(
+                "timings", since=interruption.spoke_at, where=lambda e: e["turn"] == 2, timeout=120
+            )
+            assert timings["history_turns"] == 1  # the interrupted turn, as far as it was heard
+
+    run(barge_in())
+    cancelled = live.wait_for_log(event="turn cancelled", reason="the user spoke", timeout=30)
+    assert cancelled["heard"]  # the history keeps what was played, cut where it stopped
+    assert cancelled["heard_s"] > 0.8
+
+
+def test_talking_on_before_the_reply_is_heard_makes_one_utterance(
+    live: ServerProcess, voice: Callable[[str], AudioArray]
+) -> None:
+    async def talk_on() -> None:
+        async with LiveClient(live.base_url) as client:
+            first = client.mic.say(voice("Tell me about"))
+            await first.done.wait()
+            _, heard = await client.wait_event("transcript", since=first.ended_at, where=lambda e: e["final"])
+            more = client.mic.say(voice("your favourite planet."))  # on at once: the reply has not begun
+            await more.done.wait()
+            _, final = await client.wait_event(
+                "transcript", since=more.spoke_at, where=lambda e: e["final"] and e["text"], timeout=90
+            )
+            _, stopped = await client.wait_event("interrupted", since=first.ended_at, timeout=30)
+            await client.wait_event("timings", since=more.spoke_at, where=lambda e: e["turn"] == 2, timeout=120)
+            if stopped["heard_seconds"] == 0:  # the usual case: nothing of the first reply was played
+                assert final["merged"] is True, final
+                assert "about" in final["text"].lower() and "planet" in final["text"].lower(), final
+            else:  # this machine answered faster than the microphone went on: an ordinary barge-in
+                assert final["merged"] is False and "about" not in final["text"].lower(), final
+            assert "about" in heard["text"].lower()
+
+    run(talk_on())
+
+
+PEER = """
+import asyncio, sys
+from avatar.bench.live_client import LiveClient
+from avatar.server.live.ice import use_host_addresses
+
+async def main():
+    use_host_addresses(["127.0.0.1"])
+    client = LiveClient(sys.argv[1])
+    await client.connect()
+    print(client.live_session, flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+def test_a_peer_that_vanishes_is_cleaned_up(live: ServerProcess) -> None:
+    before = threads(live)
+    peer = subprocess.Popen(
+        [sys.executable, "-c", PEER, live.base_url], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        assert peer.stdout is not None
+        session = peer.stdout.readline().decode().strip()
+        assert len(session) == 32, session
+        assert httpx.get(live.base_url + LIVE).json()["sessions"] == 1
+        assert wait_until(lambda: threads(live) > before), "no thread for the session (aiortc's decoder)"
+        os.kill(peer.pid, signal.SIGKILL)  # no goodbye: the process is simply gone
+        killed = time.monotonic()
+    finally:
+        peer.kill()
+        peer.wait()
+    closing = live.wait_for_log(event="live session closing", live_session=session, timeout=20)
+    assert closing["reason"].startswith("no audio from the client")
+    live.wait_for_log(event="live session closed", live_session=session, timeout=20)
+    assert time.monotonic() - killed < 10
+    assert httpx.get(live.base_url + LIVE).json()["sessions"] == 0
+    assert wait_until(lambda: threads(live) <= before), (threads(live), before)
+
+
+def test_past_the_session_limit_an_offer_is_refused_clearly(live: ServerProcess) -> None:
+    async def two() -> None:
+        async with LiveClient(live.base_url):
+            async with httpx.AsyncClient(base_url=live.base_url) as http:
+                metrics = (await http.get("/metrics")).text
+            assert "\navatar_live_sessions 1.0\n" in metrics  # the gauge Prometheus scrapes
+            second = LiveClient(live.base_url)
+            with pytest.raises(LiveRefused) as refused:
+                await second.connect()
+            await second.close()
+            assert refused.value.status == 503 and refused.value.body["error"]["code"] == "busy"
+            assert "AVATAR_MAX_LIVE_SESSIONS" in refused.value.body["error"]["message"]
+            assert refused.value.retry_after is not None and int(refused.value.retry_after) > 0
+        # Once the first has hung up, there is room again.
+        async with LiveClient(live.base_url) as third:
+            assert third.live_session
+
+    run(two())
+
+
+def test_bad_offers_are_clear_errors(live: ServerProcess) -> None:
+    with httpx.Client(base_url=live.base_url, timeout=30) as http:
+        info = http.get(LIVE).json()
+        assert info["max_sessions"] == 1 and info["ice_servers"] == []
+        assert error_code(http.post(LIVE, content="sdp", headers={"content-type": "text/plain"})) == (
+            "unsupported_media_type"
+        )
+        response = http.post(LIVE, content="{not json", headers={"content-type": "application/json"})
+        assert response.status_code == 400 and error_code(response) == "malformed_request"
+        for body, words in (
+            ({"type": "offer"}, "sdp"),
+            ({"sdp": "v=0", "type": "answer"}, "type"),
+            ({"sdp": "x", "type": "offer", "session_id": "../../etc"}, "session_id"),
+        ):
+            response = http.post(LIVE, json=body)
+            assert response.status_code == 422 and words in response.json()["error"]["message"], body
+        for garbage in ("hello", "v=0\r\nthis is not sdp\r\n", "v=0\r\nm=audio x RTP/AVP 0\r\n"):
+            response = http.post(LIVE, json={"sdp": garbage, "type": "offer"})
+            assert response.status_code == 400 and error_code(response) == "invalid_sdp", response.text
+        audio_only = run(_offer_without_video())
+        response = http.post(LIVE, json={"sdp": audio_only, "type": "offer", "persona": "nobody"})
+        assert response.status_code == 404 and error_code(response) == "unknown_persona"
+        response = http.post(LIVE, json={"sdp": audio_only, "type": "offer"})
+        assert response.status_code == 422 and "video" in response.json()["error"]["message"], response.text
+        assert http.get(LIVE).json()["sessions"] == 0  # nothing half-open was left
+
+
+async def _offer_without_video() -> str:
+    from aiortc import RTCPeerConnection
+
+    from avatar.bench.live_client import Microphone
+
+    pc = RTCPeerConnection()
+    pc.addTransceiver(Microphone(), direction="sendrecv")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return str(sdp)
