@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from avatar.native import limit_malloc_arenas
+
+    limit_malloc_arenas()
     _quiet_libraries(offline=not (args.command == "models" and args.models_command == "pull"))
     from avatar.logs import configure_logging
 

@@ -1,7 +1,10 @@
-"""Quieting native libraries that write straight to the process's stderr."""
+"""Process-level settings of the native side: quieting libraries that write straight to stderr, and
+bounding glibc's malloc arenas."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import sys
 from collections.abc import Iterator
@@ -25,3 +28,29 @@ def quiet_native_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter number
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Let glibc's malloc use at most ``arenas`` arenas (unless MALLOC_ARENA_MAX says otherwise).
+
+    By default glibc gives threads up to 8 × cores arenas, and memory freed in one is not reused by
+    another: the model threads, the encoder threads and the worker pool of a long-running service each
+    fragment their own, and the resident memory creeps up with traffic that holds nothing (the load
+    test's server, 20 → 200 mixed requests: +131 to +184 MiB with the default, +5 to +42 MiB with two
+    arenas). Call it first thing, before threads start. False where it does not apply (not glibc, or
+    the variable is set: glibc read it itself).
+    """
+    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+        return False
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.mallopt(M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
