@@ -8,11 +8,14 @@ A sentence counts as finished once the next one has begun.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 
-from avatar.pipeline.text import clean_reply, split_sentences, usable_piece
+from avatar.pipeline.text import clean_reply, off_the_rails, split_sentences, usable_piece
 from avatar.types import ChatMessage
+
+log = logging.getLogger(__name__)
 
 FIRST_CLAUSE_WORDS = 4
 FIRST_PAUSE_WORDS = 2
@@ -39,7 +42,12 @@ def first_clause(sentence: str) -> str | None:
 def _speakable(part: str, messages: Sequence[ChatMessage]) -> str | None:
     """The cleaned piece, if it has words and is not off the rails (else it is not spoken)."""
     piece = clean_reply(part, 1)
-    return piece if usable_piece(piece, messages) else None
+    if usable_piece(piece, messages):
+        return piece
+    why = off_the_rails(piece, messages)
+    if why is not None:
+        log.info("piece not spoken", extra={"why": why, "piece": piece[:200]})
+    return None
 
 
 class PieceSplitter:

@@ -43,6 +43,9 @@ ASKED = [ChatMessage("system", EILEEN_PROMPT), ChatMessage("user", "What is seve
         ("I am Qwen, created by Alibaba Cloud.", "out of character"),
         ("As an artificial intelligence, I don't have memories.", "out of character"),
         ("I'm sorry, but I can't assist with that.", "out of character"),
+        ("I am an AI, so I don't have a favorite planet.", "out of character"),
+        ("I’m just an AI and cannot fly.", "out of character"),
+        ("I don't have feelings, but thank you.", "out of character"),
         ("print(7 * 8)", "code"),
         ("def multiply(a, b): return a * b", "code"),
         ("space space space space space.", "stuck on repeat"),
@@ -64,6 +67,8 @@ def test_off_the_rails_pieces_are_named(piece: str, why: str) -> None:
         "I loved every minute of it, and I would go again tomorrow!",
         "The print shop printed my mission patch.",
         "Bonjour ! Je vais très bien, merci.",
+        "I'm not an AI, I'm Eileen.",
+        "I am an aircraft lover.",
     ],
 )
 def test_ordinary_replies_are_usable(piece: str) -> None:
