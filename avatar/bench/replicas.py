@@ -334,14 +334,18 @@ def run_failover(work_dir: Path, options: Options, log: Callable[[str], None]) -
 
 def failed_on_victim(outcomes: list[Outcome], event: Failover) -> list[Outcome]:
     """The failures the kill explains: under way when it happened, and either a turn HAProxy answered
-    with its JSON 502 (no replica answered it, so no X-Avatar-Replica), or a download whose answer the
-    victim had begun and could not finish (nobody can retry half a body; the client asks again)."""
+    with its JSON 502 (no replica answered it, so no X-Avatar-Replica), a turn sent while the victim was
+    dying that HAProxy was still passing on (HAProxy then cuts the client's connection: no answer at
+    all), or a download whose answer the victim had begun and could not finish (nobody can retry half a
+    body; the client asks again)."""
 
     def explained(o: Outcome) -> bool:
         # Under way while the process died: its socket accepts connections until its very end.
         if o.ok or not (o.started <= event.killed_at and o.ended >= event.kill_sent_at):
             return False
         if o.method == "POST":
+            if o.status is None and o.replica is None:
+                return o.started >= event.kill_sent_at
             return o.replica is None and o.clean and o.status == 502
         return o.status is None and o.replica == event.victim
 

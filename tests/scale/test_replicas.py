@@ -163,13 +163,15 @@ def test_a_replica_killed_under_load_loses_nothing_and_rejoins(cluster: Cluster)
     figures = summarize(outcomes, load.wall)
     print("\nfailover figures:", json.dumps({**figures, "event": asdict(event)}, indent=1))
     # Every failure is one the kill explains: a turn the killed replica was answering (HAProxy's JSON
-    # 502; a turn is never sent twice), or a download whose body it had begun (the client asks again).
+    # 502; a turn is never sent twice), a turn sent in the instant it died (HAProxy cuts the connection),
+    # or a download whose body it had begun (the client asks again).
     failures = [o for o in outcomes if not o.ok]
     assert event.victim_busy_at_kill and failures, "the kill hit no request"
     explained = failed_on_victim(outcomes, event)
     assert failures == explained, [o for o in failures if o not in explained]
     turns = [o for o in failures if o.kind == "turn"]
-    assert turns and {(o.status, o.error_code) for o in turns} == {(502, "replica_failed")}
+    assert turns and {(o.status, o.error_code) for o in turns if o.status is not None} <= {(502, "replica_failed")}
+    assert any(o.status == 502 for o in turns)  # the turns it was answering are told why
     assert len(failures) <= load.clients  # what was under way on the victim: at most one request per client
     for o in failures:
         if o.kind != "turn":  # asked again, the download comes from a live replica
