@@ -127,7 +127,9 @@ function choose(name) {
   renderPersonas();
   if (live.active) live.restart();
   const hello = persona.created ? "Hello!" : `Hello! I'm ${persona.display_name}.`;
-  say("them", `${hello} Hold the button and ask me anything, or type below.`);
+  const liveMode = live.active || new URLSearchParams(window.location.search).get("mode") === "live";
+  const how = liveMode ? "Just talk to me, or type below." : "Hold the button and ask me anything, or type below.";
+  say("them", `${hello} ${how}`);
 }
 
 async function loadPersonas() {
