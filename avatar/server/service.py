@@ -55,9 +55,6 @@ class Service:
     recent_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_REQUESTS))
     turns: Turns = field(init=False)
     metrics: Metrics = field(default_factory=Metrics)
-    # What is still being prepared once the models are warm (live mode's idle face), or None: the
-    # service reports ``loading`` until it is done, so nothing it draws competes with the first turns.
-    warming: str | None = None
 
     def __post_init__(self) -> None:
         self.turns = Turns(self)
@@ -65,9 +62,8 @@ class Service:
 
     @property
     def status(self) -> str:
-        """``loading``, ``ready`` or ``failed``: the runtime's state (``loading`` while ``warming``)."""
-        state = self.runtime.state
-        return "loading" if state == "ready" and self.warming else state
+        """``loading``, ``ready`` or ``failed``: the runtime's state."""
+        return self.runtime.state
 
     @property
     def saturated(self) -> bool:
@@ -82,7 +78,7 @@ class Service:
         status = self.status
         body: dict[str, Any] = {"status": status}
         if status == "loading":
-            body["reason"] = "loading: " + (self.warming or "the models are loading and warming up")
+            body["reason"] = "loading: the models are loading and warming up"
         elif status == "failed":
             body["reason"] = "failed: " + "; ".join(self.runtime.registry.failures() or [self.runtime.error or "?"])
         elif unhealthy := self.runtime.registry.unhealthy():
@@ -186,10 +182,6 @@ class Service:
         except ModelError as exc:
             log.error("start-up failed", error=exc.message, seconds=round(time.perf_counter() - started, 2))
             return
-        if self.warming:
-            log.info("models warm", seconds=round(time.perf_counter() - started, 2), still=self.warming)
-            while self.warming:
-                await asyncio.sleep(0.05)
         log.info("ready", seconds=round(time.perf_counter() - started, 2))
 
     async def exclusive(self, request: Request[Any], work: Callable[[], Awaitable[T]]) -> T:

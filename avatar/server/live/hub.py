@@ -64,8 +64,6 @@ class LiveHub:
         self._builds: set[asyncio.Task[None]] = set()
         self._closed = False
         ice.use_host_addresses(self.settings.host_addresses)
-        if self.settings.max_live_sessions > 0:
-            service.warming = "drawing the default persona's idle face for live mode"
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -204,20 +202,14 @@ class LiveHub:
         return loop
 
     async def prepare(self) -> None:
-        """Draw the default persona's idle loop once the models are warm, before the service says it
-        is ready: the first live session starts at once, and no drawing competes with the first turns."""
-        try:
-            with contextlib.suppress(AvatarError):
-                await self.service.runtime.ready()
-                if self.settings.max_live_sessions > 0:
-                    self.idle_loop(self.service.persona(None))
-                    if self._builds:  # a failed drawing is logged; sessions then show the still face
-                        await asyncio.wait(set(self._builds))
-        finally:
-            self.service.warming = None
+        """Draw the default persona's idle loop once the models are ready (run in the background)."""
+        with contextlib.suppress(AvatarError):
+            await self.service.runtime.ready()
+            if self.settings.max_live_sessions > 0:
+                await self.idle_loop(self.service.persona(None)).ready.wait()
 
     async def _draw(self, loop: IdleLoop, persona: Persona) -> None:
-        pipeline = self.service.runtime.pipeline  # not service.pipeline: it may run while still warming
+        pipeline = self.service.pipeline
         s = self.settings
 
         async def model_work(fn: Callable[[], T]) -> T:
