@@ -18,8 +18,11 @@ CONVERSATION = "/api/v1/conversation"
 
 @pytest.fixture(scope="module")
 def one_waiting(tmp_path_factory: pytest.TempPathFactory, prepared_models: Path) -> Iterator[ServerProcess]:
-    """A server on which one request may run and one more wait."""
-    server = start_server(tmp_path_factory.mktemp("queue"), AVATAR_MAX_QUEUED_REQUESTS="1")
+    """A server on which one request may run and one more wait (live mode off: its idle face, drawn in
+    the background after start-up, would take the models between the requests counted here)."""
+    server = start_server(
+        tmp_path_factory.mktemp("queue"), AVATAR_MAX_QUEUED_REQUESTS="1", AVATAR_MAX_LIVE_SESSIONS="0"
+    )
     try:
         server.wait_ready()
         yield server
