@@ -31,6 +31,7 @@ from avatar.types import AudioArray, FrameArray
 
 RATE = 48_000
 FRAME_SAMPLES = 960  # 20 ms
+MAX_LAG_S = 0.1  # behind its schedule by more than this, the microphone skips ahead
 FRAME_S = FRAME_SAMPLES / RATE
 SILENT_RMS = 10 ** (-50 / 20)  # a received 20 ms below -50 dBFS is silence
 KEPT_SIZE = 256  # received frames are kept at this size (enough to find the mouth)
@@ -96,6 +97,10 @@ class Microphone(MediaStreamTrack):
         due = self._start + self._count * FRAME_S
         if due > now:
             await asyncio.sleep(due - now)
+        elif now - due > MAX_LAG_S:
+            # The event loop was held up (the caller ran something long): go on from now, as a real
+            # microphone would. Catching up in a burst would deliver a clip faster than it is timed.
+            self._start = now - self._count * FRAME_S
         chunk = np.zeros(FRAME_SAMPLES, np.int16)
         if self._current is None and self._queue:
             self._current, self._at = self._queue.popleft(), 0
