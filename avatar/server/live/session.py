@@ -371,6 +371,7 @@ class LiveSession:
             "underruns": playback.underruns if playback else 0,
             "history_turns": len(turn.session.history) // 2,  # earlier turns the reply could see
             "degraded": turn.degraded,
+            "reply": turn.text,  # what was spoken: a piece off the rails was written but not said
         }
         log.info("live turn", live_session=self.id, turn=turn.number, timings=timings, **extra)
         self.events.send("timings", turn=turn.number, timings=timings, **extra)

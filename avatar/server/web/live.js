@@ -276,6 +276,8 @@ export class LiveMode {
     const bubble = this.replyBubble(event.turn);
     this.bubbles.delete(event.turn);
     bubble.classList.remove("thinking");
+    // The reply as spoken: pieces the model wrote but the server did not say (off the rails) drop out.
+    if (event.reply && bubble.dataset.heard == null) bubble.textContent = event.reply;
     if (!bubble.textContent) {
       bubble.remove();
       return;
