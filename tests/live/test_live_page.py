@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,27 +15,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from chromium import ARTIFACTS, fake_microphone, launch
 from live_server import ServerProcess
 from PIL import Image
 
 from avatar import media
-from avatar.config import PROJECT_ROOT
 from avatar.quality.lipsync import MouthMeter
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = PROJECT_ROOT / "out" / "test-artifacts"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--autoplay-policy=no-user-gesture-required",
-    "--allow-loopback-in-peer-connection",  # the test server offers only 127.0.0.1
-]
+LOOPBACK_PEERS = "--allow-loopback-in-peer-connection"  # the test server offers only 127.0.0.1
 LEAD_S = 4.0  # silence before the question: the page connects meanwhile
 GRAB_FRAME = """() => {
     const v = document.getElementById('live-video');
@@ -61,15 +49,8 @@ def microphone_wav(spoken_wav: Callable[[str], bytes], tmp_path_factory: pytest.
 @pytest.fixture(scope="module")
 def browser(microphone_wav: Path) -> Iterator[Any]:
     playwright_api = pytest.importorskip("playwright.sync_api")
-    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run `make system-deps`"
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    fake_mic = [
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={microphone_wav}",
-    ]
     with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS + fake_mic)
+        chromium = launch(playwright, LOOPBACK_PEERS, *fake_microphone(microphone_wav))
         yield chromium
         chromium.close()
 

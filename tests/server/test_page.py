@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,25 +13,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from chromium import ARTIFACTS, fake_microphone, launch
 from live_server import ServerProcess, start_server
 from PIL import Image
 
 from avatar import media
-from avatar.config import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = PROJECT_ROOT / "out" / "test-artifacts"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--autoplay-policy=no-user-gesture-required",
-]
 WATCH_VIDEO = """() => {
     const v = document.getElementById('video');
     window.media = {playing: 0, waiting: 0, stalled: 0, ended: 0, errors: 0, playedFrom: null};
@@ -69,8 +57,6 @@ def playwright() -> Iterator[Any]:
     """One Playwright driver for the module (a process may run only one at a time)."""
     from playwright.sync_api import sync_playwright
 
-    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run `make system-deps`"
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "page-media.jsonl").unlink(missing_ok=True)
     with sync_playwright() as driver:
         yield driver
@@ -79,12 +65,7 @@ def playwright() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def browser(playwright: Any, question_wav: tuple[Path, float]) -> Iterator[Any]:
     """Chromium whose microphone plays the question (and which grants it without asking)."""
-    fake_mic = [
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={question_wav[0]}",
-    ]
-    chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS + fake_mic)
+    chromium = launch(playwright, *fake_microphone(question_wav[0]))
     yield chromium
     chromium.close()
 
@@ -194,7 +175,7 @@ def test_a_person_talks_to_the_face(browser: Any, fresh_server: ServerProcess, q
 
 
 def test_a_blocked_microphone_says_what_to_do(playwright: Any, server: ServerProcess) -> None:
-    chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)  # no fake device, no consent
+    chromium = launch(playwright)  # no fake device, no consent
     try:
         page = chromium.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
         page.goto(server.base_url + "/")
