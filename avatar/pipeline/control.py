@@ -10,6 +10,7 @@ conversation history only what was heard.
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass, field
 
 
@@ -59,7 +60,7 @@ class SpokenReply:
 
     def heard(self, seconds: float) -> str:
         """The reply up to ``seconds`` into it: whole pieces, then the words of the piece being spoken
-        (in proportion to its time), with an ellipsis where it was cut."""
+        (in proportion to its time, the word under way included), with an ellipsis where it was cut."""
         words: list[str] = []
         for piece in self.pieces:
             if piece.end <= seconds + 1e-6:
@@ -67,7 +68,8 @@ class SpokenReply:
                 continue
             if piece.start < seconds:
                 share = (seconds - piece.start) / max(piece.end - piece.start, 1e-6)
-                cut = piece.text.split()[: int(len(piece.text.split()) * share)]
+                said = piece.text.split()
+                cut = said[: math.ceil(len(said) * share - 1e-9)]
                 if cut:
                     words += [*cut[:-1], cut[-1].rstrip(",.;:!?") + "…"]
             break
