@@ -198,10 +198,17 @@ def sse_events(response: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]
 
 
 def serving(workdir: Path, **env: str) -> Iterator[ServerProcess]:
-    """A started, ready server for a fixture (``yield from serving(...)``), stopped afterwards."""
+    """A started, ready server for a fixture (``yield from serving(...)``), stopped afterwards. With live
+    mode on, also settled: the default persona's idle face, drawn in the background once the models
+    are ready, is done, so the first request a test sends is not queued behind it."""
     server = start_server(workdir, **env)
     try:
         server.wait_ready()
+        if env.get("AVATAR_MAX_LIVE_SESSIONS") != "0":  # drawn, or failed (a test may break the face)
+            deadline = time.monotonic() + 120
+            while not any(line.get("event") in ("idle loop ready", "idle loop failed") for line in server.log_lines()):
+                assert time.monotonic() < deadline, "live mode's idle face was neither drawn nor failed in 120 s"
+                time.sleep(0.1)
         yield server
     finally:
         server.stop()
