@@ -20,6 +20,7 @@ from starlette.types import Receive
 
 from avatar.config import Settings
 from avatar.errors import BusyError, ModelError, NotReadyError
+from avatar.native import release_free_memory
 from avatar.personas import Persona
 from avatar.pipeline import Pipeline
 from avatar.pipeline.threads import ModelCalls
@@ -55,6 +56,7 @@ class Service:
     recent_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_REQUESTS))
     turns: Turns = field(init=False)
     metrics: Metrics = field(default_factory=Metrics)
+    trimming: asyncio.Task[bool] | None = None  # handing freed memory back while the queue is empty
 
     def __post_init__(self) -> None:
         self.turns = Turns(self)
@@ -224,6 +226,13 @@ class Service:
         finally:
             if waits:  # gone (disconnect, shutdown, cancelled) before its turn came
                 self.waiting -= 1
+            self.trim_when_idle()
+
+    def trim_when_idle(self) -> None:
+        """Once the last queued request is done, hand the memory its work freed back to the system."""
+        if self.waiting or self.model_lock.locked() or (self.trimming is not None and not self.trimming.done()):
+            return
+        self.trimming = asyncio.get_running_loop().create_task(asyncio.to_thread(release_free_memory))
 
     def retry_after_seconds(self) -> int:
         """About how long until the queue has drained: the requests ahead × their recent mean duration."""
