@@ -50,6 +50,7 @@ class Settings:
     asr_vad: bool = True
     asr_beam_size: int = 1
     asr_word_timestamps: bool = False
+    asr_short_window: bool = True  # a short utterance is encoded in a window just longer than itself
     # CTranslate2 on the CPU. One thread by default: with two, torch in the same process (the LLM) ran
     # 1.7x slower per token on 2 cores while Whisper tiny gained nothing (bench/PROFILE.md). 0: AVATAR_THREADS.
     asr_threads: int = 1

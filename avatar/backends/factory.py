@@ -23,6 +23,7 @@ def _asr(s: Settings) -> Backend:
         vad=s.asr_vad,
         beam_size=s.asr_beam_size,
         word_timestamps=s.asr_word_timestamps,
+        short_window=s.asr_short_window,
     )
     return WhisperRecognizer(s.model_path(s.asr_model), options)
 
