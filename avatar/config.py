@@ -66,11 +66,12 @@ class Settings:
     llm_history_turns: int = 6
     llm_temperature: float = 0.3
     llm_quantization: str = "none"  # none | 4bit | 8bit (CUDA, bitsandbytes)
-    # llamacpp only. Threads while generating and while reading the prompt (0: AVATAR_THREADS): during
-    # generation the face renderer draws the previous sentence on one core; nothing runs beside the
-    # prompt (bench/PROFILE.md). The context bounds the KV cache (0: the model's own, 32k for Qwen).
+    # llamacpp only. Threads while the model runs alone, reading the prompt and writing the first piece
+    # of the reply, and while it generates the rest beside the face renderer (0: AVATAR_THREADS; README
+    # "Why llama.cpp, which model, how many threads"). The context bounds the KV cache (0: the model's
+    # own, 32k for Qwen).
+    llm_alone_threads: int = 0
     llm_threads: int = 1
-    llm_prompt_threads: int = 1
     llm_context_tokens: int = 2048
     llm_seed: int = -1  # -1: a random seed per process; any other value repeats the same replies
 
@@ -279,7 +280,7 @@ def _validate(s: Settings) -> None:
         "llm_max_sentences": 1 <= s.llm_max_sentences <= 100,
         "llm_temperature": 0.0 <= s.llm_temperature <= 2.0,
         "llm_threads": 0 <= s.llm_threads <= 256,
-        "llm_prompt_threads": 0 <= s.llm_prompt_threads <= 256,
+        "llm_alone_threads": 0 <= s.llm_alone_threads <= 256,
         "llm_context_tokens": s.llm_context_tokens == 0 or 256 <= s.llm_context_tokens <= 131_072,
         "llm_seed": -1 <= s.llm_seed < 2**32 - 1,
         "video_size": 64 <= s.video_size <= 2048 and s.video_size % 2 == 0,

@@ -101,6 +101,11 @@ class ChatModel(Backend, Protocol):
         """The assistant's next message as text pieces, as they are generated."""
         ...
 
+    def share_cores(self) -> None:
+        """Other stages now run beside the stream under way (the first piece of the reply has been handed
+        on): a model that took every core for itself gives some back. Called between two tokens."""
+        ...
+
 
 class SpeechSynthesizer(Backend, Protocol):
     sample_rate: int

@@ -32,7 +32,7 @@ def test_environment_is_parsed_and_typed() -> None:
         ({"AVATAR_ASR_THREADS": "-2"}, "AVATAR_ASR_THREADS"),
         ({"AVATAR_LLM_BACKEND": "ollama"}, "AVATAR_LLM_BACKEND"),
         ({"AVATAR_LLM_THREADS": "-1"}, "AVATAR_LLM_THREADS"),
-        ({"AVATAR_LLM_PROMPT_THREADS": "many"}, "AVATAR_LLM_PROMPT_THREADS"),
+        ({"AVATAR_LLM_ALONE_THREADS": "many"}, "AVATAR_LLM_ALONE_THREADS"),
         ({"AVATAR_LLM_CONTEXT_TOKENS": "100"}, "AVATAR_LLM_CONTEXT_TOKENS"),
         ({"AVATAR_LLM_SEED": "-5"}, "AVATAR_LLM_SEED"),
         ({"AVATAR_CONFIG": "/nonexistent/avatar.toml"}, "AVATAR_CONFIG"),

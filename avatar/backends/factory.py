@@ -41,7 +41,7 @@ def _llm(s: Settings) -> Backend:
             s.model_path(s.llm_model),
             LlamaCppOptions(
                 threads=s.llm_threads or s.cpu_threads,
-                prompt_threads=s.llm_prompt_threads or s.cpu_threads,
+                alone_threads=s.llm_alone_threads or s.cpu_threads,
                 context_tokens=s.llm_context_tokens,
                 temperature=s.llm_temperature,
                 seed=s.llm_seed,

@@ -6,9 +6,11 @@ writes the first clause 2-5x sooner with a quarter of the memory (README "Models
 One ``Llama`` object keeps the attention (KV) cache of the latest prompt and reply; each call evaluates
 only the tokens after the longest prefix it shares with the previous one. Every prompt starts with the
 persona's system prompt and then the session's history, oldest first, so the system prompt is read
-once and a turn costs only what is new. Prompt reading and token generation run with separate thread
-counts: nothing else runs while the prompt is read (speech recognition has finished), while during
-generation the face renderer draws the previous sentence on one core.
+once and a turn costs only what is new. The thread count follows what else runs: nothing while the
+prompt is read and the first piece of the reply written (speech recognition has finished, the face has
+nothing to draw yet), so every core (``alone_threads``); once the first piece is handed on
+(``share_cores``), the face renderer draws beside the model and generation drops to ``threads`` (ggml's
+workers wait for each other by spinning, and a worker sharing a core with the renderer stalls them all).
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ class LlamaCppOptions:
     the KV cache is allocated for all of it); ``seed`` -1 draws a new one per process; the default
     persona's ``warm_system_prompt`` is read during warm-up, so the first turn finds it cached."""
 
-    threads: int = 1
-    prompt_threads: int = 2
+    threads: int = 1  # generating beside the face renderer
+    alone_threads: int = 2  # reading the prompt and writing the first piece, with nothing else running
     context_tokens: int = 2048
     temperature: float = 0.3
     top_p: float = 0.9
@@ -88,8 +90,8 @@ class LlamaCppChat:
             self._llm: Any = llama_cpp.Llama(
                 model_path=str(gguf),
                 n_ctx=options.context_tokens,
-                n_threads=options.threads,
-                n_threads_batch=options.prompt_threads,
+                n_threads=options.alone_threads,
+                n_threads_batch=options.alone_threads,
                 seed=seed,
                 verbose=False,
             )
@@ -114,6 +116,7 @@ class LlamaCppChat:
         self.last_prompt_tokens = 0  # the latest prompt's length, and how much of it was already cached
         self.last_reused_tokens = 0
         self.last_first_token_seconds = 0.0  # call to first token of the latest stream (prompt reading)
+        self.generating_threads = options.alone_threads  # what the next token is generated with
 
     def _token_text(self, token: int) -> str:
         if token < 0:
@@ -160,6 +163,7 @@ class LlamaCppChat:
             self.last_prompt_tokens = len(tokens)
             self.last_reused_tokens = _common_prefix(self._llm.input_ids[: self._llm.n_tokens], tokens)
             self.last_generated_tokens = 0
+            self._use_threads(self.options.alone_threads)
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             o = self.options
             steps = self._llm.generate(
@@ -185,6 +189,16 @@ class LlamaCppChat:
             tail = decoder.decode(b"", final=True)
             if tail:
                 yield tail
+
+    def share_cores(self) -> None:
+        """The rest of this reply is generated beside other work (the face being drawn): fewer threads.
+        Called between two tokens, while the stream waits to be asked for the next."""
+        self._use_threads(self.options.threads)
+
+    def _use_threads(self, generating: int) -> None:
+        if generating != self.generating_threads:
+            self._lib.llama_set_n_threads(self._llm.ctx, generating, self.options.alone_threads)
+            self.generating_threads = generating
 
     def _ends_turn(self, token: int) -> bool:
         """End of generation, or any control token (a model that opens a new turn, <|im_start|>, has

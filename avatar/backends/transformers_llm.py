@@ -154,6 +154,10 @@ class TransformersChat:
         self.tokens_generated += self.last_generated_tokens
         return str(self._tokenizer.decode(new_tokens, skip_special_tokens=True)).strip()
 
+    def share_cores(self) -> None:
+        """Nothing to give back: torch's thread pool is sized once (AVATAR_THREADS), and on a GPU the
+        model does not compete with the face renderer for CPU cores."""
+
     def stream(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> Iterator[str]:
         """Yield text pieces as they are generated. Closing the iterator early stops generation, so a
         caller that has heard enough (two sentences) pays for no more tokens."""

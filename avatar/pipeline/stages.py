@@ -107,6 +107,8 @@ class RespondStage:
                 for piece in pieces:
                     spoken += 1
                     yield ReplyPart("piece", piece)
+                    if spoken == 1:  # the voice and the face start on it: they need cores now
+                        self.llm.share_cores()
             for piece in splitter.finish():
                 spoken += 1
                 yield ReplyPart("piece", piece)

@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import llama_cpp
 import pytest
 
 from avatar import embedded
@@ -32,7 +33,7 @@ def gguf() -> Path:
 @pytest.fixture(scope="module")
 def chat(gguf: Path) -> LlamaCppChat:
     """Greedy, so every call gives the same text; one thread for each phase (the machine is shared)."""
-    return LlamaCppChat(gguf, LlamaCppOptions(threads=1, prompt_threads=1, temperature=0.0, context_tokens=512))
+    return LlamaCppChat(gguf, LlamaCppOptions(threads=1, alone_threads=1, temperature=0.0, context_tokens=512))
 
 
 def test_the_prompt_is_the_models_chat_template(chat: LlamaCppChat) -> None:
@@ -153,13 +154,24 @@ def test_a_file_that_is_not_a_gguf_model_is_a_model_error(tmp_path: Path) -> Non
 
 def test_the_factory_builds_it_from_settings(settings: Settings, gguf: Path) -> None:
     chosen = settings.replace(
-        llm_backend="llamacpp", llm_model=str(gguf), llm_threads=1, llm_prompt_threads=2, llm_context_tokens=1024
+        llm_backend="llamacpp", llm_model=str(gguf), llm_threads=1, llm_alone_threads=2, llm_context_tokens=1024
     )
     (spec,) = model_specs(chosen, ("llm",))
     llm = spec.factory()
     try:
         assert isinstance(llm, LlamaCppChat) and llm.name == "llamacpp:SmolLM2-135M-Instruct.Q4_1"
-        assert llm.options.threads == 1 and llm.options.prompt_threads == 2 and llm.context_tokens == 1024
+        assert llm.options.threads == 1 and llm.options.alone_threads == 2 and llm.context_tokens == 1024
+        # Alone (the prompt and the first piece) on two threads; beside the face renderer, on one.
+        threads = lambda: (llama_cpp.llama_n_threads(llm._llm.ctx), llama_cpp.llama_n_threads_batch(llm._llm.ctx))  # noqa: E731
+        tokens = llm.stream([ChatMessage("user", "Tell me a story.")], max_new_tokens=8)
+        next(tokens)
+        assert threads() == (2, 2)
+        llm.share_cores()  # between two tokens, as the Respond stage calls it
+        next(tokens)
+        assert threads() == (1, 2)
+        tokens.close()
+        next(llm.stream([ChatMessage("user", "And another.")], max_new_tokens=2))
+        assert threads() == (2, 2)  # each reply starts alone
         # The default persona's prompt is read while warming up: the first turn finds it in the cache.
         prompt = llm.options.warm_system_prompt
         assert prompt.startswith("You are Eileen")

@@ -22,6 +22,7 @@ class ScriptedChat:
         self.closed = False  # whether the caller closed the stream (stopping the "model")
         self.tokens = list(tokens) or [word + " " for word in self.text.split(" ")]
         self.seen: list[ChatMessage] = []
+        self.shared_after: int | None = None
 
     def stream(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> Iterator[str]:
         self.seen = list(messages)
@@ -37,6 +38,9 @@ class ScriptedChat:
 
     def reply(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> str:
         return "".join(self.stream(messages, max_new_tokens=max_new_tokens))
+
+    def share_cores(self) -> None:
+        self.shared_after = self.words_sent  # how many tokens had been written when the first piece went
 
     def warmup(self) -> None: ...
 

@@ -67,6 +67,17 @@ def test_a_clause_mark_is_handed_on_before_the_next_token() -> None:
     assert out == [("We flew about four 1,000 miles,", 9), ("I think.", 12)]
 
 
+def test_the_model_gives_cores_back_once_the_first_piece_is_handed_on() -> None:
+    chat = ScriptedChat(tokens=["The", " city", " lights", " were", " breathtaking", ",", " glowing", ".", " Wow", "."])
+    stage = RespondStage(chat)  # type: ignore[arg-type]
+
+    async def run() -> list[str]:
+        return [part.text async for part in stage.stream(EILEEN, [], "Hi") if part.kind == "piece"]
+
+    assert asyncio.run(run()) == ["The city lights were breathtaking,", "glowing.", "Wow."]
+    assert chat.shared_after == 6  # after the first clause, before the model's next token
+
+
 def test_a_trailing_off_first_clause_is_a_break() -> None:
     out, _ = pieces("The stars on the shuttle... that was an experience I'll never forget. It was quiet.")
     assert out[:2] == ["The stars on the shuttle...", "that was an experience I'll never forget."]
