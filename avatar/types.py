@@ -101,6 +101,11 @@ class ChatModel(Backend, Protocol):
         """The assistant's next message as text pieces, as they are generated."""
         ...
 
+    def prefill(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> None:
+        """Read ``messages`` now, ahead of a reply to them that may be asked for soon (live mode, while
+        waiting to be sure the user has finished): a model that caches its prompt then starts at once."""
+        ...
+
     def share_cores(self) -> None:
         """Other stages now run beside the stream under way (the first piece of the reply has been handed
         on): a model that took every core for itself gives some back. Called between two tokens."""

@@ -190,6 +190,24 @@ class LlamaCppChat:
             if tail:
                 yield tail
 
+    def prefill(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> None:
+        """Read the prompt of ``messages`` into the KV cache now; a ``stream`` of the same messages then
+        samples its first token at once (llama-cpp-python reuses a cached prompt whole). The token sampled
+        here is not kept."""
+        with self._lock:
+            tokens = self._tokens(self.fit(messages, max_new_tokens=max_new_tokens))
+            self._use_threads(self.options.alone_threads)
+            o = self.options
+            steps = self._llm.generate(
+                tokens, top_k=o.top_k, top_p=o.top_p, min_p=o.min_p, temp=o.temperature, repeat_penalty=o.repeat_penalty
+            )
+            try:
+                next(steps)  # reads the prompt, then samples one token
+            except (RuntimeError, ValueError) as exc:
+                raise ModelError(f"{self.name} failed while reading the prompt: {exc}") from exc
+            finally:
+                steps.close()
+
     def share_cores(self) -> None:
         """The rest of this reply is generated beside other work (the face being drawn): fewer threads.
         Called between two tokens, while the stream waits to be asked for the next."""

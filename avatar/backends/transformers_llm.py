@@ -154,6 +154,10 @@ class TransformersChat:
         self.tokens_generated += self.last_generated_tokens
         return str(self._tokenizer.decode(new_tokens, skip_special_tokens=True)).strip()
 
+    def prefill(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> None:
+        """Nothing: this backend keeps no prompt cache between calls (on a GPU the prompt is read in
+        milliseconds)."""
+
     def share_cores(self) -> None:
         """Nothing to give back: torch's thread pool is sized once (AVATAR_THREADS), and on a GPU the
         model does not compete with the face renderer for CPU cores."""

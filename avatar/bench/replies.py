@@ -104,6 +104,9 @@ class _Recorder:
     def reply(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> str:
         return "".join(self.stream(messages, max_new_tokens=max_new_tokens))
 
+    def prefill(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> None:
+        self.llm.prefill(messages, max_new_tokens=max_new_tokens)
+
     def share_cores(self) -> None:
         self.llm.share_cores()
 

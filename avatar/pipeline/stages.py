@@ -87,6 +87,15 @@ class RespondStage:
     def messages(self, persona: Persona, history: Sequence[ChatMessage], user_text: str) -> list[ChatMessage]:
         return [ChatMessage("system", persona.system_prompt), *history, ChatMessage("user", user_text)]
 
+    async def prefill(self, persona: Persona, history: Sequence[ChatMessage], user_text: str) -> None:
+        """Have the model read the prompt of a reply that may be asked for soon (a failure is left for
+        that reply to meet)."""
+        messages = self.messages(persona, history, user_text)
+        try:
+            await self.calls(self.llm.prefill, messages, max_new_tokens=self.max_new_tokens)
+        except Exception as exc:  # noqa: BLE001 - only a head start; the reply itself reports a failure
+            log.info("llm prefill failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+
     async def stream(
         self, persona: Persona, history: Sequence[ChatMessage], user_text: str
     ) -> AsyncGenerator[ReplyPart, None]:

@@ -96,6 +96,18 @@ def test_the_system_prompt_and_history_are_evaluated_once(chat: LlamaCppChat) ->
     assert chat.last_reused_tokens > system_only and new_tokens < 25
 
 
+def test_a_prompt_read_ahead_is_not_read_again(chat: LlamaCppChat) -> None:
+    question = [SYSTEM, ChatMessage("user", "What was the first thing you saw from the window up there?")]
+    expected = chat.reply(question, max_new_tokens=10)  # greedy: the reply a read-ahead must not change
+    chat.reply([SYSTEM, QUESTION], max_new_tokens=4)  # something else in the cache
+    chat.prefill(question, max_new_tokens=10)
+    evaluated, generated = chat.prompt_tokens_evaluated, chat.tokens_generated
+    assert chat.reply(question, max_new_tokens=10) == expected
+    assert chat.last_reused_tokens == chat.last_prompt_tokens  # the whole prompt came from the cache
+    # Only the reply's own tokens were evaluated (each generated token is fed back), none of the prompt.
+    assert chat.prompt_tokens_evaluated - evaluated <= chat.tokens_generated - generated
+
+
 def test_the_oldest_turns_are_dropped_when_the_context_is_full(
     chat: LlamaCppChat, long_history: list[ChatMessage]
 ) -> None:

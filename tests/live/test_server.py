@@ -77,6 +77,8 @@ def test_a_spoken_question_gets_a_spoken_animated_answer_and_the_next_continues(
             assert timings["reply"] and set(timings["reply"].split()) <= set(replies[-1]["text"].split())
             for stamp in ("first_transcript", "first_token", "first_audio", "first_sent", "played"):
                 assert 0 < timings["timings"][stamp] <= timings["timings"]["total"], stamp
+            # It was begun at the pause, before the turn was over, and let out when it was.
+            assert live.wait_for_log(event="live early reply released", turn=1, timeout=5)
 
             # The voice arrived, as long as the reply, and the face kept coming at 25 frames a second.
             voice_at = client.first_voice(ended)
@@ -164,6 +166,45 @@ def test_talking_on_before_the_reply_is_heard_makes_one_utterance(
     run(talk_on())
 
 
+def trimmed(audio: AudioArray, level: float = 0.01) -> AudioArray:
+    """``audio`` without its silent start and end."""
+    loud = np.flatnonzero(np.abs(audio) > level)
+    return audio[loud[0] : loud[-1] + 1]
+
+
+def test_a_short_pause_inside_a_question_is_not_answered(
+    live: ServerProcess, voice: Callable[[str], AudioArray]
+) -> None:
+    """0.25 s of silence mid-question (under the 0.4 s that ends a turn): a reply may be begun at the pause,
+    but nothing of it reaches the user; the whole question gets one answer."""
+    gap = np.zeros(int(0.25 * 48_000), np.float32)
+    pad = np.zeros(4_800, np.float32)
+    question = np.concatenate(
+        [pad, trimmed(voice("Tell me about")), gap, trimmed(voice("your favourite planet, please.")), pad]
+    )
+    dropped_before = len([line for line in live.log_lines() if line.get("event") == "live early reply dropped"])
+
+    async def hesitate() -> list[tuple[float, str, dict[str, Any]]]:
+        async with LiveClient(live.base_url) as client:
+            said = client.mic.say(question)
+            await said.done.wait()
+            _, timings = await client.wait_event("timings", since=said.spoke_at, timeout=120)
+            await asyncio.sleep(1.0)  # anything else that would come
+            assert timings["turn"] == 1 and timings["history_turns"] == 0
+            return [(at, str(e.get("event")), e) for at, e in client.events if at > said.spoke_at]
+
+    events = run(hesitate())
+    kinds = [kind for _, kind, _ in events]
+    finals = [data for _, kind, data in events if kind == "transcript" and data["final"]]
+    assert len(finals) == 1 and "about" in finals[0]["text"].lower() and "planet" in finals[0]["text"].lower()
+    assert "interrupted" not in kinds and kinds.count("timings") == 1 and kinds.count("speaking") == 1
+    first_final = next(i for i, (_, kind, data) in enumerate(events) if kind == "transcript" and data["final"])
+    assert first_final < kinds.index("reply")  # no reply text before the question was whole
+    assert all(data.get("turn", 1) == 1 for _, _, data in events)
+    dropped = [line for line in live.log_lines() if line.get("event") == "live early reply dropped"]
+    print(f"early replies dropped at the mid-question pause: {len(dropped) - dropped_before}")
+
+
 PEER = """
 import asyncio, sys
 from avatar.bench.live_client import LiveClient
@@ -181,6 +222,9 @@ asyncio.run(main())
 
 
 def test_a_peer_that_vanishes_is_cleaned_up(live: ServerProcess) -> None:
+    # An earlier test's session may still be closing: its threads would end while this one's start.
+    assert wait_until(lambda: httpx.get(live.base_url + LIVE).json()["sessions"] == 0, timeout=20)
+    time.sleep(0.5)
     before = threads(live)
     peer = subprocess.Popen(
         [sys.executable, "-c", PEER, live.base_url], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL

@@ -23,6 +23,7 @@ class ScriptedChat:
         self.tokens = list(tokens) or [word + " " for word in self.text.split(" ")]
         self.seen: list[ChatMessage] = []
         self.shared_after: int | None = None
+        self.prefilled: list[ChatMessage] = []
 
     def stream(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> Iterator[str]:
         self.seen = list(messages)
@@ -38,6 +39,9 @@ class ScriptedChat:
 
     def reply(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> str:
         return "".join(self.stream(messages, max_new_tokens=max_new_tokens))
+
+    def prefill(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> None:
+        self.prefilled = list(messages)
 
     def share_cores(self) -> None:
         self.shared_after = self.words_sent  # how many tokens had been written when the first piece went

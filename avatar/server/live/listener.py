@@ -77,6 +77,11 @@ class TurnDetector:
     def in_speech(self) -> bool:
         return self._speaking
 
+    @property
+    def version(self) -> int:
+        """The version of the utterance being heard (its speech windows so far; see ``Heard``)."""
+        return self._speech_windows
+
     def feed(self, audio: AudioArray) -> list[Heard]:
         samples = np.concatenate([self._pending, audio.astype(np.float32, copy=False)])
         whole = samples.size // WINDOW * WINDOW

@@ -46,6 +46,7 @@ class ReplyPlayback:
     first_slot: int | None = None  # the slot index its first frame played at
     resume_index: int | None = None  # the idle loop index to go on with after its last slot
     underruns: int = 0  # slots that came due with nothing of it ready (face held, silence)
+    held: bool = False  # made ahead and not to play yet (an early reply, until the user's turn has ended)
 
     def __post_init__(self) -> None:
         self.done = asyncio.Event()  # played to its end, or stopped
@@ -158,7 +159,7 @@ class Playout:
     def _decide(self, n: int) -> Slot:
         self._progress.set()
         reply = self.reply
-        if reply is not None and not reply.done.is_set():
+        if reply is not None and not reply.done.is_set() and not reply.held:
             if self.queue:
                 slot = self.queue.popleft()
                 if reply.first_slot is None:

@@ -2,8 +2,9 @@
 
 The session listens all the time (``TurnDetector`` on the microphone, resampled to 16 kHz). While the
 user speaks, the words so far are recognised now and then (``partial`` transcripts); at the first short
-pause, the whole utterance is recognised at once, so that when the pause turns out to be the end of the
-turn the transcript is usually ready. Then the reply is made and played (``turn.py``). The user's voice
+pause, the whole utterance is recognised at once and its reply is begun (an *early reply*): made, but
+held back, with its events, until the pause has lasted ``end_silence_ms`` and so ends the turn; if the
+user goes on instead, it is dropped unheard. The reply is made and played by ``turn.py``. The user's voice
 during a reply stops it (barge-in); if none of it had been heard yet, the two utterances are taken as
 one (the user had only paused). A session ends when the peer goes away, stops sending audio, or is
 silent for ``AVATAR_LIVE_IDLE_TIMEOUT_SECONDS``; everything it started is stopped and released.
@@ -15,8 +16,8 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import av
@@ -55,6 +56,43 @@ class SessionOptions:
     listen: ListenOptions
     reply: ReplySettings
     idle_timeout_s: float
+    early_reply: bool = True  # begin the reply at a pause (else only the prompt is read ahead)
+
+
+@dataclass
+class EarlyReply:
+    """A reply begun at a pause, for the utterance heard up to it (``version``, after ``carry``). Its
+    playback and its events wait until the turn is over; then it is ``released``, or dropped."""
+
+    version: int
+    carry: AudioArray | None
+    text: str
+    ended: float  # perf_counter time of the end of the speech
+    shown: bool  # whether the carried utterance's transcript was shown
+    task: asyncio.Task[None] | None = None
+    turn: LiveTurn | None = None
+    released: bool = False
+    dropped: bool = False
+    pending: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def sender(self, send: Callable[..., None]) -> Callable[..., None]:
+        """``send``, once released; until then the events wait (and are forgotten if it is dropped)."""
+
+        def held(event: str, **data: Any) -> None:
+            if self.released:
+                send(event, **data)
+            elif not self.dropped:
+                self.pending.append((event, data))
+
+        return held
+
+    def release(self, send: Callable[..., None]) -> None:
+        self.released = True
+        for event, data in self.pending:
+            send(event, **data)
+        self.pending.clear()
+        if self.turn is not None and self.turn.playback is not None:
+            self.turn.playback.held = False
 
 
 class LiveSession:
@@ -91,6 +129,8 @@ class LiveSession:
         self._turn_task: asyncio.Task[None] | None = None
         self._partial: asyncio.Task[None] | None = None
         self._speculative: tuple[int, AudioArray | None, asyncio.Task[str | None]] | None = None
+        self._reading_ahead: asyncio.Task[None] | None = None  # the model reading a speculative prompt
+        self._early: EarlyReply | None = None  # a reply begun at the latest pause
         self._carry: AudioArray | None = None  # an utterance whose reply was stopped before it was heard
         self._carry_shown = False  # whether the client was shown that utterance's final transcript
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -190,6 +230,8 @@ class LiveSession:
         return arrived - (self.detector.windows * WINDOW_SECONDS - stream_seconds)
 
     def _on_heard(self, heard: Heard, arrived: float) -> None:
+        if heard.kind in ("resumed", "speech_started", "paused"):
+            self._drop_early()  # the utterance it answered has grown (a new pause begins another)
         if heard.kind == "speech_started":
             self.last_activity = time.monotonic()
             stopped = self._interrupt("the user spoke")
@@ -202,13 +244,23 @@ class LiveSession:
         elif heard.kind == "paused" and heard.audio is not None:
             if self._speculating and self._speculative is not None:
                 self._speculative[2].cancel()  # an earlier pause's: the utterance has grown since
+            if self._reading_ahead is not None and not self._reading_ahead.done():
+                self._reading_ahead.cancel()
             if self._partial is not None and not self._partial.done():
                 self._partial.cancel()  # the whole utterance goes first (a partial already running finishes)
             carry = self._carry
-            task = self._spawn(self._speculate(self._with_carry(heard.audio, carry)), "speculative")
-            self._speculative = (heard.version, carry, task)
+            end = self._stream_to_clock(heard.speech_end, arrived)
+            speculation = self._speculate(self._with_carry(heard.audio, carry), heard.version, carry, end)
+            self._speculative = (heard.version, carry, self._spawn(speculation, "speculative"))
         elif heard.kind == "turn_ended" and heard.audio is not None:
             self.last_activity = time.monotonic()
+            early = self._early
+            same = early is not None and early.version == heard.version and early.carry is self._carry
+            if early is not None and same and not early.dropped:
+                self._early = None
+                self._release_early(early)
+                return
+            self._drop_early()
             end = self._stream_to_clock(heard.speech_end, arrived)
             self._begin_turn(self._take_turn(audio=heard.audio, version=heard.version, ended=end))
 
@@ -226,13 +278,33 @@ class LiveSession:
         transcript = await self.hub.admitted(lambda: pipeline.transcribe(audio, self.persona.language))
         return str(transcript.text)
 
-    async def _speculate(self, audio: AudioArray) -> str | None:
+    async def _speculate(self, audio: AudioArray, version: int, carry: AudioArray | None, ended: float) -> str | None:
         """The transcript of an utterance that may be over; None if it could not be had (asked again
-        at the end of the turn, which then reports the error)."""
+        at the end of the turn, which then reports the error). With words in it, its reply is begun
+        meanwhile (or, without early replies, the model reads the prompt of it)."""
         try:
-            return await self._transcribe(audio)
+            text = await self._transcribe(audio)
         except AvatarError:
             return None
+        if not text.strip() or not self.detector.in_speech or self.detector.version != version:
+            return text  # no words; the turn has ended meanwhile (and takes this); or the user went on
+        if self.options.early_reply:
+            early = EarlyReply(version, carry, text, ended, self._carry_shown)
+            self._early = early
+            early.task = self._begin_turn(self._take_early_turn(early))
+        else:
+            self._reading_ahead = self._spawn(self._read_ahead(text), "read-ahead")
+        return text
+
+    async def _read_ahead(self, text: str) -> None:
+        """The model reads the prompt a reply to ``text`` would have, now, while the session waits to
+        be sure the user has finished: at the end of the turn it starts writing at once (with the
+        embedded model 0.1-0.4 s sooner). Wasted, and harmless, when the user goes on."""
+        pipeline = self.hub.service.pipeline
+        with contextlib.suppress(AvatarError):
+            request = await turn_request(pipeline, self.persona, self.session_id, text, time.perf_counter())
+            history, user_text = request.session.history, request.text or ""
+            await self.hub.admitted(lambda: pipeline.respond.prefill(request.persona, history, user_text))
 
     async def _show_partial(self, audio: AudioArray) -> None:
         with contextlib.suppress(AvatarError):
@@ -246,6 +318,9 @@ class LiveSession:
         turn = self.turn
         if turn is None:
             return None
+        if self._early is not None and self._early.turn is turn:  # not released: nobody knows of it yet
+            self._drop_early()
+            return None
         heard = interrupt(turn, self.playout, reason)
         if heard is not None:
             log.info("live turn interrupted", live_session=self.id, turn=turn.number, heard_s=round(heard, 3))
@@ -254,7 +329,7 @@ class LiveSession:
             )
         return heard
 
-    def _begin_turn(self, work: Awaitable[None]) -> None:
+    def _begin_turn(self, work: Awaitable[None]) -> asyncio.Task[None]:
         previous = self._turn_task
 
         async def after_previous() -> None:
@@ -263,6 +338,49 @@ class LiveSession:
             await work
 
         self._turn_task = self._spawn(after_previous(), "turn")
+        return self._turn_task
+
+    async def _take_early_turn(self, early: EarlyReply) -> None:
+        """An early reply: the turn of ``early.text``, its playback and events held until released."""
+        send = early.sender(self.events.send)
+        timings = TurnTimings(origin=early.ended)
+        timings.mark("first_transcript")  # known at the pause
+        try:
+            pipeline = self.hub.service.pipeline
+            request = await turn_request(pipeline, self.persona, self.session_id, early.text, early.ended)
+        except AvatarError:
+            early.dropped = True  # the turn's end asks again, and reports the error
+            return
+        self.turns += 1
+        turn = LiveTurn(self.turns, request.text or "", request.session, timings)
+        early.turn = turn
+        self.turn = turn
+        send("transcript", text=early.text, final=True, merged=early.shown)
+        await self._answer(turn, request, send=send, early=early)
+
+    def _release_early(self, early: EarlyReply) -> None:
+        """The user's turn is over: the early reply plays as soon as its first frame is ready."""
+        self._carry, self._carry_shown = None, False  # the early reply answered it
+        speculative, self._speculative = self._speculative, None
+        if speculative is not None and not speculative[2].done():
+            speculative[2].cancel()
+        early.release(self.events.send)
+        log.info("live early reply released", live_session=self.id, turn=early.turn.number if early.turn else None)
+
+    def _drop_early(self) -> None:
+        """The user goes on: the early reply is stopped, unheard and unrecorded, and its events dropped."""
+        early, self._early = self._early, None
+        if early is None or early.released:
+            return
+        early.dropped = True
+        early.pending.clear()
+        if early.turn is not None and self.turn is early.turn:
+            self.turn = None
+        if early.task is not None and not early.task.done():
+            early.task.cancel()
+        if early.turn is not None and early.turn.number == self.turns:
+            self.turns -= 1  # its number goes to the next turn (the client never heard of this one)
+        log.info("live early reply dropped", live_session=self.id, version=early.version)
 
     async def _take_turn(
         self, *, audio: AudioArray | None = None, version: int = 0, text: str | None = None, ended: float
@@ -306,9 +424,21 @@ class LiveSession:
         self.events.send("transcript", text=text, final=True, merged=shown)
         return text
 
-    async def _answer(self, turn: LiveTurn, request: TurnRequest) -> None:
+    async def _answer(
+        self,
+        turn: LiveTurn,
+        request: TurnRequest,
+        *,
+        send: Callable[..., None] | None = None,
+        early: EarlyReply | None = None,
+    ) -> None:
         pipeline = self.hub.service.pipeline
+        send = send or self.events.send
         begun = self.playout.now_slot
+        lead = round(self.lead_frames)
+        if early is not None:  # it plays once the turn has ended, after end_silence_ms of silence
+            wait_s = early.ended + self.options.listen.end_silence_ms / 1000 - time.perf_counter()
+            lead += max(0, round(wait_s * self.playout.fps))
         try:
             await run_turn(
                 turn,
@@ -317,23 +447,24 @@ class LiveSession:
                 playout=self.playout,
                 idle=self.playout.idle,
                 admitted=self.hub.admitted,
-                send=self.events.send,
+                send=send,
                 options=self.options.reply,
-                lead_frames=round(self.lead_frames),
+                lead_frames=lead,
                 skip_frames=round(self.skip_frames),
+                held=early is not None and not early.released,
             )
         except AvatarError as exc:
-            self.events.send("error", code=exc.code, message=exc.message, turn=turn.number)
+            send("error", code=exc.code, message=exc.message, turn=turn.number)
         except Exception:  # a bug: the user hears about it, the session listens on
             log.exception("live turn failed", live_session=self.id, turn=turn.number)
             message = "The reply failed (a bug; the server's log has the details). Ask again."
-            self.events.send("error", code="internal_error", message=message, turn=turn.number)
+            send("error", code="internal_error", message=message, turn=turn.number)
         finally:
             if self.turn is turn:
                 self.turn = None
             self.last_activity = time.monotonic()
         playback = turn.playback
-        if playback is not None and playback.first_slot is not None:
+        if playback is not None and playback.first_slot is not None and early is None:
             self.lead_frames = 0.5 * self.lead_frames + 0.5 * max(0, playback.first_slot - begun)
             self.skip_frames = 0.5 * self.skip_frames + 0.5 * playback.skipped
         self._report(turn, playback)
@@ -394,6 +525,7 @@ class LiveSession:
                 self.events.send("error", code="invalid_message", message="The text is empty.")
                 return
             self.last_activity = time.monotonic()
+            self._drop_early()
             self._interrupt("the user typed")
             self._begin_turn(self._take_turn(text=text, ended=time.perf_counter()))
         else:

@@ -75,12 +75,15 @@ async def run_turn(
     options: ReplySettings,
     lead_frames: int,
     skip_frames: int = 0,
+    held: bool = False,
 ) -> None:
     """Make ``turn``'s reply into ``playout`` and wait until it has played (or was stopped); then
-    record it in the session's history, whole or as far as it was heard."""
+    record it in the session's history, whole or as far as it was heard. ``held``: made now, played
+    once ``turn.playback.held`` is cleared (an early reply)."""
     # Where the idle face will be when the reply's first sound plays (its silent start is not played).
     start_frame = max(0, playout.predicted_position(lead_frames) - skip_frames)
     playback = playout.begin(turn.number, start_frame)
+    playback.held = held
     turn.playback = playback
     output = LiveOutput(
         playout,
