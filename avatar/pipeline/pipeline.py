@@ -259,11 +259,13 @@ class Pipeline:
         spoken: SpokenReply,
         start_frame: int = 0,
         chunk_frames: int | None = None,
+        opening_silence_s: float | None = None,
     ) -> Reply:
         """The reply to ``user_text`` in ``request``'s session, made into ``output`` when run.
         ``start_frame`` places it on the face's motion timeline (blinks, head sway), so that a face
         idling before it moves on without a jump; ``chunk_frames`` is how many frames are drawn before
-        each hand-over to ``output`` (default half a second)."""
+        each hand-over to ``output`` (default half a second); ``opening_silence_s`` cuts the silence the
+        voice opens the reply with to that much (default: kept)."""
         return Reply(
             respond=self.respond,
             speak=self.speak,
@@ -277,6 +279,7 @@ class Pipeline:
             spoken=spoken,
             start_frame=start_frame,
             chunk_frames=chunk_frames,
+            opening_silence_s=opening_silence_s,
         )
 
     async def record_heard(

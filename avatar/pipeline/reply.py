@@ -64,8 +64,12 @@ class Reply:
         spoken: SpokenReply,
         start_frame: int = 0,
         chunk_frames: int | None = None,
+        opening_silence_s: float | None = None,
     ) -> None:
         self.respond, self.speak, self.animate = respond, speak, animate
+        # The first clip's silence before its first sound, cut to this (live mode: the user is waiting;
+        # the embedded voice opens every clip with 0.4 s of it). None keeps it.
+        self.opening_silence_s = opening_silence_s
         self.start_frame = start_frame  # where the reply begins on the face's motion timeline (live idling)
         self.persona = persona
         self.history = history
@@ -131,6 +135,7 @@ class Reply:
 
     async def _speak(self) -> None:
         voiceless = False
+        opening = self.opening_silence_s
         while (part := await self.pieces.get()) is not None:
             if voiceless:
                 continue  # the text is still shown; the rest of the reply is not spoken
@@ -141,6 +146,8 @@ class Reply:
                 voiceless = True
                 self.degrade("tts_failed", "tts", f"{type(exc).__name__}: {getattr(exc, 'message', exc)}")
                 continue
+            if opening is not None:
+                clip, opening = _cut_opening_silence(clip, round(opening * self.rate)), None
             frames = frame_count(clip.size / self.rate, self.fps)
             self.timings.mark("first_audio")
             await self.clips.put((part, media.fit_audio_to_frames(clip, self.rate, frames, self.fps)))
@@ -183,3 +190,12 @@ class Reply:
                 self.faceless = True
                 self.degrade("face_failed", "face", f"{type(exc).__name__}: {getattr(exc, 'message', exc)}")
         return np.repeat(self.still[None], count, axis=0)
+
+
+OPENING_SILENCE_LEVEL = 10 ** (-50 / 20)  # a sample below -50 dBFS is silence
+
+
+def _cut_opening_silence(clip: AudioArray, keep: int) -> AudioArray:
+    """``clip`` from ``keep`` samples before its first sound (whole when it has none)."""
+    loud = np.flatnonzero(np.abs(clip) >= OPENING_SILENCE_LEVEL)
+    return clip[max(0, int(loud[0]) - keep) :] if loud.size else clip

@@ -39,6 +39,17 @@ def threads(server: ServerProcess) -> int:
     return len(list(Path(f"/proc/{server.process.pid}/task").iterdir()))
 
 
+def settled_threads(server: ServerProcess, steady_s: float = 4.0, timeout: float = 30.0) -> int:
+    """The server's thread count once it has not changed for ``steady_s``."""
+    deadline = time.monotonic() + timeout
+    count, since = threads(server), time.monotonic()
+    while time.monotonic() - since < steady_s and time.monotonic() < deadline:
+        time.sleep(0.1)
+        if (now := threads(server)) != count:
+            count, since = now, time.monotonic()
+    return count
+
+
 def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -222,10 +233,10 @@ asyncio.run(main())
 
 
 def test_a_peer_that_vanishes_is_cleaned_up(live: ServerProcess) -> None:
-    # An earlier test's session may still be closing: its threads would end while this one's start.
+    # An earlier test's session may still be closing: its threads would end while this one's start
+    # (some of aiortc's end seconds after the session has closed).
     assert wait_until(lambda: httpx.get(live.base_url + LIVE).json()["sessions"] == 0, timeout=20)
-    time.sleep(0.5)
-    before = threads(live)
+    before = settled_threads(live)
     peer = subprocess.Popen(
         [sys.executable, "-c", PEER, live.base_url], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     )

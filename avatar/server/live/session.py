@@ -65,6 +65,7 @@ class EarlyReply:
     playback and its events wait until the turn is over; then it is ``released``, or dropped."""
 
     version: int
+    audio: AudioArray  # the utterance (after ``carry``)
     carry: AudioArray | None
     text: str
     ended: float  # perf_counter time of the end of the speech
@@ -250,7 +251,7 @@ class LiveSession:
                 self._partial.cancel()  # the whole utterance goes first (a partial already running finishes)
             carry = self._carry
             end = self._stream_to_clock(heard.speech_end, arrived)
-            speculation = self._speculate(self._with_carry(heard.audio, carry), heard.version, carry, end)
+            speculation = self._speculate(self._with_carry(heard.audio, carry), heard.audio, heard.version, carry, end)
             self._speculative = (heard.version, carry, self._spawn(speculation, "speculative"))
         elif heard.kind == "turn_ended" and heard.audio is not None:
             self.last_activity = time.monotonic()
@@ -278,7 +279,9 @@ class LiveSession:
         transcript = await self.hub.admitted(lambda: pipeline.transcribe(audio, self.persona.language))
         return str(transcript.text)
 
-    async def _speculate(self, audio: AudioArray, version: int, carry: AudioArray | None, ended: float) -> str | None:
+    async def _speculate(
+        self, audio: AudioArray, utterance: AudioArray, version: int, carry: AudioArray | None, ended: float
+    ) -> str | None:
         """The transcript of an utterance that may be over; None if it could not be had (asked again
         at the end of the turn, which then reports the error). With words in it, its reply is begun
         meanwhile (or, without early replies, the model reads the prompt of it)."""
@@ -289,7 +292,7 @@ class LiveSession:
         if not text.strip() or not self.detector.in_speech or self.detector.version != version:
             return text  # no words; the turn has ended meanwhile (and takes this); or the user went on
         if self.options.early_reply:
-            early = EarlyReply(version, carry, text, ended, self._carry_shown)
+            early = EarlyReply(version, utterance, carry, text, ended, self._carry_shown)
             self._early = early
             early.task = self._begin_turn(self._take_early_turn(early))
         else:
@@ -297,9 +300,10 @@ class LiveSession:
         return text
 
     async def _read_ahead(self, text: str) -> None:
-        """The model reads the prompt a reply to ``text`` would have, now, while the session waits to
-        be sure the user has finished: at the end of the turn it starts writing at once (with the
-        embedded model 0.1-0.4 s sooner). Wasted, and harmless, when the user goes on."""
+        """The model reads the prompt a reply to ``text`` would have, now: while the user speaks (a
+        partial transcript: the final prompt shares its beginning) or while the session waits to be sure
+        they have finished. At the end of the turn the model then reads only what is new (with the
+        embedded model 0.1-0.4 s sooner). Wasted, and harmless, when the words change."""
         pipeline = self.hub.service.pipeline
         with contextlib.suppress(AvatarError):
             request = await turn_request(pipeline, self.persona, self.session_id, text, time.perf_counter())
@@ -311,6 +315,8 @@ class LiveSession:
             text = await self._transcribe(self._with_carry(audio, self._carry))
             if self.detector.in_speech:  # not stale: the turn has not ended meanwhile
                 self.events.send("transcript", text=text, final=False)
+                if text.strip():  # the reply's prompt will begin with these words: read them now
+                    await self._read_ahead(text)
 
     # ------------------------------------------------------------------------------ turns
 
@@ -357,6 +363,9 @@ class LiveSession:
         self.turn = turn
         send("transcript", text=early.text, final=True, merged=early.shown)
         await self._answer(turn, request, send=send, early=early)
+        if turn.interrupted is not None and not turn.heard_anything and early.released:
+            # Stopped before a word of it was heard: the next utterance continues this one.
+            self._carry, self._carry_shown = self._with_carry(early.audio, early.carry), True
 
     def _release_early(self, early: EarlyReply) -> None:
         """The user's turn is over: the early reply plays as soon as its first frame is ready."""

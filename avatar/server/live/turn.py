@@ -25,7 +25,7 @@ from avatar.pipeline.pipeline import TurnRequest
 from avatar.pipeline.sessions import Session
 from avatar.pipeline.timing import TurnTimings
 from avatar.server.live.idle import RATE, IdleLoop
-from avatar.server.live.output import LiveOutput
+from avatar.server.live.output import LEAD_IN_FRAMES, LiveOutput
 from avatar.server.live.playout import Playout, ReplyPlayback
 from avatar.types import FrameArray
 
@@ -107,6 +107,7 @@ async def run_turn(
         spoken=turn.spoken,
         start_frame=start_frame,
         chunk_frames=max(1, playout.fps // 5),  # the first frames go out after 0.2 s of drawing, not 0.5
+        opening_silence_s=LEAD_IN_FRAMES / playout.fps,  # not drawn, then skipped: not drawn at all
     )
 
     async def make() -> None:
