@@ -127,6 +127,7 @@ class Settings:
     # Live mode (WebRTC, POST /api/v1/live): see README "Live mode".
     max_live_sessions: int = 4  # open live connections at most; one more is told to retry (503)
     live_end_silence_ms: int = 400  # silence after speech that ends the user's turn
+    live_early_reply: bool = True  # begin the reply at the first pause, held back until the turn has ended
     live_vad_threshold: float = 0.5  # Silero speech probability that counts as speech
     live_barge_in_threshold: float = 0.8  # ... while the face speaks (its own voice must not interrupt it)
     live_barge_in_ms: int = 96  # speech this long (three 32 ms windows) while the face speaks interrupts it

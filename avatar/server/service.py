@@ -57,8 +57,10 @@ class Service:
     turns: Turns = field(init=False)
     metrics: Metrics = field(default_factory=Metrics)
     trimming: asyncio.Task[bool] | None = None  # handing freed memory back while the queue is empty
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while no model request runs or waits
 
     def __post_init__(self) -> None:
+        self.idle.set()
         self.turns = Turns(self)
         self.metrics.watch(self)
 
@@ -207,6 +209,7 @@ class Service:
         self.refuse_if_busy()
         ahead = self.waiting + int(self.model_lock.locked())
         self.waiting += 1  # now, not when the task first runs: a request arriving meanwhile must count it
+        self.idle.clear()
         waits = True
 
         async def locked() -> T:
@@ -229,10 +232,13 @@ class Service:
             self.trim_when_idle()
 
     def trim_when_idle(self) -> None:
-        """Once the last queued request is done, hand the memory its work freed back to the system."""
-        if self.waiting or self.model_lock.locked() or (self.trimming is not None and not self.trimming.done()):
+        """Once the last queued request is done, say so (``idle``) and hand the memory its work freed
+        back to the system."""
+        if self.waiting or self.model_lock.locked():
             return
-        self.trimming = asyncio.get_running_loop().create_task(asyncio.to_thread(release_free_memory))
+        self.idle.set()
+        if self.trimming is None or self.trimming.done():
+            self.trimming = asyncio.get_running_loop().create_task(asyncio.to_thread(release_free_memory))
 
     def retry_after_seconds(self) -> int:
         """About how long until the queue has drained: the requests ahead × their recent mean duration."""

@@ -146,6 +146,7 @@ class LiveHub:
                 ),
                 reply=ReplySettings(size=s.video_size, kbps=s.live_video_kbps, buffer_seconds=s.live_buffer_seconds),
                 idle_timeout_s=s.live_idle_timeout_seconds,
+                early_reply=s.live_early_reply,
             ),
         )
         audio.sender.replaceTrack(session.voice)
@@ -213,7 +214,9 @@ class LiveHub:
         s = self.settings
 
         async def model_work(fn: Callable[[], T]) -> T:
+            # Only while nobody waits for the models: drawn between requests, never ahead of them.
             while True:
+                await self.service.idle.wait()
                 try:
                     return await self.admitted(lambda: pipeline.animate.calls(fn))
                 except BusyError:

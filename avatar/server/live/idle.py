@@ -87,11 +87,11 @@ async def build_idle_loop(
     kbps: int,
     model_work: ModelWork[list[bytes]],
 ) -> None:
-    """Draw and encode ``loop`` a second at a time, each second as its own piece of model work (turns
-    of other users are not held up for the whole loop). The backwards half is drawn a second time, a
-    second at a time, rather than kept: 10 s of raw frames would be 200 MB."""
+    """Draw and encode ``loop`` a fifth of a second at a time, each piece its own model work (a request
+    arriving meanwhile waits for one piece, tens of milliseconds, not for the loop). The backwards half
+    is drawn a second time, piece by piece, rather than kept: 10 s of raw frames would be 200 MB."""
     encoder = VideoEncoder(size, fps, kbps)
-    step = fps
+    step = max(1, fps // 5)
     n = loop.forward
 
     def draw(start: int, count: int) -> FrameArray:
