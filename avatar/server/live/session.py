@@ -445,9 +445,9 @@ class LiveSession:
         send = send or self.events.send
         begun = self.playout.now_slot
         lead = round(self.lead_frames)
-        if early is not None:  # it plays once the turn has ended, after end_silence_ms of silence
+        if early is not None:  # it plays once the turn has ended (end_silence_ms after the speech), or later
             wait_s = early.ended + self.options.listen.end_silence_ms / 1000 - time.perf_counter()
-            lead += max(0, round(wait_s * self.playout.fps))
+            lead = max(lead, round(wait_s * self.playout.fps))
         try:
             await run_turn(
                 turn,
