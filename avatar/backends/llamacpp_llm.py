@@ -19,7 +19,7 @@ import codecs
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,10 +165,7 @@ class LlamaCppChat:
             self.last_generated_tokens = 0
             self._use_threads(self.options.alone_threads)
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            o = self.options
-            steps = self._llm.generate(
-                tokens, top_k=o.top_k, top_p=o.top_p, min_p=o.min_p, temp=o.temperature, repeat_penalty=o.repeat_penalty
-            )
+            steps = self._generate(tokens)
             try:
                 for token in steps:
                     if self.last_generated_tokens == 0:
@@ -197,16 +194,20 @@ class LlamaCppChat:
         with self._lock:
             tokens = self._tokens(self.fit(messages, max_new_tokens=max_new_tokens))
             self._use_threads(self.options.alone_threads)
-            o = self.options
-            steps = self._llm.generate(
-                tokens, top_k=o.top_k, top_p=o.top_p, min_p=o.min_p, temp=o.temperature, repeat_penalty=o.repeat_penalty
-            )
+            steps = self._generate(tokens)
             try:
                 next(steps)  # reads the prompt, then samples one token
             except (RuntimeError, ValueError) as exc:
                 raise ModelError(f"{self.name} failed while reading the prompt: {exc}") from exc
             finally:
                 steps.close()
+
+    def _generate(self, tokens: list[int]) -> Generator[int, None, None]:
+        o = self.options
+        steps: Generator[int, None, None] = self._llm.generate(
+            tokens, top_k=o.top_k, top_p=o.top_p, min_p=o.min_p, temp=o.temperature, repeat_penalty=o.repeat_penalty
+        )
+        return steps
 
     def share_cores(self) -> None:
         """The rest of this reply is generated beside other work (the face being drawn): fewer threads.

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,7 +128,7 @@ class WhisperRecognizer:
         usual way)."""
         import ctranslate2
         from faster_whisper.tokenizer import Tokenizer
-        from faster_whisper.transcribe import get_suppressed_tokens
+        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
         from faster_whisper.vad import SpeechTimestampsMap, VadOptions, get_speech_timestamps
 
         chunks = get_speech_timestamps(audio, VadOptions()) if self.options.vad else [{"start": 0, "end": audio.size}]
@@ -160,22 +159,21 @@ class WhisperRecognizer:
             return_no_speech_prob=True,
         )[0]
         ids = result.sequences_ids[0]
-        pieces = _timed_pieces(ids, tokenizer.timestamp_begin, seconds)
-        text = " ".join(t for t in (tokenizer.decode(p).strip() for _, _, p in pieces) if t)
+        pieces = [
+            (start, end, tokenizer.decode(p).strip())
+            for start, end, p in _timed_pieces(ids, tokenizer.timestamp_begin, seconds)
+        ]
+        text = " ".join(t for _, _, t in pieces if t)
         if result.no_speech_prob > NO_SPEECH_PROB and result.scores[0] < MIN_MEAN_LOG_PROB:
             return Transcript(text="", language=language)  # what the usual path drops as silence
-        if not text or _compression_ratio(text) > MAX_COMPRESSION_RATIO or result.scores[0] < MIN_MEAN_LOG_PROB:
+        if not text or get_compression_ratio(text) > MAX_COMPRESSION_RATIO or result.scores[0] < MIN_MEAN_LOG_PROB:
             log.debug("short window rejected (%r); transcribing the usual way", text[:80])
             return None
         timeline = SpeechTimestampsMap(chunks, ASR_SAMPLE_RATE)
         segments = tuple(
-            Segment(
-                text=tokenizer.decode(p).strip(),
-                start=timeline.get_original_time(start),
-                end=timeline.get_original_time(end, is_end=True),
-            )
-            for start, end, p in pieces
-            if tokenizer.decode(p).strip()
+            Segment(text=t, start=timeline.get_original_time(start), end=timeline.get_original_time(end, is_end=True))
+            for start, end, t in pieces
+            if t
         )
         return Transcript(text=text, language=language, segments=segments)
 
@@ -223,12 +221,6 @@ def _timed_pieces(ids: list[int], timestamp_begin: int, seconds: float) -> list[
     if text:
         pieces.append((start, seconds, text))
     return pieces
-
-
-def _compression_ratio(text: str) -> float:
-    """How much zlib shrinks the text: over 2.4, Whisper is repeating itself."""
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data))
 
 
 def _check_mel_bins(model_dir: Path, model_mels: int, feature_mels: int) -> None:
