@@ -166,6 +166,10 @@ class WhisperRecognizer:
         text = " ".join(t for _, _, t in pieces if t)
         if result.no_speech_prob > NO_SPEECH_PROB and result.scores[0] < MIN_MEAN_LOG_PROB:
             return Transcript(text="", language=language)  # what the usual path drops as silence
+        said = [t for _, _, t in pieces if t]
+        if len(set(said)) < len(said):  # a piece said again: Whisper looping, as it does in short windows
+            log.debug("short window repeated itself (%r); transcribing the usual way", text[:80])
+            return None
         if not text or get_compression_ratio(text) > MAX_COMPRESSION_RATIO or result.scores[0] < MIN_MEAN_LOG_PROB:
             log.debug("short window rejected (%r); transcribing the usual way", text[:80])
             return None
