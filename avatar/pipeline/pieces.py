@@ -1,9 +1,11 @@
 """Cutting a reply into pieces of speech while the model is still writing it.
 
-Pieces are whole sentences, except that the first sentence is handed on at its first clause break (a
-comma, semicolon, colon, dash or conjunction after at least ``FIRST_CLAUSE_WORDS`` words, an ellipsis
-after ``FIRST_PAUSE_WORDS``): the voice and the face start on it while the model finishes the sentence.
-A sentence counts as finished once the next one has begun.
+Pieces are whole sentences, except that the first sentence is handed on at its first break (a comma,
+semicolon, colon, dash or conjunction after at least ``FIRST_CLAUSE_WORDS`` words, a preposition that
+opens a phrase after ``FIRST_PHRASE_WORDS``, an article or the like after ``FIRST_LONG_WORDS``, an
+ellipsis after ``FIRST_PAUSE_WORDS``): the voice and
+the face start on it while the model finishes the sentence. A sentence counts as finished once the next
+one has begun.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ log = logging.getLogger(__name__)
 
 FIRST_CLAUSE_WORDS = 4
 FIRST_PAUSE_WORDS = 2
+FIRST_PHRASE_WORDS = 5
+FIRST_LONG_WORDS = 7
 _CONJUNCTIONS = "and|but|when|because|so|while|which|where|who|until|before|after"
 # The start of a sentence up to its first clause break: a comma, semicolon, colon, dash or ellipsis, or
 # the space before a conjunction (which opens the next piece). A mark counts as soon as it is written,
@@ -29,13 +33,35 @@ _FIRST_CLAUSE = re.compile(
     rf"(?:(?<!\d)(?:[,;:\u2013\u2014\u2026]|\.\.\.)(?=\s|$)|\w(?=\s+(?:{_CONJUNCTIONS})\s))",
     re.IGNORECASE,
 )
+# A long opening with no clause break ("The cities and thunderstorms looked different from the ones I
+# had seen") is cut where speakers pause too, so that the voice need not wait for the whole sentence:
+# before a preposition that opens a phrase once five words are written; past seven words also before
+# an article, a possessive, "of", "to", "like" or "as" (which bind to shorter openings: "a lot of",
+# "used to", "I would like").
+_PREPOSITIONS = (
+    "about|above|across|after|against|along|among|around|at|before|behind|below|beneath|beside|between|beyond|"
+    "during|for|from|in|inside|into|near|on|onto|over|since|than|through|toward|towards|under|until|"
+    "with|within|without"
+)
+_PHRASE_OPENERS = "a|an|the|my|our|your|his|her|their|its|this|these|those|some|every|of|to|like|as"
+
+
+def _before(words: int, openers: str) -> re.Pattern[str]:
+    """The start of a sentence, ``words`` words or more, up to the space before one of ``openers``
+    (once the word after it has begun: until then "in" may still become "inside")."""
+    return re.compile(rf"^(?:\S+\s+){{{words - 1},}}?\S*?[\w'\"\)](?=\s+(?:{openers})\s)", re.IGNORECASE)
+
+
+_FIRST_PHRASE = _before(FIRST_PHRASE_WORDS, _PREPOSITIONS)
+_FIRST_LONG_PHRASE = _before(FIRST_LONG_WORDS, f"{_PREPOSITIONS}|{_PHRASE_OPENERS}")
 # An ellipsis is a pause the voice makes anyway ("The stars... that was"), so it may end a shorter piece.
 _FIRST_PAUSE = re.compile(rf"^(?:\S+\s+){{{FIRST_PAUSE_WORDS - 1},}}?\S*?(?:\u2026|\.\.\.)(?=\s|$)")
 
 
 def first_clause(sentence: str) -> str | None:
     """The opening of ``sentence`` that may be spoken before the rest is written, if it has one yet."""
-    found = [m.group(0) for m in (_FIRST_PAUSE.match(sentence), _FIRST_CLAUSE.match(sentence)) if m]
+    rules = (_FIRST_PAUSE, _FIRST_CLAUSE, _FIRST_PHRASE, _FIRST_LONG_PHRASE)
+    found = [m.group(0) for m in (rule.match(sentence) for rule in rules) if m]
     return min(found, key=len) if found else None
 
 

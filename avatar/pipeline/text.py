@@ -94,7 +94,7 @@ def speakable_arithmetic(text: str) -> str:
 _TEMPLATE_LEAK = re.compile(r"<\||\|>|\bim_(?:start|end)\b|\b(?:user|assistant|system|visitor)\s*:", re.IGNORECASE)
 _OUT_OF_CHARACTER = re.compile(
     r"\b(?:as an ai|an ai(?: language)? model|language model|artificial intelligence|ai assistant|"
-    r"virtual assistant|chatbot|can(?:no|')t assist with|qwen|alibaba cloud|smollm|hugging ?face|openai|chatgpt|"
+    r"virtual assistant|chatbot|can(?:no|'|’)t assist\b|qwen|alibaba cloud|smollm|hugging ?face|openai|chatgpt|"
     r"(?:i am|i['’]m)(?: just| only| merely)? an? (?:ai|computer program|machine)|"
     r"i don['’]t have (?:a body|feelings))\b",
     re.IGNORECASE,

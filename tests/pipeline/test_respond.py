@@ -47,6 +47,34 @@ def test_a_long_first_sentence_breaks_before_a_conjunction() -> None:
     assert pieces("Sandy and Andrew flew the shuttle together.")[0] == ["Sandy and Andrew flew the shuttle together."]
 
 
+def test_a_long_opening_without_a_clause_break_is_cut_before_a_phrase() -> None:
+    # A preposition opens a phrase once five words are written; fewer stay together.
+    assert pieces("I looked down at the Earth from orbit at night. It glowed.")[0][:2] == [
+        "I looked down at the Earth",
+        "from orbit at night.",
+    ]
+    assert pieces("I flew in space for years. Yes.")[0][0] == "I flew in space for years."
+    # Past seven words an article, "of", "to" or "like" opens one too ("looked like | a mix").
+    assert pieces("The cities and the thunderstorms looked like a mix of chaos and calm. Yes.")[0][:2] == [
+        "The cities and the thunderstorms looked like",
+        "a mix of chaos and calm.",
+    ]
+    # Not before seven: "a lot of", "used to" and "I would like" bind to the words before them.
+    assert pieces("I had a lot of fun up there. Yes.")[0][0] == "I had a lot of fun up there."
+    # A word that merely begins like a preposition ("on" → "onboard") waits for the next word.
+    tokens = ["I", " looked", " down", " at", " the", " Earth", " on", "board", " the", " station", ".", " Wow", "."]
+    out = heard(tokens)
+    assert out[0] == ("I looked down at the Earth onboard", 10)
+
+
+def test_a_chatbot_refusal_cut_short_is_still_caught() -> None:
+    # "I'm sorry, but I can't assist" is handed on before "with that" is written: still out of character.
+    reply, fallback = asyncio.run(
+        RespondStage(ScriptedChat("I'm sorry, but I can't assist with that."))(EILEEN, [], "Shut up.")  # type: ignore[arg-type]
+    )
+    assert fallback is not None and reply == EILEEN.fallback_reply
+
+
 def heard(tokens: list[str]) -> list[tuple[str, int]]:
     """Each piece handed on by the Respond stage, with how many tokens the model had written when it was."""
     chat = ScriptedChat(tokens=tokens)
