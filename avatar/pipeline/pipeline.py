@@ -265,7 +265,7 @@ class Pipeline:
         ``start_frame`` places it on the face's motion timeline (blinks, head sway), so that a face
         idling before it moves on without a jump; ``chunk_frames`` is how many frames are drawn before
         each hand-over to ``output`` (default half a second); ``opening_silence_s`` cuts the silence the
-        voice opens the reply with to that much (default: kept)."""
+        voice opens the reply with to that much (default 0.1 s)."""
         return Reply(
             respond=self.respond,
             speak=self.speak,

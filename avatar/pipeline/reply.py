@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 PIECES_AHEAD = 2  # pieces of text the model may write ahead of the voice
 CLIPS_AHEAD = 2  # spoken pieces the voice may make ahead of the face
+FIRST_CHUNK_FRAMES = 5  # frames drawn before the reply's first hand-over: 0.2 s at 25 fps (the client waits)
 
 TurnEvents = Callable[[str, dict[str, Any]], Awaitable[None]]
 """Receives ``(event, data)`` as a turn goes: ``transcript``, ``reply``, ``segment``."""
@@ -67,9 +68,9 @@ class Reply:
         opening_silence_s: float | None = None,
     ) -> None:
         self.respond, self.speak, self.animate = respond, speak, animate
-        # The first clip's silence before its first sound, cut to this (live mode: the user is waiting;
-        # the embedded voice opens every clip with 0.4 s of it). None keeps it.
-        self.opening_silence_s = opening_silence_s
+        # The first clip's silence before its first sound, cut to this: the user is waiting (live mode
+        # keeps a single frame of it).
+        self.opening_silence_s = OPENING_SILENCE_S if opening_silence_s is None else opening_silence_s
         self.start_frame = start_frame  # where the reply begins on the face's motion timeline (live idling)
         self.persona = persona
         self.history = history
@@ -135,7 +136,7 @@ class Reply:
 
     async def _speak(self) -> None:
         voiceless = False
-        opening = self.opening_silence_s
+        lead = self.opening_silence_s
         while (part := await self.pieces.get()) is not None:
             if voiceless:
                 continue  # the text is still shown; the rest of the reply is not spoken
@@ -146,8 +147,8 @@ class Reply:
                 voiceless = True
                 self.degrade("tts_failed", "tts", f"{type(exc).__name__}: {getattr(exc, 'message', exc)}")
                 continue
-            if opening is not None:
-                clip, opening = _cut_opening_silence(clip, round(opening * self.rate)), None
+            clip = trim_silence(clip, round(lead * self.rate), round(pause_after(part.text) * self.rate))
+            lead = PIECE_LEAD_S
             frames = frame_count(clip.size / self.rate, self.fps)
             self.timings.mark("first_audio")
             await self.clips.put((part, media.fit_audio_to_frames(clip, self.rate, frames, self.fps)))
@@ -155,30 +156,40 @@ class Reply:
 
     async def _animate(self, face: PreparedFace | None) -> None:
         animator = self.animate.animator
-        chunk_frames = self.chunk_frames
         frame_at = 0
+        batch: list[FrameArray] = []
         while (item := await self.clips.get()) is not None:
             part, clip = item
             frames = clip.size * self.fps // self.rate
             self.spoken.pieces.append(SpokenPiece(part.text, frame_at / self.fps, (frame_at + frames) / self.fps))
+            # The reply's first frames are drawn and handed over in a small chunk (the client is waiting
+            # for them); after that, drawn frames are handed over ``chunk_frames`` at a time.
+            step = min(self.chunk_frames, FIRST_CHUNK_FRAMES) if frame_at == 0 else self.chunk_frames
             chunks = (
                 None
                 if face is None
-                else animator.render_chunks(
-                    face, clip, self.rate, chunk_frames, start_frame=self.start_frame + frame_at
-                )
+                else animator.render_chunks(face, clip, self.rate, step, start_frame=self.start_frame + frame_at)
             )
-            drawn = 0
+            drawn = handed = 0
             while drawn < frames:
-                chunk = await self._draw(chunks, min(chunk_frames, frames - drawn))
+                chunk = await self._draw(chunks, min(step, frames - drawn))
                 if chunk is None:
                     break
-                audio = clip[drawn * self.rate // self.fps : (drawn + len(chunk)) * self.rate // self.fps]
-                await self.output.write(chunk, audio)
-                self.spoken.handed_out = self.output.delivered_seconds
+                batch.append(chunk)
                 drawn += len(chunk)
                 self.still = chunk[-1]
+                if frame_at + handed == 0 or drawn - handed >= self.chunk_frames or drawn >= frames:
+                    await self._hand_over(batch, clip[handed * self.rate // self.fps : drawn * self.rate // self.fps])
+                    handed = drawn
+            if batch:
+                await self._hand_over(batch, clip[handed * self.rate // self.fps : drawn * self.rate // self.fps])
             frame_at += frames
+
+    async def _hand_over(self, batch: list[FrameArray], audio: AudioArray) -> None:
+        """Drawn frames and the audio that plays with them, to the output (``batch`` is emptied)."""
+        await self.output.write(np.concatenate(batch) if len(batch) > 1 else batch[0], audio)
+        self.spoken.handed_out = self.output.delivered_seconds
+        batch.clear()
 
     async def _draw(self, chunks: Iterator[FrameArray] | None, count: int) -> FrameArray | None:
         """The next chunk of frames; once the face has failed, the last good frame held still."""
@@ -192,10 +203,37 @@ class Reply:
         return np.repeat(self.still[None], count, axis=0)
 
 
-OPENING_SILENCE_LEVEL = 10 ** (-50 / 20)  # a sample below -50 dBFS is silence
+# Silence around each clip of speech, whatever the voice puts there (the embedded one wraps every clip
+# in about 0.45 s before and 0.55 s after, which made a one-second hole between two pieces): a short
+# onset, then a pause after it as a speaker makes one, by how the piece ends.
+SILENCE_LEVEL = 10 ** (-50 / 20)  # a sample below -50 dBFS is silence
+OPENING_SILENCE_S = 0.1  # before the reply's first sound
+PIECE_LEAD_S = 0.05  # before each later piece's first sound
+SENTENCE_PAUSE_S = 0.3  # after a sentence (also the end of the reply: the mouth closes)
+CLAUSE_PAUSE_S = 0.15  # after a comma, colon, dash or ellipsis
+PHRASE_PAUSE_S = 0.06  # after an opening cut before a phrase ("I looked down at the Earth | from orbit")
 
 
-def _cut_opening_silence(clip: AudioArray, keep: int) -> AudioArray:
-    """``clip`` from ``keep`` samples before its first sound (whole when it has none)."""
-    loud = np.flatnonzero(np.abs(clip) >= OPENING_SILENCE_LEVEL)
-    return clip[max(0, int(loud[0]) - keep) :] if loud.size else clip
+def pause_after(text: str) -> float:
+    """The silence a speaker leaves after saying ``text``, by its last mark."""
+    end = text.rstrip().rstrip("\"')]\u201d\u2019")
+    if end.endswith((".", "!", "?")) and not end.endswith(("...", "\u2026")):
+        return SENTENCE_PAUSE_S
+    if end.endswith((",", ";", ":", "-", "\u2013", "\u2014", "...", "\u2026")):
+        return CLAUSE_PAUSE_S
+    return PHRASE_PAUSE_S
+
+
+def trim_silence(clip: AudioArray, lead: int, tail: int) -> AudioArray:
+    """``clip`` from ``lead`` samples before its first sound to ``tail`` samples after its last, padded
+    with silence where it had less; a clip with no sound at all is returned as it is."""
+    loud = np.flatnonzero(np.abs(clip) >= SILENCE_LEVEL)
+    if not loud.size:
+        return clip
+    first, last = int(loud[0]), int(loud[-1]) + 1
+    head = clip[max(0, first - lead) : first]
+    body = clip[first:last]
+    after = clip[last : last + tail]
+    pad_head = np.zeros(lead - head.size, clip.dtype)
+    pad_tail = np.zeros(tail - after.size, clip.dtype)
+    return np.concatenate([pad_head, head, body, after, pad_tail])

@@ -65,6 +65,9 @@ def test_events_arrive_in_order_and_segments_play(runtime: Runtime, spoken_wav, 
     assert segments[-1]["final"] and not any(s["final"] for s in segments[:-1])
     # Each segment is announced as soon as it is made, while the later ones do not exist yet.
     assert [s["files_then"] for s in segments] == [s["index"] + 1 for s in segments]
+    # The first frames go out after 0.2 s of drawing; later ones about half a second at a time (the
+    # first clip is drawn 0.2 s at a time, handed over once half a second or more is drawn: 0.6 s).
+    assert segments[0]["duration"] == 0.2 and max(s["duration"] for s in segments) in (0.48, 0.6)
     assert result.timings["first_frame"] < result.timings["total"]
     # Each segment is whole MP4 boxes; together they are one playable video as long as the reply.
     files = sorted((tmp_path / "segments").iterdir())
