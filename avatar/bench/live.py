@@ -121,6 +121,8 @@ async def _turn(base_url: str, pid: int, meter: MouthMeter, name: str, audio: Au
         done, timings = await client.wait_event("timings", since=ended, timeout=180)
         cpu = cpu_seconds(pid) - cpu_before
         reply = measure_reply(client, meter, ended, done)
+        texts = [e.get("text", "") for e in client.after(ended, "reply")]
+        heard = [e.get("text", "") for e in client.after(ended, "transcript") if e.get("final")]
     span = done - ended
     return {
         "question": name,
@@ -133,6 +135,8 @@ async def _turn(base_url: str, pid: int, meter: MouthMeter, name: str, audio: Au
         "reply_seconds": timings["reply_seconds"],
         "underruns": timings["underruns"],
         "server": timings["timings"],
+        "transcript": heard[-1] if heard else None,
+        "reply": texts[-1] if texts else None,  # as shown to the user (explains an odd timing)
         "speaking_cpu_pct": round(100 * cpu / span, 1) if span > 0 else None,
     }
 
