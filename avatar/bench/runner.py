@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
 from avatar import media
 from avatar.bench import machine
@@ -218,6 +219,21 @@ def bench_checks(result: dict[str, Any], limits: dict[str, float]) -> list[Check
         limit = limits["turn_reply_factor"] * reply + limits["turn_offset_s"]
         label = f"full turn, {name} question (p50, in-process; reply {reply:.1f} s)"
         checks.append(Check(f"turn_{name}", label, summary["stages"]["total"]["p50"], round(limit, 3), "s"))
+    clauses = [
+        t["first_audio"] - t["first_transcript"]
+        for sample in inproc.get("samples", [])
+        if not sample.get("error") and {"first_audio", "first_transcript"} <= (t := sample.get("timings") or {}).keys()
+    ]
+    checks.append(
+        Check(
+            "first_clause",
+            "the model's first spoken piece after the prompt, voiced (p50 over every in-process turn)",
+            round(float(np.median(clauses)), 3) if clauses else None,
+            limits["first_clause_s"],
+            "s",
+            note="no in-process turn succeeded",
+        )
+    )
     http = result.get("http", {})
     served = http.get("available", False)
     gains = (http.get("streaming") or {}).get("per_turn", {}) if served else {}

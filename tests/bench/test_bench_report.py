@@ -74,6 +74,7 @@ def _result() -> dict[str, Any]:
             "peak_rss_mb": 1500.0,
             "errors": [],
             "per_turn": summarise(samples),
+            "samples": [s.as_dict() for s in samples],
             "concurrency": {"where": "in-process", "levels": levels},
         },
         "http": {"available": False, "reason": "not available: test"},
@@ -162,6 +163,8 @@ def test_http_section_reports_probes_and_checks_liveness(tmp_path: Path) -> None
     assert liveness.value == 140.0 and liveness.unit == "ms" and liveness.verdict() == "MISSED by 40 ms (40 %)"
     assert checks["ready"].ok and checks["peak_rss"].value == 1800.0
     assert checks["first_frame"].value == round(0.9 * 1.6 * 1.05, 4) and not checks["first_frame"].ok  # worst turn
+    # Transcript → first audio of every in-process turn: 0.30 0.28 0.26 (short), 0.06 0.028 -0.004 (long).
+    assert checks["first_clause"].value == 0.16 and checks["first_clause"].ok
     result["targets"] = [c.as_dict() for c in checks.values()]
     write_bench(result, tmp_path, "20260101T000000Z")
     md = (tmp_path / "20260101T000000Z.md").read_text()
