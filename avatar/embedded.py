@@ -156,22 +156,23 @@ def _requantized_gguf(
 
 def _quantize(source: Path, dest: Path, ftype: str) -> None:
     """Re-quantise every weight of a GGUF file to ``ftype`` (llama.cpp's quantiser; the output layer
-    keeps its own type). Its per-tensor log is kept quiet."""
+    keeps its own type). Its log (a line per tensor, and a note that the output layer stays Q8_0) is
+    silenced while it runs."""
     import ctypes
 
     import llama_cpp
+    from llama_cpp import _logger
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}")
     params.allow_requantize = True
     params.nthread = os.cpu_count() or 1
-    chatter = logging.getLogger("llama-cpp-python")  # where llama-cpp-python sends llama.cpp's log
-    level = chatter.level
-    chatter.setLevel(logging.ERROR)
+    quiet = llama_cpp.llama_log_callback(lambda level, text, user: None)  # referenced while it may be called
+    llama_cpp.llama_log_set(quiet, ctypes.c_void_p(0))
     try:
         failed = llama_cpp.llama_model_quantize(os.fsencode(source), os.fsencode(dest), ctypes.byref(params))
     finally:
-        chatter.setLevel(level)
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))  # llama-cpp-python's own
     if failed:
         raise ModelError(f"llama.cpp could not re-quantise {source.name} to {ftype} (code {failed}).")
 
