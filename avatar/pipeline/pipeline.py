@@ -69,6 +69,9 @@ class TurnResult:
     ``tts_failed`` (the rest of the reply is text only), ``face_failed`` (a still picture speaks)."""
     video_path: Path | None = None
     audio_path: Path | None = None
+    question: str = ""  # what the user said (typed, or the transcript)
+    spoken: SpokenReply = field(default_factory=SpokenReply, repr=False)  # the reply's pieces on its timeline
+    recorded: bool = False  # whether the turn went into the session's history
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -243,6 +246,7 @@ class Pipeline:
             raise
         if not reply.fallback:
             await self.sessions.record(request.session, user_text, result.reply)
+            result.question, result.spoken, result.recorded = user_text, spoken, True
         log.info(
             "turn", extra={"turn_id": result.id, "timings": result.timings, "audio_s": round(result.audio_seconds, 3)}
         )
@@ -281,6 +285,21 @@ class Pipeline:
             chunk_frames=chunk_frames,
             opening_silence_s=opening_silence_s,
         )
+
+    async def keep_heard(self, result: TurnResult, seconds: float) -> str | None:
+        """A finished turn whose reply the user stopped ``seconds`` into it: while the turn is still its
+        session's newest, the history keeps the reply up to there. What is kept, or None when nothing
+        could be changed (the turn was not recorded, or newer turns followed it)."""
+        if not result.recorded:
+            return None
+        heard = result.spoken.heard(seconds)
+        if heard == result.reply:
+            return heard
+        session = Session(result.session_id, result.persona)
+        if not await self.sessions.amend_last(session, result.question, result.reply, heard):
+            return None
+        log.info("finished turn heard in part", extra={"turn_id": result.id, "heard_s": seconds, "heard": heard})
+        return heard
 
     async def record_heard(
         self, session: Session, user_text: str, spoken: SpokenReply, control: TurnControl | None

@@ -82,7 +82,7 @@ class RedisSessionStore:
         return Session(id=session_id, persona=persona, history=history)
 
     async def record(self, session: Session, user_text: str, reply: str) -> None:
-        entry = json.dumps({"persona": session.persona, "user": user_text, "assistant": reply})
+        entry = _entry(session.persona, user_text, reply)
         key = self.key(session.id)
         with self._answering():
             async with self.client.pipeline(transaction=True) as pipe:
@@ -90,6 +90,16 @@ class RedisSessionStore:
                 pipe.ltrim(key, -self._kept, -1)
                 pipe.pexpire(key, max(1, round(self.ttl * 1000)))
                 await pipe.execute()
+
+    async def amend_last(self, session: Session, user_text: str, reply: str, heard: str) -> bool:
+        if not SESSION_ID.match(session.id):
+            return False
+        replacement = _entry(session.persona, user_text, heard) if heard else ""
+        with self._answering():
+            done = await self.client.eval(
+                _AMEND_LAST, 1, self.key(session.id), _entry(session.persona, user_text, reply), replacement
+            )
+        return bool(done)
 
     async def ping(self) -> None:
         """Return once Redis answers; SessionStoreUnavailableError naming it otherwise."""
@@ -108,6 +118,19 @@ class RedisSessionStore:
                 f"Conversation history is unavailable: Redis at {self.where} (AVATAR_REDIS_URL) does not answer "
                 f"({type(exc).__name__}: {exc}). Retry shortly."
             ) from exc
+
+
+# The newest entry replaced (or removed, for an empty replacement) only if it is still the one given,
+# in one step: a turn recorded meanwhile by another replica is never overwritten.
+_AMEND_LAST = """
+if redis.call('LINDEX', KEYS[1], -1) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('RPOP', KEYS[1]) else redis.call('LSET', KEYS[1], -1, ARGV[2]) end
+return 1
+"""
+
+
+def _entry(persona: str, user_text: str, reply: str) -> str:
+    return json.dumps({"persona": persona, "user": user_text, "assistant": reply})
 
 
 def _decode(raw: str | bytes) -> dict[str, str] | None:

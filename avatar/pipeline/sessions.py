@@ -54,6 +54,11 @@ class SessionStore(Protocol):
         """Append a finished (or interrupted) turn, keeping the newest ``max_turns`` turns."""
         ...
 
+    async def amend_last(self, session: Session, user_text: str, reply: str, heard: str) -> bool:
+        """When the session's newest turn is still ``user_text`` answered by ``reply``, keep only
+        ``heard`` of that reply (drop the turn when nothing was heard); whether it was still there."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -85,6 +90,15 @@ class MemorySessionStore:
         self._sessions.move_to_end(session.id)
         while len(self._sessions) > self.max_sessions:
             self._sessions.popitem(last=False)
+
+    async def amend_last(self, session: Session, user_text: str, reply: str, heard: str) -> bool:
+        stored = self._sessions.get(session.id)
+        turn = [ChatMessage("user", user_text), ChatMessage("assistant", reply)]
+        if stored is None or stored.persona != session.persona or stored.history[-2:] != turn:
+            return False
+        kept = [turn[0], ChatMessage("assistant", heard)] if heard else []
+        self._sessions[session.id] = Session(session.id, session.persona, stored.history[:-2] + kept, stored.last_used)
+        return True
 
     async def close(self) -> None:
         self._sessions.clear()

@@ -153,7 +153,8 @@ def _answer(request: Request[AppState], result: TurnResult) -> dict[str, Any]:
 
 async def cancel(request: Request[AppState]) -> JSONResponse:
     """Stop a running or queued turn. ``?played=SECONDS`` says how much of the reply the user heard,
-    which is what the conversation history keeps."""
+    which is what the conversation history keeps — also for a turn already made in full whose video the
+    user stopped while it played."""
     service = request.state["service"]
     turn_id = request.path_params["turn_id"]
     if not ID_PATTERN.match(turn_id):
@@ -167,5 +168,5 @@ async def cancel(request: Request[AppState]) -> JSONResponse:
             heard = -1.0
         if not (math.isfinite(heard) and heard >= 0):
             raise InvalidRequestError(f"'played' must be a number of seconds (0 or more), not {played[:40]!r}.")
-    await service.turns.stop(turn_id, "stopped by the client", heard, wait=STOP_WAIT_S)
-    return JSONResponse({"id": turn_id, "status": "cancelled"})
+    stopped = await service.turns.stop(turn_id, "stopped by the client", heard, wait=STOP_WAIT_S)
+    return JSONResponse({"id": turn_id, **stopped})

@@ -295,7 +295,9 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "summary": "Stop a running (or queued) turn",
                 "description": "Every stage stops within a token or a chunk of frames and the models are free "
                 "again when this answers; the turn leaves no files. The conversation history keeps the reply up "
-                "to `played` seconds (how much the user heard), else up to what was sent.",
+                "to `played` seconds (how much the user heard), else up to what was sent. A turn already made "
+                "in full (its video still playing at the client) answers `finished`: with `played`, while it is "
+                "its session's newest turn, the history keeps its reply up to there; without, 404.",
                 "parameters": [
                     {"name": "turn_id", "in": "path", "required": True, "schema": {"type": "string"}},
                     {
@@ -607,7 +609,11 @@ _SCHEMAS: dict[str, Any] = {
     "Cancelled": {
         "type": "object",
         "required": ["id", "status"],
-        "properties": {"id": {"type": "string"}, "status": {"const": "cancelled"}},
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"enum": ["cancelled", "finished"]},
+            "heard": {"type": "string", "description": "For a finished turn: the reply as the history now keeps it."},
+        },
     },
     "Persona": {
         "type": "object",

@@ -9,6 +9,7 @@ stopped turn releases the models within one token or one chunk of frames and lea
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ log = structlog.stdlib.get_logger(__name__)
 BARGE_IN = "interrupted by a newer turn of the same session"
 DISCONNECTED = "the client disconnected"
 TIMED_OUT = "it ran past AVATAR_TURN_TIMEOUT_SECONDS"
+FINISHED_KEPT = 256  # finished turns whose reply may still be stopped while it plays (DELETE ?played=)
 
 
 @dataclass
@@ -48,6 +50,9 @@ class Turns:
         self.service = service
         self._running: dict[str, RunningTurn] = {}
         self._by_session: dict[str, str] = {}
+        # Turns made in full whose video the client may still be playing: stopping one with ``played``
+        # trims the history to what was heard (the newest first out past FINISHED_KEPT).
+        self._finished: OrderedDict[str, TurnResult] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._running)
@@ -95,6 +100,10 @@ class Turns:
         try:
             result = await _outcome(task, control)
             self.service.metrics.observe_turn(result.timings)
+            if result.recorded:
+                self._finished[turn_id] = result
+                while len(self._finished) > FINISHED_KEPT:
+                    self._finished.popitem(last=False)
             return result
         finally:
             if watcher is not None:
@@ -104,15 +113,26 @@ class Turns:
                 await asyncio.wait([task])
             self._unregister(turn_id, session_id)
 
-    async def stop(self, turn_id: str, reason: str, heard_seconds: float | None = None, *, wait: float = 0) -> None:
-        """Stop a running or queued turn, waiting up to ``wait`` seconds for it to let go of the models
-        (NotFoundError when there is no such turn)."""
+    async def stop(
+        self, turn_id: str, reason: str, heard_seconds: float | None = None, *, wait: float = 0
+    ) -> dict[str, str]:
+        """Stop a running or queued turn, waiting up to ``wait`` seconds for it to let go of the models:
+        ``{"status": "cancelled"}``. A turn that was made in full but whose reply the user stopped after
+        ``heard_seconds`` of it keeps only that much in the history: ``{"status": "finished", "heard"}``.
+        NotFoundError when there is no such turn (or nothing left to stop)."""
         turn = self._running.get(turn_id)
         if turn is None or not turn.control.stop(reason, heard_seconds):
-            raise NotFoundError(f"No running turn {turn_id[:40]!r}: it has finished, or it never existed here.")
+            finished = self._finished.pop(turn_id, None) if heard_seconds is not None else None
+            heard = None
+            if finished is not None and heard_seconds is not None:
+                heard = await self.service.pipeline.keep_heard(finished, heard_seconds)
+            if heard is None:
+                raise NotFoundError(f"No running turn {turn_id[:40]!r}: it has finished, or it never existed here.")
+            return {"status": "finished", "heard": heard}
         log.info("turn stopped", turn_id=turn_id, reason=reason, heard_s=heard_seconds)
         if wait > 0:
             await asyncio.wait([turn.task], timeout=wait)
+        return {"status": "cancelled"}
 
     def _register(self, turn: RunningTurn) -> None:
         previous = self._running.get(self._by_session.get(turn.session_id, ""))

@@ -96,6 +96,32 @@ def test_history_bounded_to_max_turns(make_store: StoreFactory) -> None:
     asyncio.run(_use(make_store(ttl_seconds=60, max_turns=2), body))
 
 
+def test_a_reply_heard_in_part_is_amended_only_while_it_is_the_newest(make_store: StoreFactory) -> None:
+    async def body(store: SessionStore) -> None:
+        session = await store.get(None, "eileen")
+        await store.record(session, "Hi", "Hello there.")
+        await store.record(session, "Tell me a story.", "Once upon a time there was a shuttle. It flew.")
+        # The user stopped the video after "Once upon a time…": the history keeps that much.
+        assert await store.amend_last(
+            session, "Tell me a story.", "Once upon a time there was a shuttle. It flew.", "Once upon a time…"
+        )
+        kept = await store.get(session.id, "eileen")
+        assert [m.content for m in kept.history] == ["Hi", "Hello there.", "Tell me a story.", "Once upon a time…"]
+        # Not the newest turn any more (or not this one): nothing changes.
+        assert not await store.amend_last(
+            session, "Tell me a story.", "Once upon a time there was a shuttle. It flew.", ""
+        )
+        await store.record(session, "And then?", "Then it landed.")
+        assert not await store.amend_last(session, "Tell me a story.", "Once upon a time…", "Once…")
+        assert not await store.amend_last(await store.get(None, "eileen"), "And then?", "Then it landed.", "")
+        # Nothing heard at all: the turn is dropped, as an interrupted turn with nothing heard is never kept.
+        assert await store.amend_last(session, "And then?", "Then it landed.", "")
+        kept = await store.get(session.id, "eileen")
+        assert [m.content for m in kept.history] == ["Hi", "Hello there.", "Tell me a story.", "Once upon a time…"]
+
+    asyncio.run(_use(make_store(ttl_seconds=60, max_turns=6), body))
+
+
 def test_no_history_still_keeps_the_session(make_store: StoreFactory) -> None:
     async def body(store: SessionStore) -> None:
         session = await store.get(None, "eileen")

@@ -158,6 +158,28 @@ def test_delete_stops_the_turn(talkative: ServerProcess, storyteller: str) -> No
         _next_turn_starts_at_once(http, queued["session_id"], storyteller)
 
 
+def test_a_finished_reply_stopped_while_it_plays_keeps_what_was_heard(server: ServerProcess) -> None:
+    with httpx.Client(base_url=server.base_url, timeout=120) as http:
+        events = streamed(http, data={"text": "Tell me about your first flight in two sentences."})
+        done = events[-1][1]
+        assert events[-1][0] == "done" and done["audio_seconds"] > 1.0, done
+        # Made in full; the client stops the video 0.4 s in: the history keeps the reply up to there.
+        stopped = http.delete(f"/api/v1/conversation/{done['id']}", params={"played": "0.4"})
+        assert stopped.status_code == 200, stopped.text
+        body = stopped.json()
+        assert body["id"] == done["id"] and body["status"] == "finished"
+        assert body["heard"].endswith("…") and done["reply"].startswith(body["heard"].split()[0])
+        assert len(body["heard"].split()) < len(done["reply"].split())
+        line = server.wait_for_log(event="finished turn heard in part", turn_id=done["id"])
+        assert line["heard"] == body["heard"] and line["heard_s"] == 0.4
+        # Once only; without `played` there is nothing to stop; a newer turn of the session is not rewritten.
+        assert http.delete(f"/api/v1/conversation/{done['id']}", params={"played": "0.2"}).status_code == 404
+        older = streamed(http, data={"text": "Hi!", "session_id": done["session_id"]})[-1][1]
+        assert http.delete(f"/api/v1/conversation/{older['id']}").status_code == 404
+        streamed(http, data={"text": "How are you?", "session_id": done["session_id"]})
+        assert http.delete(f"/api/v1/conversation/{older['id']}", params={"played": "0.1"}).status_code == 404
+
+
 def test_a_client_going_away_stops_the_turn(talkative: ServerProcess, storyteller: str) -> None:
     with httpx.Client(base_url=talkative.base_url, timeout=120) as http:
         with http.stream("POST", STREAM, data={"text": STORY, "persona": storyteller}) as response:

@@ -20,6 +20,7 @@ const state = {
   personas: new Map(),
   session: null, // per persona: a session belongs to one persona
   turn: null, // {id, aborter, bubble}
+  shown: null, // {id, bubble} of the finished turn whose reply video is playing
   format: pickFormat(),
   key: localStorage.getItem("avatar.apiKey") || "",
 };
@@ -194,6 +195,7 @@ const player = new SegmentPlayer(ui.video, {
   headers,
   onPlaying: () => ui.face.classList.add("playing"),
   onEnded: () => {
+    state.shown = null; // heard to the end
     if (!state.turn) ui.stop.disabled = true;
     progress("");
   },
@@ -223,6 +225,13 @@ function interrupt() {
     turn.bubble.classList.add("cut");
     turn.bubble.classList.remove("thinking");
   }
+  if (!turn && playing && state.shown) {
+    // Made in full, stopped while it plays: the server keeps in the history only what was heard.
+    const played = player.played().toFixed(2);
+    api(`${API}/conversation/${state.shown.id}?played=${played}`, { method: "DELETE" }).catch(() => {});
+    state.shown.bubble.classList.add("cut");
+  }
+  state.shown = null;
   if (turn || playing) player.stop();
   ui.stop.disabled = true;
   progress("");
@@ -291,6 +300,7 @@ function finished(turn, summary) {
   if (state.format) player.finish();
   else player.playFile(summary.video_url);
   state.turn = null;
+  state.shown = { id: summary.id, bubble: turn.bubble };
 }
 
 function failed(turn, error, retryAfter) {
