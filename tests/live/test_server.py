@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 import pytest
-from live_server import ServerProcess, error_code
+from live_server import ServerProcess, error_code, start_server
 
 from avatar.bench.live_client import LiveClient, LiveRefused
 from avatar.quality.lipsync import MouthMeter
@@ -203,6 +203,35 @@ def test_a_short_pause_inside_a_question_is_not_answered(
     assert all(data.get("turn", 1) == 1 for _, _, data in events)
     dropped = [line for line in live.log_lines() if line.get("event") == "live early reply dropped"]
     print(f"early replies dropped at the mid-question pause: {len(dropped) - dropped_before}")
+
+
+def test_without_early_replies_the_turn_is_answered_after_it_ends(
+    tmp_path: Path, prepared_models: Path, voice: Callable[[str], AudioArray]
+) -> None:
+    """AVATAR_LIVE_EARLY_REPLY=false: nothing is begun at a pause (the model only reads the prompt ahead);
+    the reply starts once the turn has ended, and the question is answered all the same."""
+    server = start_server(
+        tmp_path,
+        AVATAR_LIVE_HOST_ADDRESSES="127.0.0.1",
+        AVATAR_LIVE_EARLY_REPLY="false",
+        AVATAR_LIVE_IDLE_LOOP_SECONDS="2",
+    )
+    try:
+        server.wait_ready()
+        server.wait_for_log(event="idle loop ready", timeout=120)
+
+        async def question() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+            async with LiveClient(server.base_url) as client:
+                ended, transcript, timings = await ask(client, voice("What is your favourite planet?"))
+                return transcript, timings, client.after(ended, "reply")
+
+        transcript, timings, replies = run(question())
+        assert "planet" in transcript["text"].lower()
+        assert timings["turn"] == 1 and timings["reply_seconds"] > 0.5 and replies and len(replies[-1]["text"]) > 5
+        early = [line for line in server.log_lines() if str(line.get("event", "")).startswith("live early reply")]
+        assert early == []
+    finally:
+        server.stop()
 
 
 PEER = """
