@@ -14,11 +14,10 @@ from avatar import media
 from avatar.bench.fixtures import FIXTURES_DIR
 from avatar.config import Settings
 from avatar.quality.lipsync import MouthMeter
-from avatar.server.live.ice import use_host_addresses
 from avatar.types import AudioArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))  # live_server, shared with those tests
-from live_server import ServerProcess, start_server
+from live_server import ServerProcess, live_mode_server
 
 
 @pytest.fixture(scope="session")
@@ -30,19 +29,10 @@ def fixture_speech() -> Callable[[str, int], AudioArray]:
 @pytest.fixture(scope="package")
 def live(tmp_path_factory: pytest.TempPathFactory, prepared_models: Path) -> Iterator[ServerProcess]:
     """A server whose live connections stay on loopback, one at a time, with a short idle loop."""
-    use_host_addresses(["127.0.0.1"])  # this process's client, too
-    server = start_server(
-        tmp_path_factory.mktemp("live"),
-        AVATAR_LIVE_HOST_ADDRESSES="127.0.0.1",
-        AVATAR_MAX_LIVE_SESSIONS="1",
-        AVATAR_LIVE_IDLE_LOOP_SECONDS="4",
-    )
-    try:
-        server.wait_ready()
-        server.wait_for_log(event="idle loop ready", timeout=120)
+    with live_mode_server(
+        tmp_path_factory.mktemp("live"), AVATAR_MAX_LIVE_SESSIONS="1", AVATAR_LIVE_IDLE_LOOP_SECONDS="4"
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="package")

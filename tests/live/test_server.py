@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 import pytest
-from live_server import ServerProcess, error_code, start_server
+from live_server import ServerProcess, error_code, live_mode_server
 
 from avatar.bench.live_client import LiveClient, LiveRefused
 from avatar.quality.lipsync import MouthMeter
@@ -210,15 +210,7 @@ def test_without_early_replies_the_turn_is_answered_after_it_ends(
 ) -> None:
     """AVATAR_LIVE_EARLY_REPLY=false: nothing is begun at a pause (the model only reads the prompt ahead);
     the reply starts once the turn has ended, and the question is answered all the same."""
-    server = start_server(
-        tmp_path,
-        AVATAR_LIVE_HOST_ADDRESSES="127.0.0.1",
-        AVATAR_LIVE_EARLY_REPLY="false",
-        AVATAR_LIVE_IDLE_LOOP_SECONDS="2",
-    )
-    try:
-        server.wait_ready()
-        server.wait_for_log(event="idle loop ready", timeout=120)
+    with live_mode_server(tmp_path, AVATAR_LIVE_EARLY_REPLY="false", AVATAR_LIVE_IDLE_LOOP_SECONDS="2") as server:
 
         async def question() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
             async with LiveClient(server.base_url) as client:
@@ -230,8 +222,6 @@ def test_without_early_replies_the_turn_is_answered_after_it_ends(
         assert timings["turn"] == 1 and timings["reply_seconds"] > 0.5 and replies and len(replies[-1]["text"]) > 5
         early = [line for line in server.log_lines() if str(line.get("event", "")).startswith("live early reply")]
         assert early == []
-    finally:
-        server.stop()
 
 
 PEER = """

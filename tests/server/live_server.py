@@ -16,6 +16,7 @@ import sys
 import time
 import wave
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from schemathesis.checks import (
 
 from avatar.bench.sse import EventReader
 from avatar.config import PROJECT_ROOT
+from avatar.server.live.ice import use_host_addresses
 
 # schemathesis' checks of a response against the served OpenAPI document: no 5xx, a documented status,
 # content type and headers, a body of the documented schema.
@@ -166,6 +168,13 @@ def start_server(workdir: Path, **env: str) -> ServerProcess:
             stderr=subprocess.STDOUT,
         )
     return ServerProcess(process, f"http://127.0.0.1:{port}", output_dir, log_path)
+
+
+@contextmanager
+def live_mode_server(workdir: Path, **env: str) -> Iterator[ServerProcess]:
+    """``serving``, with live (WebRTC) connections kept on loopback (this process's clients' too)."""
+    use_host_addresses(["127.0.0.1"])
+    yield from serving(workdir, AVATAR_LIVE_HOST_ADDRESSES="127.0.0.1", **env)
 
 
 def probe_mp4(data: bytes) -> dict[str, Any]:
