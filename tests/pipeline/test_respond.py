@@ -135,6 +135,23 @@ def test_generation_stops_after_enough_sentences() -> None:
     assert chat.words_sent < 10 and chat.closed
 
 
+def test_a_read_ahead_reads_the_prompt_the_reply_will_have() -> None:
+    chat = ScriptedChat("Hello there.")
+    stage = RespondStage(chat)  # type: ignore[arg-type]
+    history = [ChatMessage("user", "Hi"), ChatMessage("assistant", "Hello!")]
+    asyncio.run(stage.prefill(EILEEN, history, "How are you?"))
+    asyncio.run(stage(EILEEN, history, "How are you?"))
+    assert chat.prefilled == chat.seen and chat.seen[-1].content == "How are you?"  # the same prompt: cached
+
+    class Failing(ScriptedChat):
+        def prefill(self, messages, *, max_new_tokens):  # type: ignore[no-untyped-def]
+            raise RuntimeError("no memory for the KV cache")
+
+    failing = Failing("Hello there.")
+    asyncio.run(RespondStage(failing).prefill(EILEEN, history, "How are you?"))  # type: ignore[arg-type]
+    assert asyncio.run(RespondStage(failing)(EILEEN, history, "How are you?"))[0] == "Hello there."  # type: ignore[arg-type]
+
+
 def test_history_and_system_prompt_reach_the_model() -> None:
     chat = ScriptedChat("Hello there.")
     history = [ChatMessage("user", "Hi"), ChatMessage("assistant", "Hello!")]
