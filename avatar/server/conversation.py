@@ -123,6 +123,8 @@ async def _stream(
                 except NotFoundError:
                     task.cancel()  # not registered yet: still reading its input
                 await asyncio.wait([task])
+        if task.done() and not task.cancelled():
+            task.exception()  # how it ended is in the events (or nobody is left to tell): not a stray warning
 
 
 def _event(request: Request[AppState], turn_id: str, event: str, data: dict[str, Any]) -> ServerSentEvent:
