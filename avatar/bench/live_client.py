@@ -277,7 +277,8 @@ class LiveClient:
                 raise TimeoutError(f"no {name!r} event within {timeout} s (last events: {seen})")
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
+                async with asyncio.timeout(left):
+                    await self._changed.wait()
 
     # ------------------------------------------------------------------------------ media
 

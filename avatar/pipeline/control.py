@@ -40,6 +40,19 @@ class TurnControl:
         self._task.cancel()
         return True
 
+    def enforce(self) -> None:
+        """Called by the turn between two of its steps: once stopped, stop here. The cancellation that
+        ``stop`` sent can be lost on the way (Python 3.11's ``asyncio.wait_for`` returns a result that
+        arrives with it, and so may a library), and a turn that ran on would hold the models and feed a
+        client that has gone. The turn, and the stage task calling this, are cancelled again: the next
+        await raises CancelledError."""
+        if not self.stopped or self._task is None or self._task.done():
+            return
+        self._task.cancel()
+        current = asyncio.current_task()
+        if current is not None and current is not self._task:
+            current.cancel()  # a stage of the turn, whose own cancellation was the one lost
+
 
 @dataclass(frozen=True)
 class SpokenPiece:

@@ -229,7 +229,7 @@ class Pipeline:
                 await emit("transcript", {"text": user_text, "language": transcript.language})
             assert user_text is not None
             await files.open()
-            reply = self.reply(request, user_text, files, emit=emit, timings=timings, spoken=spoken)
+            reply = self.reply(request, user_text, files, emit=emit, timings=timings, spoken=spoken, control=control)
             await reply.run()
             await files.close()
             if not keep_segments:
@@ -264,12 +264,14 @@ class Pipeline:
         start_frame: int = 0,
         chunk_frames: int | None = None,
         opening_silence_s: float | None = None,
+        control: TurnControl | None = None,
     ) -> Reply:
         """The reply to ``user_text`` in ``request``'s session, made into ``output`` when run.
         ``start_frame`` places it on the face's motion timeline (blinks, head sway), so that a face
         idling before it moves on without a jump; ``chunk_frames`` is how many frames are drawn before
         each hand-over to ``output`` (default half a second); ``opening_silence_s`` cuts the silence the
-        voice opens the reply with to that much (default 0.1 s)."""
+        voice opens the reply with to that much (default 0.1 s); ``control`` is the turn's, whose stop the
+        stages honour between their steps."""
         return Reply(
             respond=self.respond,
             speak=self.speak,
@@ -284,6 +286,7 @@ class Pipeline:
             start_frame=start_frame,
             chunk_frames=chunk_frames,
             opening_silence_s=opening_silence_s,
+            control=control,
         )
 
     async def keep_heard(self, result: TurnResult, seconds: float) -> str | None:

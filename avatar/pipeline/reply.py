@@ -19,7 +19,7 @@ import numpy as np
 
 from avatar import media
 from avatar.personas import Persona
-from avatar.pipeline.control import SpokenPiece, SpokenReply
+from avatar.pipeline.control import SpokenPiece, SpokenReply, TurnControl
 from avatar.pipeline.stages import AnimateStage, ReplyPart, RespondStage, SpeakStage
 from avatar.pipeline.timing import TurnTimings
 from avatar.types import AudioArray, ChatMessage, FrameArray, PreparedFace, frame_count
@@ -66,8 +66,10 @@ class Reply:
         start_frame: int = 0,
         chunk_frames: int | None = None,
         opening_silence_s: float | None = None,
+        control: TurnControl | None = None,
     ) -> None:
         self.respond, self.speak, self.animate = respond, speak, animate
+        self.control = control  # checked between steps: a stopped turn stops even if its cancellation was lost
         # The first clip's silence before its first sound, cut to this: the user is waiting (live mode
         # keeps a single frame of it).
         self.opening_silence_s = OPENING_SILENCE_S if opening_silence_s is None else opening_silence_s
@@ -113,6 +115,7 @@ class Reply:
         replies = self.respond.stream(self.persona, self.history, self.user_text)
         async with contextlib.aclosing(replies):  # an error elsewhere still stops the model cleanly
             while True:
+                self._go_on()
                 with self.timings.stage("llm"):
                     part = await anext(replies, None)
                 if part is None:
@@ -129,6 +132,11 @@ class Reply:
                 await self.pieces.put(part)
         await self.pieces.put(None)
 
+    def _go_on(self) -> None:
+        """Between two steps of a stage: a stopped turn stops at the next await (``TurnControl.enforce``)."""
+        if self.control is not None:
+            self.control.enforce()
+
     def degrade(self, code: str, stage: str, reason: str) -> None:
         """Note that part of the reply fell back (the turn goes on without it)."""
         self.degraded.append({"code": code, "stage": stage, "reason": reason})
@@ -137,7 +145,10 @@ class Reply:
     async def _speak(self) -> None:
         voiceless = False
         lead = self.opening_silence_s
-        while (part := await self.pieces.get()) is not None:
+        while True:
+            self._go_on()
+            if (part := await self.pieces.get()) is None:
+                break
             if voiceless:
                 continue  # the text is still shown; the rest of the reply is not spoken
             try:
@@ -158,7 +169,10 @@ class Reply:
         animator = self.animate.animator
         frame_at = 0
         batch: list[FrameArray] = []
-        while (item := await self.clips.get()) is not None:
+        while True:
+            self._go_on()
+            if (item := await self.clips.get()) is None:
+                break
             part, clip = item
             frames = clip.size * self.fps // self.rate
             self.spoken.pieces.append(SpokenPiece(part.text, frame_at / self.fps, (frame_at + frames) / self.fps))
@@ -187,12 +201,14 @@ class Reply:
 
     async def _hand_over(self, batch: list[FrameArray], audio: AudioArray) -> None:
         """Drawn frames and the audio that plays with them, to the output (``batch`` is emptied)."""
+        self._go_on()
         await self.output.write(np.concatenate(batch) if len(batch) > 1 else batch[0], audio)
         self.spoken.handed_out = self.output.delivered_seconds
         batch.clear()
 
     async def _draw(self, chunks: Iterator[FrameArray] | None, count: int) -> FrameArray | None:
         """The next chunk of frames; once the face has failed, the last good frame held still."""
+        self._go_on()
         if chunks is not None and not self.faceless:
             try:
                 with self.timings.stage("avatar"):

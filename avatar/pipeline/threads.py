@@ -68,7 +68,10 @@ class ModelCalls:
             return await run_blocking(call)
         future = asyncio.ensure_future(asyncio.to_thread(call))
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.timeout)
+            # Not asyncio.wait_for: on Python 3.11 it returns the result, and swallows the cancellation,
+            # when a stop lands just as the call returns — the stopped turn would then run on.
+            async with asyncio.timeout(self.timeout):
+                return await asyncio.shield(future)
         except TimeoutError:
             with lock:
                 if not state["finished"]:

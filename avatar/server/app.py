@@ -151,7 +151,8 @@ async def _sweep_forever(results: ResultStore, personas: CreatedPersonas | None)
         if personas is not None:
             await asyncio.to_thread(personas.sweep)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), interval)
+            async with asyncio.timeout(interval):  # not wait_for: it can swallow the shutdown's cancellation
+                await wake.wait()
 
 
 def lower_thread_priority() -> None:

@@ -74,14 +74,11 @@ async def conversation_stream(request: Request[AppState]) -> EventSourceResponse
     service, turn = await _turn_request(request)
     service.refuse_if_busy()  # a full queue is a 503 with Retry-After, not a stream that says so
     turn_id = new_turn_id()
-    events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(EVENTS_AHEAD)
-
-    async def emit(event: str, data: dict[str, Any]) -> None:
-        await events.put((event, data))
+    events = _Events()
 
     async def run() -> TurnResult:
         with service.results.reserve(turn_id) as folder:
-            return await service.turns.run(turn, folder, events=emit, keep_segments=True)
+            return await service.turns.run(turn, folder, events=events.put, keep_segments=True)
 
     task = asyncio.ensure_future(run())
     return EventSourceResponse(
@@ -93,16 +90,34 @@ async def conversation_stream(request: Request[AppState]) -> EventSourceResponse
     )
 
 
+class _Events:
+    """The events of a streamed turn on their way to the client: at most EVENTS_AHEAD unread (the turn
+    then waits for the client), none kept once the client has gone (the turn must not wait for nobody)."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(EVENTS_AHEAD)
+        self.read = True
+
+    async def put(self, event: str, data: dict[str, Any]) -> None:
+        if self.read:
+            await self.queue.put((event, data))
+
+    def close(self) -> None:
+        self.read = False
+        while not self.queue.empty():
+            self.queue.get_nowait()  # wakes a turn waiting to put one
+
+
 async def _stream(
     request: Request[AppState],
     service: Service,
     turn_id: str,
     task: asyncio.Future[TurnResult],
-    events: asyncio.Queue[tuple[str, dict[str, Any]]],
+    events: _Events,
 ) -> AsyncIterator[ServerSentEvent]:
     try:
         while True:
-            getter = asyncio.ensure_future(events.get())
+            getter = asyncio.ensure_future(events.queue.get())
             either: list[asyncio.Future[Any]] = [getter, task]
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if not getter.done():
@@ -112,10 +127,11 @@ async def _stream(
                 yield _event(request, turn_id, *getter.result())
             elif task.done():
                 break
-        while not events.empty():
-            yield _event(request, turn_id, *events.get_nowait())
+        while not events.queue.empty():
+            yield _event(request, turn_id, *events.queue.get_nowait())
         yield _last_event(request, task)
     finally:
+        events.close()
         if not task.done():  # the client went away (or stopped reading): stop the turn with it
             with anyio.CancelScope(shield=True):
                 try:

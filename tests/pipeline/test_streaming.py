@@ -13,8 +13,9 @@ import av
 import pytest
 
 from avatar.fmp4 import whole_boxes
-from avatar.pipeline.control import TurnControl
+from avatar.pipeline.control import SpokenReply, TurnControl
 from avatar.pipeline.stages import RespondStage
+from avatar.pipeline.timing import TurnTimings
 from avatar.runtime import Runtime
 
 LONG_STORY = "Tell me the whole story of your life, from childhood to today, in detail."
@@ -128,3 +129,61 @@ def test_a_cancelled_turn_stops_every_stage_and_keeps_what_was_heard(long_replie
     started = time.perf_counter()
     result = asyncio.run(pipeline.run(tmp_path / "next", text="Hello!"))
     assert result.reply and time.perf_counter() - started < 60
+
+
+class LosesOneStop:
+    """A reply output (our own interface) that takes a while to write each chunk and, once, swallows
+    the cancellation that arrives meanwhile — as Python 3.11's asyncio.wait_for, or a library, may."""
+
+    def __init__(self) -> None:
+        self.frames = self.writes = 0
+        self.writing = False
+        self.lost = False
+
+    async def write(self, frames: Any, audio: Any) -> None:
+        self.writes += 1
+        self.frames += len(frames)
+        self.writing = True
+        try:
+            await asyncio.sleep(0.3)
+        except asyncio.CancelledError:
+            if self.lost:
+                raise
+            self.lost = True
+        finally:
+            self.writing = False
+
+    @property
+    def delivered_seconds(self) -> float:
+        return self.frames / 25
+
+
+def test_a_stage_that_loses_the_stop_still_stops_at_its_next_step(long_replies) -> None:
+    pipeline = long_replies
+    llm = pipeline.respond.llm
+    output, control = LosesOneStop(), TurnControl()
+
+    async def quiet(event: str, data: dict[str, Any]) -> None:
+        return None
+
+    async def scenario() -> tuple[bool, int, int, int]:
+        request = await pipeline.request(text=LONG_STORY)
+        reply = pipeline.reply(
+            request, LONG_STORY, output, emit=quiet, timings=TurnTimings(), spoken=SpokenReply(), control=control
+        )
+        task = asyncio.ensure_future(reply.run())
+        control.attach(task)
+        while not (output.writes >= 2 and output.writing):
+            assert not task.done(), "the reply ended before it could be stopped"
+            await asyncio.sleep(0.005)
+        writes = output.writes
+        assert control.stop("test")
+        await asyncio.wait([task], timeout=20)  # without the stop enforced, the 400-token story runs on
+        tokens = llm.tokens_generated
+        await asyncio.sleep(0.3)
+        return task.cancelled(), output.writes - writes, tokens, llm.tokens_generated
+
+    cancelled, writes_after, tokens, later = asyncio.run(scenario())
+    assert output.lost, "the scenario did not lose the stop"
+    assert cancelled and writes_after <= 1  # at most the chunk drawn while the stop was lost
+    assert later == tokens  # and the model stopped with it

@@ -4,6 +4,7 @@ files; the next turn starts with nothing ahead of it."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 import time
@@ -15,6 +16,8 @@ import av
 import httpx
 import pytest
 from live_server import ServerProcess, serving, sse_events
+
+from avatar.server.conversation import EVENTS_AHEAD, _Events
 
 pytestmark = pytest.mark.slow  # drives the real server with the embedded models
 
@@ -218,3 +221,21 @@ def test_a_new_turn_in_the_same_session_interrupts_the_old_one(talkative: Server
         # The history holds the interrupted question with the part of the reply that was heard.
         line = talkative.wait_for_log(event="turn cancelled", reason="interrupted by a newer turn of the same session")
         assert line["heard"]
+
+
+def test_a_turn_never_waits_to_hand_events_to_a_client_that_has_gone() -> None:
+    async def scenario() -> None:
+        events = _Events()
+        for index in range(EVENTS_AHEAD):
+            await events.put("reply", {"index": index})
+        blocked = asyncio.ensure_future(events.put("reply", {"index": EVENTS_AHEAD}))
+        await asyncio.sleep(0.05)
+        assert not blocked.done()  # a client that reads slowly holds the turn back ...
+        events.close()  # ... until it has gone: then the turn goes on (to its stop)
+        await asyncio.wait([blocked], timeout=2)
+        assert blocked.done()
+        left = events.queue.qsize()
+        await events.put("segment", {"index": 0})  # later events are dropped
+        assert events.queue.qsize() == left <= 1
+
+    asyncio.run(scenario())

@@ -211,7 +211,8 @@ class LiveSession:
         resampler = av.AudioResampler(format="flt", layout="mono", rate=ASR_SAMPLE_RATE)
         while True:
             try:
-                frame = await asyncio.wait_for(microphone.recv(), LOST_PEER_S)
+                async with asyncio.timeout(LOST_PEER_S):  # not wait_for: it can swallow a cancellation
+                    frame = await microphone.recv()
             except TimeoutError:
                 self._close_soon(f"no audio from the client for {LOST_PEER_S:.0f} s")
                 return

@@ -108,6 +108,7 @@ async def run_turn(
         start_frame=start_frame,
         chunk_frames=max(1, playout.fps // 5),  # the first frames go out after 0.2 s of drawing, not 0.5
         opening_silence_s=LEAD_IN_FRAMES / playout.fps,  # not drawn, then skipped: not drawn at all
+        control=turn.control,
     )
 
     async def make() -> None:
