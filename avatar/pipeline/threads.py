@@ -37,7 +37,7 @@ class ModelCalls:
     A call that fails with anything but the user's own mistake (an ``AvatarError`` under 500) counts
     as a failure. Past ``timeout`` the call is left running — a thread cannot be stopped — the model
     is marked hung until the call returns, and ModelTimeoutError (504) is raised, so the turn ends and
-    frees what it holds.
+    frees what it holds. A cancelled call is waited for up to the same limit, then left the same way.
     """
 
     def __init__(self, health: ModelHealth | None = None, timeout: float | None = None) -> None:
@@ -64,40 +64,55 @@ class ModelCalls:
                 health.succeeded()
             return result
 
-        if self.timeout is None:
+        limit = self.timeout
+        if limit is None:
             return await run_blocking(call)
         future = asyncio.ensure_future(asyncio.to_thread(call))
-        try:
-            # Not asyncio.wait_for: on Python 3.11 it returns the result, and swallows the cancellation,
-            # when a stop lands just as the call returns — the stopped turn would then run on.
-            async with asyncio.timeout(self.timeout):
-                return await asyncio.shield(future)
-        except TimeoutError:
+        deadline = asyncio.get_running_loop().time() + limit
+
+        def abandon() -> bool:
+            """Leave the call running past the limit: True when it still ran (its model is then hung)."""
             with lock:
                 if not state["finished"]:
                     state["abandoned"] = True
                     if health is not None:
-                        health.hung(self.timeout)
-            if not state["abandoned"]:  # it finished just as the limit passed
-                return await future
+                        health.hung(limit)
             future.add_done_callback(_consume)
+            return state["abandoned"]
+
+        try:
+            # Not asyncio.wait_for: on Python 3.11 it returns the result, and swallows the cancellation,
+            # when a stop lands just as the call returns — the stopped turn would then run on.
+            async with asyncio.timeout_at(deadline):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            if not abandon():  # it finished just as the limit passed
+                return await future
             kind = health.kind if health is not None else "model"
             raise ModelTimeoutError(
-                f"The {kind} model did not answer within {self.timeout:g} s (AVATAR_STAGE_TIMEOUT_SECONDS); "
+                f"The {kind} model did not answer within {limit:g} s (AVATAR_STAGE_TIMEOUT_SECONDS); "
                 "the server reports it on /readyz until it recovers."
             ) from None
         except asyncio.CancelledError:
-            await _finish_anyway(future)
+            # A stopped turn waits for its call as long as the call may take, not for a hung model.
+            if not await _finish_anyway(future, deadline):
+                abandon()
             raise
 
 
-async def _finish_anyway(future: asyncio.Future[T]) -> None:
-    """Wait for a thread's call to return even while being cancelled (see ``run_blocking``)."""
+async def _finish_anyway(future: asyncio.Future[T], deadline: float | None = None) -> bool:
+    """Wait for a thread's call to return even while being cancelled (see ``run_blocking``), until
+    ``deadline`` (the loop's clock) if given. Whether it returned."""
+    loop = asyncio.get_running_loop()
     while not future.done():
+        left = None if deadline is None else deadline - loop.time()
+        if left is not None and left <= 0:
+            return False
         try:
-            await asyncio.wait([future])
+            await asyncio.wait([future], timeout=left)
         except asyncio.CancelledError:
             continue
+    return True
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

@@ -92,6 +92,33 @@ def test_a_hung_call_times_out_and_the_model_is_reported_until_it_returns() -> N
     asyncio.run(scenario())
 
 
+def test_a_stopped_turn_waits_for_its_call_but_not_past_the_limit() -> None:
+    health = ModelHealth("face")
+    calls = ModelCalls(health, timeout=0.5)
+
+    async def stopped_during(seconds: float) -> float:
+        task = asyncio.ensure_future(calls(time.sleep, seconds))
+        await asyncio.sleep(0.1)
+        started = time.perf_counter()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.perf_counter() - started
+
+    async def scenario() -> None:
+        # A call that returns in time is waited for (nothing of the stopped turn runs on after it) ...
+        assert 0.05 <= await stopped_during(0.2) < 0.4 and health.state == "ok"
+        # ... a hung one is left at the limit, and its model reported until it returns.
+        assert await stopped_during(3.0) < 1.0 and health.state == "hung"
+        started = time.perf_counter()
+        while health.state == "hung":
+            assert time.perf_counter() - started < 30
+            await asyncio.sleep(0.1)
+        assert health.state == "ok"
+
+    asyncio.run(scenario())
+
+
 def test_failures_in_a_row_make_a_model_unhealthy_until_a_call_works() -> None:
     health = ModelHealth("llm")
     calls = ModelCalls(health)

@@ -96,7 +96,9 @@ def test_a_hung_model_times_out_and_is_reported_until_it_returns(
         _wait(http, 200, timeout=30)  # the call returned: the model answers again
         # The voice fails on the first piece: the reply comes as text alone, with no video or audio.
         turn = http.post(CONVERSATION, data={"text": "Tell me about the Moon, please."}).json()
-        assert [d["code"] for d in turn["degraded"]] == ["tts_failed"], turn
+        # (the reply is sampled: a refusal is replaced by the fallback line, which the voice fails on instead)
+        codes = [d["code"] for d in turn["degraded"]]
+        assert codes[-1] == "tts_failed" and set(codes) <= {"llm_fallback", "tts_failed"}, turn
         assert turn["reply"] and turn["video_url"] is None and turn["audio_url"] is None and turn["segments"] == 0
         assert http.get(f"/api/v1/results/{turn['id']}").json()["video_url"] is None
         assert http.get(f"/api/v1/results/{turn['id']}/video.mp4").status_code == 404
