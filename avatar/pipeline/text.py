@@ -124,6 +124,9 @@ def shared_runs(text: str, source: str, run: int = ECHO_WORDS) -> list[tuple[str
     return [gram for i in range(len(said) - run + 1) if (gram := tuple(said[i : i + run])) in grams]
 
 
+PARROT_WORDS = 4  # a piece that is the question's first words, this many or more, parrots it
+
+
 def echoes(text: str, source: str, run: int = ECHO_WORDS) -> bool:
     """True when ``text`` repeats ``run`` or more consecutive words of ``source``."""
     return bool(shared_runs(text, source, run))
@@ -148,8 +151,9 @@ def off_the_rails(piece: str, messages: Sequence[ChatMessage]) -> str | None:
     if any(_INSTRUCTION_WORDS.intersection(run) for run in shared_runs(piece, system)):
         return "reads back the system prompt"
     question = messages[-1].content if messages and messages[-1].role == "user" else ""
-    if question and words(piece) == words(question):
-        return "repeats the question"
+    said, asked = words(piece), words(question)
+    if said and (said == asked or (len(said) >= PARROT_WORDS and asked[: len(said)] == said)):
+        return "repeats the question"  # whole, or its opening (a first piece is cut before a phrase)
     return None
 
 

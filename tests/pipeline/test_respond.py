@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator, Sequence
 
 import pytest
 from scripted import ScriptedChat
@@ -10,7 +11,7 @@ from scripted import ScriptedChat
 from avatar.config import PROJECT_ROOT
 from avatar.personas import PersonaStore
 from avatar.pipeline.pieces import PieceSplitter
-from avatar.pipeline.stages import RespondStage
+from avatar.pipeline.stages import ReplyPart, RespondStage
 from avatar.types import ChatMessage
 
 EILEEN = PersonaStore(PROJECT_ROOT / "assets" / "personas").get("eileen")
@@ -173,7 +174,45 @@ def test_history_and_system_prompt_reach_the_model() -> None:
 def test_failure_or_empty_reply_gives_the_fallback(chat: ScriptedChat) -> None:
     reply, fallback = asyncio.run(RespondStage(chat)(EILEEN, [], "Hello?"))  # type: ignore[arg-type]
     assert reply == EILEEN.fallback_reply
-    assert fallback == ("RuntimeError: out of memory" if chat.fail else "the model's reply had nothing to say aloud")
+    if chat.fail:
+        assert fallback == "RuntimeError: out of memory"
+    elif chat.text.startswith("***"):
+        assert fallback == "the model's reply had nothing to say aloud"
+    else:  # off the rails, then again when reminded to answer in character
+        assert fallback is not None and fallback.endswith("and again when reminded")
+
+
+class SecondThoughts(ScriptedChat):
+    """Writes ``first`` when asked, and ``then`` when asked again; records every prompt."""
+
+    def __init__(self, first: str, then: str) -> None:
+        super().__init__(first)
+        self.then, self.prompts = then, []
+
+    def stream(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> Iterator[str]:
+        self.prompts.append(list(messages))
+        if len(self.prompts) > 1:
+            self.tokens = [word + " " for word in self.then.split(" ")]
+        return super().stream(messages, max_new_tokens=max_new_tokens)
+
+
+def test_a_reply_that_opens_off_the_rails_is_asked_for_again_once() -> None:
+    refusal = "I'm sorry, but I can't assist with that. Is there anything else?"
+    chat = SecondThoughts(refusal, "Oh, I am sorry I bored you. Ask me about the launch, it was loud!")
+
+    async def run() -> list[ReplyPart]:
+        return [part async for part in RespondStage(chat).stream(EILEEN, [], "You are boring.")]  # type: ignore[arg-type]
+
+    parts = asyncio.run(run())
+    pieces = [p.text for p in parts if p.kind == "piece"]
+    assert pieces == ["Oh, I am sorry I bored you.", "Ask me about the launch, it was loud!"]
+    # Nothing of the refusal was spoken; the first try was stopped as soon as it was seen to be one.
+    assert chat.words_sent < len(refusal.split()) + len(chat.then.split())
+    first, second = chat.prompts
+    assert first[-1].content == "You are boring."
+    assert second[:-1] == first[:-1] and second[-1].content.startswith("You are boring.\n\n(Answer as yourself, Eileen")
+    # The text shown starts over with the second reply.
+    assert [p.shown for p in parts if p.kind == "delta"][-1] == " ".join(pieces)
 
 
 def test_display_deltas_add_up_to_the_kept_reply() -> None:

@@ -52,6 +52,7 @@ ASKED = [ChatMessage("system", EILEEN_PROMPT), ChatMessage("user", "What is seve
         ("Answer the visitor's question in one or two short spoken sentences.", "reads back the system prompt"),
         ("You are Eileen, a retired astronaut who flew the Space Shuttle.", "reads back the system prompt"),
         ("What is seven times eight?", "repeats the question"),
+        ("What is seven times", "repeats the question"),  # a first piece cut before a phrase: its opening
     ],
 )
 def test_off_the_rails_pieces_are_named(piece: str, why: str) -> None:
