@@ -308,7 +308,7 @@ def _models(args: argparse.Namespace) -> int:
                     row.backend,
                     row.origin,
                     "yes" if row.present else "no",
-                    size if row.present else f"~{size}",
+                    size if row.present else f"~{size}" if row.size_bytes else "-",  # no estimate: not known
                     "yes" if row.in_use else "",
                     row.license,
                 )

@@ -100,3 +100,15 @@ def test_converse_prints_json_summary(tmp_path: Path, spoken_wav, prepared_model
 def test_models_list_and_prepare_are_idempotent(prepared_models: Path) -> None:
     proc = avatar("models", "prepare")
     assert proc.returncode == 0 and proc.stdout.count("already prepared") == 3, proc.stdout + proc.stderr
+
+
+def test_models_list_on_a_fresh_machine_says_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AVATAR_MODELS_DIR", str(tmp_path / "empty"))
+    proc = avatar("models", "list")
+    assert proc.returncode == 0, proc.stderr
+    table = proc.stdout.split("\n\n")[0].splitlines()[1:]  # the hints for what is missing follow it
+    rows = {line.split()[0]: line.split() for line in table}
+    chat = rows["qwen2.5-coder-0.5b-instruct"]
+    assert chat[4] == "no" and chat[5] == "-"  # not prepared, and no guessed size ("~0 B")
+    assert rows["xtts-v2"][4] == "no" and rows["xtts-v2"][5].startswith("~")  # a download's estimate
+    assert "~0 B" not in proc.stdout
