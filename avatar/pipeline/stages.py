@@ -117,7 +117,7 @@ class RespondStage:
                 messages = self.messages(persona, history, f"{user_text}\n\n{reminder}")
             splitter = PieceSplitter(self.max_sentences, asked)  # read back: the prompt as the visitor wrote it
             tokens = self.llm.stream(messages, max_new_tokens=self.max_new_tokens)
-            ask_again = False
+            derailed_early = False
             try:
                 while not splitter.complete:
                     token = await self.calls(next, tokens, None)
@@ -133,23 +133,25 @@ class RespondStage:
                         if spoken == 1:  # the voice and the face start on it: they need cores now
                             self.llm.share_cores()
                     if spoken == 0 and splitter.derailed and not again:
-                        ask_again = True
+                        derailed_early = True  # it will be asked again: no need to read on (or say its tail)
                         break
-                if not ask_again:
+                if not derailed_early:
                     for piece in splitter.finish():
                         spoken += 1
                         yield ReplyPart("piece", piece)
             except Exception as exc:  # noqa: BLE001 - any model failure degrades to the fallback reply
                 failure = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
                 log.warning("llm failed", extra={"error": failure})
+                break
             finally:
                 await run_blocking(_close, tokens)  # the model is never left running into the next turn
-            if not ask_again:
+            if spoken or splitter.derailed is None:
                 break
-            log.info("reply off the rails before a word was said; asking again", extra={"why": splitter.derailed})
-        if spoken == 0:
-            if splitter.derailed:
+            if again:
                 failure = f"the model's reply was off the rails ({splitter.derailed}), and again when reminded"
+            else:
+                log.info("reply off the rails before a word was said; asking again", extra={"why": splitter.derailed})
+        if spoken == 0:
             log.warning("llm reply empty or failed; using fallback reply", extra={"reason": failure})
             yield ReplyPart("piece", persona.fallback_reply, persona.fallback_reply, fallback=True, reason=failure)
 

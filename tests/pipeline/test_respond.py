@@ -196,8 +196,14 @@ class SecondThoughts(ScriptedChat):
         return super().stream(messages, max_new_tokens=max_new_tokens)
 
 
-def test_a_reply_that_opens_off_the_rails_is_asked_for_again_once() -> None:
-    refusal = "I'm sorry, but I can't assist with that. Is there anything else?"
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        "I'm sorry, but I can't assist with that. Is there anything else?",  # seen as soon as it is written
+        "I'm sorry, but I can't assist with that",  # seen only when the model stops
+    ],
+)
+def test_a_reply_that_opens_off_the_rails_is_asked_for_again_once(refusal: str) -> None:
     chat = SecondThoughts(refusal, "Oh, I am sorry I bored you. Ask me about the launch, it was loud!")
 
     async def run() -> list[ReplyPart]:
@@ -207,7 +213,8 @@ def test_a_reply_that_opens_off_the_rails_is_asked_for_again_once() -> None:
     pieces = [p.text for p in parts if p.kind == "piece"]
     assert pieces == ["Oh, I am sorry I bored you.", "Ask me about the launch, it was loud!"]
     # Nothing of the refusal was spoken; the first try was stopped as soon as it was seen to be one.
-    assert chat.words_sent < len(refusal.split()) + len(chat.then.split())
+    unread = len(refusal.split()) + len(chat.then.split()) - chat.words_sent
+    assert unread >= 3 if refusal.endswith("?") else unread == 0  # "... anything else?" was never generated
     first, second = chat.prompts
     assert first[-1].content == "You are boring."
     assert second[:-1] == first[:-1] and second[-1].content.startswith("You are boring.\n\n(Answer as yourself, Eileen")
