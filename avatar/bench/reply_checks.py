@@ -11,7 +11,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from avatar.bench.normalize import normalize
-from avatar.pipeline.text import echoes, off_the_rails, split_sentences, words
+from avatar.pipeline.text import REPEATS_QUESTION, echoes, off_the_rails, split_sentences, words
 from avatar.types import ChatMessage
 
 # Words that only a speaker talking about themself uses, per language. Spanish drops its pronouns, so
@@ -130,7 +130,7 @@ def copies(reply: str, question: str, system_prompt: str) -> bool:
     """The reply reads back the system prompt (10 words in a row, or 6 with words of its instructions:
     a persona may describe itself in its prompt's words) or is the question itself."""
     messages = [ChatMessage("system", system_prompt), ChatMessage("user", question)]
-    reads_back = off_the_rails(reply, messages) in ("reads back the system prompt", "repeats the question")
+    reads_back = off_the_rails(reply, messages) in ("reads back the system prompt", REPEATS_QUESTION)
     return reads_back or echoes(reply, system_prompt, 10)
 
 

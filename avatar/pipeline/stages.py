@@ -19,6 +19,7 @@ from avatar.fmp4 import FORMATS, VideoFormat, write_mp4
 from avatar.images import DEFAULT_MAX_PIXELS, load_image
 from avatar.personas import Persona
 from avatar.pipeline.pieces import PieceSplitter
+from avatar.pipeline.text import REPEATS_QUESTION
 from avatar.pipeline.threads import ModelCalls, run_blocking
 from avatar.types import (
     AudioArray,
@@ -132,8 +133,10 @@ class RespondStage:
                         yield ReplyPart("piece", piece)
                         if spoken == 1:  # the voice and the face start on it: they need cores now
                             self.llm.share_cores()
-                    if spoken == 0 and splitter.derailed and not again:
-                        derailed_early = True  # it will be asked again: no need to read on (or say its tail)
+                    if spoken == 0 and splitter.derailed not in (None, REPEATS_QUESTION) and not again:
+                        # It will be asked again: no need to read on (or say its tail). A question read
+                        # back is often followed by its answer: that one is read on.
+                        derailed_early = True
                         break
                 if not derailed_early:
                     for piece in splitter.finish():

@@ -125,6 +125,7 @@ def shared_runs(text: str, source: str, run: int = ECHO_WORDS) -> list[tuple[str
 
 
 PARROT_WORDS = 4  # a piece that is the question's first words, this many or more, parrots it
+REPEATS_QUESTION = "repeats the question"
 
 
 def echoes(text: str, source: str, run: int = ECHO_WORDS) -> bool:
@@ -153,7 +154,7 @@ def off_the_rails(piece: str, messages: Sequence[ChatMessage]) -> str | None:
     question = messages[-1].content if messages and messages[-1].role == "user" else ""
     said, asked = words(piece), words(question)
     if said and (said == asked or (len(said) >= PARROT_WORDS and asked[: len(said)] == said)):
-        return "repeats the question"  # whole, or its opening (a first piece is cut before a phrase)
+        return REPEATS_QUESTION  # whole, or its opening (a first piece is cut before a phrase)
     return None
 
 

@@ -238,3 +238,13 @@ def test_an_off_the_rails_sentence_is_not_spoken_and_the_rest_is() -> None:
     chat = ScriptedChat("As an AI, I never flew. But I loved the stars. They were bright.")
     reply, fallback = asyncio.run(RespondStage(chat)(EILEEN, [], "Did you fly?"))  # type: ignore[arg-type]
     assert (reply, fallback) == ("But I loved the stars. They were bright.", None)
+
+
+def test_a_question_read_back_and_then_answered_is_not_asked_again() -> None:
+    chat = SecondThoughts("What is seven times eight? It is fifty-six, I think.", "Fifty-six.")
+
+    async def run() -> list[ReplyPart]:
+        return [part async for part in RespondStage(chat).stream(EILEEN, [], "What is seven times eight?")]  # type: ignore[arg-type]
+
+    pieces = [p.text for p in asyncio.run(run()) if p.kind == "piece"]
+    assert pieces == ["It is fifty-six, I think."] and len(chat.prompts) == 1
