@@ -65,15 +65,15 @@ def first_clause(sentence: str) -> str | None:
     return min(found, key=len) if found else None
 
 
-def _speakable(part: str, messages: Sequence[ChatMessage]) -> tuple[str | None, str | None]:
-    """The cleaned piece, if it has words and is not off the rails (else it is not spoken), and why not."""
+def _speakable(part: str, messages: Sequence[ChatMessage]) -> str | None:
+    """The cleaned piece, if it has words and is not off the rails (else it is not spoken)."""
     piece = clean_reply(part, 1)
     if usable_piece(piece, messages):
-        return piece, None
+        return piece
     why = off_the_rails(piece, messages)
     if why is not None:
         log.info("piece not spoken", extra={"why": why, "piece": piece[:200]})
-    return None, why
+    return None
 
 
 class PieceSplitter:
@@ -91,7 +91,6 @@ class PieceSplitter:
         self.emitted = 0  # sentences handed on (wholly or in part)
         self._used = 0  # sentences of the text finished with
         self._head = 0  # characters of sentence ``_used`` already handed on (its first clause)
-        self.derailed: str | None = None  # why the reply's opening was off the rails, before a word was spoken
 
     @property
     def complete(self) -> bool:
@@ -111,12 +110,10 @@ class PieceSplitter:
             out += self._finish_sentence(parts)
         if not self.complete and self.emitted == 0 and self._head == 0 and self._used < len(parts):
             clause = first_clause(parts[self._used])
-            piece, why = _speakable(clause, self.messages) if clause else (None, None)
+            piece = _speakable(clause, self.messages) if clause else None
             if clause and piece:
                 out.append(piece)
                 self._head = len(clause)
-            elif why is not None:
-                self.derailed = why
         return out
 
     def finish(self) -> list[str]:
@@ -129,9 +126,7 @@ class PieceSplitter:
         return []
 
     def _finish_sentence(self, parts: list[str]) -> list[str]:
-        piece, why = _speakable(parts[self._used][self._head :], self.messages)
-        if why is not None and self.emitted == 0 and self._head == 0:
-            self.derailed = why
+        piece = _speakable(parts[self._used][self._head :], self.messages)
         if piece or self._head > 0:
             self.emitted += 1
         self._used, self._head = self._used + 1, 0

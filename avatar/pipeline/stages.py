@@ -19,7 +19,6 @@ from avatar.fmp4 import FORMATS, VideoFormat, write_mp4
 from avatar.images import DEFAULT_MAX_PIXELS, load_image
 from avatar.personas import Persona
 from avatar.pipeline.pieces import PieceSplitter
-from avatar.pipeline.text import REPEATS_QUESTION
 from avatar.pipeline.threads import ModelCalls, run_blocking
 from avatar.types import (
     AudioArray,
@@ -68,11 +67,6 @@ class ReplyPart:
     reason: str = ""  # why the fallback line was used
 
 
-# Added to the visitor's words when the model's first reply was off the rails (a small model refuses
-# "You are boring." as a chatbot would; reminded, it mostly answers in character: README "Chat models").
-RETRY_NUDGE = "(Answer as yourself, {name}, in one or two friendly spoken sentences.)"
-
-
 class RespondStage:
     """The persona's reply to what the user said, short and speakable, piece by piece.
 
@@ -105,55 +99,35 @@ class RespondStage:
     async def stream(
         self, persona: Persona, history: Sequence[ChatMessage], user_text: str
     ) -> AsyncGenerator[ReplyPart, None]:
-        """Display deltas and pieces of speech, as the model writes them. A reply whose opening is off
-        the rails (a chatbot's refusal, code, the prompt read back) is not spoken: the model is asked
-        once more, reminded to answer in character, before the persona's fallback line is used."""
-        asked = self.messages(persona, history, user_text)
-        failure = "the model's reply had nothing to say aloud"
+        """Display deltas and pieces of speech, as the model writes them."""
+        messages = self.messages(persona, history, user_text)
+        splitter = PieceSplitter(self.max_sentences, messages)
         spoken = 0
-        for again in (False, True):
-            messages = asked
-            if again:
-                reminder = RETRY_NUDGE.format(name=persona.display_name)
-                messages = self.messages(persona, history, f"{user_text}\n\n{reminder}")
-            splitter = PieceSplitter(self.max_sentences, asked)  # read back: the prompt as the visitor wrote it
-            tokens = self.llm.stream(messages, max_new_tokens=self.max_new_tokens)
-            derailed_early = False
-            try:
-                while not splitter.complete:
-                    token = await self.calls(next, tokens, None)
-                    if token is None:
-                        break
-                    shown = splitter.shown
-                    pieces = splitter.feed(token)
-                    if splitter.shown.startswith(shown) and len(splitter.shown) > len(shown):
-                        yield ReplyPart("delta", splitter.shown[len(shown) :], splitter.shown)
-                    for piece in pieces:
-                        spoken += 1
-                        yield ReplyPart("piece", piece)
-                        if spoken == 1:  # the voice and the face start on it: they need cores now
-                            self.llm.share_cores()
-                    if spoken == 0 and splitter.derailed not in (None, REPEATS_QUESTION) and not again:
-                        # It will be asked again: no need to read on (or say its tail). A question read
-                        # back is often followed by its answer: that one is read on.
-                        derailed_early = True
-                        break
-                if not derailed_early:
-                    for piece in splitter.finish():
-                        spoken += 1
-                        yield ReplyPart("piece", piece)
-            except Exception as exc:  # noqa: BLE001 - any model failure degrades to the fallback reply
-                failure = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
-                log.warning("llm failed", extra={"error": failure})
-                break
-            finally:
-                await run_blocking(_close, tokens)  # the model is never left running into the next turn
-            if spoken or splitter.derailed is None:
-                break
-            if again:
-                failure = f"the model's reply was off the rails ({splitter.derailed}), and again when reminded"
-            else:
-                log.info("reply off the rails before a word was said; asking again", extra={"why": splitter.derailed})
+        tokens = self.llm.stream(messages, max_new_tokens=self.max_new_tokens)
+        try:
+            while not splitter.complete:
+                token = await self.calls(next, tokens, None)
+                if token is None:
+                    break
+                shown = splitter.shown
+                pieces = splitter.feed(token)
+                if splitter.shown.startswith(shown) and len(splitter.shown) > len(shown):
+                    yield ReplyPart("delta", splitter.shown[len(shown) :], splitter.shown)
+                for piece in pieces:
+                    spoken += 1
+                    yield ReplyPart("piece", piece)
+                    if spoken == 1:  # the voice and the face start on it: they need cores now
+                        self.llm.share_cores()
+            for piece in splitter.finish():
+                spoken += 1
+                yield ReplyPart("piece", piece)
+        except Exception as exc:  # noqa: BLE001 - any model failure degrades to the fallback reply
+            failure = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+            log.warning("llm failed", extra={"error": failure})
+        else:
+            failure = "the model's reply had nothing to say aloud"
+        finally:
+            await run_blocking(_close, tokens)  # the model is never left running into the next turn
         if spoken == 0:
             log.warning("llm reply empty or failed; using fallback reply", extra={"reason": failure})
             yield ReplyPart("piece", persona.fallback_reply, persona.fallback_reply, fallback=True, reason=failure)

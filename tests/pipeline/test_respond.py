@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
 
 import pytest
 from scripted import ScriptedChat
@@ -11,7 +10,7 @@ from scripted import ScriptedChat
 from avatar.config import PROJECT_ROOT
 from avatar.personas import PersonaStore
 from avatar.pipeline.pieces import PieceSplitter
-from avatar.pipeline.stages import ReplyPart, RespondStage
+from avatar.pipeline.stages import RespondStage
 from avatar.types import ChatMessage
 
 EILEEN = PersonaStore(PROJECT_ROOT / "assets" / "personas").get("eileen")
@@ -174,52 +173,7 @@ def test_history_and_system_prompt_reach_the_model() -> None:
 def test_failure_or_empty_reply_gives_the_fallback(chat: ScriptedChat) -> None:
     reply, fallback = asyncio.run(RespondStage(chat)(EILEEN, [], "Hello?"))  # type: ignore[arg-type]
     assert reply == EILEEN.fallback_reply
-    if chat.fail:
-        assert fallback == "RuntimeError: out of memory"
-    elif chat.text.startswith("***"):
-        assert fallback == "the model's reply had nothing to say aloud"
-    else:  # off the rails, then again when reminded to answer in character
-        assert fallback is not None and fallback.endswith("and again when reminded")
-
-
-class SecondThoughts(ScriptedChat):
-    """Writes ``first`` when asked, and ``then`` when asked again; records every prompt."""
-
-    def __init__(self, first: str, then: str) -> None:
-        super().__init__(first)
-        self.then, self.prompts = then, []
-
-    def stream(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> Iterator[str]:
-        self.prompts.append(list(messages))
-        if len(self.prompts) > 1:
-            self.tokens = [word + " " for word in self.then.split(" ")]
-        return super().stream(messages, max_new_tokens=max_new_tokens)
-
-
-@pytest.mark.parametrize(
-    "refusal",
-    [
-        "I'm sorry, but I can't assist with that. Is there anything else?",  # seen as soon as it is written
-        "I'm sorry, but I can't assist with that",  # seen only when the model stops
-    ],
-)
-def test_a_reply_that_opens_off_the_rails_is_asked_for_again_once(refusal: str) -> None:
-    chat = SecondThoughts(refusal, "Oh, I am sorry I bored you. Ask me about the launch, it was loud!")
-
-    async def run() -> list[ReplyPart]:
-        return [part async for part in RespondStage(chat).stream(EILEEN, [], "You are boring.")]  # type: ignore[arg-type]
-
-    parts = asyncio.run(run())
-    pieces = [p.text for p in parts if p.kind == "piece"]
-    assert pieces == ["Oh, I am sorry I bored you.", "Ask me about the launch, it was loud!"]
-    # Nothing of the refusal was spoken; the first try was stopped as soon as it was seen to be one.
-    unread = len(refusal.split()) + len(chat.then.split()) - chat.words_sent
-    assert unread >= 3 if refusal.endswith("?") else unread == 0  # "... anything else?" was never generated
-    first, second = chat.prompts
-    assert first[-1].content == "You are boring."
-    assert second[:-1] == first[:-1] and second[-1].content.startswith("You are boring.\n\n(Answer as yourself, Eileen")
-    # The text shown starts over with the second reply.
-    assert [p.shown for p in parts if p.kind == "delta"][-1] == " ".join(pieces)
+    assert fallback == ("RuntimeError: out of memory" if chat.fail else "the model's reply had nothing to say aloud")
 
 
 def test_display_deltas_add_up_to_the_kept_reply() -> None:
@@ -240,11 +194,18 @@ def test_an_off_the_rails_sentence_is_not_spoken_and_the_rest_is() -> None:
     assert (reply, fallback) == ("But I loved the stars. They were bright.", None)
 
 
-def test_a_question_read_back_and_then_answered_is_not_asked_again() -> None:
-    chat = SecondThoughts("What is seven times eight? It is fifty-six, I think.", "Fifty-six.")
+@pytest.mark.parametrize(
+    ("written", "spoken"),
+    [
+        ("What is seven times eight? It is fifty-six, I think.", ["It is fifty-six, I think."]),
+        ("I bet you never even went to space. But I did, twice!", ["But I did, twice!"]),
+    ],
+)
+def test_a_question_read_back_is_not_said_but_what_follows_is(written: str, spoken: list[str]) -> None:
+    question = written.split("?")[0] + "?" if "?" in written else "I bet you never even went to space."
 
-    async def run() -> list[ReplyPart]:
-        return [part async for part in RespondStage(chat).stream(EILEEN, [], "What is seven times eight?")]  # type: ignore[arg-type]
+    async def run() -> list[str]:
+        stage = RespondStage(ScriptedChat(written))  # type: ignore[arg-type]
+        return [part.text async for part in stage.stream(EILEEN, [], question) if part.kind == "piece"]
 
-    pieces = [p.text for p in asyncio.run(run()) if p.kind == "piece"]
-    assert pieces == ["It is fifty-six, I think."] and len(chat.prompts) == 1
+    assert asyncio.run(run()) == spoken
