@@ -143,8 +143,12 @@ class RespondStage:
 
 def _close(tokens: Iterator[str]) -> None:
     close = getattr(tokens, "close", None)
-    if close is not None:
+    if close is None:
+        return
+    try:
         close()  # a generator closed early stops generation
+    except ValueError:  # still generating, in a call left running past its time limit (the model is "hung")
+        log.warning("llm stream left running: its call passed the stage time limit; it ends when that call returns")
 
 
 class SpeakStage:

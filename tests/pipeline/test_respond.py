@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Iterator, Sequence
 
 import pytest
 from scripted import ScriptedChat
 
 from avatar.config import PROJECT_ROOT
+from avatar.health import ModelHealth
 from avatar.personas import PersonaStore
 from avatar.pipeline.pieces import PieceSplitter
 from avatar.pipeline.stages import RespondStage
+from avatar.pipeline.threads import ModelCalls
 from avatar.types import ChatMessage
 
 EILEEN = PersonaStore(PROJECT_ROOT / "assets" / "personas").get("eileen")
@@ -209,3 +213,37 @@ def test_a_question_read_back_is_not_said_but_what_follows_is(written: str, spok
         return [part.text async for part in stage.stream(EILEEN, [], question) if part.kind == "piece"]
 
     assert asyncio.run(run()) == spoken
+
+
+class Stalls(ScriptedChat):
+    """Hangs (a GIL-free sleep, as a stuck native call) on its second token."""
+
+    def stream(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> Iterator[str]:
+        for index, token in enumerate(super().stream(messages, max_new_tokens=max_new_tokens)):
+            if index == 1:
+                time.sleep(1.5)
+            yield token
+
+
+def test_a_reply_stopped_while_its_model_hangs_stops_at_the_stage_limit() -> None:
+    stage = RespondStage(Stalls("Well, I was there once."), calls=ModelCalls(ModelHealth("llm"), timeout=0.3))  # type: ignore[arg-type]
+
+    health = stage.calls.health
+    assert health is not None
+
+    async def scenario() -> tuple[float, str]:
+        async def consume() -> None:
+            async for _ in stage.stream(EILEEN, [], "Hi"):
+                pass
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.1)  # on the hanging token
+        started = time.perf_counter()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):  # a stop, not the stream's "generator already executing"
+            await task
+        return time.perf_counter() - started, health.state
+
+    took, state = asyncio.run(scenario())
+    assert took < 1.0 and state == "hung"  # left at the limit, and reported until the call returns ...
+    assert health.state == "ok"  # ... which it has, by now
