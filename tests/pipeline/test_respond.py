@@ -198,21 +198,24 @@ def test_an_off_the_rails_sentence_is_not_spoken_and_the_rest_is() -> None:
     assert (reply, fallback) == ("But I loved the stars. They were bright.", None)
 
 
+LONG_QUESTION = "Tell me what you could see from the window of the shuttle at night."
+
+
 @pytest.mark.parametrize(
-    ("written", "spoken"),
+    ("question", "tokens"),
     [
-        ("What is seven times eight? It is fifty-six, I think.", ["It is fifty-six, I think."]),
-        ("I bet you never even went to space. But I did, twice!", ["But I did, twice!"]),
+        ("What is seven times eight?", ["What is seven times eight? ", "It is fifty-six."]),
+        # Written word by word, a long opening is handed on before a phrase ("… could see | from the
+        # window"): that first piece is the question's opening, and is not said either.
+        (LONG_QUESTION, [*(word + " " for word in LONG_QUESTION.split()), "It is fifty-six."]),
     ],
 )
-def test_a_question_read_back_is_not_said_but_what_follows_is(written: str, spoken: list[str]) -> None:
-    question = written.split("?")[0] + "?" if "?" in written else "I bet you never even went to space."
-
+def test_a_question_read_back_is_not_said_but_what_follows_is(question: str, tokens: list[str]) -> None:
     async def run() -> list[str]:
-        stage = RespondStage(ScriptedChat(written))  # type: ignore[arg-type]
+        stage = RespondStage(ScriptedChat(tokens=tokens))  # type: ignore[arg-type]
         return [part.text async for part in stage.stream(EILEEN, [], question) if part.kind == "piece"]
 
-    assert asyncio.run(run()) == spoken
+    assert asyncio.run(run()) == ["It is fifty-six."]
 
 
 class Stalls(ScriptedChat):
@@ -227,7 +230,6 @@ class Stalls(ScriptedChat):
 
 def test_a_reply_stopped_while_its_model_hangs_stops_at_the_stage_limit() -> None:
     stage = RespondStage(Stalls("Well, I was there once."), calls=ModelCalls(ModelHealth("llm"), timeout=0.3))  # type: ignore[arg-type]
-
     health = stage.calls.health
     assert health is not None
 
