@@ -65,12 +65,13 @@ def first_clause(sentence: str) -> str | None:
     return min(found, key=len) if found else None
 
 
-def _speakable(part: str, messages: Sequence[ChatMessage]) -> str | None:
-    """The cleaned piece, if it has words and is not off the rails (else it is not spoken)."""
+def _speakable(part: str, messages: Sequence[ChatMessage], spoken: str = "") -> str | None:
+    """The cleaned piece, if it has words and is not off the rails after ``spoken`` (else it is not
+    spoken)."""
     piece = clean_reply(part, 1)
-    if usable_piece(piece, messages):
+    if usable_piece(piece, messages, spoken):
         return piece
-    why = off_the_rails(piece, messages)
+    why = off_the_rails(piece, messages, spoken)
     if why is not None:
         log.info("piece not spoken", extra={"why": why, "piece": piece[:200]})
     return None
@@ -91,6 +92,7 @@ class PieceSplitter:
         self.emitted = 0  # sentences handed on (wholly or in part)
         self._used = 0  # sentences of the text finished with
         self._head = 0  # characters of sentence ``_used`` already handed on (its first clause)
+        self._spoken: list[str] = []  # the pieces handed on
 
     @property
     def complete(self) -> bool:
@@ -113,6 +115,7 @@ class PieceSplitter:
             piece = _speakable(clause, self.messages) if clause else None
             if clause and piece:
                 out.append(piece)
+                self._spoken.append(piece)
                 self._head = len(clause)
         return out
 
@@ -126,7 +129,9 @@ class PieceSplitter:
         return []
 
     def _finish_sentence(self, parts: list[str]) -> list[str]:
-        piece = _speakable(parts[self._used][self._head :], self.messages)
+        piece = _speakable(parts[self._used][self._head :], self.messages, " ".join(self._spoken))
+        if piece:
+            self._spoken.append(piece)
         if piece or self._head > 0:
             self.emitted += 1
         self._used, self._head = self._used + 1, 0
