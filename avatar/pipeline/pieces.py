@@ -14,7 +14,15 @@ import logging
 import re
 from collections.abc import Sequence
 
-from avatar.pipeline.text import clean_reply, off_the_rails, split_sentences, usable_piece
+from avatar.pipeline.text import (
+    TAKES_VISITOR_FACTS,
+    claimed_visitor_note,
+    clean_reply,
+    off_the_rails,
+    split_sentences,
+    usable_piece,
+)
+from avatar.prompt import prompt_parts
 from avatar.types import ChatMessage
 
 log = logging.getLogger(__name__)
@@ -72,6 +80,10 @@ def _speakable(part: str, messages: Sequence[ChatMessage], spoken: str = "") -> 
     if usable_piece(piece, messages, spoken):
         return piece
     why = off_the_rails(piece, messages, spoken)
+    if why == TAKES_VISITOR_FACTS:  # said as its own: said back to the visitor instead, as the note has it
+        note = claimed_visitor_note(piece, prompt_parts(messages).visitor_notes)
+        log.info("piece said back to the visitor", extra={"piece": piece[:200], "note": note})
+        return note
     if why is not None:
         log.info("piece not spoken", extra={"why": why, "piece": piece[:200]})
     return None

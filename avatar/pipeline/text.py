@@ -183,8 +183,8 @@ def off_the_rails(piece: str, messages: Sequence[ChatMessage], spoken: str = "")
         return "reads back the system prompt"
     if parts.knowledge and recites(piece, parts.knowledge, spoken):
         return "recites its knowledge"
-    if any(_claims_name(piece, name) for name in parts.visitor_names):
-        return "takes the visitor's name for its own"
+    if claimed_visitor_note(piece, parts.visitor_notes) is not None:
+        return TAKES_VISITOR_FACTS
     asked = words(parts.question)
     opening = len(said) >= PARROT_WORDS and asked[: len(said)] == said  # a first piece is cut before a phrase
     if said and (said == asked or opening or (len(said) >= ECHO_WORDS and _within(said, asked))):
@@ -212,9 +212,24 @@ def unfinished(text: str) -> bool:
     return bool(said) and said[-1] in _DANGLING
 
 
-def _claims_name(piece: str, name: str) -> bool:
-    pattern = rf"\b(?:my name is|my name's|i am|i['’]m|call me)\s+{re.escape(name)}\b"
-    return re.search(pattern, piece, re.IGNORECASE) is not None
+TAKES_VISITOR_FACTS = "takes the visitor's facts for its own"
+_FIRST_PERSON = (("you are", "i am"), ("you were", "i was"), ("you have", "i have"), ("your", "my"), ("you", "i"))
+
+
+def claimed_visitor_note(piece: str, notes: Sequence[str]) -> str | None:
+    """The visitor's note (said back to them: "Your name is Tomasz.", "You live in Accra.") that
+    ``piece`` states as the persona's own ("My name is Tomasz", "I'm Tomasz", "I live in Accra"), if any:
+    a small model answers "Where do I live?" in the words of the question."""
+    said = " ".join(words(piece))
+    for note in notes:
+        own = " ".join(words(note))
+        for theirs, mine in _FIRST_PERSON:
+            own = re.sub(rf"\b{theirs}\b", mine, own)
+        name = re.fullmatch(r"my name is (.+)", own)
+        claims = [own] + ([f"i am {name.group(1)}", f"i'm {name.group(1)}"] if name else [])
+        if any(re.search(rf"\b{re.escape(claim)}\b", said) for claim in claims):
+            return note
+    return None
 
 
 def _within(part: list[str], whole: list[str]) -> bool:

@@ -7,6 +7,7 @@ from avatar.knowledge import Knowledge
 from avatar.personas import Persona
 from avatar.pipeline.pieces import PieceSplitter
 from avatar.pipeline.text import (
+    TAKES_VISITOR_FACTS,
     clean_reply,
     echoes,
     off_the_rails,
@@ -108,8 +109,9 @@ BIOGRAPHY = (
     "I am Eileen Collins, a retired NASA astronaut and a retired colonel of the United States Air Force. "
     "I flew on four Space Shuttle missions: twice as the pilot and twice as the commander."
 )
+GROUNDED_PERSONA = Persona("eileen", "Eileen", Path("portrait.png"), EILEEN_ORDERS, knowledge=Knowledge(BIOGRAPHY))
 GROUNDED = build_messages(
-    Persona("eileen", "Eileen", Path("portrait.png"), EILEEN_ORDERS, knowledge=Knowledge(BIOGRAPHY)),
+    GROUNDED_PERSONA,
     [],
     "And so, my fellow Americans",
     ["Your name is Tomasz."],
@@ -136,10 +138,17 @@ def test_a_long_stretch_of_the_knowledge_is_recited_even_in_pieces() -> None:
     assert not any("four Space Shuttle missions" in piece for piece in out), out
 
 
-def test_the_visitor_name_is_never_taken_for_its_own() -> None:
-    assert off_the_rails("Yes, my name is Tomasz.", GROUNDED) == "takes the visitor's name for its own"
-    assert off_the_rails("I'm Tomasz, a teacher.", GROUNDED) == "takes the visitor's name for its own"
+def test_the_visitor_facts_are_never_taken_for_its_own() -> None:
+    assert off_the_rails("Yes, my name is Tomasz.", GROUNDED) == TAKES_VISITOR_FACTS
+    assert off_the_rails("I'm Tomasz, a teacher.", GROUNDED) == TAKES_VISITOR_FACTS
     assert off_the_rails("Yes, your name is Tomasz.", GROUNDED) is None
+    lives = build_messages(GROUNDED_PERSONA, [], "Where do I live?", ["You live in Accra."])
+    assert off_the_rails("I live in Accra.", lives) == TAKES_VISITOR_FACTS
+    assert off_the_rails("I live in Houston.", lives) is None
+    # The splitter says it back to the visitor, as the note has it.
+    splitter = PieceSplitter(2, lives)
+    out = [piece for token in ScriptedChat("I live in Accra. It is lovely.").tokens for piece in splitter.feed(token)]
+    assert out + splitter.finish() == ["You live in Accra.", "It is lovely."]
 
 
 def test_a_sentence_broken_off_is_unfinished() -> None:
