@@ -14,6 +14,7 @@ once per knowledge text and kept.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import threading
 from collections import OrderedDict
@@ -143,6 +144,8 @@ class _Index:
     def __init__(self, text: str) -> None:
         import bm25s  # a few hundred milliseconds to import; only personas with long knowledge need it
         import Stemmer
+
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs each index it builds
 
         self.passages = passages(without_orders(text))
         self._stemmer: Any = Stemmer.Stemmer("english")

@@ -9,8 +9,10 @@ a prompt's unchanged start (llama.cpp) reads only once:
    default persona);
 2. the conversation so far, oldest first;
 3. a **turn note**, only when there is something to put in it: the passages of long knowledge that
-   bear on the question (and on the exchange before it), and what the visitor has said about themself
-   (kept apart from the persona's own facts, so that "my name" is never taken for the persona's);
+   bear on the question (and on the exchange before it), or, for a question about the persona that
+   the knowledge has no word of, the reminder that it does not remember; and what the visitor has said
+   about themself, as the persona would say it back to them ("Your name is Tomasz."), kept apart from
+   the persona's own facts (a small model otherwise takes "my name" for its own);
 4. the visitor's words.
 
 Knowledge is data: it sits between fences the instructions name as facts, never orders, and a reply
@@ -135,13 +137,12 @@ def prompt_parts(messages: Sequence[ChatMessage]) -> PromptParts:
         instructions.append(outside)
         knowledge += inside
     question = messages[-1].content if messages and messages[-1].role == "user" else ""
-    notes = tuple(
-        note
-        for content in systems
-        if content.startswith(VISITOR_INTRO) or f"\n\n{VISITOR_INTRO}" in content
-        for note in _QUOTED_NOTE.findall(content.split(VISITOR_INTRO, 1)[1].split("\n\n", 1)[0])
-    )
-    return PromptParts("\n".join(instructions), "\n".join(knowledge), question, notes)
+    notes: list[str] = []
+    for content in systems:
+        if VISITOR_INTRO in content:
+            line = content.split(VISITOR_INTRO, 1)[1].split("\n\n", 1)[0]
+            notes += _QUOTED_NOTE.findall(line)
+    return PromptParts("\n".join(instructions), "\n".join(knowledge), question, tuple(notes))
 
 
 def _split_fences(text: str) -> tuple[str, list[str]]:
