@@ -19,6 +19,7 @@ from avatar.pipeline.text import (
     claimed_visitor_note,
     clean_reply,
     off_the_rails,
+    opens_visitor_claim,
     split_sentences,
     usable_piece,
 )
@@ -105,6 +106,7 @@ class PieceSplitter:
         self._used = 0  # sentences of the text finished with
         self._head = 0  # characters of sentence ``_used`` already handed on (its first clause)
         self._spoken: list[str] = []  # the pieces handed on
+        self._visitor_notes = prompt_parts(messages).visitor_notes
 
     @property
     def complete(self) -> bool:
@@ -124,6 +126,8 @@ class PieceSplitter:
             out += self._finish_sentence(parts)
         if not self.complete and self.emitted == 0 and self._head == 0 and self._used < len(parts):
             clause = first_clause(parts[self._used])
+            if clause and opens_visitor_claim(clause, self._visitor_notes):
+                clause = None  # judged whole once written: it may be the visitor's fact said as its own
             piece = _speakable(clause, self.messages) if clause else None
             if clause and piece:
                 out.append(piece)

@@ -216,18 +216,29 @@ TAKES_VISITOR_FACTS = "takes the visitor's facts for its own"
 _FIRST_PERSON = (("you are", "i am"), ("you were", "i was"), ("you have", "i have"), ("your", "my"), ("you", "i"))
 
 
+def _claims(note: str) -> list[str]:
+    """How the persona would wrongly state a visitor's note as its own, in lower-case words."""
+    own = " ".join(words(note))
+    for theirs, mine in _FIRST_PERSON:
+        own = re.sub(rf"\b{theirs}\b", mine, own)
+    name = re.fullmatch(r"my name is (.+)", own)
+    return [own] + ([f"i am {name.group(1)}", f"i'm {name.group(1)}"] if name else [])
+
+
+def opens_visitor_claim(clause: str, notes: Sequence[str]) -> bool:
+    """Whether ``clause`` (three words or more) is how such a claim begins ("I work as a nurse" of "I
+    work as a nurse in Leeds"): the sentence is then judged whole, not handed on in pieces."""
+    said = " ".join(words(clause))
+    return len(said.split()) >= 3 and any(claim.startswith(said) for note in notes for claim in _claims(note))
+
+
 def claimed_visitor_note(piece: str, notes: Sequence[str]) -> str | None:
     """The visitor's note (said back to them: "Your name is Tomasz.", "You live in Accra.") that
     ``piece`` states as the persona's own ("My name is Tomasz", "I'm Tomasz", "I live in Accra"), if any:
     a small model answers "Where do I live?" in the words of the question."""
     said = " ".join(words(piece))
     for note in notes:
-        own = " ".join(words(note))
-        for theirs, mine in _FIRST_PERSON:
-            own = re.sub(rf"\b{theirs}\b", mine, own)
-        name = re.fullmatch(r"my name is (.+)", own)
-        claims = [own] + ([f"i am {name.group(1)}", f"i'm {name.group(1)}"] if name else [])
-        if any(re.search(rf"\b{re.escape(claim)}\b", said) for claim in claims):
+        if any(re.search(rf"\b{re.escape(claim)}\b", said) for claim in _claims(note)):
             return note
     return None
 

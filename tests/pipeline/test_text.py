@@ -149,6 +149,11 @@ def test_the_visitor_facts_are_never_taken_for_its_own() -> None:
     splitter = PieceSplitter(2, lives)
     out = [piece for token in ScriptedChat("I live in Accra. It is lovely.").tokens for piece in splitter.feed(token)]
     assert out + splitter.finish() == ["You live in Accra.", "It is lovely."]
+    # Also when its opening alone would have been handed on first ("I work as a nurse | in Leeds").
+    works = build_messages(GROUNDED_PERSONA, [], "What do I do?", ["You work as a nurse in Leeds."])
+    splitter = PieceSplitter(2, works)
+    out = [p for token in ScriptedChat("I work as a nurse in Leeds, you said.").tokens for p in splitter.feed(token)]
+    assert out + splitter.finish() == ["You work as a nurse in Leeds."]
 
 
 def test_a_sentence_broken_off_is_unfinished() -> None:
