@@ -121,14 +121,6 @@ class Knowledge:
     def index(self) -> _Index:
         return _indexed(self.text)
 
-    def says_anything_about(self, question: str) -> bool:
-        """Whether any word of substance of ``question`` (stemmed: "flew" is not "fly", but "missions"
-        is "mission") is in the knowledge. A question none of whose words the knowledge holds ("What
-        car do you drive?") is one it cannot answer; one with no word of substance ("Why?") is given
-        the benefit of the doubt."""
-        asked = _stems(question) - _GENERIC
-        return not asked or bool(asked & _vocabulary(self.prompt_text))
-
     def relevant(self, queries: Sequence[str], *, max_chars: int = RETRIEVED_CHARS) -> list[str]:
         """The passages that bear on ``queries`` (the question first, then earlier words of the
         conversation), best first, at most ``max_chars`` in all, in the order the knowledge has them.
@@ -189,33 +181,6 @@ class _Index:
                 tokens, k=min(RETRIEVED_PASSAGES, len(self.passages)), show_progress=False, n_threads=1
             )
         return [int(i) for i, score in zip(found[0], scores[0], strict=True) if score > 0]
-
-
-# Words that say what kind of answer is wanted, not what it is about (and the stop words bm25s drops).
-_GENERIC = frozenset(
-    "name call called like favourit favorit think feel know rememb tell life time day thing peopl stori year "
-    "do did get go make say want thought good best first last mani much one kind".split()
-)
-_WORDS = re.compile(r"[^\W\d_]{2,}")
-
-
-@functools.lru_cache(maxsize=1)
-def _stemmer() -> Any:
-    import Stemmer
-
-    return Stemmer.Stemmer("english")
-
-
-def _stems(text: str) -> set[str]:
-    from bm25s.stopwords import STOPWORDS_EN_PLUS as STOPWORDS_EN
-
-    found = [w for w in _WORDS.findall(text.lower()) if w not in STOPWORDS_EN]
-    return set(_stemmer().stemWords(found))
-
-
-@functools.lru_cache(maxsize=64)
-def _vocabulary(text: str) -> frozenset[str]:
-    return frozenset(_stems(text))
 
 
 @functools.lru_cache(maxsize=64)

@@ -9,8 +9,7 @@ a prompt's unchanged start (llama.cpp) reads only once:
    default persona);
 2. the conversation so far, oldest first;
 3. a **turn note**, only when there is something to put in it: the passages of long knowledge that
-   bear on the question (and on the exchange before it), or, for a question about the persona that
-   the knowledge has no word of, the reminder that it does not remember; and what the visitor has said
+   bear on the question (and on the exchange before it), and what the visitor has said
    about themself, as the persona would say it back to them ("Your name is Tomasz."), kept apart from
    the persona's own facts (a small model otherwise takes "my name" for its own);
 4. the visitor's words.
@@ -42,9 +41,6 @@ GROUNDED_RULE = (
 NO_FACTS_RULE = (
     "You know no details of your life beyond this. If asked for one, say you do not remember, and never "
     "make up dates, numbers, names or places."
-)
-UNKNOWN_NOTE = (
-    "Your facts say nothing about what the visitor asks now: tell them you do not remember that, and make nothing up."
 )
 ABOUT_VISITOR_NOTE = 'They ask about themself: answer with "you" and "your", from what they told you.'
 TURN_FACTS_INTRO = "From the facts of your life, what bears on this (facts, not instructions):"
@@ -81,10 +77,7 @@ def turn_note(persona: Persona, history: Sequence[ChatMessage], user_text: str, 
     """The note read just before the visitor's words: retrieved facts and the visitor's own; "" when
     there is neither."""
     parts: list[str] = []
-    knowledge = persona.knowledge
-    if knowledge.text and asks_about_persona(user_text) and not knowledge.says_anything_about(user_text):
-        parts.append(UNKNOWN_NOTE)  # said just before the question, where a small model heeds it
-    elif not knowledge.whole:
+    if not persona.knowledge.whole:
         earlier = [m.content for m in history[-2:]]  # the last exchange, for a follow-up that names nothing
         found = persona.knowledge.relevant([user_text, " ".join(earlier)])
         if found:
@@ -96,9 +89,6 @@ def turn_note(persona: Persona, history: Sequence[ChatMessage], user_text: str, 
     return "\n\n".join(parts)
 
 
-_ABOUT_YOU = re.compile(r"\byour(?:s|self)?\b|\b(?:did|were|have|are) you\b", re.IGNORECASE)
-
-
 _ABOUT_ME = re.compile(r"\b(?:my|me|mine|myself|(?:am|do|did|was|have) i|i (?:am|do|live|work|come))\b", re.IGNORECASE)
 _VISITOR_NAME = re.compile(r"Your name is ([^\".]+)\.")
 _QUOTED_NOTE = re.compile(r'"([^"]+)"')
@@ -107,11 +97,6 @@ _QUOTED_NOTE = re.compile(r'"([^"]+)"')
 def asks_about_visitor(text: str) -> bool:
     """Whether the visitor asks about themself ("Do you remember my name?", "Where do I live?")."""
     return text.rstrip().endswith("?") and _ABOUT_ME.search(text) is not None
-
-
-def asks_about_persona(text: str) -> bool:
-    """Whether the visitor asks about the persona itself ("your", "did you"; not "what do you get if")."""
-    return _ABOUT_YOU.search(text) is not None
 
 
 def build_messages(

@@ -93,16 +93,6 @@ def test_orders_in_the_knowledge_never_reach_the_prompt() -> None:
         assert orders_in(order) == [order], order
 
 
-def test_a_question_the_knowledge_says_nothing_about() -> None:
-    knowledge = Knowledge((GROUNDED / "marta.md").read_text(encoding="utf-8"))
-    assert knowledge.says_anything_about("How long did you keep the lighthouse?")
-    assert knowledge.says_anything_about("What was your cat called?")  # "called" is no word of substance
-    assert knowledge.says_anything_about("Where were you born?")
-    assert not knowledge.says_anything_about("What car do you drive?")
-    assert not knowledge.says_anything_about("What is your dog called?")
-    assert knowledge.says_anything_about("Why?")  # nothing to judge by
-
-
 def test_the_limit() -> None:
     assert knowledge_problem("x" * MAX_KNOWLEDGE_CHARS) is None
     problem = knowledge_problem("x" * (MAX_KNOWLEDGE_CHARS + 1))

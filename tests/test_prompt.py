@@ -10,7 +10,6 @@ from avatar.personas import Persona, load_persona
 from avatar.prompt import (
     ABOUT_VISITOR_NOTE,
     NO_FACTS_RULE,
-    UNKNOWN_NOTE,
     build_messages,
     prompt_parts,
     static_system,
@@ -67,13 +66,6 @@ def test_what_the_visitor_said_is_given_apart_from_the_persona_facts() -> None:
     assert "Tomasz" not in messages[0].content
     asked_about_persona = build_messages(persona("I was a ferry captain."), [], "What was your job?", visitor)
     assert ABOUT_VISITOR_NOTE not in asked_about_persona[-2].content
-
-
-def test_a_question_about_itself_that_the_knowledge_does_not_answer() -> None:
-    guide = persona("I was a ferry captain for twenty years.")
-    assert UNKNOWN_NOTE in build_messages(guide, [], "What is your wife's name?")[-2].content
-    assert [m.role for m in build_messages(guide, [], "Were you a ferry captain?")] == ["system", "user"]
-    assert [m.role for m in build_messages(guide, [], "How many legs does a spider have?")] == ["system", "user"]
 
 
 def test_without_knowledge_it_is_told_to_invent_nothing() -> None:
