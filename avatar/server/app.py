@@ -23,6 +23,7 @@ from starlette.middleware.cors import CORSMiddleware
 from avatar.backends import torch_thread
 from avatar.config import Settings
 from avatar.personas import CreatedPersonas
+from avatar.pipeline.queue import ModelQueue
 from avatar.runtime import Runtime
 from avatar.server.errors import HANDLERS
 from avatar.server.limits import BodyDeadlineMiddleware, SlowClientProtocol
@@ -52,7 +53,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         replica=settings.replica,
         max_bytes=int(settings.max_output_mb * 2**20),
     )
-    service = Service(settings, runtime, results)
+    service = Service(settings, runtime, results, ModelQueue(settings.max_queued_requests))
     api_keys = load_api_keys(settings)  # a bad key file stops start-up here
 
     @asynccontextmanager
@@ -81,10 +82,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
                 sweeper.cancel()
                 live_prepare.cancel()
                 await live.close()
-                try:
-                    async with asyncio.timeout(RELEASE_WAIT_S):
-                        await service.model_lock.acquire()  # never released: nothing may use them now
-                except TimeoutError:
+                if not await service.queue.close(RELEASE_WAIT_S):  # nothing may use the models after this
                     log.warning("a model call is still running; releasing the models regardless")
         log.info("models released")
 

@@ -72,7 +72,7 @@ async def conversation_stream(request: Request[AppState]) -> EventSourceResponse
     """The turn as Server-Sent Events: ``queued``, ``started``, ``transcript``, ``reply`` (text
     deltas), ``segment`` (each playable piece of video, in order), then ``done`` or ``error``."""
     service, turn = await _turn_request(request)
-    service.refuse_if_busy()  # a full queue is a 503 with Retry-After, not a stream that says so
+    service.queue.refuse_if_busy()  # a full queue is a 503 with Retry-After, not a stream that says so
     turn_id = new_turn_id()
     events = _Events()
 

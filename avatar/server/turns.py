@@ -93,7 +93,7 @@ class Turns:
             finally:
                 deadline.cancel()
 
-        task = asyncio.ensure_future(self.service.admitted(work, queued=queued))
+        task = asyncio.ensure_future(self.service.queue.run(work, queued=queued))
         control.attach(task)
         watcher = asyncio.ensure_future(_stop_on_disconnect(disconnect, control)) if disconnect else None
         self._register(RunningTurn(turn_id, session_id, control, task))

@@ -70,7 +70,7 @@ class LiveHub:
 
     async def admitted(self, work: Callable[[], Awaitable[T]]) -> T:
         """Model work of a live session: through the same admission (lock and queue) as HTTP turns."""
-        return await self.service.admitted(work)
+        return await self.service.queue.run(work)
 
     # ------------------------------------------------------------------------------ sessions
 
@@ -216,7 +216,7 @@ class LiveHub:
         async def model_work(fn: Callable[[], T]) -> T:
             # Only while nobody waits for the models: drawn between requests, never ahead of them.
             while True:
-                await self.service.idle.wait()
+                await self.service.queue.idle.wait()
                 try:
                     return await self.admitted(lambda: pipeline.animate.calls(fn))
                 except BusyError:
