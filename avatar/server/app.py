@@ -28,12 +28,13 @@ from avatar.runtime import Runtime
 from avatar.server.errors import HANDLERS
 from avatar.server.limits import BodyDeadlineMiddleware, SlowClientProtocol
 from avatar.server.live.hub import LiveHub
-from avatar.server.metrics import MetricsMiddleware
+from avatar.server.metrics import Metrics, MetricsMiddleware
 from avatar.server.middleware import RequestContextMiddleware
 from avatar.server.results import ResultStore
 from avatar.server.routes import ROUTES
 from avatar.server.security import ApiKeyMiddleware, OriginCheckMiddleware, load_api_keys
 from avatar.server.service import AppState, Service
+from avatar.server.turns import Turns
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -53,7 +54,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         replica=settings.replica,
         max_bytes=int(settings.max_output_mb * 2**20),
     )
-    service = Service(settings, runtime, results, ModelQueue(settings.max_queued_requests))
+    queue, metrics = ModelQueue(settings.max_queued_requests), Metrics()
+    # The pipeline is read when a turn runs (once the models are ready), not now.
+    turns = Turns(queue, metrics, lambda: service.pipeline, timeout_s=settings.turn_timeout_seconds)
+    service = Service(settings, runtime, results, queue, turns, metrics)
     api_keys = load_api_keys(settings)  # a bad key file stops start-up here
 
     @asynccontextmanager

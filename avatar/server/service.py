@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import structlog
@@ -45,11 +45,10 @@ class Service:
     runtime: Runtime
     results: ResultStore
     queue: ModelQueue
-    turns: Turns = field(init=False)
-    metrics: Metrics = field(default_factory=Metrics)
+    turns: Turns
+    metrics: Metrics
 
     def __post_init__(self) -> None:
-        self.turns = Turns(self)
         self.metrics.watch(self)
 
     @property

@@ -34,7 +34,7 @@ from avatar.server.live.events import EventChannel
 from avatar.server.live.listener import Heard, ListenOptions, TurnDetector
 from avatar.server.live.playout import Playout, ReplyPlayback
 from avatar.server.live.tracks import FaceVideoTrack, VoiceAudioTrack
-from avatar.server.live.turn import LiveTurn, ReplySettings, interrupt, run_turn, turn_request
+from avatar.server.live.turn import LiveTurn, ReplySettings, interrupt, latency, run_turn, turn_request
 from avatar.server.live.vad import WINDOW_SECONDS
 from avatar.types import ASR_SAMPLE_RATE, AudioArray
 
@@ -446,23 +446,26 @@ class LiveSession:
         send = send or self.events.send
         begun = self.playout.now_slot
         lead = round(self.lead_frames)
+        made = False
         if early is not None:  # it plays once the turn has ended (end_silence_ms after the speech), or later
             wait_s = early.ended + self.options.listen.end_silence_ms / 1000 - time.perf_counter()
             lead = max(lead, round(wait_s * self.playout.fps))
         try:
             await run_turn(
                 turn,
+                turn_id=f"live-{self.id}-{turn.number}",
                 pipeline=pipeline,
                 request=request,
                 playout=self.playout,
                 idle=self.playout.idle,
-                admitted=self.hub.admitted,
+                turns=self.hub.service.turns,
                 send=send,
                 options=self.options.reply,
                 lead_frames=lead,
                 skip_frames=round(self.skip_frames),
                 held=early is not None and not early.released,
             )
+            made = turn.interrupted is None  # a whole reply: its timings go into the latency metrics
         except AvatarError as exc:
             send("error", code=exc.code, message=exc.message, turn=turn.number)
         except Exception:  # a bug: the user hears about it, the session listens on
@@ -477,7 +480,7 @@ class LiveSession:
         if playback is not None and playback.first_slot is not None and early is None:
             self.lead_frames = 0.5 * self.lead_frames + 0.5 * max(0, playback.first_slot - begun)
             self.skip_frames = 0.5 * self.skip_frames + 0.5 * playback.skipped
-        self._report(turn, playback)
+        self._report(turn, playback, observe=made)
 
     async def _final_transcript(
         self, audio: AudioArray, version: int, carry: AudioArray | None, timings: TurnTimings
@@ -505,8 +508,10 @@ class LiveSession:
         if playback.first_slot is not None:
             self._echo_until = time.monotonic() + ECHO_TAIL_S
 
-    def _report(self, turn: LiveTurn, playback: ReplyPlayback | None) -> None:
+    def _report(self, turn: LiveTurn, playback: ReplyPlayback | None, *, observe: bool) -> None:
         timings, _ = turn.timings.summary(turn.timings.elapsed())
+        if observe:
+            self.hub.service.turns.observe(latency(timings))
         extra = {
             "reply_seconds": round(playback.queued / self.playout.fps, 3) if playback else 0.0,
             "underruns": playback.underruns if playback else 0,
