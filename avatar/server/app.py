@@ -27,7 +27,7 @@ from avatar.pipeline.queue import ModelQueue
 from avatar.runtime import Runtime
 from avatar.server.errors import HANDLERS
 from avatar.server.limits import BodyDeadlineMiddleware, SlowClientProtocol
-from avatar.server.live.hub import LiveHub
+from avatar.server.live.hub import LiveHub, LiveParts
 from avatar.server.metrics import Metrics, MetricsMiddleware
 from avatar.server.middleware import RequestContextMiddleware
 from avatar.server.results import ResultStore
@@ -73,7 +73,17 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
             sweeper = asyncio.create_task(
                 _sweep_forever(service.results, runtime.personas.created), name="sweep-results"
             )
-            live = LiveHub(service)
+            live = LiveHub(
+                LiveParts(
+                    settings=settings,
+                    pipeline=lambda: service.pipeline,
+                    persona=service.persona,
+                    queue=queue,
+                    turns=turns,
+                    ready=runtime.ready,
+                    count=metrics.live_sessions.set,
+                )
+            )
             live_prepare = asyncio.create_task(live.prepare(), name="live-prepare")
             try:
                 yield {"service": service, "live": live}

@@ -4,6 +4,7 @@ work that goes away while it waits. Plain coroutines stand in for model calls; s
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import pytest
 
@@ -93,8 +94,8 @@ def test_a_guard_drops_the_work_when_its_caller_goes() -> None:
         gone = asyncio.Event()
         started = asyncio.Event()
 
-        async def until_gone(work: asyncio.Future[None] | object) -> None:
-            task = asyncio.ensure_future(work)  # type: ignore[arg-type]
+        async def until_gone(work: Awaitable[None]) -> None:
+            task = asyncio.ensure_future(work)
             await gone.wait()
             task.cancel()
             await asyncio.wait([task])
