@@ -55,7 +55,7 @@ class Answers:
 def test_every_question_is_asked_with_its_conversation_and_checked() -> None:
     model = Answers()
     checks = _Checks(load_thresholds()["eval"])
-    section = replies_section(model, EILEEN, 60, checks)  # type: ignore[arg-type]
+    section = replies_section(model, EILEEN, 60, checks)
     total = sum(len(c) for c in CONVERSATIONS)
     assert len(section["rows"]) == total == len(model.histories) >= 30
     assert all(h[0].role == "system" and h[0].content == EILEEN.system_prompt for h in model.histories)

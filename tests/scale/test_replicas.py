@@ -84,7 +84,7 @@ def test_a_conversation_continues_on_whichever_replica_a_turn_lands(cluster: Clu
     assert {t["persona"] for t in stored} == {first["persona"]}
     # Control: an id nobody created starts an empty conversation (so the checks above can fail).
     fresh = turn(r2, "Hello again.", "0" * 32)
-    assert stored_turns(cluster, fresh["session_id"]) == [
+    assert stored_turns(cluster, str(fresh["session_id"])) == [
         {"persona": first["persona"], "user": "Hello again.", "assistant": fresh["reply"]}
     ]
 
