@@ -326,9 +326,7 @@ def _validate(s: Settings) -> None:
         )
     for name, ok in positive.items():
         if not ok:
-            raise ConfigError(
-                f"AVATAR_{name.upper()}={getattr(s, name)!r} is out of range; see README 'Configuration'."
-            )
+            raise ConfigError(f"AVATAR_{name.upper()}={getattr(s, name)!r} is out of range; see docs/configuration.md.")
     _validate_public_url(s.public_url)
     _validate_proxies(s.trusted_proxy_list)
     _validate_origins(s.cors_origin_list)
