@@ -25,7 +25,7 @@ from avatar.config import Settings
 from avatar.personas import CreatedPersonas
 from avatar.pipeline.queue import ModelQueue
 from avatar.runtime import Runtime
-from avatar.server.errors import HANDLERS
+from avatar.server.error_responses import HANDLERS
 from avatar.server.limits import BodyDeadlineMiddleware, SlowClientProtocol
 from avatar.server.live.hub import LiveHub, LiveParts
 from avatar.server.metrics import Metrics, MetricsMiddleware

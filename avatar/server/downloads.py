@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, MalformedRangeHeader, RangeNotSatisfiable
 
 from avatar.pipeline.files import VIDEO_NAME
-from avatar.server.errors import MalformedRequestError, RangeNotSatisfiableError
+from avatar.server.error_responses import MalformedRequestError, RangeNotSatisfiableError
 from avatar.server.service import AppState
 from avatar.server.urls import public_url_for
 

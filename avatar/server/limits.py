@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from avatar.errors import BusyError
-from avatar.server.errors import RequestTimeoutError, error_response
+from avatar.server.error_responses import RequestTimeoutError, error_response
 
 log = structlog.stdlib.get_logger(__name__)
 

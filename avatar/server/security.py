@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from avatar.config import Settings, split_list
 from avatar.errors import ConfigError
-from avatar.server.errors import ForbiddenOriginError, UnauthorizedError, error_response
+from avatar.server.error_responses import ForbiddenOriginError, UnauthorizedError, error_response
 
 MIN_KEY_CHARS = 16
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})

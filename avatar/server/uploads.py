@@ -27,7 +27,7 @@ from starlette.types import Message, Receive
 
 from avatar.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from avatar.pipeline.text import invalid_characters
-from avatar.server.errors import MalformedRequestError
+from avatar.server.error_responses import MalformedRequestError
 
 MAX_PARTS = 16  # files and fields together; every route takes a handful
 MAX_FIELD_BYTES = 64 * 1024  # one text part (the longest text field allowed is far shorter)

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from avatar.server.errors import HANDLERS
+from avatar.server.error_responses import HANDLERS
 from avatar.server.uploads import MAX_PARTS, audio_type, image_type, read_form
 
 BUDGET = 64 * 1024

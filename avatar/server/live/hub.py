@@ -24,7 +24,7 @@ from avatar.errors import AvatarError, BusyError, InvalidRequestError, LiveUnava
 from avatar.personas import Persona
 from avatar.pipeline import Pipeline
 from avatar.pipeline.queue import ModelQueue
-from avatar.server.errors import MalformedRequestError
+from avatar.server.error_responses import MalformedRequestError
 from avatar.server.live import ice
 from avatar.server.live.codecs import silence_packet
 from avatar.server.live.idle import IdleLoop, build_idle_loop
