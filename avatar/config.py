@@ -180,7 +180,8 @@ class Settings:
     session_ttl_seconds: int = setting(1800, "conversation sessions expire this long after their last turn", gt=0)
     redis_url: SecretStr = setting(
         SecretStr(""),
-        "keep conversation sessions in Redis, shared by every replica: `redis://[user:password@]host:6379/0`, "
+        "unset: sessions in memory; set: kept in Redis, shared by every replica: "
+        "`redis://[user:password@]host:6379/0`, "
         "`rediss://…` (TLS) or `unix:///path.sock`. Same TTL and history bound as in memory. Redis must answer by the"
         " time the models are loaded, or start-up fails naming it; if it goes away later, requests that need it get "
         "503 `session_store_unavailable` with `Retry-After`",
@@ -202,7 +203,9 @@ class Settings:
     faults: str = setting(
         "", "injected faults for drills and tests (`kind:mode[:skip=N][:count=N][:seconds=S]`, comma-separated)"
     )
-    replica_id: str = setting("", "names this process's staging folder in a results folder replicas share")
+    replica_id: str = setting(
+        "", "names this process's staging folder in a results folder replicas share (unset: host-port)"
+    )
 
     # Hardening: input bounds, slow clients, access, outputs (docs/service.md, "Security and operations").
     max_image_pixels: int = setting(
@@ -275,7 +278,9 @@ class Settings:
     )
     live_ice_username: str = setting("", "for the `turn:` URLs")
     live_ice_credential: SecretStr = setting(SecretStr(""), "for the `turn:` URLs")
-    live_host_addresses: str = setting("", "IP addresses offered as host candidates, comma-separated")
+    live_host_addresses: str = setting(
+        "", "IP addresses offered as host candidates, comma-separated (unset: every interface and loopback)"
+    )
 
     def model_path(self, value: str) -> Path:
         """A model setting as a path: absolute, or relative to ``models_dir``."""
