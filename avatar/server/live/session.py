@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -103,6 +104,7 @@ class LiveSession:
         self.detector = detector or TurnDetector(options.listen)
         self.turn: LiveTurn | None = None
         self.turns = 0
+        self._runs = itertools.count(1)  # a dropped early reply's number is reused; its run's id is not
         self.opened = time.monotonic()
         self.last_activity = time.monotonic()
         self.lead_frames = float(FIRST_LEAD_FRAMES)
@@ -421,7 +423,7 @@ class LiveSession:
         try:
             await run_turn(
                 turn,
-                turn_id=f"live-{self.id}-{turn.number}",
+                turn_id=f"live-{self.id}-{next(self._runs)}",
                 pipeline=pipeline,
                 request=request,
                 playout=self.playout,
