@@ -319,3 +319,25 @@ def test_typed_text_stops_the_reply_playing_and_is_answered() -> None:
     assert [e["turn"] for e in interrupted] == [1]
     assert [e["turn"] for e in scene.events("timings")] == [1, 2]
     assert scene.chat.seen[-1].content == "And then?"
+
+
+def test_a_newer_turn_of_the_conversation_on_another_transport_stops_the_live_reply() -> None:
+    async def scenario() -> tuple[Scene, list[Any]]:
+        async with Scene({}) as scene:
+            scene.playing = False  # nothing of the live reply is heard
+            scene.session._on_message(json.dumps({"type": "say", "text": "Tell me about Mars."}))
+            while scene.session.turn is None or scene.session.turn.playback is None:
+                await asyncio.sleep(0.005)
+
+            async def typed_elsewhere() -> str:
+                return "answered over HTTP"
+
+            # An HTTP turn of the same conversation, through the same turn runner: barge-in by session.
+            assert await scene.turns.run("http-turn", scene.session.session_id, typed_elsewhere) == "answered over HTTP"
+            scene.playing = True
+            await scene.until("timings")
+            session = await scene.pipeline.sessions.get(scene.session.session_id, scene.session.persona.name)
+        return scene, session.history
+
+    scene, history = asyncio.run(scenario())
+    assert history == []  # nothing of it was heard, so nothing of it is kept

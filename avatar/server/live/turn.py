@@ -147,6 +147,8 @@ async def run_turn(
     stopped = work.cancelled() or isinstance(failed, TurnCancelledError)  # barge-in, or the session closed
     if stopped:
         failed = None
+        if turn.interrupted is None:  # stopped from outside the session (a newer turn of its conversation)
+            interrupt(turn, playout, turn.control.reason or "stopped")  # the history keeps what was heard
     if failed is not None or stopped:
         playout.stop()
     await playback.done.wait()
