@@ -213,38 +213,53 @@ class LiveSession:
         return arrived - (self.detector.windows * WINDOW_SECONDS - stream_seconds)
 
     def _on_heard(self, heard: Heard, arrived: float) -> None:
+        """What the detector heard, decided by one small step per kind of event."""
         if heard.kind in ("resumed", "speech_started", "paused"):
             self._drop_early()  # the utterance it answered has grown (a new pause begins another)
         if heard.kind == "speech_started":
-            self.last_activity = time.monotonic()
-            stopped = self._interrupt("the user spoke")
-            if self.turn is None and self._turn_task is not None and not self._turn_task.done():
-                self._turn_task.cancel()  # a turn not yet answered: what the user says now continues it
-            self.events.send("user_speech_started", interrupted=stopped is not None)
-        elif heard.kind == "partial" and heard.audio is not None:
-            if (self._partial is None or self._partial.done()) and not self._speculating:
-                self._partial = self._spawn(self._show_partial(heard.audio), "partial")
-        elif heard.kind == "paused" and heard.audio is not None:
-            if self._speculation is not None and self._speculation.running:
-                self._speculation.task.cancel()  # an earlier pause's: the utterance has grown since
-            if self._reading_ahead is not None and not self._reading_ahead.done():
-                self._reading_ahead.cancel()
-            if self._partial is not None and not self._partial.done():
-                self._partial.cancel()  # the whole utterance goes first (a partial already running finishes)
-            carry = self._carry
-            end = self._stream_to_clock(heard.speech_end, arrived)
-            speculation = self._speculate(with_carry(heard.audio, carry), heard.audio, heard.version, carry, end)
-            self._speculation = Speculation(heard.version, carry, self._spawn(speculation, "speculative"))
-        elif heard.kind == "turn_ended" and heard.audio is not None:
-            self.last_activity = time.monotonic()
-            early = self._early
-            if early is not None and early.answers(heard.version, self._carry):
-                self._early = None
-                self._release_early(early)
-                return
-            self._drop_early()
-            end = self._stream_to_clock(heard.speech_end, arrived)
-            self._begin_turn(self._take_turn(audio=heard.audio, version=heard.version, ended=end))
+            self._speech_started()
+        elif heard.audio is not None and heard.kind == "partial":
+            self._partial_heard(heard.audio)
+        elif heard.audio is not None and heard.kind == "paused":
+            self._paused(heard.audio, heard.version, self._stream_to_clock(heard.speech_end, arrived))
+        elif heard.audio is not None and heard.kind == "turn_ended":
+            self._turn_ended(heard.audio, heard.version, self._stream_to_clock(heard.speech_end, arrived))
+
+    def _speech_started(self) -> None:
+        """The user speaks: a reply playing stops (barge-in); one not begun yet waits for the rest."""
+        self.last_activity = time.monotonic()
+        stopped = self._interrupt("the user spoke")
+        if self.turn is None and self._turn_task is not None and not self._turn_task.done():
+            self._turn_task.cancel()  # a turn not yet answered: what the user says now continues it
+        self.events.send("user_speech_started", interrupted=stopped is not None)
+
+    def _partial_heard(self, audio: AudioArray) -> None:
+        """Now and then while the user speaks: the words so far, unless the utterance is being recognised."""
+        if (self._partial is None or self._partial.done()) and not self._speculating:
+            self._partial = self._spawn(self._show_partial(audio), "partial")
+
+    def _paused(self, audio: AudioArray, version: int, ended: float) -> None:
+        """A short pause: the utterance so far is recognised at once, and its reply begun (held back)."""
+        if self._speculation is not None and self._speculation.running:
+            self._speculation.task.cancel()  # an earlier pause's: the utterance has grown since
+        if self._reading_ahead is not None and not self._reading_ahead.done():
+            self._reading_ahead.cancel()
+        if self._partial is not None and not self._partial.done():
+            self._partial.cancel()  # the whole utterance goes first (a partial already running finishes)
+        carry = self._carry
+        speculation = self._speculate(with_carry(audio, carry), audio, version, carry, ended)
+        self._speculation = Speculation(version, carry, self._spawn(speculation, "speculative"))
+
+    def _turn_ended(self, audio: AudioArray, version: int, ended: float) -> None:
+        """The pause has lasted: the early reply that answers this utterance plays, or its turn begins."""
+        self.last_activity = time.monotonic()
+        early = self._early
+        if early is not None and early.answers(version, self._carry):
+            self._early = None
+            self._release_early(early)
+            return
+        self._drop_early()
+        self._begin_turn(self._take_turn(audio=audio, version=version, ended=ended))
 
     @property
     def _speculating(self) -> bool:
