@@ -340,4 +340,6 @@ def test_a_newer_turn_of_the_conversation_on_another_transport_stops_the_live_re
         return scene, session.history
 
     scene, history = asyncio.run(scenario())
-    assert history == []  # nothing of it was heard, so nothing of it is kept
+    assert [e["turn"] for e in scene.events("timings")] == [1]  # the live turn ended, stopped ...
+    assert history == []  # ... and nothing of it was heard, so nothing of it is kept
+    assert scene.queue.depth() == (0, 0)
