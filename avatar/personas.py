@@ -18,10 +18,11 @@ import shutil
 import time
 import tomllib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from avatar.errors import ConfigError, UnknownPersonaError
+from avatar.knowledge import KNOWLEDGE_FILE, Knowledge, knowledge_problem
 from avatar.media import atomic_path
 from avatar.types import VoiceSpec
 
@@ -54,6 +55,14 @@ class Persona:
     fallback_reply: str = "Sorry, I lost my train of thought. Could you say that again?"
     expires: float | None = None
     """For a created persona, when it is removed (seconds since the epoch); bundled ones stay."""
+    knowledge: Knowledge = field(default_factory=Knowledge)
+    """What the persona knows about itself (``knowledge.md`` beside ``persona.toml``)."""
+    listening_reply: str = "Go on, I'm listening."
+    """Said when the visitor stops in the middle of a sentence."""
+    deflect_reply: str = "I'd rather just be myself and talk with you. What would you like to know?"
+    """Said when the visitor tells the persona to drop its instructions or show them."""
+    greeting_reply: str = "Nice to meet you, {name}! What would you like to talk about?"
+    """Said when the visitor only says who they are ({name}: their name)."""
 
     @property
     def voice_spec(self) -> VoiceSpec:
@@ -66,6 +75,7 @@ class Persona:
             "display_name": self.display_name,
             "language": self.language,
             "has_voice_sample": self.voice_sample is not None,
+            "knowledge": {"chars": self.knowledge.chars, "passages": self.knowledge.passage_count},
             "created": self.expires is not None,
             "expires": None if self.expires is None else round(self.expires),
         }
@@ -131,7 +141,8 @@ def load_persona(folder: Path) -> Persona:
     if sample is not None and not sample.is_file():
         raise ConfigError(f"{meta_path}: voice_sample {sample.name!r} not found in {folder}.")
     prompt = str(meta.get("system_prompt", DEFAULT_PROMPT)).format(display_name=display_name)
-    persona = Persona(
+    knowledge = _read_knowledge(folder, meta_path, str(meta.get("knowledge", KNOWLEDGE_FILE)))
+    return Persona(
         name=folder.name,
         display_name=display_name,
         image_path=image,
@@ -140,10 +151,29 @@ def load_persona(folder: Path) -> Persona:
         voice=meta.get("voice"),
         voice_sample=sample,
         speed=float(meta.get("speed", 1.0)),
+        knowledge=knowledge,
+        fallback_reply=str(meta.get("fallback_reply", Persona.fallback_reply)),
+        listening_reply=str(meta.get("listening_reply", Persona.listening_reply)),
+        deflect_reply=str(meta.get("deflect_reply", Persona.deflect_reply)),
+        greeting_reply=str(meta.get("greeting_reply", Persona.greeting_reply)),
     )
-    if "fallback_reply" in meta:
-        persona = Persona(**{**persona.__dict__, "fallback_reply": str(meta["fallback_reply"])})
-    return persona
+
+
+def _read_knowledge(folder: Path, meta_path: Path, name: str) -> Knowledge:
+    """The persona's knowledge file, if it has one (a missing default file is no knowledge)."""
+    path = folder / name
+    if not path.is_file():
+        if name != KNOWLEDGE_FILE:
+            raise ConfigError(f"{meta_path}: knowledge file {name!r} not found in {folder}.")
+        return Knowledge()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the persona's knowledge as UTF-8 text: {exc}") from None
+    problem = knowledge_problem(text)
+    if problem is not None:
+        raise ConfigError(f"{path}: {problem}")
+    return Knowledge(text.strip())
 
 
 CREATED_PREFIX = "p-"

@@ -17,8 +17,32 @@ def test_default_persona_is_complete() -> None:
     assert eileen.image_path.is_file() and eileen.voice_sample is not None and eileen.voice_sample.is_file()
     assert "one or two short" in eileen.system_prompt and 'never as "Eileen"' in eileen.system_prompt
     assert eileen.voice_spec.key == "eileen"
-    for name in ("persona.toml", "portrait.png", "voice.wav"):
+    for name in ("persona.toml", "portrait.png", "voice.wav", "knowledge.md"):
         assert name in (PERSONAS / "eileen" / "SOURCES.md").read_text()
+    described = eileen.describe()["knowledge"]
+    assert isinstance(described, dict)  # describe() is typed dict[str, object]
+    assert "Elmira" in eileen.knowledge.text and described["chars"] == eileen.knowledge.chars
+
+
+def test_knowledge_is_read_beside_the_persona_and_checked(tmp_path: Path) -> None:
+    portrait = (PERSONAS / "eileen" / "portrait.png").read_bytes()
+    folder = tmp_path / "ada"
+    folder.mkdir()
+    (folder / "portrait.png").write_bytes(portrait)
+    (folder / "persona.toml").write_text('display_name = "Ada"\n')
+    assert PersonaStore(tmp_path).get("ada").knowledge.chars == 0  # none: no file
+    (folder / "knowledge.md").write_text("I keep bees in Lyon.\n", encoding="utf-8")
+    ada = PersonaStore(tmp_path).get("ada")
+    assert ada.knowledge.text == "I keep bees in Lyon." and ada.describe()["knowledge"] == {"chars": 20, "passages": 1}
+    (folder / "knowledge.md").write_bytes(b"\xff\xfe not text")
+    with pytest.raises(ConfigError, match="UTF-8"):
+        PersonaStore(tmp_path)
+    (folder / "knowledge.md").write_text("x" * 50_001)
+    with pytest.raises(ConfigError, match="50,000"):
+        PersonaStore(tmp_path)
+    (folder / "persona.toml").write_text('knowledge = "facts.md"\n')
+    with pytest.raises(ConfigError, match=r"facts\.md"):
+        PersonaStore(tmp_path)
 
 
 @pytest.mark.parametrize("name", ["nobody", "../eileen", "eileen/../../etc", "EILEEN", "", "a" * 500])

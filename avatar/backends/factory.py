@@ -64,9 +64,10 @@ def _default_system_prompt(s: Settings) -> str:
     """The default persona's prompt (the one most turns start with), or "" when it cannot be read: the
     runtime reports a bad persona folder itself."""
     from avatar.personas import load_persona
+    from avatar.prompt import static_system
 
     try:
-        return load_persona(s.assets_dir / "personas" / s.default_persona).system_prompt
+        return static_system(load_persona(s.assets_dir / "personas" / s.default_persona))
     except ConfigError:
         return ""
 

@@ -20,6 +20,7 @@ from avatar import fmp4, media
 from avatar.bench import machine
 from avatar.bench.faces import check_variant, make_variants
 from avatar.bench.fixtures import read_clips
+from avatar.bench.grounded import grounded_section
 from avatar.bench.replies import EVAL_SEED, replies_section
 from avatar.bench.wer import WordErrors, word_errors
 from avatar.config import Settings
@@ -346,6 +347,11 @@ def run_eval(
                 persona = runtime.personas.get(settings.default_persona)
                 llm = runtime.registry.get("llm")
                 sections.append(replies_section(llm, persona, settings.llm_max_new_tokens, checks))
+                log("eval: replies grounded in knowledge …")
+                grounded = grounded_section(
+                    llm, persona.image_path, settings.llm_max_new_tokens, settings.llm_history_turns, checks
+                )
+                sections.append(grounded)
             elif name == "asr":
                 sections.append(asr_section(runtime, checks))
             elif name == "tts":

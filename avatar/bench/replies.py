@@ -21,6 +21,7 @@ from avatar.bench.reply_checks import CHECKS, ReplyCase, check_reply
 from avatar.personas import Persona
 from avatar.pipeline.stages import RespondStage
 from avatar.types import ChatMessage, ChatModel
+from avatar.visitor import remember
 
 EVAL_SEED = 7  # the sampler's seed for the whole section: the same model gives the same replies
 
@@ -76,7 +77,7 @@ def kind_of(case: ReplyCase, turn: int) -> str:
     return "about the persona" if case.about_self else "off topic / rude"
 
 
-class _Recorder:
+class Recorder:
     """A ChatModel that hands on another's stream and keeps the raw text it wrote, before the Respond
     stage cleans it (the markup rule judges what the model wrote; the stage's clean-up is a safety net)."""
 
@@ -128,12 +129,15 @@ class ReplyResult:
     checks: dict[str, bool | None]
 
 
-async def _ask(stage: RespondStage, persona: Persona, history: list[ChatMessage], question: str) -> dict[str, Any]:
+async def ask(
+    stage: RespondStage, persona: Persona, history: list[ChatMessage], question: str, visitor: Sequence[str] = ()
+) -> dict[str, Any]:
+    """One reply through the stage: its text, whether it is the fallback line, and its timings."""
     started = time.perf_counter()
     first: float | None = None
     pieces: list[str] = []
     fallback = False
-    async for part in stage.stream(persona, history, question):
+    async for part in stage.stream(persona, history, question, visitor):
         if part.kind != "piece":
             continue
         if first is None and not part.fallback:
@@ -145,14 +149,15 @@ async def _ask(stage: RespondStage, persona: Persona, history: list[ChatMessage]
 
 def run_conversations(llm: ChatModel, persona: Persona, max_new_tokens: int) -> list[ReplyResult]:
     """Every conversation through a Respond stage on ``llm`` (blocking; runs its own event loop)."""
-    recorder = _Recorder(llm)
+    recorder = Recorder(llm)
     stage = RespondStage(recorder, max_new_tokens=max_new_tokens)  # type: ignore[arg-type]
     results = []
     for conversation in CONVERSATIONS:
         history: list[ChatMessage] = []
+        visitor: list[str] = []  # what the visitor said about themself, as a session keeps it
         for turn, case in enumerate(conversation):
             before = llm.tokens_generated
-            said = asyncio.run(_ask(stage, persona, history, case.question))
+            said = asyncio.run(ask(stage, persona, history, case.question, visitor))
             checks = check_reply(
                 case,
                 said["reply"],
@@ -175,6 +180,7 @@ def run_conversations(llm: ChatModel, persona: Persona, max_new_tokens: int) -> 
                 )
             )
             history += [ChatMessage("user", case.question), ChatMessage("assistant", said["reply"])]
+            visitor = remember(visitor, case.question)
     return results
 
 

@@ -14,7 +14,16 @@ import logging
 import re
 from collections.abc import Sequence
 
-from avatar.pipeline.text import clean_reply, off_the_rails, split_sentences, usable_piece
+from avatar.pipeline.text import (
+    TAKES_VISITOR_FACTS,
+    claimed_visitor_note,
+    clean_reply,
+    off_the_rails,
+    opens_visitor_claim,
+    split_sentences,
+    usable_piece,
+)
+from avatar.prompt import prompt_parts
 from avatar.types import ChatMessage
 
 log = logging.getLogger(__name__)
@@ -65,12 +74,17 @@ def first_clause(sentence: str) -> str | None:
     return min(found, key=len) if found else None
 
 
-def _speakable(part: str, messages: Sequence[ChatMessage]) -> str | None:
-    """The cleaned piece, if it has words and is not off the rails (else it is not spoken)."""
+def _speakable(part: str, messages: Sequence[ChatMessage], spoken: str = "") -> str | None:
+    """The cleaned piece, if it has words and is not off the rails after ``spoken`` (else it is not
+    spoken)."""
     piece = clean_reply(part, 1)
-    if usable_piece(piece, messages):
+    if usable_piece(piece, messages, spoken):
         return piece
-    why = off_the_rails(piece, messages)
+    why = off_the_rails(piece, messages, spoken)
+    if why == TAKES_VISITOR_FACTS:  # said as its own: said back to the visitor instead, as the note has it
+        note = claimed_visitor_note(piece, prompt_parts(messages).visitor_notes)
+        log.info("piece said back to the visitor", extra={"piece": piece[:200], "note": note})
+        return note
     if why is not None:
         log.info("piece not spoken", extra={"why": why, "piece": piece[:200]})
     return None
@@ -91,6 +105,8 @@ class PieceSplitter:
         self.emitted = 0  # sentences handed on (wholly or in part)
         self._used = 0  # sentences of the text finished with
         self._head = 0  # characters of sentence ``_used`` already handed on (its first clause)
+        self._spoken: list[str] = []  # the pieces handed on
+        self._visitor_notes = prompt_parts(messages).visitor_notes
 
     @property
     def complete(self) -> bool:
@@ -110,9 +126,12 @@ class PieceSplitter:
             out += self._finish_sentence(parts)
         if not self.complete and self.emitted == 0 and self._head == 0 and self._used < len(parts):
             clause = first_clause(parts[self._used])
+            if clause and opens_visitor_claim(clause, self._visitor_notes):
+                clause = None  # judged whole once written: it may be the visitor's fact said as its own
             piece = _speakable(clause, self.messages) if clause else None
             if clause and piece:
                 out.append(piece)
+                self._spoken.append(piece)
                 self._head = len(clause)
         return out
 
@@ -126,7 +145,9 @@ class PieceSplitter:
         return []
 
     def _finish_sentence(self, parts: list[str]) -> list[str]:
-        piece = _speakable(parts[self._used][self._head :], self.messages)
+        piece = _speakable(parts[self._used][self._head :], self.messages, " ".join(self._spoken))
+        if piece:
+            self._spoken.append(piece)
         if piece or self._head > 0:
             self.emitted += 1
         self._used, self._head = self._used + 1, 0

@@ -278,6 +278,7 @@ class Pipeline:
             animate=self.animate,
             persona=request.persona,
             history=request.session.history,
+            visitor=request.session.visitor,
             user_text=user_text,
             output=output,
             emit=emit,

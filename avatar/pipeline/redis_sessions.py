@@ -1,9 +1,11 @@
 """Conversation sessions in Redis, so that every replica of the service sees the same history.
 
 A session is one Redis list, ``avatar:session:<id>``: one JSON entry per turn (persona, what the user
-said, what the persona answered), the newest last. Recording a turn appends, trims to the newest
-``max_turns`` and renews the time to live in one MULTI/EXEC transaction, so two replicas recording
-turns of the same session at once both land and the bound still holds. Reading is one LRANGE. An id
+said, what the persona answered), the newest last; what the visitor said about themself is one JSON
+string beside it, ``avatar:visitor:<id>``. Recording a turn appends, trims to the newest
+``max_turns``, writes the visitor's notes and renews both times to live in one MULTI/EXEC
+transaction, so two replicas recording turns of the same session at once both land and the bound
+still holds (the notes are those of the later one). Reading is one LRANGE and one GET. An id
 that is not of the shape this store hands out never reaches Redis; an unknown or expired id starts an
 empty session under that id, another persona's a new one, as in ``MemorySessionStore``.
 
@@ -27,8 +29,10 @@ from redis.retry import Retry
 from avatar.errors import SessionStoreUnavailableError
 from avatar.pipeline.sessions import SESSION_ID, Session, fresh_session, new_session_id
 from avatar.types import ChatMessage
+from avatar.visitor import MAX_NOTES, remember
 
 KEY_PREFIX = "avatar:session:"
+VISITOR_PREFIX = "avatar:visitor:"
 # A Redis that is down answers "connection refused" at once; one that is unreachable must not hold a
 # turn for long. A blip (a restart, a failover) is retried twice, quickly.
 TIMEOUT_S = 2.0
@@ -39,11 +43,18 @@ class RedisSessionStore:
     """Sessions in Redis (``url``: ``redis://[user:password@]host:port/db``, ``rediss://…``, ``unix://…``)."""
 
     def __init__(
-        self, url: str, *, ttl_seconds: float = 1800, max_turns: int = 6, key_prefix: str = KEY_PREFIX
+        self,
+        url: str,
+        *,
+        ttl_seconds: float = 1800,
+        max_turns: int = 6,
+        key_prefix: str = KEY_PREFIX,
+        visitor_prefix: str = VISITOR_PREFIX,
     ) -> None:
         self.ttl = ttl_seconds
         self.max_turns = max_turns
         self.key_prefix = key_prefix
+        self.visitor_prefix = visitor_prefix
         self.client: redis.Redis = redis.Redis.from_url(
             url,
             decode_responses=True,
@@ -69,7 +80,10 @@ class RedisSessionStore:
             await self.ping()
             return Session(id=new_session_id(), persona=persona)
         with self._answering():
-            raw = await self.client.lrange(self.key(session_id), -self._kept, -1)
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.lrange(self.key(session_id), -self._kept, -1)
+                pipe.get(self.visitor_prefix + session_id)
+                raw, notes = await pipe.execute()
         turns = [turn for turn in map(_decode, raw) if turn is not None]
         if not turns:
             return fresh_session(session_id, persona)
@@ -79,16 +93,22 @@ class RedisSessionStore:
         for turn in turns[-self.max_turns :] if self.max_turns else []:
             if turn["persona"] == persona:
                 history += [ChatMessage("user", turn["user"]), ChatMessage("assistant", turn["assistant"])]
-        return Session(id=session_id, persona=persona, history=history)
+        return Session(id=session_id, persona=persona, history=history, visitor=_decode_notes(notes))
 
     async def record(self, session: Session, user_text: str, reply: str) -> None:
         entry = _entry(session.persona, user_text, reply)
         key = self.key(session.id)
+        notes = remember(session.visitor, user_text)
+        ttl_ms = max(1, round(self.ttl * 1000))
         with self._answering():
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.rpush(key, entry)
                 pipe.ltrim(key, -self._kept, -1)
-                pipe.pexpire(key, max(1, round(self.ttl * 1000)))
+                pipe.pexpire(key, ttl_ms)
+                if notes:
+                    pipe.set(self.visitor_prefix + session.id, json.dumps(notes), px=ttl_ms)
+                else:
+                    pipe.pexpire(self.visitor_prefix + session.id, ttl_ms)
                 await pipe.execute()
 
     async def amend_last(self, session: Session, user_text: str, reply: str, heard: str) -> bool:
@@ -142,6 +162,19 @@ def _decode(raw: str | bytes) -> dict[str, str] | None:
     if not isinstance(turn, dict) or not all(isinstance(turn.get(k), str) for k in ("persona", "user", "assistant")):
         return None
     return turn
+
+
+def _decode_notes(raw: str | bytes | None) -> list[str]:
+    """The visitor's stored notes ([] for none, or for a value this store did not write)."""
+    if raw is None:
+        return []
+    try:
+        notes = json.loads(raw)
+    except ValueError:
+        return []
+    if not isinstance(notes, list):
+        return []
+    return [n for n in notes if isinstance(n, str)][-MAX_NOTES:]
 
 
 def _describe(kwargs: dict[str, Any]) -> str:

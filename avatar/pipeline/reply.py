@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -67,6 +67,7 @@ class Reply:
         chunk_frames: int | None = None,
         opening_silence_s: float | None = None,
         control: TurnControl | None = None,
+        visitor: Sequence[str] = (),
     ) -> None:
         self.respond, self.speak, self.animate = respond, speak, animate
         self.control = control  # checked between steps: a stopped turn stops even if its cancellation was lost
@@ -76,6 +77,7 @@ class Reply:
         self.start_frame = start_frame  # where the reply begins on the face's motion timeline (live idling)
         self.persona = persona
         self.history = history
+        self.visitor = visitor  # what the visitor has said about themself this session
         self.user_text = user_text
         self.output = output
         self.emit = emit
@@ -112,7 +114,7 @@ class Reply:
             raise failed.exceptions[0] from None
 
     async def _respond(self) -> None:
-        replies = self.respond.stream(self.persona, self.history, self.user_text)
+        replies = self.respond.stream(self.persona, self.history, self.user_text, self.visitor)
         async with contextlib.aclosing(replies):  # an error elsewhere still stops the model cleanly
             while True:
                 self._go_on()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from avatar.types import ChatMessage
+from avatar.visitor import remember
 
 SESSION_ID_LENGTH = 32
 SESSION_ID = re.compile(rf"^[0-9a-f]{{{SESSION_ID_LENGTH}}}$")
@@ -38,6 +39,9 @@ class Session:
     persona: str
     history: list[ChatMessage] = field(default_factory=list)
     last_used: float = field(default_factory=time.monotonic)
+    visitor: list[str] = field(default_factory=list)
+    """What the visitor has said about themself (``avatar.visitor``): kept for the whole
+    session, also once the turns that said it have left the history."""
 
 
 class SessionStore(Protocol):
@@ -51,7 +55,8 @@ class SessionStore(Protocol):
         ...
 
     async def record(self, session: Session, user_text: str, reply: str) -> None:
-        """Append a finished (or interrupted) turn, keeping the newest ``max_turns`` turns."""
+        """Append a finished (or interrupted) turn, keeping the newest ``max_turns`` turns, and note what
+        the visitor said about themself in it."""
         ...
 
     async def amend_last(self, session: Session, user_text: str, reply: str, heard: str) -> bool:
@@ -79,14 +84,15 @@ class MemorySessionStore:
         if session.persona != persona:
             return Session(id=new_session_id(), persona=persona)
         # A copy: a turn works on its own snapshot, and only record() changes what is stored.
-        return Session(session.id, session.persona, list(session.history), session.last_used)
+        return Session(session.id, session.persona, list(session.history), session.last_used, list(session.visitor))
 
     async def record(self, session: Session, user_text: str, reply: str) -> None:
         stored = self._sessions.get(session.id)
         history = list(stored.history) if stored is not None else []
         history += [ChatMessage("user", user_text), ChatMessage("assistant", reply)]
         del history[: max(0, len(history) - 2 * self.max_turns)]
-        self._sessions[session.id] = Session(session.id, session.persona, history, time.monotonic())
+        visitor = remember(stored.visitor if stored is not None else [], user_text)
+        self._sessions[session.id] = Session(session.id, session.persona, history, time.monotonic(), visitor)
         self._sessions.move_to_end(session.id)
         while len(self._sessions) > self.max_sessions:
             self._sessions.popitem(last=False)
@@ -97,7 +103,9 @@ class MemorySessionStore:
         if stored is None or stored.persona != session.persona or stored.history[-2:] != turn:
             return False
         kept = [turn[0], ChatMessage("assistant", heard)] if heard else []
-        self._sessions[session.id] = Session(session.id, session.persona, stored.history[:-2] + kept, stored.last_used)
+        self._sessions[session.id] = Session(
+            session.id, session.persona, stored.history[:-2] + kept, stored.last_used, stored.visitor
+        )
         return True
 
     async def close(self) -> None:

@@ -17,9 +17,12 @@ from avatar import media
 from avatar.errors import NoAudioError, NoSpeechError
 from avatar.fmp4 import FORMATS, VideoFormat, write_mp4
 from avatar.images import DEFAULT_MAX_PIXELS, load_image
+from avatar.knowledge import ORDERS
 from avatar.personas import Persona
 from avatar.pipeline.pieces import PieceSplitter
+from avatar.pipeline.text import unfinished
 from avatar.pipeline.threads import ModelCalls, run_blocking
+from avatar.prompt import build_messages
 from avatar.types import (
     AudioArray,
     ChatMessage,
@@ -32,6 +35,7 @@ from avatar.types import (
     Transcript,
     frame_count,
 )
+from avatar.visitor import introduction
 
 log = logging.getLogger(__name__)
 
@@ -84,23 +88,35 @@ class RespondStage:
         self.max_new_tokens = max_new_tokens
         self.max_sentences = max_sentences
 
-    def messages(self, persona: Persona, history: Sequence[ChatMessage], user_text: str) -> list[ChatMessage]:
-        return [ChatMessage("system", persona.system_prompt), *history, ChatMessage("user", user_text)]
+    def messages(
+        self, persona: Persona, history: Sequence[ChatMessage], user_text: str, visitor: Sequence[str] = ()
+    ) -> list[ChatMessage]:
+        """The prompt (``avatar.prompt``): the persona's instructions and knowledge, the
+        conversation so far, what bears on this turn, and the visitor's words."""
+        return build_messages(persona, history, user_text, visitor)
 
-    async def prefill(self, persona: Persona, history: Sequence[ChatMessage], user_text: str) -> None:
+    async def prefill(
+        self, persona: Persona, history: Sequence[ChatMessage], user_text: str, visitor: Sequence[str] = ()
+    ) -> None:
         """Have the model read the prompt of a reply that may be asked for soon (a failure is left for
         that reply to meet)."""
-        messages = self.messages(persona, history, user_text)
+        messages = self.messages(persona, history, user_text, visitor)
         try:
             await self.calls(self.llm.prefill, messages, max_new_tokens=self.max_new_tokens)
         except Exception as exc:  # noqa: BLE001 - only a head start; the reply itself reports a failure
             log.info("llm prefill failed", extra={"error": f"{type(exc).__name__}: {exc}"})
 
     async def stream(
-        self, persona: Persona, history: Sequence[ChatMessage], user_text: str
+        self, persona: Persona, history: Sequence[ChatMessage], user_text: str, visitor: Sequence[str] = ()
     ) -> AsyncGenerator[ReplyPart, None]:
-        """Display deltas and pieces of speech, as the model writes them."""
-        messages = self.messages(persona, history, user_text)
+        """Display deltas and pieces of speech, as the model writes them (``visitor``: what the visitor
+        has said about themself in this session)."""
+        canned = canned_reply(persona, user_text)
+        if canned is not None:
+            yield ReplyPart("delta", canned, canned)
+            yield ReplyPart("piece", canned)
+            return
+        messages = self.messages(persona, history, user_text, visitor)
         splitter = PieceSplitter(self.max_sentences, messages)
         spoken = 0
         tokens = self.llm.stream(messages, max_new_tokens=self.max_new_tokens)
@@ -133,12 +149,26 @@ class RespondStage:
             yield ReplyPart("piece", persona.fallback_reply, persona.fallback_reply, fallback=True, reason=failure)
 
     async def __call__(
-        self, persona: Persona, history: Sequence[ChatMessage], user_text: str
+        self, persona: Persona, history: Sequence[ChatMessage], user_text: str, visitor: Sequence[str] = ()
     ) -> tuple[str, str | None]:
         """The whole reply, and why it is the persona's fallback line (None when it is the model's)."""
-        parts = [part async for part in self.stream(persona, history, user_text) if part.kind == "piece"]
+        parts = [part async for part in self.stream(persona, history, user_text, visitor) if part.kind == "piece"]
         fallback = next((part.reason for part in parts if part.fallback), None)
         return " ".join(part.text for part in parts), fallback
+
+
+def canned_reply(persona: Persona, user_text: str) -> str | None:
+    """The persona's own line for what no model should answer: an order to drop its instructions (it
+    stays itself), a sentence the visitor broke off (it waits for the rest), or the visitor saying who
+    they are and nothing more (it greets them by name). None otherwise."""
+    if ORDERS.search(user_text):
+        return persona.deflect_reply
+    if unfinished(user_text):
+        return persona.listening_reply
+    name = introduction(user_text)
+    if name is not None:  # a small model answers "Hi, I'm Kofi": the visitor's name taken for its own
+        return persona.greeting_reply.format(name=name)
+    return None
 
 
 def _close(tokens: Iterator[str]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from avatar.prompt import prompt_parts
 from avatar.types import ChatMessage
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(])")
@@ -109,6 +110,16 @@ _INSTRUCTION_WORDS = frozenset(
     "you your you're yourself reply replies answer sentence sentences visitor visitor's never lists emoji "
     "directions language instructions".split()
 )
+# A reply that paraphrases its orders ("I am always speaking about myself as I and never as Eileen")
+# shares no six words with them, but holds several of these and a few words of the orders in a row.
+_ORDER_WORDS = _INSTRUCTION_WORDS | frozenset(
+    "always speak speaking talk talking third person facts orders order rules instruction prompt".split()
+)
+ORDER_WORDS_MIN = 3
+PARAPHRASE_RUN = 3
+# A reply that repeats this many words of the knowledge in a row recites it: more than one sentence of
+# it (a persona answering with one sentence of its facts, nearly word for word, is answering well).
+KNOWLEDGE_RUN = 24
 _WORD = re.compile(r"[\w']+")
 
 
@@ -133,12 +144,24 @@ def echoes(text: str, source: str, run: int = ECHO_WORDS) -> bool:
     return bool(shared_runs(text, source, run))
 
 
-def off_the_rails(piece: str, messages: Sequence[ChatMessage]) -> str | None:
+def recites(piece: str, knowledge: str, spoken: str = "") -> bool:
+    """Whether ``piece``, said after ``spoken`` (the reply so far), makes a run of ``KNOWLEDGE_RUN``
+    words of ``knowledge`` that ends in the piece."""
+    before = words(spoken)[-(KNOWLEDGE_RUN - 1) :]
+    said = before + words(piece)
+    seen = words(knowledge)
+    grams = {tuple(seen[i : i + KNOWLEDGE_RUN]) for i in range(len(seen) - KNOWLEDGE_RUN + 1)}
+    starts = range(max(0, len(before) - KNOWLEDGE_RUN + 1), len(said) - KNOWLEDGE_RUN + 1)
+    return any(tuple(said[i : i + KNOWLEDGE_RUN]) in grams for i in starts)
+
+
+def off_the_rails(piece: str, messages: Sequence[ChatMessage], spoken: str = "") -> str | None:
     """Why a cleaned piece of a reply should not be spoken, or None when it may be.
 
     Off the rails: the chat template's markers or role names leaking out, the model speaking as an AI
-    assistant instead of the persona, code, a word stuck on repeat, or the instructions of the system
-    prompt (or the visitor's words) read back.
+    assistant instead of the persona, code, a word stuck on repeat, the instructions of the system
+    prompt read back (word for word or in other words), a long stretch of the persona's knowledge
+    recited (``spoken``: what of the reply went before), or the visitor's words read back.
     """
     if _TEMPLATE_LEAK.search(piece):
         return "template markers"
@@ -148,16 +171,84 @@ def off_the_rails(piece: str, messages: Sequence[ChatMessage]) -> str | None:
         return "code"
     if _STUCK.search(piece):
         return "stuck on repeat"
-    system = next((m.content for m in messages if m.role == "system"), "")
-    if any(_INSTRUCTION_WORDS.intersection(run) for run in shared_runs(piece, system)):
+    parts = prompt_parts(messages)
+    said = words(piece)
+    if any(_INSTRUCTION_WORDS.intersection(run) for run in shared_runs(piece, parts.instructions)):
         return "reads back the system prompt"
-    question = messages[-1].content if messages and messages[-1].role == "user" else ""
-    said, asked = words(piece), words(question)
-    if said and (said == asked or (len(said) >= PARROT_WORDS and asked[: len(said)] == said)):
-        return REPEATS_QUESTION  # whole, or its opening (a first piece is cut before a phrase)
+    if len(said) >= PARROT_WORDS and words(parts.instructions)[: len(said)] == said:
+        return "reads back the system prompt"  # its opening ("You are Eileen Collins," a first piece)
+    if len(_ORDER_WORDS.intersection(said)) >= ORDER_WORDS_MIN and shared_runs(
+        piece, parts.instructions, PARAPHRASE_RUN
+    ):
+        return "reads back the system prompt"
+    if parts.knowledge and recites(piece, parts.knowledge, spoken):
+        return "recites its knowledge"
+    if claimed_visitor_note(piece, parts.visitor_notes) is not None:
+        return TAKES_VISITOR_FACTS
+    asked = words(parts.question)
+    opening = len(said) >= PARROT_WORDS and asked[: len(said)] == said  # a first piece is cut before a phrase
+    if said and (said == asked or opening or (len(said) >= ECHO_WORDS and _within(said, asked))):
+        return REPEATS_QUESTION  # whole, its opening, or a long stretch of it
     return None
 
 
-def usable_piece(piece: str, messages: Sequence[ChatMessage]) -> bool:
-    """A cleaned piece worth speaking: it has words and is not off the rails."""
-    return any(ch.isalpha() for ch in piece) and off_the_rails(piece, messages) is None
+# A sentence a speaker stops in the middle of ends on a word that cannot end one, or trails off.
+_DANGLING = frozenset(
+    "and or but so because if that which who whose whom when where while than the a an to of in on at for "
+    "with about from into by is are was were am be been my your our their his her its um uh er erm like "
+    "wondering mean".split()
+)
+
+
+def unfinished(text: str) -> bool:
+    """Whether the visitor stopped in the middle of a sentence ("Um, so I was wondering", "What I
+    really wanted to ask is"): what they said trails off, or ends on a word no sentence ends on."""
+    text = text.strip()
+    if not text or text.endswith(("?", "!")):
+        return False
+    if text.endswith(("...", "\u2026", "-", "\u2013", "\u2014", ",")):
+        return True
+    said = words(text)
+    return bool(said) and said[-1] in _DANGLING
+
+
+TAKES_VISITOR_FACTS = "takes the visitor's facts for its own"
+_FIRST_PERSON = (("you are", "i am"), ("you were", "i was"), ("you have", "i have"), ("your", "my"), ("you", "i"))
+
+
+def _claims(note: str) -> list[str]:
+    """How the persona would wrongly state a visitor's note as its own, in lower-case words."""
+    own = " ".join(words(note))
+    for theirs, mine in _FIRST_PERSON:
+        own = re.sub(rf"\b{theirs}\b", mine, own)
+    name = re.fullmatch(r"my name is (.+)", own)
+    return [own] + ([f"i am {name.group(1)}", f"i'm {name.group(1)}"] if name else [])
+
+
+def opens_visitor_claim(clause: str, notes: Sequence[str]) -> bool:
+    """Whether ``clause`` (three words or more) is how such a claim begins ("I work as a nurse" of "I
+    work as a nurse in Leeds"): the sentence is then judged whole, not handed on in pieces."""
+    said = " ".join(words(clause))
+    return len(said.split()) >= 3 and any(claim.startswith(said) for note in notes for claim in _claims(note))
+
+
+def claimed_visitor_note(piece: str, notes: Sequence[str]) -> str | None:
+    """The visitor's note (said back to them: "Your name is Tomasz.", "You live in Accra.") that
+    ``piece`` states as the persona's own ("My name is Tomasz", "I'm Tomasz", "I live in Accra"), if any:
+    a small model answers "Where do I live?" in the words of the question."""
+    said = " ".join(words(piece))
+    for note in notes:
+        if any(re.search(rf"\b{re.escape(claim)}\b", said) for claim in _claims(note)):
+            return note
+    return None
+
+
+def _within(part: list[str], whole: list[str]) -> bool:
+    """Whether ``part`` appears in ``whole`` as a run of consecutive words."""
+    n = len(part)
+    return any(whole[i : i + n] == part for i in range(len(whole) - n + 1))
+
+
+def usable_piece(piece: str, messages: Sequence[ChatMessage], spoken: str = "") -> bool:
+    """A cleaned piece worth speaking (after ``spoken``): it has words and is not off the rails."""
+    return any(ch.isalpha() for ch in piece) and off_the_rails(piece, messages, spoken) is None

@@ -12,6 +12,7 @@ from typing import Any
 
 from avatar import __version__ as VERSION
 from avatar.config import Settings
+from avatar.knowledge import MAX_KNOWLEDGE_CHARS
 from avatar.personas import NAME_PATTERN
 
 JSON = "application/json"
@@ -331,13 +332,23 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "description": "The photo is checked (type, bytes, pixels) before it is decoded; the face is "
                 "found and prepared once (the largest, when there are several). The persona is usable at once "
                 "in every route, expires AVATAR_PERSONA_TTL_SECONDS after its last use, and at most "
-                "AVATAR_MAX_PERSONAS are kept (the least recently used goes first).",
+                "AVATAR_MAX_PERSONAS are kept (the least recently used goes first). `knowledge` is what the "
+                "person knows about themself (a biography, facts, label texts): the persona answers about "
+                "itself only from it. Over 50,000 characters is 413; a file part that is not UTF-8 text, 400; "
+                "empty is no knowledge.",
                 "requestBody": _form(
                     {
                         "image": {**_IMAGE_FILE, "description": "A portrait (JPEG, PNG or WebP) with a face."},
                         "name": {"type": "string", "maxLength": 64, "description": "How the persona is called."},
                         "system_prompt": {"type": "string", "maxLength": 2000},
                         "language": {"type": "string", "pattern": "^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$"},
+                        "knowledge": {
+                            "type": "string",
+                            "maxLength": MAX_KNOWLEDGE_CHARS,
+                            "description": "What the person knows about themself, as text or a .txt/.md file "
+                            "part (UTF-8); up to 4,000 characters go into the prompt whole, longer knowledge is "
+                            "searched for each question.",
+                        },
                         "voice": {**_AUDIO_FILE, "description": "3-30 s of the voice, for voice-cloning engines."},
                     },
                     ["image"],
@@ -627,6 +638,13 @@ _SCHEMAS: dict[str, Any] = {
             "display_name": {"type": "string"},
             "language": {"type": "string"},
             "has_voice_sample": {"type": "boolean"},
+            "knowledge": {
+                "type": "object",
+                "description": "How much the persona knows about itself: characters, and the passages it is "
+                "searched in (1 when it goes into the prompt whole, 0 for none).",
+                "required": ["chars", "passages"],
+                "properties": {"chars": {"type": "integer"}, "passages": {"type": "integer"}},
+            },
             "created": {"type": "boolean", "description": "Made from an uploaded photo (it expires)."},
             "expires": {"type": ["integer", "null"], "description": "When it goes, seconds since the epoch."},
             "image_url": {"type": "string", "format": "uri-reference"},

@@ -1,9 +1,10 @@
 """Personas over HTTP: list them, show their photos, and make a new one from anyone's photo.
 
-``POST /api/v1/personas`` takes a portrait (and optionally a name, a system prompt, a language and a
-voice sample for voice-cloning engines), checks it before and while decoding, finds the face and
-prepares it once under the model queue, and keeps the persona among the created ones (expiring,
-bounded in number). A photo without a usable face, or anything else wrong, leaves nothing behind.
+``POST /api/v1/personas`` takes a portrait (and optionally a name, a system prompt, a language, what
+the person knows about themself and a voice sample for voice-cloning engines), checks it before and
+while decoding, finds the face and prepares it once under the model queue, and keeps the persona
+among the created ones (expiring, bounded in number), its knowledge beside its photo. A photo without
+a usable face, or anything else wrong, leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from avatar import media
-from avatar.errors import InvalidRequestError, NoSpeechError
+from avatar.errors import InvalidRequestError, NoSpeechError, PayloadTooLargeError
 from avatar.images import load_image
+from avatar.knowledge import KNOWLEDGE_FILE, knowledge_problem
 from avatar.personas import DEFAULT_PROMPT, MAX_PORTRAIT_SIDE, PORTRAIT, UNNAMED_PROMPT, VOICE, Persona
 from avatar.pipeline.stages import SILENCE_DBFS
 from avatar.pipeline.threads import run_blocking
@@ -110,8 +112,9 @@ async def delete_persona(request: Request[AppState]) -> Response:
 
 
 async def create_persona(request: Request[AppState]) -> JSONResponse:
-    """``image`` (file, required), optional ``name``, ``system_prompt``, ``language`` and ``voice``
-    (file) → the new persona, usable at once in every route by its ``name``."""
+    """``image`` (file, required), optional ``name``, ``system_prompt``, ``language``, ``knowledge``
+    (text, or a .txt/.md file part) and ``voice`` (file) → the new persona, usable at once in every
+    route by its ``name``."""
     service = request.state["service"]
     service.require_ready()
     form = await read_form(
@@ -126,6 +129,10 @@ async def create_persona(request: Request[AppState]) -> JSONResponse:
     language = form.text("language") or "en"
     if not LANGUAGE.match(language):
         raise InvalidRequestError(f"'language' must be a language code such as 'en' or 'pt-BR', not {language[:20]!r}.")
+    knowledge = (form.text("knowledge") or "").strip()
+    problem = knowledge_problem(knowledge)
+    if problem is not None:
+        raise PayloadTooLargeError(f"'knowledge': {problem}")
     photo = await run_blocking(load_image, upload.data, max_pixels=service.settings.max_image_pixels)
     voice = form.file("voice")
     sample = await _voice_sample(voice.data) if voice is not None else None
@@ -134,7 +141,7 @@ async def create_persona(request: Request[AppState]) -> JSONResponse:
     name = created.new_name()
     folder = await run_blocking(created.begin, name)
     try:
-        meta = await run_blocking(_save, folder, photo, sample, _cloning_sample(service, sample))
+        meta = await run_blocking(_save, folder, photo, sample, _cloning_sample(service, sample), knowledge)
         persona = Persona(
             name=name,
             display_name=display_name,
@@ -186,8 +193,11 @@ def _cloning_sample(service: Service, sample: np.ndarray | None) -> Path | None:
     return service.persona(None).voice_sample
 
 
-def _save(folder: Path, photo: ImageArray, sample: np.ndarray | None, borrowed: Path | None) -> dict[str, str]:
-    """Keep the photo (upright, metadata dropped, scaled to at most 2048 px) and the voice sample."""
+def _save(
+    folder: Path, photo: ImageArray, sample: np.ndarray | None, borrowed: Path | None, knowledge: str
+) -> dict[str, str]:
+    """Keep the photo (upright, metadata dropped, scaled to at most 2048 px), the voice sample and the
+    knowledge."""
     image = Image.fromarray(photo)
     image.thumbnail((MAX_PORTRAIT_SIDE, MAX_PORTRAIT_SIDE))
     image.save(folder / PORTRAIT, format="JPEG", quality=92)
@@ -198,6 +208,9 @@ def _save(folder: Path, photo: ImageArray, sample: np.ndarray | None, borrowed: 
     elif borrowed is not None:
         shutil.copyfile(borrowed, folder / VOICE)
         meta["voice_sample"] = VOICE
+    if knowledge:
+        (folder / KNOWLEDGE_FILE).write_text(knowledge + "\n", encoding="utf-8")
+        meta["knowledge"] = KNOWLEDGE_FILE
     return meta
 
 

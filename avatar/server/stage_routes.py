@@ -64,7 +64,9 @@ async def chat(request: Request[AppState]) -> JSONResponse:
     pipeline = service.pipeline
     session = await pipeline.sessions.get(form.text("session_id"), persona.name)
     started = time.perf_counter()
-    reply, fallback = await service.exclusive(request, lambda: pipeline.respond(persona, session.history, text))
+    reply, fallback = await service.exclusive(
+        request, lambda: pipeline.respond(persona, session.history, text, session.visitor)
+    )
     if fallback is None:
         await pipeline.sessions.record(session, text, reply)
     return JSONResponse(

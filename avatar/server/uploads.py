@@ -26,11 +26,14 @@ from starlette.requests import Request
 from starlette.types import Message, Receive
 
 from avatar.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from avatar.knowledge import MAX_KNOWLEDGE_CHARS
 from avatar.pipeline.text import invalid_characters
 from avatar.server.error_responses import MalformedRequestError
 
 MAX_PARTS = 16  # files and fields together; every route takes a handful
-MAX_FIELD_BYTES = 64 * 1024  # one text part (the longest text field allowed is far shorter)
+# One text part: a persona's knowledge, the longest text field (50,000 characters), is at most 200,000
+# bytes of UTF-8.
+MAX_FIELD_BYTES = 256 * 1024
 
 TypeCheck = Callable[[str], bool]
 """Whether a file part's declared content type (lower case, no parameters; "" when absent) is allowed."""
@@ -143,6 +146,11 @@ async def _multipart(request: Request[Any], files: Mapping[str, TypeCheck]) -> F
         async with request.form(max_files=MAX_PARTS, max_fields=MAX_PARTS, max_part_size=MAX_FIELD_BYTES) as data:
             return await _collect(data, files)
     except HTTPException as exc:  # Starlette's word for a malformed body, or one past the caps
+        if "exceeded maximum size" in str(exc.detail):
+            raise PayloadTooLargeError(
+                f"A text field of the form is larger than {MAX_FIELD_BYTES // 1024} KB; the longest text the "
+                f"API takes is a persona's knowledge, {MAX_KNOWLEDGE_CHARS:,} characters."
+            ) from None
         raise MalformedRequestError(f"The multipart/form-data body is malformed: {exc.detail}") from None
 
 

@@ -11,6 +11,8 @@ from avatar.bench.replies import CONVERSATIONS, replies_section
 from avatar.bench.targets import load_thresholds
 from avatar.config import PROJECT_ROOT
 from avatar.personas import PersonaStore
+from avatar.pipeline.stages import canned_reply
+from avatar.prompt import static_system
 from avatar.types import ChatMessage
 
 EILEEN = PersonaStore(PROJECT_ROOT / "assets" / "personas").get("eileen")
@@ -57,11 +59,16 @@ def test_every_question_is_asked_with_its_conversation_and_checked() -> None:
     checks = _Checks(load_thresholds()["eval"])
     section = replies_section(model, EILEEN, 60, checks)
     total = sum(len(c) for c in CONVERSATIONS)
-    assert len(section["rows"]) == total == len(model.histories) >= 30
-    assert all(h[0].role == "system" and h[0].content == EILEEN.system_prompt for h in model.histories)
-    # A follow-up carries the conversation so far; a new conversation starts empty.
+    # The persona's own lines answer what no model should (here the visitor only saying who they are).
+    own_lines = [case.question for c in CONVERSATIONS for case in c if canned_reply(EILEEN, case.question)]
+    assert own_lines == ["Hi! My name is Sam and I am ten years old."]
+    assert len(section["rows"]) == total == len(model.histories) + len(own_lines) >= 30
+    assert all(h[0].role == "system" and h[0].content == static_system(EILEEN) for h in model.histories)
+    # A follow-up carries the conversation so far (and what the visitor said about themself); a new
+    # conversation starts empty.
     remember = next(h for h in model.histories if "remember my name" in h[-1].content)
-    assert [m.role for m in remember] == ["system", "user", "assistant", "user"]
+    assert [m.role for m in remember] == ["system", "user", "assistant", "system", "user"]
+    assert '"Your name is Sam."' in remember[-2].content
     rates = section["pass_rates"]
     assert rates["arithmetic"] == 1.0 and rates["remembers"] == 1.0
     assert rates["answered"] == (total - 1) / total  # the off-the-rails reply became the fallback line

@@ -301,3 +301,25 @@ def test_bad_redis_url_is_a_config_error_that_hides_the_url(url: str) -> None:
     with pytest.raises(ConfigError, match="AVATAR_REDIS_URL") as caught:
         load_settings({"AVATAR_REDIS_URL": url.replace("host", "user:pw@host")})
     assert "pw" not in caught.value.message
+
+
+def test_what_the_visitor_said_about_themself_outlives_the_history(make_store: StoreFactory) -> None:
+    async def body(store: SessionStore) -> None:
+        session = await store.get(None, "eileen")
+        await store.record(session, "Hello! My name is Tomasz and I'm a teacher from Kraków.", "Nice to meet you!")
+        for k in range(3):  # the introduction leaves the history (two turns kept)
+            session = await store.get(session.id, "eileen")
+            await store.record(session, f"Question {k}?", f"Answer {k}.")
+        kept = await store.get(session.id, "eileen")
+        assert kept.history[0].content == "Question 1?"
+        assert kept.visitor == ["Your name is Tomasz.", "You are a teacher from Kraków."]
+        await store.record(kept, "Actually, call me Tom.", "All right, Tom.")
+        assert (await store.get(session.id, "eileen")).visitor == [
+            "You are a teacher from Kraków.",
+            "Your name is Tom.",
+        ]
+        # Another persona's session, or another session, knows nothing of it.
+        assert (await store.get(session.id, "someone-else")).visitor == []
+        assert (await store.get(None, "eileen")).visitor == []
+
+    asyncio.run(_use(make_store(ttl_seconds=60, max_turns=2), body))

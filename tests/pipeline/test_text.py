@@ -1,6 +1,23 @@
-import pytest
+from pathlib import Path
 
-from avatar.pipeline.text import clean_reply, echoes, off_the_rails, speakable_arithmetic, split_sentences, usable_piece
+import pytest
+from scripted import ScriptedChat
+
+from avatar.knowledge import Knowledge
+from avatar.personas import Persona
+from avatar.pipeline.pieces import PieceSplitter
+from avatar.pipeline.text import (
+    TAKES_VISITOR_FACTS,
+    clean_reply,
+    echoes,
+    off_the_rails,
+    recites,
+    speakable_arithmetic,
+    split_sentences,
+    unfinished,
+    usable_piece,
+)
+from avatar.prompt import build_messages
 from avatar.types import ChatMessage
 
 
@@ -80,3 +97,67 @@ def test_ordinary_replies_are_usable(piece: str) -> None:
 def test_echoes_counts_runs_of_consecutive_words() -> None:
     assert echoes("so I flew the Space Shuttle twice", EILEEN_PROMPT, 4)
     assert not echoes("the Shuttle I flew", EILEEN_PROMPT, 4)
+
+
+# --------------------------------------------------------------------- knowledge and the visitor
+
+EILEEN_ORDERS = (
+    'You are Eileen, a retired astronaut. Always speak about yourself as "I", never as "Eileen" or "she". '
+    "Answer directly in one or two short sentences."
+)
+BIOGRAPHY = (
+    "I am Eileen Collins, a retired NASA astronaut and a retired colonel of the United States Air Force. "
+    "I flew on four Space Shuttle missions: twice as the pilot and twice as the commander."
+)
+GROUNDED_PERSONA = Persona("eileen", "Eileen", Path("portrait.png"), EILEEN_ORDERS, knowledge=Knowledge(BIOGRAPHY))
+GROUNDED = build_messages(
+    GROUNDED_PERSONA,
+    [],
+    "And so, my fellow Americans",
+    ["Your name is Tomasz."],
+)
+
+
+def test_instructions_read_back_in_other_words_are_caught() -> None:
+    said = 'I am always speaking about myself as "I" and never as "Eileen" or "she".'
+    assert not echoes(said, EILEEN_ORDERS)  # no six words of the orders in a row: the old rule let it through
+    assert off_the_rails(said, GROUNDED) == "reads back the system prompt"
+    assert off_the_rails("I always speak my mind and never lie.", GROUNDED) is None
+
+
+def test_a_long_stretch_of_the_knowledge_is_recited_even_in_pieces() -> None:
+    first, second = BIOGRAPHY.split(". ", 1)
+    assert off_the_rails(first + ".", GROUNDED) is None  # one sentence of its facts answers a question
+    assert off_the_rails(second, GROUNDED) is None
+    assert off_the_rails(second, GROUNDED, spoken=first + ".") == "recites its knowledge"
+    assert recites(second, BIOGRAPHY, first) and not recites("I loved it.", BIOGRAPHY, first)
+    # The splitter passes what it already spoke: the second sentence of the recital is not spoken.
+    splitter = PieceSplitter(2, GROUNDED)
+    out = [piece for token in ScriptedChat(BIOGRAPHY + " Bye.").tokens for piece in splitter.feed(token)]
+    out += splitter.finish()
+    assert not any("four Space Shuttle missions" in piece for piece in out), out
+
+
+def test_the_visitor_facts_are_never_taken_for_its_own() -> None:
+    assert off_the_rails("Yes, my name is Tomasz.", GROUNDED) == TAKES_VISITOR_FACTS
+    assert off_the_rails("I'm Tomasz, a teacher.", GROUNDED) == TAKES_VISITOR_FACTS
+    assert off_the_rails("Yes, your name is Tomasz.", GROUNDED) is None
+    lives = build_messages(GROUNDED_PERSONA, [], "Where do I live?", ["You live in Accra."])
+    assert off_the_rails("I live in Accra.", lives) == TAKES_VISITOR_FACTS
+    assert off_the_rails("I live in Houston.", lives) is None
+    # The splitter says it back to the visitor, as the note has it.
+    splitter = PieceSplitter(2, lives)
+    out = [piece for token in ScriptedChat("I live in Accra. It is lovely.").tokens for piece in splitter.feed(token)]
+    assert out + splitter.finish() == ["You live in Accra.", "It is lovely."]
+    # Also when its opening alone would have been handed on first ("I work as a nurse | in Leeds").
+    works = build_messages(GROUNDED_PERSONA, [], "What do I do?", ["You work as a nurse in Leeds."])
+    splitter = PieceSplitter(2, works)
+    out = [p for token in ScriptedChat("I work as a nurse in Leeds, you said.").tokens for p in splitter.feed(token)]
+    assert out + splitter.finish() == ["You work as a nurse in Leeds."]
+
+
+def test_a_sentence_broken_off_is_unfinished() -> None:
+    for said in ("Um, so I was wondering", "What I really wanted to ask you is", "So the thing about the...", "And,"):
+        assert unfinished(said), said
+    for said in ("What is your name?", "Tell me about the Moon.", "And so, my fellow Americans", "Wow!", "I like it"):
+        assert not unfinished(said), said

@@ -167,12 +167,24 @@ def test_a_person_talks_to_the_face(browser: Any, fresh_server: ServerProcess, q
     buffer = io.BytesIO()
     canvas.save(buffer, format="JPEG", quality=90)
     page.set_input_files("#photo", files=[{"name": "me.jpg", "mimeType": "image/jpeg", "buffer": buffer.getvalue()}])
+    # The "Your photo" dialog asks for a name and what the person knows, then makes the persona.
+    page.wait_for_selector("#new-persona[open]", timeout=10_000)
+    page.fill("#new-persona-name", "Ada")
+    about = "I am Ada, a beekeeper. I was born in Lyon in 1961 and I keep forty hives on a hill above the town."
+    page.fill("#new-persona-knowledge", about)
+    assert page.text_content("#new-persona-count") == f"{len(about)} / 50,000"
+    shot(page, "8a-your-photo-dialog")
+    page.click("#new-persona-create")
     page.wait_for_function(
         "() => document.querySelectorAll('.persona').length === 2"
         " && document.querySelector('.persona[aria-checked=\"true\"]').dataset.name.startsWith('p-')",
         timeout=60_000,
     )
     shot(page, "8-own-photo")
+    created = page.evaluate("document.querySelector('.persona[aria-checked=\"true\"]').dataset.name")
+    described = page.evaluate(f"fetch('/api/v1/personas/{created}').then((r) => r.json())")
+    assert described["display_name"] == "Ada"
+    assert described["knowledge"] == {"chars": len(about), "passages": 1}
     page.evaluate(WATCH_VIDEO)
     page.fill("#text", "Hello! Who are you?")
     page.click(".send")

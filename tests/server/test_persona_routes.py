@@ -128,3 +128,56 @@ def test_bundled_personas_cannot_be_removed(client: httpx.Client) -> None:
     assert response.status_code == 422 and "bundled" in response.json()["error"]["message"]
     assert client.delete(f"{PERSONAS}/p-0000000000000000").status_code == 404
     assert client.get(f"{PERSONAS}/../etc/passwd").status_code == 404
+
+
+def test_a_persona_knows_what_it_is_given(client: httpx.Client, photo: bytes, server: ServerProcess) -> None:
+    image = {"image": ("me.jpg", photo, "image/jpeg")}
+    about = "I am Ada. I was born in Lyon in 1961, and I have kept bees on the hill above the town since 1990."
+    response = client.post(PERSONAS, files=image, data={"name": "Ada", "knowledge": about})
+    assert response.status_code == 201, response.text
+    made = response.json()
+    assert made["knowledge"] == {"chars": len(about), "passages": 1}
+    assert client.get(f"{PERSONAS}/{made['name']}").json()["knowledge"]["chars"] == len(about)
+    folder = server.output_dir / "personas" / made["name"]
+    assert (folder / "knowledge.md").read_text(encoding="utf-8").strip() == about  # beside the photo
+    # The model is given it: the persona's reply is written from a prompt that holds it (the answer itself
+    # is the model's; the grounded eval measures how often it is right).
+    chat = client.post("/api/v1/chat", data={"text": "Where were you born?", "persona": made["name"]})
+    assert chat.status_code == 200 and chat.json()["reply"]
+    # As a Markdown file part, long enough to be searched per question rather than given whole.
+    labels = "\n\n".join(
+        f"# Room {i}\nRoom {i} holds {i * 3} paintings of the sea by painter number {i}." for i in range(80)
+    )
+    long = client.post(PERSONAS, files={**image, "knowledge": ("labels.md", labels.encode(), "text/markdown")})
+    assert long.status_code == 201, long.text
+    assert long.json()["knowledge"]["chars"] == len(labels.strip()) and long.json()["knowledge"]["passages"] == 80
+    # Empty knowledge is no knowledge.
+    empty = client.post(PERSONAS, files=image, data={"knowledge": "   "})
+    assert empty.status_code == 201 and empty.json()["knowledge"] == {"chars": 0, "passages": 0}
+
+
+@pytest.mark.parametrize(
+    ("knowledge", "status", "code", "says"),
+    [
+        ({"data": {"knowledge": "x" * 50_001}}, 413, "payload_too_large", "50,000"),
+        ({"data": {"knowledge": "é" * 140_000}}, 413, "payload_too_large", "50,000"),  # past the field's bytes too
+        ({"files": {"knowledge": ("a.md", b"x" * 60_000, "text/markdown")}}, 413, "payload_too_large", "50,000"),
+        ({"files": {"knowledge": ("a.txt", b"caf\xe9 au lait", "text/plain")}}, 400, "malformed_request", "UTF-8"),
+    ],
+)
+def test_bad_knowledge_is_refused_and_leaves_nothing(
+    client: httpx.Client,
+    photo: bytes,
+    server: ServerProcess,
+    knowledge: dict[str, Any],
+    status: int,
+    code: str,
+    says: str,
+) -> None:
+    before = set((server.output_dir / "personas").iterdir())
+    files = {"image": ("me.jpg", photo, "image/jpeg"), **knowledge.get("files", {})}
+    response = client.post(PERSONAS, files=files, data=knowledge.get("data", {}))
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and says in error["message"], error
+    assert set((server.output_dir / "personas").iterdir()) == before

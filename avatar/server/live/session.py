@@ -298,8 +298,10 @@ class LiveSession:
         with contextlib.suppress(AvatarError):
             pipeline = self.pipeline()
             request = await turn_request(pipeline, self.persona, self.session_id, text, time.perf_counter())
-            history, user_text = request.session.history, request.text or ""
-            await self.admitted(lambda: pipeline.respond.prefill(request.persona, history, user_text))
+            session, user_text = request.session, request.text or ""
+            await self.admitted(
+                lambda: pipeline.respond.prefill(request.persona, session.history, user_text, session.visitor)
+            )
 
     async def _show_partial(self, audio: AudioArray) -> None:
         with contextlib.suppress(AvatarError):

@@ -12,6 +12,9 @@ const ui = {
   log: $("log"), notice: $("notice"), typed: $("typed"), text: $("text"), talk: $("talk"), stop: $("stop"),
   hint: $("hint"), modes: document.querySelectorAll(".mode"), livePanel: $("live-panel"), liveState: $("live-state"),
   liveVideo: $("live-video"), liveUnmute: $("live-unmute"),
+  dialog: $("new-persona"), dialogForm: $("new-persona-form"), dialogPhoto: $("new-persona-photo"),
+  dialogName: $("new-persona-name"), dialogKnowledge: $("new-persona-knowledge"),
+  dialogFile: $("new-persona-file"), dialogCount: $("new-persona-count"), dialogCancel: $("new-persona-cancel"),
 };
 
 const state = {
@@ -146,17 +149,50 @@ async function loadPersonas() {
   choose(first);
 }
 
-async function createPersona(file) {
+// A photo chosen (or dropped) opens the "Your photo" dialog: a name and what the person knows about
+// themself, both optional; Create sends them with the photo.
+let chosenPhoto = null;
+
+function openPersonaDialog(file) {
   if (!file) return;
   if (!file.type.startsWith("image/")) {
     notify("That file is not a photo: use a JPEG, PNG or WebP portrait.", true);
     return;
   }
+  chosenPhoto = file;
+  if (ui.dialogPhoto.src) URL.revokeObjectURL(ui.dialogPhoto.src);
+  ui.dialogPhoto.src = URL.createObjectURL(file);
+  ui.dialogForm.reset();
+  countKnowledge();
+  ui.dialog.showModal();
+  ui.dialogName.focus();
+}
+
+function countKnowledge() {
+  const used = ui.dialogKnowledge.value.length;
+  ui.dialogCount.textContent = `${used.toLocaleString("en")} / 50,000`;
+}
+
+async function loadKnowledgeFile(file) {
+  if (!file) return;
+  const text = await file.text();
+  if (text.length > 50000) {
+    notify(`That file holds ${text.length.toLocaleString("en")} characters; "About this person" takes up to 50,000.`, true);
+  } else {
+    ui.dialogKnowledge.value = text;
+  }
+  countKnowledge();
+  ui.dialogFile.value = "";
+}
+
+async function createPersona(file, name, knowledge) {
   ui.dropzone.classList.add("busy");
   notify("");
   progress("Finding the face in your photo…");
   const form = new FormData();
   form.append("image", file, file.name || "photo.jpg");
+  if (name.trim()) form.append("name", name.trim());
+  if (knowledge.trim()) form.append("knowledge", knowledge);
   try {
     const response = await api(`${API}/personas`, { method: "POST", body: form });
     if (!response.ok) {
@@ -352,7 +388,15 @@ ui.typed.addEventListener("submit", (event) => {
 });
 
 ui.stop.addEventListener("click", () => (live.active ? live.interrupt() : interrupt()));
-ui.photo.addEventListener("change", () => createPersona(ui.photo.files[0]));
+ui.photo.addEventListener("change", () => openPersonaDialog(ui.photo.files[0]));
+ui.dialogKnowledge.addEventListener("input", countKnowledge);
+ui.dialogFile.addEventListener("change", () => loadKnowledgeFile(ui.dialogFile.files[0]));
+ui.dialogCancel.addEventListener("click", () => { ui.dialog.close(); ui.photo.value = ""; });
+ui.dialogForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  ui.dialog.close();
+  createPersona(chosenPhoto, ui.dialogName.value, ui.dialogKnowledge.value);
+});
 ui.dropzone.addEventListener("keydown", (event) => {
   if (event.key === "Enter" || event.key === " ") { event.preventDefault(); ui.photo.click(); }
 });
@@ -364,12 +408,12 @@ for (const name of ["dragleave", "drop"]) {
 }
 ui.dropzone.addEventListener("drop", (event) => {
   event.preventDefault();
-  createPersona(event.dataTransfer.files[0]);
+  openPersonaDialog(event.dataTransfer.files[0]);
 });
 document.addEventListener("dragover", (event) => event.preventDefault());
 document.addEventListener("drop", (event) => {
   event.preventDefault();
-  if (event.dataTransfer.files[0]) createPersona(event.dataTransfer.files[0]);
+  if (event.dataTransfer.files[0]) openPersonaDialog(event.dataTransfer.files[0]);
 });
 
 ui.talk.disabled = true;
