@@ -20,7 +20,7 @@ LLAMA_CPP_WHEELS ?= $(HOME)/.cache/avatar/wheels/llama-cpp-python-0.3.36-avx2-no
 INSTALLED := $(VENV)/.installed
 PREPARED := models_cache/.prepared
 
-.PHONY: install models system-deps demo test serve lint bench bench-live eval clean
+.PHONY: install models system-deps demo test check serve lint typecheck bench bench-live eval clean
 
 install: $(INSTALLED)
 
@@ -65,10 +65,20 @@ bench-live: $(PREPARED)
 eval: $(PREPARED)
 	$(BIN)/avatar eval
 
+# The fast lane, while working: lint, type checks and the tests that load no models (docs/testing.md).
+check: lint typecheck system-deps
+	$(BIN)/python -m pytest -m "not slow and not models" -q --durations=5
+
 lint: $(INSTALLED)
 	$(BIN)/ruff check avatar tests
 	$(BIN)/ruff format --check avatar tests
+
+# Test folders have no __init__.py (pytest imports each test by its folder), so each folder is its own
+# mypy run: several hold a conftest.py. Helpers shared across folders are found on MYPYPATH.
+TEST_DIRS := $(sort $(dir $(wildcard tests/*.py tests/*/*.py tests/*/*/*.py)))
+typecheck: $(INSTALLED)
 	$(BIN)/mypy avatar
+	for dir in $(TEST_DIRS); do MYPYPATH=tests/server:tests/pipeline $(BIN)/mypy $$dir*.py || exit 1; done
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache

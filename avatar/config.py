@@ -3,6 +3,12 @@
 Nothing else in the package reads ``os.environ``: tests pass a dict. Every setting is named
 ``AVATAR_<FIELD>`` in the environment and ``<field>`` in the TOML file (``AVATAR_CONFIG`` names the
 file); the environment wins over the file. A bad value raises ``ConfigError`` naming the setting.
+
+Each setting is stated once, on its field: its default, its doc and its range (``setting(...)``); a
+choice among names is a ``Literal``; a secret is a ``SecretStr`` (shown as stars). Validation and the
+table in docs/configuration.md (``settings_table``; a test keeps it current) come from the fields.
+Field metadata rather than pydantic-settings: the package keeps a frozen dataclass built from a plain
+mapping, its own error messages naming ``AVATAR_*``, and no new dependency.
 """
 
 from __future__ import annotations
@@ -14,133 +20,267 @@ import re
 import socket
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
 from avatar.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-ASR_BACKENDS = ("whisper",)
-LLM_BACKENDS = ("auto", "llamacpp", "transformers")
-TTS_BACKENDS = ("hibari", "xtts")
-FACE_BACKENDS = ("puppet", "ditto")
-DEVICES = ("auto", "cpu", "cuda")
-QUANTIZATIONS = ("none", "4bit", "8bit")
-DITTO_ENGINES = ("tensorrt", "pytorch")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+class SecretStr:
+    """A setting's value that is never shown: its repr and str are stars (logs, error messages, a
+    printed Settings). ``get_secret_value()`` is the value itself (named as pydantic names it)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str = "") -> None:
+        self._value = str(value)
+
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretStr) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __str__(self) -> str:
+        return "**********" if self._value else ""
+
+    def __repr__(self) -> str:
+        return f"SecretStr({str(self)!r})"
+
+
+def setting(
+    default: Any,
+    doc: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+) -> Any:
+    """A settings field: its default, what it is for (the docs table), and the range of a number."""
+    return field(default=default, metadata={"doc": doc, "ge": ge, "gt": gt, "le": le})
 
 
 @dataclass(frozen=True)
 class Settings:
     """Every knob of the product. Defaults run the embedded CPU models from ``models_cache/``."""
 
-    models_dir: Path = PROJECT_ROOT / "models_cache"
-    assets_dir: Path = PROJECT_ROOT / "assets"
-    output_dir: Path = PROJECT_ROOT / "out" / "results"
-    default_persona: str = "eileen"
-    threads: int = 0  # 0: every core
+    models_dir: Path = setting(PROJECT_ROOT / "models_cache", "where model folders live")
+    assets_dir: Path = setting(PROJECT_ROOT / "assets", "personas and samples")
+    output_dir: Path = setting(PROJECT_ROOT / "out" / "results", "the service's results")
+    default_persona: str = setting("eileen", "the persona a turn talks to when it names none")
+    threads: int = setting(0, "CPU threads for the models (`0`: every core)", ge=0)
 
-    asr_backend: str = "whisper"
-    asr_model: str = "whisper-tiny.en"  # a folder in models_dir, or a path
-    asr_device: str = "auto"
-    asr_compute_type: str = "auto"
-    asr_vad: bool = True
-    asr_beam_size: int = 1
-    asr_word_timestamps: bool = False
-    asr_short_window: bool = True  # a short utterance is encoded in a window just longer than itself
+    asr_backend: Literal["whisper"] = setting("whisper", "the speech recogniser (faster-whisper)")
+    asr_model: str = setting("whisper-tiny.en", "a CTranslate2 Whisper folder (in the models dir, or a path)")
+    asr_device: Literal["auto", "cpu", "cuda"] = setting("auto", "where Whisper runs (`auto`: CUDA when present)")
+    asr_compute_type: str = setting("auto", "CTranslate2 compute type (`auto`: float16 on CUDA, int8 on the CPU)")
+    asr_vad: bool = setting(True, "Silero voice-activity filter")
+    asr_beam_size: int = setting(1, "Whisper's beam size (1: greedy, the fastest)", ge=1)
+    asr_word_timestamps: bool = setting(False, "word timings in transcripts")
+    asr_short_window: bool = setting(
+        True,
+        "encode a short utterance (under 28 s of speech) in a window just longer than itself instead of Whisper's 30 "
+        "s: 3-4x faster on a CPU, same words on the eval clips; `false` always uses the 30 s window",
+    )
     # CTranslate2 on the CPU. One thread by default: with two, torch in the same process (the LLM) ran
     # 1.7x slower per token on 2 cores while Whisper tiny gained nothing (bench/PROFILE.md). 0: AVATAR_THREADS.
-    asr_threads: int = 1
+    asr_threads: int = setting(
+        1, "CPU threads for CTranslate2 (`0`: `AVATAR_THREADS`); more slows the LLM beside it", ge=0
+    )
 
-    # llamacpp: a GGUF file on the CPU; transformers: a Hugging Face folder, for GPUs; auto: by the model's
-    # format. The default model was chosen by measurement in the running service (README "Models").
-    llm_backend: str = "auto"
-    llm_model: str = "qwen2.5-coder-0.5b-instruct"
-    llm_device: str = "auto"
-    llm_dtype: str = "auto"
-    llm_max_new_tokens: int = 60
-    llm_max_sentences: int = 2  # a reply is cut off after this many sentences (spoken replies stay short)
-    llm_history_turns: int = 6
-    llm_temperature: float = 0.3
-    llm_quantization: str = "none"  # none | 4bit | 8bit (CUDA, bitsandbytes)
-    # llamacpp only. Threads while the model runs alone, reading the prompt and writing the first piece
-    # of the reply, and while it generates the rest beside the face renderer (0: AVATAR_THREADS; README
-    # "Why llama.cpp, which model, how many threads"). The context bounds the KV cache (0: the model's
-    # own, 32k for Qwen).
-    llm_alone_threads: int = 0
-    llm_threads: int = 1
-    llm_context_tokens: int = 2048
-    llm_seed: int = -1  # -1: a random seed per process; any other value repeats the same replies
+    # The default model was chosen by measurement in the running service (docs/models.md).
+    llm_backend: Literal["auto", "llamacpp", "transformers"] = setting(
+        "auto",
+        "`llamacpp` (a GGUF model on the CPU), `transformers` (a Hugging Face folder; GPUs), or `auto`: by the "
+        "model's format (a folder holding both, like SmolLM2's, runs on llama.cpp unless `AVATAR_LLM_DEVICE=cuda`)",
+    )
+    llm_model: str = setting(
+        "qwen2.5-coder-0.5b-instruct",
+        "a chat model: an embedded name (`avatar models list`), a folder in the models dir, or a path (a `.gguf` file"
+        " for llama.cpp)",
+    )
+    llm_device: Literal["auto", "cpu", "cuda"] = setting(
+        "auto", "transformers: where the model runs (`auto`: CUDA when present)"
+    )
+    llm_dtype: str = setting("auto", "transformers: the weights' type (`auto`: bf16/fp16 on CUDA, float32 on the CPU)")
+    llm_max_new_tokens: int = setting(60, "reply length limit in tokens", ge=1, le=4096)
+    llm_max_sentences: int = setting(2, "sentences a reply may have before it is cut off (1-100)", ge=1, le=100)
+    llm_history_turns: int = setting(6, "turns of history kept per session", ge=0)
+    llm_temperature: float = setting(0.3, "0 = greedy", ge=0.0, le=2.0)
+    llm_quantization: Literal["none", "4bit", "8bit"] = setting("none", "`4bit` / `8bit` on CUDA (bitsandbytes)")
+    llm_alone_threads: int = setting(
+        0,
+        "llama.cpp: CPU threads while the model runs alone, reading the prompt and writing the first spoken piece "
+        "(`0`: `AVATAR_THREADS`, every core); measured in docs/models.md",
+        ge=0,
+        le=256,
+    )
+    llm_threads: int = setting(
+        1,
+        "llama.cpp: CPU threads while it writes the rest beside the face renderer (`0`: `AVATAR_THREADS`)",
+        ge=0,
+        le=256,
+    )
+    llm_context_tokens: int = setting(
+        2048,
+        "llama.cpp: context (KV cache) size, 256-131072; the oldest turns are dropped to fit (`0`: the model's own, "
+        "32k for Qwen)",
+    )
+    llm_seed: int = setting(
+        -1,
+        "llama.cpp sampler seed; `-1` a random one per process, any other value repeats replies (`avatar eval` uses 7)",
+        ge=-1,
+        le=2**32 - 2,
+    )
 
-    tts_backend: str = "hibari"
-    tts_model: str = "xtts-v2"  # used by xtts only
-    tts_device: str = "auto"  # xtts only; hibari always runs on the CPU
+    tts_backend: Literal["hibari", "xtts"] = setting("hibari", "`hibari` (embedded) or `xtts`")
+    tts_model: str = setting("xtts-v2", "XTTS only: its model folder (in the models dir, or a path)")
+    tts_device: Literal["auto", "cpu", "cuda"] = setting(
+        "auto", "XTTS only (hibari always runs on the CPU; `auto`: CUDA when present)"
+    )
 
-    face_backend: str = "puppet"
-    face_model: str = "face/face_landmarker.task"  # puppet; ditto reads ditto_* settings
-    ditto_sdk: str = ""
-    ditto_checkpoints: str = ""  # empty: models_cache/ditto-talkinghead, else <sdk>/checkpoints
-    ditto_engine: str = "tensorrt"
-    ditto_data_root: str = ""
-    ditto_cfg: str = ""
-    video_size: int = 512
-    fps: int = 25
+    face_backend: Literal["puppet", "ditto"] = setting("puppet", "`puppet` (embedded) or `ditto`")
+    face_model: str = setting(
+        "face/face_landmarker.task",
+        "the puppet's MediaPipe FaceLandmarker file (in the models dir, or a path); Ditto reads the `AVATAR_DITTO_*` "
+        "settings",
+    )
+    ditto_sdk: str = setting("", "Ditto: its cloned repository (the SDK)")
+    ditto_checkpoints: str = setting(
+        "", "Ditto: its checkpoints folder (empty: `models_cache/ditto-talkinghead`, else `<sdk>/checkpoints`)"
+    )
+    ditto_engine: Literal["tensorrt", "pytorch"] = setting("tensorrt", "Ditto: which of its engines runs")
+    ditto_data_root: str = setting("", "Ditto: its models' folder, if not the engine's own in the checkpoints")
+    ditto_cfg: str = setting("", "Ditto: its configuration file, if not the engine's own in the checkpoints")
+    video_size: int = setting(512, "output frame size in pixels (even, 64-2048)")
+    fps: int = setting(25, "output frame rate", ge=1, le=60)
 
-    max_upload_mb: float = 20.0
-    max_audio_seconds: float = 60.0
-    max_text_chars: int = 1000
-    result_ttl_seconds: int = 3600
-    persona_ttl_seconds: int = 86_400  # a persona created from an uploaded photo lasts this long after its last use
-    max_personas: int = 100  # created personas kept at most (the least recently used goes first)
-    session_ttl_seconds: int = 1800
-    # Conversation sessions in Redis, shared by every replica (redis://host:6379/0); empty: in memory.
-    redis_url: str = ""
-    host: str = "127.0.0.1"
-    port: int = 8000
-    shutdown_grace_seconds: float = 30.0
-    max_queued_requests: int = 8  # model requests that may wait while one runs; more are told to retry
-    stage_timeout_seconds: float = 120.0  # one model call (a token, a sentence, a chunk of frames) at most
-    turn_timeout_seconds: float = 300.0  # a whole turn at most, queue wait excluded
-    health_check_seconds: float = 15.0  # how often a failing model is tried again (its warm-up call)
-    faults: str = ""  # fault injection for tests and drills, e.g. "llm:raise,face:raise:skip=2" (README)
-    # Names this process's staging folder inside a results folder replicas may share; empty: host-port.
-    replica_id: str = ""
+    max_upload_mb: float = setting(20.0, "largest upload", gt=0)
+    max_audio_seconds: float = setting(60.0, "longest audio in a request", gt=0)
+    max_text_chars: int = setting(1000, "longest typed question", gt=0)
+    result_ttl_seconds: int = setting(3600, "results expire this long after they are made", gt=0)
+    persona_ttl_seconds: int = setting(
+        86_400, "personas created from photos are kept this long after their last use", gt=0
+    )
+    max_personas: int = setting(
+        100, "personas created from photos kept at most (the least recently used goes first)", ge=1, le=100_000
+    )
+    session_ttl_seconds: int = setting(1800, "conversation sessions expire this long after their last turn", gt=0)
+    redis_url: SecretStr = setting(
+        SecretStr(""),
+        "unset: sessions in memory; set: kept in Redis, shared by every replica: "
+        "`redis://[user:password@]host:6379/0`, "
+        "`rediss://…` (TLS) or `unix:///path.sock`. Same TTL and history bound as in memory. Redis must answer by the"
+        " time the models are loaded, or start-up fails naming it; if it goes away later, requests that need it get "
+        "503 `session_store_unavailable` with `Retry-After`",
+    )
+    host: str = setting("127.0.0.1", "the address the service listens on")
+    port: int = setting(8000, "its port", ge=0, le=65535)
+    shutdown_grace_seconds: float = setting(30.0, "on SIGTERM, turns in flight may finish for this long", ge=0)
+    max_queued_requests: int = setting(
+        8,
+        "model requests that may wait while one runs; past that, 503 `busy` with `Retry-After`, and `/readyz` is 503 "
+        "`busy`",
+        ge=0,
+    )
+    stage_timeout_seconds: float = setting(120.0, "longest model call (a token, a sentence, a chunk of frames)", gt=0)
+    turn_timeout_seconds: float = setting(
+        300.0, "longest turn holding the models (queue excluded), every transport", gt=0
+    )
+    health_check_seconds: float = setting(15.0, "how often a model that keeps failing is tried again", gt=0)
+    faults: str = setting(
+        "", "injected faults for drills and tests (`kind:mode[:skip=N][:count=N][:seconds=S]`, comma-separated)"
+    )
+    replica_id: str = setting(
+        "", "names this process's staging folder in a results folder replicas share (unset: host-port)"
+    )
 
-    # Hardening: input bounds, slow clients, access, outputs (README "Security and operations").
-    max_image_pixels: int = 40_000_000  # a photo's width × height, judged from its header before decoding
-    public_url: str = ""  # e.g. https://avatar.example.com: result URLs are absolute under it; empty: relative
-    trusted_proxies: str = ""  # comma-separated IPs/networks whose X-Forwarded-For/-Proto are believed; "*": any
-    header_timeout_seconds: float = 10.0  # from connecting (or the previous response) to a whole request head
-    body_timeout_seconds: float = 15.0  # the longest wait for the next piece of a request body
-    min_upload_bytes_per_second: int = 8192  # slower bodies are cut off (408) once past the body timeout
-    keep_alive_seconds: int = 5  # an idle keep-alive connection is closed after this
-    max_connections: int = 100  # open connections; a request on one more is answered 503 busy
-    max_header_bytes: int = 16384  # a request line and headers larger than this are refused (400)
-    api_keys: str = ""  # comma-separated bearer tokens; empty (and no file): the API is open
-    api_keys_file: str = ""  # a file of bearer tokens, one a line (# comments), added to api_keys
-    cors_origins: str = ""  # comma-separated origins browsers may call the API from ("*": any); empty: none
-    max_output_mb: float = 1024.0  # results on disk; past it the oldest are removed first
+    # Hardening: input bounds, slow clients, access, outputs (docs/service.md, "Security and operations").
+    max_image_pixels: int = setting(
+        40_000_000,
+        "largest photo (width × height), read from its header before decoding",
+        ge=1_000_000,
+        le=1_000_000_000,
+    )
+    public_url: str = setting(
+        "", "e.g. `https://avatar.example.com`: result URLs are absolute under it; unset: relative"
+    )
+    trusted_proxies: str = setting(
+        "", "IPs/networks (comma-separated, `*`: any) whose `X-Forwarded-For`/`-Proto` are believed; unset: none"
+    )
+    header_timeout_seconds: float = setting(
+        10.0, "deadline for a whole request head (from connecting or the last response)", gt=0
+    )
+    body_timeout_seconds: float = setting(15.0, "longest pause in a request body", gt=0)
+    min_upload_bytes_per_second: int = setting(
+        8192, "slowest average body rate once past the body timeout (408 below it; `0`: none)", ge=0
+    )
+    keep_alive_seconds: int = setting(5, "an idle keep-alive connection is closed after this", ge=1)
+    max_connections: int = setting(100, "connections served at once (503 `busy` past that)", ge=1)
+    max_header_bytes: int = setting(16384, "largest request head", ge=1024, le=1_048_576)
+    api_keys: SecretStr = setting(SecretStr(""), "bearer keys, comma-separated; unset (and no file): the API is open")
+    api_keys_file: str = setting("", "a file of bearer keys, one a line (`#` comments), added to `AVATAR_API_KEYS`")
+    cors_origins: str = setting("", "origins whose pages may call the API (comma-separated, `*`: any); unset: CORS off")
+    max_output_mb: float = setting(
+        1024.0, "disk for results; past it the oldest are removed first (created personas not counted)", gt=0
+    )
 
-    # Live mode (WebRTC, POST /api/v1/live): see README "Live mode".
-    max_live_sessions: int = 4  # open live connections at most; one more is told to retry (503)
-    live_end_silence_ms: int = 400  # silence after speech that ends the user's turn
-    live_early_reply: bool = True  # begin the reply at the first pause, held back until the turn has ended
-    live_vad_threshold: float = 0.5  # Silero speech probability that counts as speech
-    live_barge_in_threshold: float = 0.8  # ... while the face speaks (its own voice must not interrupt it)
-    live_barge_in_ms: int = 96  # speech this long (three 32 ms windows) while the face speaks interrupts it
-    live_partial_seconds: float = 1.0  # a partial transcript after each this much more speech
-    live_max_utterance_seconds: float = 30.0  # a turn ends after this much speech even without a pause
-    live_idle_timeout_seconds: int = 300  # a live session nobody speaks to for this long is closed
-    live_idle_loop_seconds: float = 12.0  # length of the pre-drawn idle motion (played back and forth)
-    live_buffer_seconds: float = 20.0  # reply media made ahead of playback at most (then the stages wait)
-    live_video_kbps: int = 800  # VP8 bit rate of the face video
-    live_ice_servers: str = ""  # STUN/TURN URLs, comma-separated (stun:host:3478, turn:host:3478?transport=udp)
-    live_ice_username: str = ""  # for the turn: URLs
-    live_ice_credential: str = ""
-    live_host_addresses: str = ""  # IPs to offer as host candidates, comma-separated; empty: every interface
+    # Live mode (WebRTC, POST /api/v1/live): docs/live.md.
+    max_live_sessions: int = setting(
+        4,
+        "live connections open at once; one more is refused (503 `busy`, `Retry-After`); `0` switches live mode off",
+        ge=0,
+        le=1000,
+    )
+    live_end_silence_ms: int = setting(400, "silence after speech that ends the user's turn", ge=100, le=5000)
+    live_early_reply: bool = setting(
+        True,
+        "begin the reply at the first short pause, held back until the turn has ended (`false`: only read its prompt "
+        "ahead)",
+    )
+    live_vad_threshold: float = setting(0.5, "Silero speech probability that counts as speech", ge=0.05, le=0.95)
+    live_barge_in_threshold: float = setting(
+        0.8, "... while the face speaks (at least `AVATAR_LIVE_VAD_THRESHOLD`, at most 0.99)"
+    )
+    live_barge_in_ms: int = setting(96, "speech this long while the face speaks interrupts it", ge=32, le=5000)
+    live_partial_seconds: float = setting(
+        1.0, "a partial transcript after each this much more speech (`0`: none)", ge=0
+    )
+    live_max_utterance_seconds: float = setting(
+        30.0, "a turn ends after this much speech even without a pause (1 s up to `AVATAR_MAX_AUDIO_SECONDS`)"
+    )
+    live_idle_timeout_seconds: int = setting(300, "a live session nobody speaks in for this long is closed", gt=0)
+    live_idle_loop_seconds: float = setting(
+        12.0, "idle motion drawn per persona (played forwards and backwards)", ge=1, le=120
+    )
+    live_buffer_seconds: float = setting(
+        20.0,
+        "reply media made ahead of playback at most (encoded, ~0.1 MB/s): the models are free again once a reply is "
+        "made",
+        ge=0.2,
+        le=600,
+    )
+    live_video_kbps: int = setting(800, "VP8 bit rate of the face", ge=100, le=20_000)
+    live_ice_servers: str = setting(
+        "", "STUN/TURN URLs, comma-separated (`stun:host:3478,turn:host:3478?transport=udp`); also handed to the page"
+    )
+    live_ice_username: str = setting("", "for the `turn:` URLs")
+    live_ice_credential: SecretStr = setting(SecretStr(""), "for the `turn:` URLs")
+    live_host_addresses: str = setting(
+        "", "IP addresses offered as host candidates, comma-separated (unset: every interface and loopback)"
+    )
 
     def model_path(self, value: str) -> Path:
         """A model setting as a path: absolute, or relative to ``models_dir``."""
@@ -235,11 +375,6 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
         raise ConfigError(f"{setting}={text!r} is not a valid {kind.__name__}.") from None
 
 
-def _choice(setting: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{setting}={value!r} is not supported; choose one of: {', '.join(allowed)}.")
-
-
 ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
 
 
@@ -264,75 +399,86 @@ def _validate_live(s: Settings) -> None:
 
 
 def _validate(s: Settings) -> None:
-    _choice("AVATAR_ASR_BACKEND", s.asr_backend, ASR_BACKENDS)
-    _choice("AVATAR_LLM_BACKEND", s.llm_backend, LLM_BACKENDS)
-    _choice("AVATAR_TTS_BACKEND", s.tts_backend, TTS_BACKENDS)
-    _choice("AVATAR_FACE_BACKEND", s.face_backend, FACE_BACKENDS)
-    _choice("AVATAR_LLM_QUANTIZATION", s.llm_quantization, QUANTIZATIONS)
-    _choice("AVATAR_DITTO_ENGINE", s.ditto_engine, DITTO_ENGINES)
-    for name in ("asr_device", "llm_device", "tts_device"):
-        _choice(f"AVATAR_{name.upper()}", getattr(s, name), DEVICES)
-    positive = {
-        "threads": s.threads >= 0,
-        "asr_beam_size": s.asr_beam_size >= 1,
-        "asr_threads": s.asr_threads >= 0,
-        "llm_max_new_tokens": 1 <= s.llm_max_new_tokens <= 4096,
-        "llm_history_turns": s.llm_history_turns >= 0,
-        "llm_max_sentences": 1 <= s.llm_max_sentences <= 100,
-        "llm_temperature": 0.0 <= s.llm_temperature <= 2.0,
-        "llm_threads": 0 <= s.llm_threads <= 256,
-        "llm_alone_threads": 0 <= s.llm_alone_threads <= 256,
+    hints = get_type_hints(Settings)
+    for f in fields(Settings):
+        value = getattr(s, f.name)
+        choices = get_args(hints[f.name]) if get_origin(hints[f.name]) is Literal else ()
+        if choices and value not in choices:
+            raise ConfigError(
+                f"AVATAR_{f.name.upper()}={value!r} is not supported; choose one of: {', '.join(choices)}."
+            )
+        if not _in_range(value, f.metadata):
+            raise ConfigError(f"AVATAR_{f.name.upper()}={value!r} is out of range ({_range_text(f.metadata)}).")
+    # Ranges that depend on another setting, or are not an interval.
+    related = {
         "llm_context_tokens": s.llm_context_tokens == 0 or 256 <= s.llm_context_tokens <= 131_072,
-        "llm_seed": -1 <= s.llm_seed < 2**32 - 1,
         "video_size": 64 <= s.video_size <= 2048 and s.video_size % 2 == 0,
-        "fps": 1 <= s.fps <= 60,
-        "max_upload_mb": s.max_upload_mb > 0,
-        "max_audio_seconds": s.max_audio_seconds > 0,
-        "max_text_chars": s.max_text_chars > 0,
-        "result_ttl_seconds": s.result_ttl_seconds > 0,
-        "persona_ttl_seconds": s.persona_ttl_seconds > 0,
-        "max_personas": 1 <= s.max_personas <= 100_000,
-        "session_ttl_seconds": s.session_ttl_seconds > 0,
-        "port": 0 <= s.port <= 65535,
-        "shutdown_grace_seconds": s.shutdown_grace_seconds >= 0,
-        "max_queued_requests": s.max_queued_requests >= 0,
-        "stage_timeout_seconds": s.stage_timeout_seconds > 0,
-        "turn_timeout_seconds": s.turn_timeout_seconds > 0,
-        "health_check_seconds": s.health_check_seconds > 0,
-        "max_image_pixels": 1_000_000 <= s.max_image_pixels <= 1_000_000_000,
-        "header_timeout_seconds": s.header_timeout_seconds > 0,
-        "body_timeout_seconds": s.body_timeout_seconds > 0,
-        "min_upload_bytes_per_second": s.min_upload_bytes_per_second >= 0,
-        "keep_alive_seconds": s.keep_alive_seconds >= 1,
-        "max_connections": s.max_connections >= 1,
-        "max_header_bytes": 1024 <= s.max_header_bytes <= 1_048_576,
-        "max_output_mb": s.max_output_mb > 0,
-        "max_live_sessions": 0 <= s.max_live_sessions <= 1000,
-        "live_end_silence_ms": 100 <= s.live_end_silence_ms <= 5000,
-        "live_vad_threshold": 0.05 <= s.live_vad_threshold <= 0.95,
         "live_barge_in_threshold": s.live_vad_threshold <= s.live_barge_in_threshold <= 0.99,
-        "live_barge_in_ms": 32 <= s.live_barge_in_ms <= 5000,
-        "live_partial_seconds": s.live_partial_seconds >= 0,
         "live_max_utterance_seconds": 1 <= s.live_max_utterance_seconds <= s.max_audio_seconds,
-        "live_idle_timeout_seconds": s.live_idle_timeout_seconds > 0,
-        "live_idle_loop_seconds": 1 <= s.live_idle_loop_seconds <= 120,
-        "live_buffer_seconds": 0.2 <= s.live_buffer_seconds <= 600,
-        "live_video_kbps": 100 <= s.live_video_kbps <= 20_000,
     }
-    _check_redis_url(s.redis_url)
+    for name, ok in related.items():
+        if not ok:
+            raise ConfigError(f"AVATAR_{name.upper()}={getattr(s, name)!r} is out of range; see docs/configuration.md.")
+    _check_redis_url(s.redis_url.get_secret_value())
     if s.replica_id and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", s.replica_id):
         raise ConfigError(
             f"AVATAR_REPLICA_ID={s.replica_id!r}: use up to 64 letters, digits, '.', '_' or '-' (it names a folder)."
         )
-    for name, ok in positive.items():
-        if not ok:
-            raise ConfigError(
-                f"AVATAR_{name.upper()}={getattr(s, name)!r} is out of range; see README 'Configuration'."
-            )
     _validate_public_url(s.public_url)
     _validate_proxies(s.trusted_proxy_list)
     _validate_origins(s.cors_origin_list)
     _validate_live(s)
+
+
+def _in_range(value: Any, meta: Mapping[str, Any]) -> bool:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return True
+    return not (
+        (meta.get("ge") is not None and value < meta["ge"])
+        or (meta.get("gt") is not None and value <= meta["gt"])
+        or (meta.get("le") is not None and value > meta["le"])
+    )
+
+
+def _range_text(meta: Mapping[str, Any]) -> str:
+    """``≥ 1``, ``> 0``, ``1-100``: the range of a number, as the docs table shows it."""
+    low, above, high = meta.get("ge"), meta.get("gt"), meta.get("le")
+    if low is not None and high is not None:
+        return f"{_number(low)}-{_number(high)}"
+    parts = [f"≥ {_number(low)}" if low is not None else "", f"> {_number(above)}" if above is not None else ""]
+    parts.append(f"≤ {_number(high)}" if high is not None else "")
+    return ", ".join(p for p in parts if p)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def settings_table() -> str:
+    """The Markdown table of every setting (docs/configuration.md holds it; a test keeps it current)."""
+    hints = get_type_hints(Settings)
+    rows = ["| setting | default | allowed | meaning |", "|---|---|---|---|"]
+    for f in fields(Settings):
+        hint = hints[f.name]
+        if get_origin(hint) is Literal:
+            allowed = " ".join(f"`{choice}`" for choice in get_args(hint))
+        elif hint is bool:
+            allowed = "`true` `false`"
+        else:
+            allowed = _range_text(f.metadata)
+        doc = f.metadata["doc"].replace("|", "\\|")
+        rows.append(f"| `AVATAR_{f.name.upper()}` | {_shown(f.default)} | {allowed} | {doc} |")
+    return "\n".join(rows) + "\n"
+
+
+def _shown(default: Any) -> str:
+    if isinstance(default, Path):
+        return f"`{default.relative_to(PROJECT_ROOT)}/`" if default.is_relative_to(PROJECT_ROOT) else f"`{default}`"
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    if isinstance(default, SecretStr) or default == "":
+        return "–"
+    return f"`{_number(default) if isinstance(default, int | float) else default}`"
 
 
 def _validate_public_url(url: str) -> None:
@@ -384,3 +530,18 @@ def _check_redis_url(url: str) -> None:
             "AVATAR_REDIS_URL is not a Redis URL; use redis://[user:password@]host:6379/0, rediss://… (TLS) "
             "or unix:///path/to/redis.sock, or leave it empty to keep sessions in memory."
         )
+
+
+TABLE_START = "<!-- settings table: python -m avatar.config -->\n"
+TABLE_END = "<!-- end of the settings table -->\n"
+DOCS = PROJECT_ROOT / "docs" / "configuration.md"
+
+
+def documented_table(text: str) -> str:
+    """The settings table held in the text of docs/configuration.md."""
+    return text[text.index(TABLE_START) + len(TABLE_START) : text.index(TABLE_END)]
+
+
+if __name__ == "__main__":  # python -m avatar.config: rewrite the table in docs/configuration.md
+    current = DOCS.read_text(encoding="utf-8")
+    DOCS.write_text(current.replace(documented_table(current), settings_table()), encoding="utf-8")

@@ -57,11 +57,6 @@ class PayloadTooLargeError(AvatarError):
     status = 413
 
 
-class AudioTooLongError(AvatarError):
-    code = "audio_too_long"
-    status = 413
-
-
 class NoSpeechError(AvatarError):
     """The audio decodes, but nobody says anything in it."""
 

@@ -12,6 +12,7 @@ import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypedDict
 
 import av
 import av.error
@@ -225,7 +226,19 @@ def fit_audio_to_frames(audio: AudioArray, sample_rate: int, frames: int, fps: i
     return np.concatenate([audio, np.zeros(want - audio.size, np.float32)])
 
 
-def probe_mp4(path: Path) -> dict[str, float | int | str]:
+class Mp4Info(TypedDict):
+    video_codec: str
+    audio_codec: str
+    width: int
+    height: int
+    frames: int
+    fps: float
+    video_seconds: float
+    audio_seconds: float
+    sample_rate: int
+
+
+def probe_mp4(path: Path) -> Mp4Info:
     """Codec names, frame count and stream durations of an MP4 (for tests, eval and the CLI)."""
     with av.open(os.fspath(path)) as container:
         v = container.streams.video[0]

@@ -7,7 +7,6 @@ server's event loop keeps answering its probes meanwhile.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import threading
@@ -127,9 +126,6 @@ class ModelRegistry:
             slot.state = ModelState.FAILED
             slot.error = exc.message if isinstance(exc, AvatarError) else f"{type(exc).__name__}: {exc}"
             log.error("model failed", extra={"kind": kind, "error": slot.error})
-
-    async def start(self) -> None:
-        await asyncio.to_thread(self.load_all)
 
     def get(self, kind: str) -> Any:
         """The ready model of this role; NotReadyError while loading or after a failure."""

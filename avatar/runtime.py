@@ -44,7 +44,7 @@ def session_store(settings: Settings) -> SessionStore:
     """Redis when ``AVATAR_REDIS_URL`` is set (replicas share conversations), else this process's memory."""
     ttl, turns = settings.session_ttl_seconds, settings.llm_history_turns
     if settings.redis_url:
-        return RedisSessionStore(settings.redis_url, ttl_seconds=ttl, max_turns=turns)
+        return RedisSessionStore(settings.redis_url.get_secret_value(), ttl_seconds=ttl, max_turns=turns)
     return MemorySessionStore(ttl_seconds=ttl, max_turns=turns)
 
 

@@ -8,7 +8,7 @@ thread.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -153,14 +153,3 @@ class FaceAnimator(Backend, Protocol):
 def frame_count(seconds: float, fps: int) -> int:
     """The number of video frames that cover ``seconds`` of audio (at least one)."""
     return max(1, round(seconds * fps))
-
-
-@dataclass
-class ModelInfo:
-    """What `avatar models list` and /readyz say about one loaded model."""
-
-    kind: str
-    backend: str
-    name: str
-    device: str = "cpu"
-    details: dict[str, str] = field(default_factory=dict)

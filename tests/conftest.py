@@ -12,6 +12,16 @@ from avatar import embedded, media
 from avatar.config import PROJECT_ROOT, Settings, load_settings
 from avatar.types import ASR_SAMPLE_RATE, AudioArray, ChatMessage, VoiceSpec
 
+# Fixtures that load the embedded models (in this process, or in a server they start). A test that
+# uses one is marked ``models`` and left out of the fast lane (``make check``: -m "not slow and not models").
+MODEL_FIXTURES = frozenset({"runtime", "prepared_models", "speech", "server", "guarded_server", "live"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.models)
+
 
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from avatar.config import load_settings
+from avatar.config import DOCS, Settings, documented_table, load_settings, settings_table
 from avatar.errors import ConfigError
 
 
@@ -82,3 +83,37 @@ def test_hardening_settings_parse() -> None:
     assert settings.trusted_proxy_list == ("10.0.0.0/8", "127.0.0.1")
     assert settings.cors_origin_list == ("https://a.example", "http://localhost:3000")
     assert load_settings({}).cors_origin_list == () and load_settings({}).max_image_pixels == 40_000_000
+
+
+def test_a_setting_states_its_range_and_its_choices_once() -> None:
+    # The message comes from the field itself: its range, or the Literal's names.
+    with pytest.raises(ConfigError, match=r"AVATAR_LLM_MAX_SENTENCES=0 is out of range \(1-100\)"):
+        load_settings({"AVATAR_LLM_MAX_SENTENCES": "0"})
+    with pytest.raises(ConfigError, match="choose one of: puppet, ditto"):
+        load_settings({"AVATAR_FACE_BACKEND": "sadtalker"})
+    assert load_settings({"AVATAR_LLM_MAX_SENTENCES": "100"}).llm_max_sentences == 100  # the bound itself is in
+
+
+def test_secrets_are_never_shown() -> None:
+    key, password, credential = "k" * 32, "hunter2-redis", "turn-credential-9"
+    s = load_settings(
+        {
+            "AVATAR_API_KEYS": key,
+            "AVATAR_REDIS_URL": f"redis://user:{password}@localhost:6379/0",
+            "AVATAR_LIVE_ICE_SERVERS": "turn:turn.example.org:3478",
+            "AVATAR_LIVE_ICE_USERNAME": "someone",
+            "AVATAR_LIVE_ICE_CREDENTIAL": credential,
+        }
+    )
+    assert s.api_keys.get_secret_value() == key  # the value is there for the code that needs it ...
+    shown = f"{s!r} {s} {s.api_keys} {s.redis_url!r}"
+    assert all(secret not in shown for secret in (key, password, credential))  # ... and nowhere else
+    with pytest.raises(ConfigError) as refused:
+        load_settings({"AVATAR_REDIS_URL": f"http://user:{password}@localhost"})
+    assert password not in str(refused.value)
+
+
+def test_the_configuration_docs_are_the_settings_table() -> None:
+    documented = documented_table(DOCS.read_text(encoding="utf-8"))
+    assert documented == settings_table(), "docs/configuration.md is out of date: run `python -m avatar.config`"
+    assert documented.count("\n") == len(fields(Settings)) + 2  # a row per setting, under the header

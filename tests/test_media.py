@@ -17,6 +17,7 @@ def encode(audio: np.ndarray, rate: int, fmt: str, codec: str) -> bytes:
     buf = io.BytesIO()
     with av.open(buf, "w", format=fmt) as out:
         stream = out.add_stream(codec, rate=rate, layout="mono")
+        assert isinstance(stream, av.AudioStream)
         frame = av.AudioFrame.from_ndarray(audio[None, :].astype(np.float32), format="flt", layout="mono")
         frame.sample_rate = rate
         for packet in stream.encode(frame):

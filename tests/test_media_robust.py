@@ -21,6 +21,7 @@ def tone(fmt: str, codec: str, rate: int, layout: str, seconds: float = 1.0) -> 
     planes = np.tile(wave, (channels, 1))
     with av.open(buf, "w", format=fmt) as out:
         stream = out.add_stream(codec, rate=rate, layout=layout)
+        assert isinstance(stream, av.AudioStream)
         for start in range(0, samples, 1024):
             frame = av.AudioFrame.from_ndarray(
                 np.ascontiguousarray(planes[:, start : start + 1024]), format="fltp", layout=layout

@@ -19,7 +19,9 @@ def test_default_persona_is_complete() -> None:
     assert eileen.voice_spec.key == "eileen"
     for name in ("persona.toml", "portrait.png", "voice.wav", "knowledge.md"):
         assert name in (PERSONAS / "eileen" / "SOURCES.md").read_text()
-    assert "Elmira" in eileen.knowledge.text and eileen.describe()["knowledge"]["chars"] == eileen.knowledge.chars
+    described = eileen.describe()["knowledge"]
+    assert isinstance(described, dict)  # describe() is typed dict[str, object]
+    assert "Elmira" in eileen.knowledge.text and described["chars"] == eileen.knowledge.chars
 
 
 def test_knowledge_is_read_beside_the_persona_and_checked(tmp_path: Path) -> None:

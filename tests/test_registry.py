@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from avatar.backends.factory import model_specs
@@ -25,7 +24,7 @@ def test_missing_model_fails_with_the_reason(settings: Settings, tmp_path: Path)
 def test_one_failure_does_not_stop_the_others(settings: Settings, tmp_path: Path, prepared_models: Path) -> None:
     broken = settings.replace(llm_model=str(tmp_path / "no-llm"))
     registry = ModelRegistry(model_specs(broken, kinds=("llm", "tts")))
-    asyncio.run(registry.start())
+    registry.load_all()
     states = registry.states()
     assert states["llm"]["state"] == "failed" and "no-llm/model.gguf" in states["llm"]["error"]
     assert states["tts"]["state"] == "ready"

@@ -33,7 +33,7 @@ def _llm(s: Settings) -> Backend:
         if s.llm_device == "cuda":
             raise ConfigError(
                 "AVATAR_LLM_DEVICE=cuda: the llama.cpp backend runs on the CPU. For a GPU use a transformers "
-                "model with AVATAR_LLM_BACKEND=transformers (README 'Production models')."
+                "model with AVATAR_LLM_BACKEND=transformers (docs/models.md, 'Production models')."
             )
         from avatar.backends.llamacpp_llm import LlamaCppChat, LlamaCppOptions
 

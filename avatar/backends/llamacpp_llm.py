@@ -1,7 +1,7 @@
 """The language model on the CPU: a GGUF chat model run by llama.cpp (through llama-cpp-python).
 
 Why llama.cpp and not transformers or CTranslate2 on the CPU: measured in the running service, it
-writes the first clause 2-5x sooner with a quarter of the memory (README "Models").
+writes the first clause 2-5x sooner with a quarter of the memory (docs/models.md).
 
 One ``Llama`` object keeps the attention (KV) cache of the latest prompt and reply; each call evaluates
 only the tokens after the longest prefix it shares with the previous one. Every prompt starts with the

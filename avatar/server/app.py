@@ -23,16 +23,18 @@ from starlette.middleware.cors import CORSMiddleware
 from avatar.backends import torch_thread
 from avatar.config import Settings
 from avatar.personas import CreatedPersonas
+from avatar.pipeline.queue import ModelQueue
 from avatar.runtime import Runtime
-from avatar.server.errors import HANDLERS
+from avatar.server.error_responses import HANDLERS
 from avatar.server.limits import BodyDeadlineMiddleware, SlowClientProtocol
-from avatar.server.live.hub import LiveHub
-from avatar.server.metrics import MetricsMiddleware
+from avatar.server.live.hub import LiveHub, LiveParts
+from avatar.server.metrics import Metrics, MetricsMiddleware
 from avatar.server.middleware import RequestContextMiddleware
 from avatar.server.results import ResultStore
 from avatar.server.routes import ROUTES
 from avatar.server.security import ApiKeyMiddleware, OriginCheckMiddleware, load_api_keys
 from avatar.server.service import AppState, Service
+from avatar.server.turns import Turns
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -52,7 +54,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         replica=settings.replica,
         max_bytes=int(settings.max_output_mb * 2**20),
     )
-    service = Service(settings, runtime, results)
+    queue, metrics = ModelQueue(settings.max_queued_requests), Metrics()
+    # The pipeline is read when a turn runs (once the models are ready), not now.
+    turns = Turns(queue, metrics, lambda: service.pipeline, timeout_s=settings.turn_timeout_seconds)
+    service = Service(settings, runtime, results, queue, turns, metrics)
     api_keys = load_api_keys(settings)  # a bad key file stops start-up here
 
     @asynccontextmanager
@@ -68,7 +73,17 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
             sweeper = asyncio.create_task(
                 _sweep_forever(service.results, runtime.personas.created), name="sweep-results"
             )
-            live = LiveHub(service)
+            live = LiveHub(
+                LiveParts(
+                    settings=settings,
+                    pipeline=lambda: service.pipeline,
+                    persona=service.persona,
+                    queue=queue,
+                    turns=turns,
+                    ready=runtime.ready,
+                    count=metrics.live_sessions.set,
+                )
+            )
             live_prepare = asyncio.create_task(live.prepare(), name="live-prepare")
             try:
                 yield {"service": service, "live": live}
@@ -81,10 +96,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
                 sweeper.cancel()
                 live_prepare.cancel()
                 await live.close()
-                try:
-                    async with asyncio.timeout(RELEASE_WAIT_S):
-                        await service.model_lock.acquire()  # never released: nothing may use them now
-                except TimeoutError:
+                if not await service.queue.close(RELEASE_WAIT_S):  # nothing may use the models after this
                     log.warning("a model call is still running; releasing the models regardless")
         log.info("models released")
 

@@ -64,7 +64,7 @@ async def conversation(request: Request[AppState]) -> JSONResponse:
     """The turn's summary, with the URLs of its MP4 and WAV, once the turn is complete."""
     service, turn = await _turn_request(request)
     with service.results.reserve() as folder:
-        result = await service.turns.run(turn, folder, disconnect=request.receive)
+        result = await service.turns.run_request(turn, folder, disconnect=request.receive)
     return JSONResponse(_answer(request, result))
 
 
@@ -72,13 +72,13 @@ async def conversation_stream(request: Request[AppState]) -> EventSourceResponse
     """The turn as Server-Sent Events: ``queued``, ``started``, ``transcript``, ``reply`` (text
     deltas), ``segment`` (each playable piece of video, in order), then ``done`` or ``error``."""
     service, turn = await _turn_request(request)
-    service.refuse_if_busy()  # a full queue is a 503 with Retry-After, not a stream that says so
+    service.queue.refuse_if_busy()  # a full queue is a 503 with Retry-After, not a stream that says so
     turn_id = new_turn_id()
     events = _Events()
 
     async def run() -> TurnResult:
         with service.results.reserve(turn_id) as folder:
-            return await service.turns.run(turn, folder, events=events.put, keep_segments=True)
+            return await service.turns.run_request(turn, folder, events=events.put, keep_segments=True)
 
     task = asyncio.ensure_future(run())
     return EventSourceResponse(

@@ -6,7 +6,9 @@ has no deadline for the head itself: a fresh connection that sends nothing, or o
 second (slowloris), is kept forever, and its ``limit_concurrency`` answers in plain text, not in this
 API's JSON. Two small pieces add what is missing:
 
-- ``SlowClientProtocol``, uvicorn's h11 protocol plus a deadline from connecting (or from the end of
+- ``SlowClientProtocol``, a subclass of uvicorn's h11 protocol (its internals, not a public API: the
+  attributes it reads are in ``_uvicorn_state``, pyproject.toml bounds uvicorn, and
+  ``tests/server/test_private_uses.py`` fails when they change), plus a deadline from connecting (or from the end of
   the previous response) to a complete request head, after which the connection is closed, and a cap
   on open connections: a request on a connection past the cap is answered 503 ``busy`` (JSON,
   ``Retry-After``, ``Connection: close``).
@@ -27,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from avatar.errors import BusyError
-from avatar.server.errors import RequestTimeoutError, error_response
+from avatar.server.error_responses import RequestTimeoutError, error_response
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -59,14 +61,20 @@ class SlowClientProtocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.cycle is not self._cycle_when_armed:  # a request head arrived whole: it is in time
+        if self._uvicorn_state()[0] is not self._cycle_when_armed:  # a request head arrived whole: in time
             self._disarm_head_deadline()
 
     def on_response_complete(self) -> None:
-        before = self.cycle
+        before = self._uvicorn_state()[0]
         super().on_response_complete()
-        if self.cycle is before and not self.transport.is_closing():  # no pipelined request began
+        cycle, transport, _ = self._uvicorn_state()
+        if cycle is before and not transport.is_closing():  # no pipelined request began
             self._arm_head_deadline()
+
+    def _uvicorn_state(self) -> tuple[object, asyncio.Transport, int]:
+        """(the request cycle under way, the connection's transport, the server's open connections):
+        what this class reads of H11Protocol's internals, read only here."""
+        return self.cycle, self.transport, len(self.connections)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_deadline()
@@ -74,7 +82,7 @@ class SlowClientProtocol(H11Protocol):
 
     def _arm_head_deadline(self) -> None:
         self._disarm_head_deadline()
-        self._cycle_when_armed = self.cycle
+        self._cycle_when_armed = self._uvicorn_state()[0]
         self._head_deadline = self.loop.call_later(self.header_timeout, self._head_too_late)
 
     def _disarm_head_deadline(self) -> None:
@@ -84,12 +92,13 @@ class SlowClientProtocol(H11Protocol):
 
     def _head_too_late(self) -> None:
         self._head_deadline = None
-        if self.cycle is self._cycle_when_armed and not self.transport.is_closing():
-            self.transport.close()  # idle, or a head trickling in: nothing to answer yet
+        cycle, transport, _ = self._uvicorn_state()
+        if cycle is self._cycle_when_armed and not transport.is_closing():
+            transport.close()  # idle, or a head trickling in: nothing to answer yet
 
     def _capped(self, app: Any) -> Any:
         async def capped(scope: Scope, receive: Receive, send: Send) -> None:
-            if len(self.connections) <= self.max_connections:
+            if self._uvicorn_state()[2] <= self.max_connections:
                 await app(scope, receive, send)
                 return
             self._log_refusal()
@@ -108,7 +117,7 @@ class SlowClientProtocol(H11Protocol):
         now = time.monotonic()
         if now - SlowClientProtocol._last_refusal_log >= REFUSAL_LOG_INTERVAL_S:
             SlowClientProtocol._last_refusal_log = now
-            log.warning("connection cap reached; refusing requests", open_connections=len(self.connections))
+            log.warning("connection cap reached; refusing requests", open_connections=self._uvicorn_state()[2])
 
 
 class BodyDeadlineMiddleware:

@@ -17,7 +17,7 @@ import structlog
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from avatar.server.errors import internal_error, shutting_down
+from avatar.server.error_responses import internal_error, shutting_down
 
 log = structlog.stdlib.get_logger("avatar.server.access")
 

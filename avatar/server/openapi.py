@@ -20,7 +20,11 @@ FORM = "multipart/form-data"
 URLENCODED = "application/x-www-form-urlencoded"
 
 ERROR_RESPONSES = {
-    400: ("BadRequest", "invalid_audio, invalid_image or malformed_request: the upload (or a header) cannot be read."),
+    400: (
+        "BadRequest",
+        "invalid_audio, invalid_image or malformed_request: the upload (or a header) cannot be read, or the audio "
+        "is longer than AVATAR_MAX_AUDIO_SECONDS.",
+    ),
     401: ("Unauthorized", "unauthorized: API keys are configured and the request has no valid Authorization: Bearer."),
     403: ("ForbiddenOrigin", "forbidden_origin: a browser page on another site (not in AVATAR_CORS_ORIGINS) sent it."),
     404: ("NotFound", "unknown_persona, or not_found: no such result (unknown, malformed or expired id)."),
@@ -37,7 +41,7 @@ ERROR_RESPONSES = {
     422: (
         "Unprocessable",
         "invalid_request (a field missing, sent twice, too long, not text, or nothing a voice can say), "
-        "no_speech (nothing said in the audio), no_face (no face in the photo) or audio_too_long.",
+        "no_speech (nothing said in the audio) or no_face (no face in the photo).",
     ),
     409: (
         "Cancelled",

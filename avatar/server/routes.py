@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Mount, Route
 
-from avatar.server import conversation, downloads, health, metrics, personas, stages, web
+from avatar.server import conversation, downloads, metrics, personas, probes, stage_routes, web
 from avatar.server.live import api as live
 
 API = "/api/v1"
@@ -12,9 +12,9 @@ API = "/api/v1"
 ROUTES = [
     Route("/", web.page, methods=["GET"]),
     Mount("/static", app=web.static, name="static"),
-    Route("/healthz", health.healthz, methods=["GET"]),
-    Route("/readyz", health.readyz, methods=["GET"]),
-    Route("/openapi.json", health.openapi, methods=["GET"]),
+    Route("/healthz", probes.healthz, methods=["GET"]),
+    Route("/readyz", probes.readyz, methods=["GET"]),
+    Route("/openapi.json", probes.openapi, methods=["GET"]),
     Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
     Route(f"{API}/conversation", conversation.conversation, methods=["POST"]),
     Route(f"{API}/conversation/stream", conversation.conversation_stream, methods=["POST"]),
@@ -34,10 +34,10 @@ ROUTES = [
         methods=["GET"],
         name="result_segment",
     ),
-    Route(f"{API}/transcribe", stages.transcribe, methods=["POST"]),
-    Route(f"{API}/chat", stages.chat, methods=["POST"]),
-    Route(f"{API}/speak", stages.speak, methods=["POST"]),
-    Route(f"{API}/animate", stages.animate, methods=["POST"]),
+    Route(f"{API}/transcribe", stage_routes.transcribe, methods=["POST"]),
+    Route(f"{API}/chat", stage_routes.chat, methods=["POST"]),
+    Route(f"{API}/speak", stage_routes.speak, methods=["POST"]),
+    Route(f"{API}/animate", stage_routes.animate, methods=["POST"]),
     Route(f"{API}/live", live.offer, methods=["POST"]),
     Route(f"{API}/live", live.info, methods=["GET"]),
 ]

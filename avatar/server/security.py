@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from avatar.config import Settings, split_list
 from avatar.errors import ConfigError
-from avatar.server.errors import ForbiddenOriginError, UnauthorizedError, error_response
+from avatar.server.error_responses import ForbiddenOriginError, UnauthorizedError, error_response
 
 MIN_KEY_CHARS = 16
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -38,7 +38,7 @@ PERSONA_PICTURE = re.compile(r"^/api/v1/personas/[^/]+/(?:image|face\.jpg)$")
 def load_api_keys(settings: Settings) -> tuple[str, ...]:
     """The configured keys (``AVATAR_API_KEYS`` and the lines of ``AVATAR_API_KEYS_FILE``); ConfigError,
     at start-up, for a missing file or a key too short to be secret."""
-    keys = list(split_list(settings.api_keys))
+    keys = list(split_list(settings.api_keys.get_secret_value()))
     if settings.api_keys_file:
         path = Path(settings.api_keys_file).expanduser()
         try:

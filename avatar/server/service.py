@@ -7,11 +7,9 @@ The lifespan builds one ``Service`` and yields it as the app's typed state; hand
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import structlog
@@ -19,10 +17,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive
 
 from avatar.config import Settings
-from avatar.errors import BusyError, ModelError, NotReadyError
-from avatar.native import release_free_memory
+from avatar.errors import ModelError, NotReadyError
 from avatar.personas import Persona
 from avatar.pipeline import Pipeline
+from avatar.pipeline.queue import ModelQueue
 from avatar.pipeline.threads import ModelCalls
 from avatar.runtime import Runtime
 from avatar.server.metrics import Metrics
@@ -36,9 +34,6 @@ log = structlog.stdlib.get_logger(__name__)
 
 T = TypeVar("T")
 
-RECENT_REQUESTS = 20  # the model requests whose durations estimate Retry-After
-DEFAULT_REQUEST_S = 10.0  # the estimate before any request has finished
-MAX_RETRY_AFTER_S = 300
 LOADING_RETRY_AFTER_S = 5  # the models load in seconds here, minutes for large ones on a GPU: ask often
 
 
@@ -49,31 +44,17 @@ class Service:
     settings: Settings
     runtime: Runtime
     results: ResultStore
-    # The embedded models are not all thread-safe: one turn's model work at a time, the rest queue
-    # (at most settings.max_queued_requests of them; past that a request is told to come back later).
-    model_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    waiting: int = 0  # requests admitted that do not hold the model lock yet
-    recent_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_REQUESTS))
-    turns: Turns = field(init=False)
-    metrics: Metrics = field(default_factory=Metrics)
-    trimming: asyncio.Task[bool] | None = None  # handing freed memory back while the queue is empty
-    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while no model request runs or waits
+    queue: ModelQueue
+    turns: Turns
+    metrics: Metrics
 
     def __post_init__(self) -> None:
-        self.idle.set()
-        self.turns = Turns(self)
         self.metrics.watch(self)
 
     @property
     def status(self) -> str:
         """``loading``, ``ready`` or ``failed``: the runtime's state."""
         return self.runtime.state
-
-    @property
-    def saturated(self) -> bool:
-        """Whether one more model request would be refused (busy): one runs and the most that may wait do."""
-        occupied = self.model_lock.locked() or self.waiting > 0
-        return occupied and self.waiting >= self.settings.max_queued_requests
 
     def readiness(self) -> dict[str, Any]:
         """The /readyz body. ``status`` is ``ready`` only when this replica can take another request now:
@@ -88,18 +69,18 @@ class Service:
         elif unhealthy := self.runtime.registry.unhealthy():
             body["status"] = "unhealthy"
             body["reason"] = "unhealthy: " + "; ".join(f"{kind} model {why}" for kind, why in unhealthy.items())
-        elif self.saturated:
+        elif self.queue.saturated:
             body["status"] = "busy"
             body["reason"] = (
-                f"busy: the model queue is full ({self.waiting} waiting, "
+                f"busy: the model queue is full ({self.queue.waiting} waiting, "
                 f"AVATAR_MAX_QUEUED_REQUESTS={self.settings.max_queued_requests})"
             )
         body["models"] = self.runtime.registry.states()
         if self.runtime.error:
             body["error"] = self.runtime.error
         body["queue"] = {
-            "running": int(self.model_lock.locked()),
-            "waiting": self.waiting,
+            "running": self.queue.running,
+            "waiting": self.queue.waiting,
             "limit": self.settings.max_queued_requests,
         }
         return body
@@ -121,7 +102,7 @@ class Service:
 
     # What the metrics read at each scrape (``metrics.Observed``).
     def queue_depth(self) -> tuple[int, int]:
-        return int(self.model_lock.locked()), self.waiting
+        return self.queue.depth()
 
     def model_states(self) -> dict[str, str]:
         return {kind: str(state["state"]) for kind, state in self.runtime.registry.states().items()}
@@ -150,28 +131,17 @@ class Service:
     def max_upload_bytes(self) -> int:
         return int(self.settings.max_upload_mb * 2**20)
 
-    def refuse_if_busy(self) -> None:
-        """BusyError (503 with Retry-After) when the model queue is full."""
-        if self.saturated:
-            retry = self.retry_after_seconds()
-            log.warning("busy; request refused", waiting=self.waiting, retry_after_s=retry)
-            raise BusyError(
-                f"The server is busy: {self.waiting} request(s) already wait for the models "
-                f"(AVATAR_MAX_QUEUED_REQUESTS={self.settings.max_queued_requests}). Retry in about {retry} s.",
-                retry,
-            )
-
     async def check_health(self) -> None:
         """Try each loaded model that keeps failing once more (not a hung one: its call still runs), unless
         the queue is full; the outcome is counted in its health like any call."""
         registry = self.runtime.registry
         for kind in registry.unhealthy():
-            if registry.health(kind).state != "failing" or self.saturated:
+            if registry.health(kind).state != "failing" or self.queue.saturated:
                 continue
             calls = ModelCalls(registry.health(kind), self.settings.stage_timeout_seconds)
             model = registry.get(kind)
             try:
-                await self.admitted(lambda: calls(model.warmup))  # noqa: B023 - awaited within the iteration
+                await self.queue.run(lambda: calls(model.warmup))  # noqa: B023 - awaited within the iteration
             except Exception as exc:  # noqa: BLE001 - still failing: /readyz keeps saying so
                 log.info("model still failing", kind=kind, error=f"{type(exc).__name__}: {exc}")
             else:
@@ -189,62 +159,8 @@ class Service:
         log.info("ready", seconds=round(time.perf_counter() - started, 2))
 
     async def exclusive(self, request: Request[Any], work: Callable[[], Awaitable[T]]) -> T:
-        """Await ``work`` holding the model lock; drop it (queued or running) if the client disconnects."""
-        return await self.admitted(work, disconnect=request.receive)
-
-    async def admitted(
-        self,
-        work: Callable[[], Awaitable[T]],
-        *,
-        disconnect: Receive | None = None,
-        queued: Callable[[int], Awaitable[None]] | None = None,
-    ) -> T:
-        """Await ``work`` holding the model lock, after the requests ahead of it.
-
-        BusyError (503 with Retry-After) when one request holds the models and the most that may wait
-        already do: a client then hears at once, instead of waiting out its own timeout in a queue.
-        ``queued`` hears how many requests are ahead once this one is admitted; with ``disconnect``
-        (the request's ASGI receive) the work is dropped, queued or running, when the client goes.
-        """
-        self.refuse_if_busy()
-        ahead = self.waiting + int(self.model_lock.locked())
-        self.waiting += 1  # now, not when the task first runs: a request arriving meanwhile must count it
-        self.idle.clear()
-        waits = True
-
-        async def locked() -> T:
-            nonlocal waits
-            if queued is not None:
-                await queued(ahead)
-            async with self.model_lock:
-                self.waiting -= 1
-                waits = False
-                started = time.perf_counter()
-                result = await work()
-                self.recent_seconds.append(time.perf_counter() - started)
-                return result
-
-        try:
-            return await (locked() if disconnect is None else until_disconnect(disconnect, locked()))
-        finally:
-            if waits:  # gone (disconnect, shutdown, cancelled) before its turn came
-                self.waiting -= 1
-            self.trim_when_idle()
-
-    def trim_when_idle(self) -> None:
-        """Once the last queued request is done, say so (``idle``) and hand the memory its work freed
-        back to the system."""
-        if self.waiting or self.model_lock.locked():
-            return
-        self.idle.set()
-        if self.trimming is None or self.trimming.done():
-            self.trimming = asyncio.get_running_loop().create_task(asyncio.to_thread(release_free_memory))
-
-    def retry_after_seconds(self) -> int:
-        """About how long until the queue has drained: the requests ahead × their recent mean duration."""
-        mean = sum(self.recent_seconds) / len(self.recent_seconds) if self.recent_seconds else DEFAULT_REQUEST_S
-        ahead = self.waiting + int(self.model_lock.locked())
-        return max(1, min(MAX_RETRY_AFTER_S, math.ceil(ahead * mean)))
+        """Await ``work`` in the model queue; drop it (queued or running) if the client disconnects."""
+        return await self.queue.run(work, guard=lambda locked: until_disconnect(request.receive, locked))
 
 
 async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T:

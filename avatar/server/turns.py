@@ -1,33 +1,39 @@
-"""Turns the service is running: started, queued for the models, stopped on request.
+"""Turns the service is running, whatever their transport: queued for the models, stopped on request.
 
-Every conversation turn, streamed or not, goes through ``Turns.run``: it waits its place in the model
-queue, runs the pipeline, and can be stopped from outside while it does — by ``DELETE``
-(``Turns.stop``), by the client disconnecting, or by a newer turn of the same session (barge-in). A
-stopped turn releases the models within one token or one chunk of frames and leaves no files.
+Every conversation turn (a whole one, a streamed one, a live one) goes through ``Turns.run``: it waits
+its place in the model queue, runs its work under the turn deadline (``AVATAR_TURN_TIMEOUT_SECONDS``),
+and can be stopped from outside while it does: by ``DELETE`` (``Turns.stop``), by the client
+disconnecting, by the live session's barge-in, or by a newer turn of the same session. A stopped turn
+releases the models within one token or one chunk of frames and leaves no files. Its timings feed the
+latency metrics.
+
+This module knows the model queue, the pipeline (only to trim a finished turn's history) and a
+metrics sink; the app hands it those, and nothing here points back at the service.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
 from avatar.errors import NotFoundError, TurnCancelledError, TurnTimeoutError
-from avatar.pipeline import TurnResult
+from avatar.pipeline import Pipeline, TurnResult
 from avatar.pipeline.control import TurnControl
 from avatar.pipeline.pipeline import TurnRequest
+from avatar.pipeline.queue import ModelQueue, Queued
 from avatar.pipeline.reply import TurnEvents
 
-if TYPE_CHECKING:
-    from avatar.server.service import Service
-
 log = structlog.stdlib.get_logger(__name__)
+
+T = TypeVar("T")
 
 BARGE_IN = "interrupted by a newer turn of the same session"
 DISCONNECTED = "the client disconnected"
@@ -35,19 +41,30 @@ TIMED_OUT = "it ran past AVATAR_TURN_TIMEOUT_SECONDS"
 FINISHED_KEPT = 256  # finished turns whose reply may still be stopped while it plays (DELETE ?played=)
 
 
+class TurnMetrics(Protocol):
+    """Where finished turns' timings go (``Metrics``)."""
+
+    def observe_turn(self, timings: Mapping[str, float]) -> None: ...
+
+
 @dataclass
 class RunningTurn:
     id: str
     session_id: str
     control: TurnControl
-    task: asyncio.Future[TurnResult]
+    task: asyncio.Future[Any]
 
 
 class Turns:
-    """The running (and queued) turns of one service, by id and by session."""
+    """The running (and queued) turns, by id and by session."""
 
-    def __init__(self, service: Service) -> None:
-        self.service = service
+    def __init__(
+        self, queue: ModelQueue, metrics: TurnMetrics, pipeline: Callable[[], Pipeline], *, timeout_s: float
+    ) -> None:
+        self.queue = queue
+        self.metrics = metrics
+        self.pipeline = pipeline  # the ready pipeline (NotReadyError while it is not)
+        self.timeout_s = timeout_s
         self._running: dict[str, RunningTurn] = {}
         self._by_session: dict[str, str] = {}
         # Turns made in full whose video the client may still be playing: stopping one with ``played``
@@ -59,6 +76,46 @@ class Turns:
 
     async def run(
         self,
+        turn_id: str,
+        session_id: str,
+        work: Callable[[], Awaitable[T]],
+        *,
+        control: TurnControl | None = None,
+        queued: Queued | None = None,
+        disconnect: Receive | None = None,
+    ) -> T:
+        """Queue for the models and await ``work`` holding them, for at most the turn deadline.
+
+        A newer turn of ``session_id`` stops this one (barge-in), and so does ``control.stop`` (or
+        ``Turns.stop``): then TurnCancelledError (409); past the deadline, TurnTimeoutError (504); with
+        ``disconnect`` (the request's ASGI receive), ClientDisconnect once the client has gone.
+        """
+        control = control or TurnControl()
+        limit = self.timeout_s
+
+        async def deadlined() -> T:
+            deadline = asyncio.get_running_loop().call_later(limit, control.stop, TIMED_OUT)
+            try:
+                return await work()
+            finally:
+                deadline.cancel()
+
+        task = asyncio.ensure_future(self.queue.run(deadlined, queued=queued))
+        control.attach(task)
+        watcher = asyncio.ensure_future(_stop_on_disconnect(disconnect, control)) if disconnect else None
+        self._register(RunningTurn(turn_id, session_id, control, task))
+        try:
+            return await _outcome(task, control)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            if not task.done():  # the caller itself was cancelled (shutdown): stop the turn with it
+                control.stop("the request was cancelled")
+                await asyncio.wait([task])
+            self._unregister(turn_id, session_id)
+
+    async def run_request(
+        self,
         request: TurnRequest,
         folder: Path,
         *,
@@ -66,10 +123,8 @@ class Turns:
         disconnect: Receive | None = None,
         keep_segments: bool = False,
     ) -> TurnResult:
-        """Queue for the models and run ``request`` into ``folder`` (whose name is the turn id).
-
-        TurnCancelledError (409) when the turn was stopped by DELETE or a newer turn of its session.
-        """
+        """An HTTP turn: ``request`` run by the pipeline into ``folder`` (whose name is the turn id), its
+        events (``queued``, ``started``, then the pipeline's) to ``events``."""
         turn_id, session_id = folder.name, request.session.id
         emit = events or _silent
         control = TurnControl()
@@ -80,38 +135,23 @@ class Turns:
                 {"id": turn_id, "session_id": session_id, "persona": request.persona.name, "position": ahead},
             )
 
-        limit = self.service.settings.turn_timeout_seconds
-
         async def work() -> TurnResult:
             await emit("started", {"id": turn_id})
-            pipeline = self.service.pipeline
-            deadline = asyncio.get_running_loop().call_later(limit, control.stop, TIMED_OUT)
-            try:
-                return await pipeline.run_request(
-                    request, folder, events=events, control=control, keep_segments=keep_segments
-                )
-            finally:
-                deadline.cancel()
+            return await self.pipeline().run_request(
+                request, folder, events=events, control=control, keep_segments=keep_segments
+            )
 
-        task = asyncio.ensure_future(self.service.admitted(work, queued=queued))
-        control.attach(task)
-        watcher = asyncio.ensure_future(_stop_on_disconnect(disconnect, control)) if disconnect else None
-        self._register(RunningTurn(turn_id, session_id, control, task))
-        try:
-            result = await _outcome(task, control)
-            self.service.metrics.observe_turn(result.timings)
-            if result.recorded:
-                self._finished[turn_id] = result
-                while len(self._finished) > FINISHED_KEPT:
-                    self._finished.popitem(last=False)
-            return result
-        finally:
-            if watcher is not None:
-                watcher.cancel()
-            if not task.done():  # this request itself was cancelled (shutdown): stop the turn with it
-                control.stop("the request was cancelled")
-                await asyncio.wait([task])
-            self._unregister(turn_id, session_id)
+        result = await self.run(turn_id, session_id, work, control=control, queued=queued, disconnect=disconnect)
+        self.observe(result.timings)
+        if result.recorded:
+            self._finished[turn_id] = result
+            while len(self._finished) > FINISHED_KEPT:
+                self._finished.popitem(last=False)
+        return result
+
+    def observe(self, timings: Mapping[str, float]) -> None:
+        """A finished turn's seconds per stage, ``first_frame`` and ``total``, into the latency metrics."""
+        self.metrics.observe_turn(timings)
 
     async def stop(
         self, turn_id: str, reason: str, heard_seconds: float | None = None, *, wait: float = 0
@@ -125,7 +165,7 @@ class Turns:
             finished = self._finished.pop(turn_id, None) if heard_seconds is not None else None
             heard = None
             if finished is not None and heard_seconds is not None:
-                heard = await self.service.pipeline.keep_heard(finished, heard_seconds)
+                heard = await self.pipeline().keep_heard(finished, heard_seconds)
             if heard is None:
                 raise NotFoundError(f"No running turn {turn_id[:40]!r}: it has finished, or it never existed here.")
             return {"status": "finished", "heard": heard}
@@ -147,7 +187,7 @@ class Turns:
             del self._by_session[session_id]
 
 
-async def _outcome(task: asyncio.Future[TurnResult], control: TurnControl) -> TurnResult:
+async def _outcome(task: asyncio.Future[T], control: TurnControl) -> T:
     """The turn's result; a stop by ``control`` becomes TurnCancelledError, while a cancellation of
     the awaiting request itself stays a cancellation."""
     try:

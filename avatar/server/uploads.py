@@ -28,7 +28,7 @@ from starlette.types import Message, Receive
 from avatar.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from avatar.knowledge import MAX_KNOWLEDGE_CHARS
 from avatar.pipeline.text import invalid_characters
-from avatar.server.errors import MalformedRequestError
+from avatar.server.error_responses import MalformedRequestError
 
 MAX_PARTS = 16  # files and fields together; every route takes a handful
 # One text part: a persona's knowledge, the longest text field (50,000 characters), is at most 200,000

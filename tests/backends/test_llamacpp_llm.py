@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Generator
 from pathlib import Path
 
 import llama_cpp
@@ -74,6 +75,7 @@ def test_closing_the_stream_early_stops_generation(chat: LlamaCppChat) -> None:
     stream = chat.stream(STORY, max_new_tokens=100)
     next(stream)
     next(stream)
+    assert isinstance(stream, Generator)  # what a stream is: closing it stops the model
     stream.close()
     stopped_at = chat.tokens_generated
     assert stopped_at - before == 2
@@ -136,6 +138,7 @@ def test_one_generation_at_a_time_whoever_calls(chat: LlamaCppChat) -> None:
     other.start()
     other.join(timeout=1.0)
     assert other.is_alive() and not answers  # waits: the two would share one KV cache
+    assert isinstance(stream, Generator)  # what a stream is: closing it stops the model
     stream.close()
     other.join(timeout=30)
     assert answers and answers[0]
@@ -181,6 +184,7 @@ def test_the_factory_builds_it_from_settings(settings: Settings, gguf: Path) -> 
         llm.share_cores()  # between two tokens, as the Respond stage calls it
         next(tokens)
         assert threads() == (1, 2)
+        assert isinstance(tokens, Generator)  # what a stream is: closing it stops the model
         tokens.close()
         next(llm.stream([ChatMessage("user", "And another.")], max_new_tokens=2))
         assert threads() == (2, 2)  # each reply starts alone

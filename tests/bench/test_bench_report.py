@@ -149,7 +149,7 @@ def test_http_section_reports_probes_and_checks_liveness(tmp_path: Path) -> None
         "streaming": streaming_gain(http_samples),
         "errors": [],
         "probes": {
-            "/healthz": {"url": "/healthz", "ms": spread([2.0, 3.0, 140.0]).as_dict(), "failed": 0, "failures": []},
+            "/healthz": {"url": "/healthz", "ms": _spread([2.0, 3.0, 140.0]), "failed": 0, "failures": []},
             "download": {
                 "url": "http://127.0.0.1:8000/api/v1/results/x/reply.wav",
                 "ms": None,
@@ -197,3 +197,9 @@ def test_eval_report(tmp_path: Path) -> None:
     assert "| TTS round trip | 1 % | 3 % | met (2 % to spare) |" in md
     assert "## Speech synthesis" in md and "| x | y |" in md
     assert json.loads(json_path.read_text())["stamp"] == "20260101T000000Z"
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    figures = spread(values)
+    assert figures is not None
+    return figures.as_dict()

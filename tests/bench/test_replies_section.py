@@ -57,7 +57,7 @@ class Answers:
 def test_every_question_is_asked_with_its_conversation_and_checked() -> None:
     model = Answers()
     checks = _Checks(load_thresholds()["eval"])
-    section = replies_section(model, EILEEN, 60, checks)  # type: ignore[arg-type]
+    section = replies_section(model, EILEEN, 60, checks)
     total = sum(len(c) for c in CONVERSATIONS)
     # The persona's own lines answer what no model should (here the visitor only saying who they are).
     own_lines = [case.question for c in CONVERSATIONS for case in c if canned_reply(EILEEN, case.question)]

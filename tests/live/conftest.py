@@ -17,6 +17,7 @@ from avatar.quality.lipsync import MouthMeter
 from avatar.types import AudioArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))  # live_server, shared with those tests
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "pipeline"))  # scripted, the chat double
 from live_server import ServerProcess, live_mode_server
 
 

@@ -123,8 +123,9 @@ def test_speaking_during_the_reply_interrupts_it(live: ServerProcess, voice: Cal
             await interruption.done.wait()
             await asyncio.sleep(0.5)
             # The face fell silent soon after the user began (loopback: the time is the server's).
+            assert interruption.spoke_at is not None
             silent = client.fell_silent(interruption.spoke_at, interruption.ended_at + 0.3)
-            assert silent is not None and silent - interruption.spoke_at < 1.5, silent - interruption.spoke_at
+            assert silent is not None and silent - interruption.spoke_at < 1.5, (silent, interruption.spoke_at)
             # ... and the interruption itself was heard and answered.
             _, transcript = await client.wait_event(
                 "transcript", since=interruption.spoke_at, where=lambda e: e["final"], timeout=90
@@ -253,7 +254,12 @@ def test_a_peer_that_vanishes_is_cleaned_up(live: ServerProcess) -> None:
         session = peer.stdout.readline().decode().strip()
         assert len(session) == 32, session
         assert httpx.get(live.base_url + LIVE).json()["sessions"] == 1
-        assert wait_until(lambda: bool(started.update(thread_ids(live) - before) or started)), "no thread started"
+
+        def some_started() -> bool:
+            started.update(thread_ids(live) - before)
+            return bool(started)
+
+        assert wait_until(some_started), "no thread started"
         os.kill(peer.pid, signal.SIGKILL)  # no goodbye: the process is simply gone
         killed = time.monotonic()
     finally:

@@ -28,26 +28,27 @@ def pipeline(runtime: Runtime) -> Iterator[Pipeline]:
     """The real pipeline with a fixed two-sentence reply; each test swaps in the faulty stage it needs."""
     p = runtime.pipeline
     saved = p.respond, p.speak, p.animate
-    p.respond = RespondStage(ScriptedChat(TWO_SENTENCES))  # type: ignore[arg-type]
+    p.respond = RespondStage(ScriptedChat(TWO_SENTENCES))
     yield p
     p.respond, p.speak, p.animate = saved
 
 
-def codes(result) -> list[str]:  # type: ignore[no-untyped-def]
+def codes(result) -> list[str]:
     return [d["code"] for d in result.degraded]
 
 
 def test_a_voice_failure_half_way_leaves_the_rest_as_text(pipeline: Pipeline, tmp_path: Path) -> None:
-    pipeline.speak = SpeakStage(FaultyModel(pipeline.speak.tts, Fault("tts", "raise", skip=1)))  # type: ignore[arg-type]
+    pipeline.speak = SpeakStage(FaultyModel(pipeline.speak.tts, Fault("tts", "raise", skip=1)))
     result = asyncio.run(pipeline.run(tmp_path, text="Tell me about the Moon."))
     assert codes(result) == ["tts_failed"] and "injected fault" in result.degraded[0]["reason"]
     assert result.reply == TWO_SENTENCES  # all of it shown ...
+    assert result.video_path is not None
     info = media.probe_mp4(result.video_path)  # ... the first sentence spoken and drawn
     assert 0.5 < info["video_seconds"] < 3.5 and abs(info["video_seconds"] - result.audio_seconds) < 0.05
 
 
 def test_no_voice_at_all_is_a_text_only_reply(pipeline: Pipeline, tmp_path: Path) -> None:
-    pipeline.speak = SpeakStage(FaultyModel(pipeline.speak.tts, Fault("tts", "oom")))  # type: ignore[arg-type]
+    pipeline.speak = SpeakStage(FaultyModel(pipeline.speak.tts, Fault("tts", "oom")))
     result = asyncio.run(pipeline.run(tmp_path, text="Tell me about the Moon."))
     assert codes(result) == ["tts_failed"] and "out of memory" in result.degraded[0]["reason"]
     assert result.reply == TWO_SENTENCES and result.audio_seconds == 0
@@ -57,16 +58,17 @@ def test_no_voice_at_all_is_a_text_only_reply(pipeline: Pipeline, tmp_path: Path
 
 def test_a_face_failure_keeps_a_playable_video_with_a_still_picture(pipeline: Pipeline, tmp_path: Path) -> None:
     animator = FaultyModel(pipeline.animate.animator, Fault("face", "raise", skip=2))
-    pipeline.animate = AnimateStage(animator)  # type: ignore[arg-type]
+    pipeline.animate = AnimateStage(animator)
     result = asyncio.run(pipeline.run(tmp_path, text="Tell me about the Moon."))
     assert codes(result) == ["face_failed"]
+    assert result.video_path is not None
     info = media.probe_mp4(result.video_path)
     assert info["frames"] == round(result.audio_seconds * 25)  # every second of speech still has its picture
     assert abs(info["video_seconds"] - info["audio_seconds"]) <= 1 / 25 + 0.025
 
 
 def test_a_model_failure_gives_the_fallback_line_with_the_reason(pipeline: Pipeline, tmp_path: Path) -> None:
-    pipeline.respond = RespondStage(ScriptedChat(fail=True))  # type: ignore[arg-type]
+    pipeline.respond = RespondStage(ScriptedChat(fail=True))
     result = asyncio.run(pipeline.run(tmp_path, text="Hello?"))
     assert codes(result) == ["llm_fallback"] and "out of memory" in result.degraded[0]["reason"]
     assert result.reply == pipeline.personas.get("eileen").fallback_reply

@@ -75,7 +75,7 @@ def test_a_long_opening_without_a_clause_break_is_cut_before_a_phrase() -> None:
 def test_a_chatbot_refusal_cut_short_is_still_caught() -> None:
     # "I'm sorry, but I can't assist" is handed on before "with that" is written: still out of character.
     reply, fallback = asyncio.run(
-        RespondStage(ScriptedChat("I'm sorry, but I can't assist with that."))(EILEEN, [], "Shut up.")  # type: ignore[arg-type]
+        RespondStage(ScriptedChat("I'm sorry, but I can't assist with that."))(EILEEN, [], "Shut up.")
     )
     assert fallback is not None and reply == EILEEN.fallback_reply
 
@@ -85,7 +85,7 @@ def heard(tokens: list[str]) -> list[tuple[str, int]]:
     chat = ScriptedChat(tokens=tokens)
 
     async def run() -> list[tuple[str, int]]:
-        stream = RespondStage(chat).stream(EILEEN, [], "Hi")  # type: ignore[arg-type]
+        stream = RespondStage(chat).stream(EILEEN, [], "Hi")
         return [(part.text, chat.words_sent) async for part in stream if part.kind == "piece"]
 
     return asyncio.run(run())
@@ -102,7 +102,7 @@ def test_a_clause_mark_is_handed_on_before_the_next_token() -> None:
 
 def test_the_model_gives_cores_back_once_the_first_piece_is_handed_on() -> None:
     chat = ScriptedChat(tokens=["The", " city", " lights", " were", " breathtaking", ",", " glowing", ".", " Wow", "."])
-    stage = RespondStage(chat)  # type: ignore[arg-type]
+    stage = RespondStage(chat)
 
     async def run() -> list[str]:
         return [part.text async for part in stage.stream(EILEEN, [], "Hi") if part.kind == "piece"]
@@ -135,32 +135,32 @@ def test_short_clauses_are_not_split_and_fragments_dropped() -> None:
 
 def test_generation_stops_after_enough_sentences() -> None:
     chat = ScriptedChat("One two three. Four five six. " + "Seven eight nine. " * 100)
-    reply, _ = asyncio.run(RespondStage(chat)(EILEEN, [], "Count!"))  # type: ignore[arg-type]
+    reply, _ = asyncio.run(RespondStage(chat)(EILEEN, [], "Count!"))
     assert reply == "One two three. Four five six."
     assert chat.words_sent < 10 and chat.closed
 
 
 def test_a_read_ahead_reads_the_prompt_the_reply_will_have() -> None:
     chat = ScriptedChat("Hello there.")
-    stage = RespondStage(chat)  # type: ignore[arg-type]
+    stage = RespondStage(chat)
     history = [ChatMessage("user", "Hi"), ChatMessage("assistant", "Hello!")]
     asyncio.run(stage.prefill(EILEEN, history, "How are you?"))
     asyncio.run(stage(EILEEN, history, "How are you?"))
     assert chat.prefilled == chat.seen and chat.seen[-1].content == "How are you?"  # the same prompt: cached
 
     class Failing(ScriptedChat):
-        def prefill(self, messages, *, max_new_tokens):  # type: ignore[no-untyped-def]
+        def prefill(self, messages, *, max_new_tokens):
             raise RuntimeError("no memory for the KV cache")
 
     failing = Failing("Hello there.")
-    asyncio.run(RespondStage(failing).prefill(EILEEN, history, "How are you?"))  # type: ignore[arg-type]
-    assert asyncio.run(RespondStage(failing)(EILEEN, history, "How are you?"))[0] == "Hello there."  # type: ignore[arg-type]
+    asyncio.run(RespondStage(failing).prefill(EILEEN, history, "How are you?"))
+    assert asyncio.run(RespondStage(failing)(EILEEN, history, "How are you?"))[0] == "Hello there."
 
 
 def test_history_and_system_prompt_reach_the_model() -> None:
     chat = ScriptedChat("Hello there.")
     history = [ChatMessage("user", "Hi"), ChatMessage("assistant", "Hello!")]
-    reply, fallback = asyncio.run(RespondStage(chat)(EILEEN, history, "How are you?"))  # type: ignore[arg-type]
+    reply, fallback = asyncio.run(RespondStage(chat)(EILEEN, history, "How are you?"))
     assert (reply, fallback) == ("Hello there.", None)
     assert [m.role for m in chat.seen] == ["system", "user", "assistant", "user"]
     assert chat.seen[0].content == static_system(EILEEN) and chat.seen[-1].content == "How are you?"
@@ -176,7 +176,7 @@ def test_history_and_system_prompt_reach_the_model() -> None:
     ],
 )
 def test_failure_or_empty_reply_gives_the_fallback(chat: ScriptedChat) -> None:
-    reply, fallback = asyncio.run(RespondStage(chat)(EILEEN, [], "Hello?"))  # type: ignore[arg-type]
+    reply, fallback = asyncio.run(RespondStage(chat)(EILEEN, [], "Hello?"))
     assert reply == EILEEN.fallback_reply
     assert fallback == ("RuntimeError: out of memory" if chat.fail else "the model's reply had nothing to say aloud")
 
@@ -185,7 +185,7 @@ def test_display_deltas_add_up_to_the_kept_reply() -> None:
     chat = ScriptedChat("Hello there, friend. It is a fine day. " + "More words. " * 10)
 
     async def run() -> list[object]:
-        return [part async for part in RespondStage(chat).stream(EILEEN, [], "Hi")]  # type: ignore[arg-type]
+        return [part async for part in RespondStage(chat).stream(EILEEN, [], "Hi")]
 
     parts = asyncio.run(run())
     deltas = [p for p in parts if p.kind == "delta"]  # type: ignore[attr-defined]
@@ -195,7 +195,7 @@ def test_display_deltas_add_up_to_the_kept_reply() -> None:
 
 def test_an_off_the_rails_sentence_is_not_spoken_and_the_rest_is() -> None:
     chat = ScriptedChat("As an AI, I never flew. But I loved the stars. They were bright.")
-    reply, fallback = asyncio.run(RespondStage(chat)(EILEEN, [], "Did you fly?"))  # type: ignore[arg-type]
+    reply, fallback = asyncio.run(RespondStage(chat)(EILEEN, [], "Did you fly?"))
     assert (reply, fallback) == ("But I loved the stars. They were bright.", None)
 
 
@@ -213,7 +213,7 @@ LONG_QUESTION = "Tell me what you could see from the window of the shuttle at ni
 )
 def test_a_question_read_back_is_not_said_but_what_follows_is(question: str, tokens: list[str]) -> None:
     async def run() -> list[str]:
-        stage = RespondStage(ScriptedChat(tokens=tokens))  # type: ignore[arg-type]
+        stage = RespondStage(ScriptedChat(tokens=tokens))
         return [part.text async for part in stage.stream(EILEEN, [], question) if part.kind == "piece"]
 
     assert asyncio.run(run()) == ["It is fifty-six."]
@@ -230,7 +230,7 @@ class Stalls(ScriptedChat):
 
 
 def test_a_reply_stopped_while_its_model_hangs_stops_at_the_stage_limit() -> None:
-    stage = RespondStage(Stalls("Well, I was there once."), calls=ModelCalls(ModelHealth("llm"), timeout=0.3))  # type: ignore[arg-type]
+    stage = RespondStage(Stalls("Well, I was there once."), calls=ModelCalls(ModelHealth("llm"), timeout=0.3))
     health = stage.calls.health
     assert health is not None
 

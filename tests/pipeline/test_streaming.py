@@ -43,11 +43,13 @@ class Recorder:
 
 def decoded_seconds(data: bytes) -> tuple[float, float, int]:
     """(video seconds, audio seconds, frames) of an MP4 held in memory, by decoding every frame."""
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), mode="r") as container:
         frames = list(container.decode(video=0))
+        assert frames[-1].time is not None
         video = frames[-1].time + 1 / 25
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), mode="r") as container:
         samples = list(container.decode(audio=0))
+        assert samples[-1].time is not None
         audio = samples[-1].time + samples[-1].samples / samples[-1].sample_rate
     return video, audio, len(frames)
 

@@ -60,6 +60,7 @@ def test_summary_file_has_every_stage(turn) -> None:
 
 def test_mp4_has_h264_and_aac_of_equal_length(turn) -> None:
     result, _ = turn
+    assert result.video_path is not None
     info = media.probe_mp4(result.video_path)
     assert info["video_codec"] == "h264" and info["audio_codec"] == "aac"
     assert (info["width"], info["height"]) == (512, 512)
@@ -136,6 +137,7 @@ def test_unknown_persona_and_bad_text(runtime: Runtime, tmp_path: Path) -> None:
 @pytest.mark.parametrize(("fmt", "codecs"), [("h264", ("h264", "aac")), ("vp9", ("vp9", "opus"))])
 def test_both_formats_give_in_step_video(runtime: Runtime, tmp_path: Path, fmt: str, codecs: tuple[str, str]) -> None:
     result = asyncio.run(runtime.pipeline.run(tmp_path, text="Tell me about the stars.", video_format_name=fmt))
+    assert result.video_path is not None
     info = media.probe_mp4(result.video_path)
     assert (info["video_codec"], info["audio_codec"]) == codecs
     assert info["frames"] == round(result.audio_seconds * 25)
@@ -169,9 +171,9 @@ def test_failure_half_way_leaves_nothing_and_frees_the_model(runtime: Runtime, t
     pipeline = runtime.pipeline
     real_animate, real_respond = pipeline.animate, pipeline.respond
     misdrawn = MisdrawnSecondSentence(real_animate.animator)
-    pipeline.animate = AnimateStage(misdrawn)  # type: ignore[arg-type]
+    pipeline.animate = AnimateStage(misdrawn)
     # A fixed two-sentence reply, so the fault lands after the first sentence was drawn and encoded.
-    pipeline.respond = RespondStage(ScriptedChat("The Moon is bright. It has no air at all."))  # type: ignore[arg-type]
+    pipeline.respond = RespondStage(ScriptedChat("The Moon is bright. It has no air at all."))
     try:
         with pytest.raises(ValueError):
             asyncio.run(pipeline.run(tmp_path, text="Tell me two things about the Moon."))

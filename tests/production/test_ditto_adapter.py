@@ -10,7 +10,7 @@ import pickle
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +147,7 @@ def test_closing_the_stream_early_ends_the_session(ditto: DittoAnimator, portrai
     face = ditto.prepare(portrait)
     stream = ditto.stream_frames(face, (tone(0.2, 16_000) for _ in range(50)), 16_000)
     next(stream)
+    assert isinstance(stream, Generator)  # what a stream is: closing it stops the model
     stream.close()
     assert len(ditto.render(face, tone(0.4, 16_000), 16_000)) == 10  # the SDK is free for the next render
 

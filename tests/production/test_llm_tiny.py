@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,7 @@ def test_closing_the_stream_early_stops_generation(chat: TransformersChat):
     before = chat.tokens_generated
     stream = chat.stream(messages, max_new_tokens=120)
     next(stream)
+    assert isinstance(stream, Generator)  # what a stream is: closing it stops the model
     stream.close()
     assert chat.last_generated_tokens < 20
     stopped_at = chat.tokens_generated

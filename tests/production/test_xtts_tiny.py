@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,7 @@ def test_stream_yields_audio_chunks_and_stops_when_closed(tts: XttsSynthesizer):
     assert 0.05 < sum(c.size for c in chunks) / tts.sample_rate < MAX_SECONDS_PER_SENTENCE + 0.05
     stream = tts.stream("Hello there. And goodbye.", EILEEN)
     first = next(stream)
+    assert isinstance(stream, Generator)  # what a stream is: closing it stops the model
     stream.close()
     assert first.size > 0
 

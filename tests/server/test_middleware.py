@@ -18,7 +18,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from avatar.logs import configure_logging
-from avatar.server.errors import HANDLERS
+from avatar.server.error_responses import HANDLERS
 from avatar.server.middleware import RequestContextMiddleware
 
 

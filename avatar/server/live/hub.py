@@ -12,16 +12,19 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.exceptions import OperationError
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
+from avatar.config import Settings
 from avatar.errors import AvatarError, BusyError, InvalidRequestError, LiveUnavailableError
 from avatar.personas import Persona
-from avatar.server.errors import MalformedRequestError
+from avatar.pipeline import Pipeline
+from avatar.pipeline.queue import ModelQueue
+from avatar.server.error_responses import MalformedRequestError
 from avatar.server.live import ice
 from avatar.server.live.codecs import silence_packet
 from avatar.server.live.idle import IdleLoop, build_idle_loop
@@ -29,10 +32,7 @@ from avatar.server.live.listener import ListenOptions
 from avatar.server.live.playout import Playout
 from avatar.server.live.receiving import prompt_audio
 from avatar.server.live.session import LiveSession, SessionOptions
-from avatar.server.live.turn import ReplySettings
-
-if TYPE_CHECKING:
-    from avatar.server.service import Service
+from avatar.server.live.turn import ReplySettings, TurnRunner
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -53,10 +53,23 @@ class LiveOffer:
     session_id: str | None = None
 
 
+@dataclass(frozen=True)
+class LiveParts:
+    """What the live sessions use of the service, handed over by the app."""
+
+    settings: Settings
+    pipeline: Callable[[], Pipeline]  # the ready pipeline (NotReadyError while it is not)
+    persona: Callable[[str | None], Persona]  # a persona by name (the default one for None)
+    queue: ModelQueue  # the models' admission, shared with every other transport
+    turns: TurnRunner  # runs each reply like every other turn: deadline, stop, metrics
+    ready: Callable[[], Awaitable[object]]  # returns once the models are ready (raises if they failed)
+    count: Callable[[int], None]  # hears the number of open sessions (a gauge)
+
+
 class LiveHub:
-    def __init__(self, service: Service) -> None:
-        self.service = service
-        self.settings = service.settings
+    def __init__(self, parts: LiveParts) -> None:
+        self.parts = parts
+        self.settings = parts.settings
         self.sessions: dict[str, LiveSession] = {}
         self.opening = 0
         self.silence = silence_packet()
@@ -68,30 +81,26 @@ class LiveHub:
     def __len__(self) -> int:
         return len(self.sessions)
 
-    async def admitted(self, work: Callable[[], Awaitable[T]]) -> T:
-        """Model work of a live session: through the same admission (lock and queue) as HTTP turns."""
-        return await self.service.admitted(work)
-
     # ------------------------------------------------------------------------------ sessions
 
     async def open(self, offer: LiveOffer) -> dict[str, Any]:
         """Answer ``offer`` with a new session (BusyError when ``max_live_sessions`` are open)."""
-        service, limit = self.service, self.settings.max_live_sessions
+        parts, limit = self.parts, self.settings.max_live_sessions
         if limit == 0:
             raise LiveUnavailableError("Live mode is switched off on this server (AVATAR_MAX_LIVE_SESSIONS=0).")
         if 50 % self.settings.fps != 0:  # the voice goes in 20 ms packets, a whole number per frame
             raise LiveUnavailableError(
                 f"Live mode needs AVATAR_FPS of 25 (or 50, 10, 5); this server runs at {self.settings.fps}."
             )
-        service.require_ready()
+        pipeline = parts.pipeline()  # NotReadyError while the models load
         if len(self.sessions) + self.opening >= limit:
             raise BusyError(
                 f"All {limit} live sessions are in use (AVATAR_MAX_LIVE_SESSIONS={limit}); "
                 f"retry in about {RETRY_AFTER_S} s, or use the push-to-talk mode.",
                 RETRY_AFTER_S,
             )
-        persona = service.persona(offer.persona)
-        conversation = await service.pipeline.sessions.get(offer.session_id, persona.name)
+        persona = parts.persona(offer.persona)
+        conversation = await pipeline.sessions.get(offer.session_id, persona.name)
         self.opening += 1
         pc = RTCPeerConnection(ice.configuration(self.settings))
         try:
@@ -130,11 +139,14 @@ class LiveHub:
         playout = Playout(s.fps, self.idle_loop(persona), self.silence)
         session = LiveSession(
             id=secrets.token_hex(16),
-            hub=self,
             pc=pc,
             persona=persona,
             session_id=session_id,
             playout=playout,
+            pipeline=self.parts.pipeline,
+            admitted=self.parts.queue.run,
+            turns=self.parts.turns,
+            on_close=self.forget,
             options=SessionOptions(
                 listen=ListenOptions(
                     threshold=s.live_vad_threshold,
@@ -156,7 +168,7 @@ class LiveHub:
         if self._closed:
             raise LiveUnavailableError("The server is shutting down.")
         self.sessions[session.id] = session
-        self.service.metrics.live_sessions.set(len(self.sessions))
+        self.parts.count(len(self.sessions))
         session.start(audio.receiver.track)
         log.info("live session opened", live_session=session.id, persona=persona.name, open=len(self.sessions))
         return {
@@ -168,7 +180,7 @@ class LiveHub:
 
     def forget(self, session: LiveSession) -> None:
         self.sessions.pop(session.id, None)
-        self.service.metrics.live_sessions.set(len(self.sessions))
+        self.parts.count(len(self.sessions))
 
     async def close(self) -> None:
         """Close every session (at shutdown) and stop drawing idle loops."""
@@ -205,20 +217,20 @@ class LiveHub:
     async def prepare(self) -> None:
         """Draw the default persona's idle loop once the models are ready (run in the background)."""
         with contextlib.suppress(AvatarError):
-            await self.service.runtime.ready()
+            await self.parts.ready()
             if self.settings.max_live_sessions > 0:
-                await self.idle_loop(self.service.persona(None)).ready.wait()
+                await self.idle_loop(self.parts.persona(None)).ready.wait()
 
     async def _draw(self, loop: IdleLoop, persona: Persona) -> None:
-        pipeline = self.service.pipeline
-        s = self.settings
+        pipeline = self.parts.pipeline()
+        s, queue = self.settings, self.parts.queue
 
         async def model_work(fn: Callable[[], T]) -> T:
             # Only while nobody waits for the models: drawn between requests, never ahead of them.
             while True:
-                await self.service.idle.wait()
+                await queue.idle.wait()
                 try:
-                    return await self.admitted(lambda: pipeline.animate.calls(fn))
+                    return await queue.run(lambda: pipeline.animate.calls(fn))
                 except BusyError:
                     await asyncio.sleep(BUSY_BACKOFF_S)
 

@@ -25,7 +25,9 @@ def configuration(settings: Settings) -> RTCConfiguration:
     servers = []
     for url in settings.ice_server_urls:
         if url.startswith(("turn:", "turns:")):
-            servers.append(RTCIceServer(url, settings.live_ice_username, settings.live_ice_credential))
+            servers.append(
+                RTCIceServer(url, settings.live_ice_username, settings.live_ice_credential.get_secret_value())
+            )
         else:
             servers.append(RTCIceServer(url))
     return RTCConfiguration(iceServers=servers)
@@ -37,7 +39,10 @@ def client_ice_servers(settings: Settings) -> list[dict[str, object]]:
     for url in settings.ice_server_urls:
         server: dict[str, object] = {"urls": url}
         if url.startswith(("turn:", "turns:")):
-            server |= {"username": settings.live_ice_username, "credential": settings.live_ice_credential}
+            server |= {
+                "username": settings.live_ice_username,
+                "credential": settings.live_ice_credential.get_secret_value(),
+            }
         out.append(server)
     return out
 

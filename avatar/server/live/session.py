@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import av
 import numpy as np
@@ -28,24 +29,31 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from avatar.errors import AvatarError, NoSpeechError
 from avatar.personas import Persona
+from avatar.pipeline import Pipeline
 from avatar.pipeline.pipeline import TurnRequest
 from avatar.pipeline.timing import TurnTimings
 from avatar.server.live.events import EventChannel
 from avatar.server.live.listener import Heard, ListenOptions, TurnDetector
 from avatar.server.live.playout import Playout, ReplyPlayback
+from avatar.server.live.taking import Carried, EarlyReply, Speculation, with_carry
 from avatar.server.live.tracks import FaceVideoTrack, VoiceAudioTrack
-from avatar.server.live.turn import LiveTurn, ReplySettings, interrupt, run_turn, turn_request
+from avatar.server.live.turn import (
+    Admitted,
+    LiveTurn,
+    ReplySettings,
+    TurnRunner,
+    interrupt,
+    latency,
+    run_turn,
+    turn_request,
+)
 from avatar.server.live.vad import WINDOW_SECONDS
 from avatar.types import ASR_SAMPLE_RATE, AudioArray
-
-if TYPE_CHECKING:
-    from avatar.server.live.hub import LiveHub
 
 log = structlog.stdlib.get_logger(__name__)
 
 LOST_PEER_S = 4.0  # no microphone audio for this long: the peer has gone (browsers send it continuously)
 CLOSE_WAIT_S = 30.0  # the longest a closing session waits for its reply's model call to return
-MERGE_GAP_S = 0.2  # silence put between two utterances taken as one
 FIRST_LEAD_FRAMES = 20  # first guess of slots between starting a reply and its first frame playing
 MAX_TEXT_MESSAGE = 4000
 ECHO_TAIL_S = 0.4  # after the face stops, its voice may still come back from the client this long
@@ -59,58 +67,31 @@ class SessionOptions:
     early_reply: bool = True  # begin the reply at a pause (else only the prompt is read ahead)
 
 
-@dataclass
-class EarlyReply:
-    """A reply begun at a pause, for the utterance heard up to it (``version``, after ``carry``). Its
-    playback and its events wait until the turn is over; then it is ``released``, or dropped."""
-
-    version: int
-    audio: AudioArray  # the utterance (after ``carry``)
-    carry: AudioArray | None
-    text: str
-    ended: float  # perf_counter time of the end of the speech
-    shown: bool  # whether the carried utterance's transcript was shown
-    task: asyncio.Task[None] | None = None
-    turn: LiveTurn | None = None
-    released: bool = False
-    dropped: bool = False
-    pending: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-    def sender(self, send: Callable[..., None]) -> Callable[..., None]:
-        """``send``, once released; until then the events wait (and are forgotten if it is dropped)."""
-
-        def held(event: str, **data: Any) -> None:
-            if self.released:
-                send(event, **data)
-            elif not self.dropped:
-                self.pending.append((event, data))
-
-        return held
-
-    def release(self, send: Callable[..., None]) -> None:
-        self.released = True
-        for event, data in self.pending:
-            send(event, **data)
-        self.pending.clear()
-        if self.turn is not None and self.turn.playback is not None:
-            self.turn.playback.held = False
-
-
 class LiveSession:
     def __init__(
         self,
         *,
         id: str,
-        hub: LiveHub,
         pc: RTCPeerConnection,
         persona: Persona,
         session_id: str,
         playout: Playout,
+        pipeline: Callable[[], Pipeline],
+        admitted: Admitted[Any],
+        turns: TurnRunner,
+        on_close: Callable[[LiveSession], None],
         options: SessionOptions,
+        detector: TurnDetector | None = None,
     ) -> None:
+        """``pipeline`` gives the ready pipeline (NotReadyError while a model is not answering);
+        ``admitted`` runs model work through the model queue; ``turns`` runs each reply (deadline, stop,
+        metrics); ``on_close`` hears that the session has closed."""
         self.id = id
-        self.hub = hub
         self.pc = pc
+        self.pipeline = pipeline
+        self.admitted = admitted
+        self.runner = turns
+        self.on_close = on_close
         self.persona = persona
         self.session_id = session_id
         self.options = options
@@ -120,20 +101,20 @@ class LiveSession:
         self.events = EventChannel()
         self.events.on_message = self._on_message
         self.events.on_close = lambda: self._close_soon("the client closed the connection")
-        self.detector = TurnDetector(options.listen)
+        self.detector = detector or TurnDetector(options.listen)
         self.turn: LiveTurn | None = None
         self.turns = 0
+        self._runs = itertools.count(1)  # a dropped early reply's number is reused; its run's id is not
         self.opened = time.monotonic()
         self.last_activity = time.monotonic()
         self.lead_frames = float(FIRST_LEAD_FRAMES)
         self.skip_frames = 0.0  # silent frames a reply usually opens with (not played)
         self._turn_task: asyncio.Task[None] | None = None
         self._partial: asyncio.Task[None] | None = None
-        self._speculative: tuple[int, AudioArray | None, asyncio.Task[str | None]] | None = None
+        self._speculation: Speculation | None = None  # the transcript begun at the latest pause
         self._reading_ahead: asyncio.Task[None] | None = None  # the model reading a speculative prompt
         self._early: EarlyReply | None = None  # a reply begun at the latest pause
-        self._carry: AudioArray | None = None  # an utterance whose reply was stopped before it was heard
-        self._carry_shown = False  # whether the client was shown that utterance's final transcript
+        self._carry: Carried | None = None  # an utterance whose reply was stopped before it was heard
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._echo_until = 0.0
@@ -178,7 +159,7 @@ class LiveSession:
         self.video.stop()
         self.voice.stop()
         await self.pc.close()
-        self.hub.forget(self)
+        self.on_close(self)
         self.closed.set()
         log.info("live session closed", live_session=self.id, seconds=round(time.monotonic() - self.opened, 1))
 
@@ -232,56 +213,65 @@ class LiveSession:
         return arrived - (self.detector.windows * WINDOW_SECONDS - stream_seconds)
 
     def _on_heard(self, heard: Heard, arrived: float) -> None:
+        """What the detector heard, decided by one small step per kind of event."""
         if heard.kind in ("resumed", "speech_started", "paused"):
             self._drop_early()  # the utterance it answered has grown (a new pause begins another)
         if heard.kind == "speech_started":
-            self.last_activity = time.monotonic()
-            stopped = self._interrupt("the user spoke")
-            if self.turn is None and self._turn_task is not None and not self._turn_task.done():
-                self._turn_task.cancel()  # a turn not yet answered: what the user says now continues it
-            self.events.send("user_speech_started", interrupted=stopped is not None)
-        elif heard.kind == "partial" and heard.audio is not None:
-            if (self._partial is None or self._partial.done()) and not self._speculating:
-                self._partial = self._spawn(self._show_partial(heard.audio), "partial")
-        elif heard.kind == "paused" and heard.audio is not None:
-            if self._speculating and self._speculative is not None:
-                self._speculative[2].cancel()  # an earlier pause's: the utterance has grown since
-            if self._reading_ahead is not None and not self._reading_ahead.done():
-                self._reading_ahead.cancel()
-            if self._partial is not None and not self._partial.done():
-                self._partial.cancel()  # the whole utterance goes first (a partial already running finishes)
-            carry = self._carry
-            end = self._stream_to_clock(heard.speech_end, arrived)
-            speculation = self._speculate(self._with_carry(heard.audio, carry), heard.audio, heard.version, carry, end)
-            self._speculative = (heard.version, carry, self._spawn(speculation, "speculative"))
-        elif heard.kind == "turn_ended" and heard.audio is not None:
-            self.last_activity = time.monotonic()
-            early = self._early
-            same = early is not None and early.version == heard.version and early.carry is self._carry
-            if early is not None and same and not early.dropped:
-                self._early = None
-                self._release_early(early)
-                return
-            self._drop_early()
-            end = self._stream_to_clock(heard.speech_end, arrived)
-            self._begin_turn(self._take_turn(audio=heard.audio, version=heard.version, ended=end))
+            self._speech_started()
+        elif heard.audio is not None and heard.kind == "partial":
+            self._partial_heard(heard.audio)
+        elif heard.audio is not None and heard.kind == "paused":
+            self._paused(heard.audio, heard.version, self._stream_to_clock(heard.speech_end, arrived))
+        elif heard.audio is not None and heard.kind == "turn_ended":
+            self._turn_ended(heard.audio, heard.version, self._stream_to_clock(heard.speech_end, arrived))
+
+    def _speech_started(self) -> None:
+        """The user speaks: a reply playing stops (barge-in); one not begun yet waits for the rest."""
+        self.last_activity = time.monotonic()
+        stopped = self._interrupt("the user spoke")
+        if self.turn is None and self._turn_task is not None and not self._turn_task.done():
+            self._turn_task.cancel()  # a turn not yet answered: what the user says now continues it
+        self.events.send("user_speech_started", interrupted=stopped is not None)
+
+    def _partial_heard(self, audio: AudioArray) -> None:
+        """Now and then while the user speaks: the words so far, unless the utterance is being recognised."""
+        if (self._partial is None or self._partial.done()) and not self._speculating:
+            self._partial = self._spawn(self._show_partial(audio), "partial")
+
+    def _paused(self, audio: AudioArray, version: int, ended: float) -> None:
+        """A short pause: the utterance so far is recognised at once, and its reply begun (held back)."""
+        if self._speculation is not None and self._speculation.running:
+            self._speculation.task.cancel()  # an earlier pause's: the utterance has grown since
+        if self._reading_ahead is not None and not self._reading_ahead.done():
+            self._reading_ahead.cancel()
+        if self._partial is not None and not self._partial.done():
+            self._partial.cancel()  # the whole utterance goes first (a partial already running finishes)
+        carry = self._carry
+        speculation = self._speculate(with_carry(audio, carry), audio, version, carry, ended)
+        self._speculation = Speculation(version, carry, self._spawn(speculation, "speculative"))
+
+    def _turn_ended(self, audio: AudioArray, version: int, ended: float) -> None:
+        """The pause has lasted: the early reply that answers this utterance plays, or its turn begins."""
+        self.last_activity = time.monotonic()
+        early = self._early
+        if early is not None and early.answers(version, self._carry):
+            self._early = None
+            self._release_early(early)
+            return
+        self._drop_early()
+        self._begin_turn(self._take_turn(audio=audio, version=version, ended=ended))
 
     @property
     def _speculating(self) -> bool:
-        return self._speculative is not None and not self._speculative[2].done()
-
-    def _with_carry(self, audio: AudioArray, carry: AudioArray | None) -> AudioArray:
-        if carry is None:
-            return audio
-        return np.concatenate([carry, np.zeros(int(MERGE_GAP_S * ASR_SAMPLE_RATE), np.float32), audio])
+        return self._speculation is not None and self._speculation.running
 
     async def _transcribe(self, audio: AudioArray) -> str:
-        pipeline = self.hub.service.pipeline
-        transcript = await self.hub.admitted(lambda: pipeline.transcribe(audio, self.persona.language))
+        pipeline = self.pipeline()
+        transcript = await self.admitted(lambda: pipeline.transcribe(audio, self.persona.language))
         return str(transcript.text)
 
     async def _speculate(
-        self, audio: AudioArray, utterance: AudioArray, version: int, carry: AudioArray | None, ended: float
+        self, audio: AudioArray, utterance: AudioArray, version: int, carry: Carried | None, ended: float
     ) -> str | None:
         """The transcript of an utterance that may be over; None if it could not be had (asked again
         at the end of the turn, which then reports the error). With words in it, its reply is begun
@@ -293,7 +283,7 @@ class LiveSession:
         if not text.strip() or not self.detector.in_speech or self.detector.version != version:
             return text  # no words; the turn has ended meanwhile (and takes this); or the user went on
         if self.options.early_reply:
-            early = EarlyReply(version, utterance, carry, text, ended, self._carry_shown)
+            early = EarlyReply(version, utterance, carry, text, ended)
             self._early = early
             early.task = self._begin_turn(self._take_early_turn(early))
         else:
@@ -305,17 +295,17 @@ class LiveSession:
         partial transcript: the final prompt shares its beginning) or while the session waits to be sure
         they have finished. At the end of the turn the model then reads only what is new (with the
         embedded model 0.1-0.4 s sooner). Wasted, and harmless, when the words change."""
-        pipeline = self.hub.service.pipeline
         with contextlib.suppress(AvatarError):
+            pipeline = self.pipeline()
             request = await turn_request(pipeline, self.persona, self.session_id, text, time.perf_counter())
             session, user_text = request.session, request.text or ""
-            await self.hub.admitted(
+            await self.admitted(
                 lambda: pipeline.respond.prefill(request.persona, session.history, user_text, session.visitor)
             )
 
     async def _show_partial(self, audio: AudioArray) -> None:
         with contextlib.suppress(AvatarError):
-            text = await self._transcribe(self._with_carry(audio, self._carry))
+            text = await self._transcribe(with_carry(audio, self._carry))
             if self.detector.in_speech:  # not stale: the turn has not ended meanwhile
                 self.events.send("transcript", text=text, final=False)
                 if text.strip():  # the reply's prompt will begin with these words: read them now
@@ -355,8 +345,7 @@ class LiveSession:
         timings = TurnTimings(origin=early.ended)
         timings.mark("first_transcript")  # known at the pause
         try:
-            pipeline = self.hub.service.pipeline
-            request = await turn_request(pipeline, self.persona, self.session_id, early.text, early.ended)
+            request = await turn_request(self.pipeline(), self.persona, self.session_id, early.text, early.ended)
         except AvatarError:
             early.dropped = True  # the turn's end asks again, and reports the error
             return
@@ -368,14 +357,14 @@ class LiveSession:
         await self._answer(turn, request, send=send, early=early)
         if turn.interrupted is not None and not turn.heard_anything and early.released:
             # Stopped before a word of it was heard: the next utterance continues this one.
-            self._carry, self._carry_shown = self._with_carry(early.audio, early.carry), True
+            self._carry = Carried(with_carry(early.audio, early.carry), shown=True)
 
     def _release_early(self, early: EarlyReply) -> None:
         """The user's turn is over: the early reply plays as soon as its first frame is ready."""
-        self._carry, self._carry_shown = None, False  # the early reply answered it
-        speculative, self._speculative = self._speculative, None
-        if speculative is not None and not speculative[2].done():
-            speculative[2].cancel()
+        self._carry = None  # the early reply answered it
+        speculation, self._speculation = self._speculation, None
+        if speculation is not None and speculation.running:
+            speculation.task.cancel()
         early.release(self.events.send)
         log.info("live early reply released", live_session=self.id, turn=early.turn.number if early.turn else None)
 
@@ -384,8 +373,7 @@ class LiveSession:
         early, self._early = self._early, None
         if early is None or early.released:
             return
-        early.dropped = True
-        early.pending.clear()
+        early.drop()
         if early.turn is not None and self.turn is early.turn:
             self.turn = None
         if early.task is not None and not early.task.done():
@@ -399,20 +387,19 @@ class LiveSession:
     ) -> None:
         """One turn: the utterance's words (or typed ``text``), then the reply, made and played."""
         timings = TurnTimings(origin=ended)
-        carry, shown = self._carry, self._carry_shown
-        self._carry, self._carry_shown = None, False
+        carry, self._carry = self._carry, None
+        shown = carry is not None and carry.shown
         try:
             if text is None and audio is not None:
-                text = await self._understand(audio, version, carry, shown, timings)
-            request = await turn_request(self.hub.service.pipeline, self.persona, self.session_id, text or "", ended)
+                text = await self._understand(audio, version, carry, timings)
+            request = await turn_request(self.pipeline(), self.persona, self.session_id, text or "", ended)
         except asyncio.CancelledError:  # the user went on talking before the reply began: it continues this
-            self._carry = self._with_carry(audio, carry) if audio is not None else carry
-            self._carry_shown = shown
+            self._carry = Carried(with_carry(audio, carry), shown) if audio is not None else carry
             raise
         except AvatarError as exc:  # no words in it (a cough), or the text cannot be answered
             if not isinstance(exc, NoSpeechError):
                 self.events.send("error", code=exc.code, message=exc.message)
-            self._carry, self._carry_shown = carry, shown  # still waiting for words to go with it
+            self._carry = carry  # still waiting for words to go with it
             self.events.send("listening", session_id=self.session_id)
             return
         self.turns += 1
@@ -421,11 +408,9 @@ class LiveSession:
         await self._answer(turn, request)
         if turn.interrupted is not None and not turn.heard_anything and audio is not None:
             # Stopped before a word of it was heard: the next utterance continues this one.
-            self._carry, self._carry_shown = self._with_carry(audio, carry), True
+            self._carry = Carried(with_carry(audio, carry), shown=True)
 
-    async def _understand(
-        self, audio: AudioArray, version: int, carry: AudioArray | None, shown: bool, timings: TurnTimings
-    ) -> str:
+    async def _understand(self, audio: AudioArray, version: int, carry: Carried | None, timings: TurnTimings) -> str:
         """The utterance's words, as a final transcript event too (NoSpeechError when there are none)."""
         try:
             text = await self._final_transcript(audio, version, carry, timings)
@@ -433,7 +418,7 @@ class LiveSession:
             self.events.send("transcript", text="", final=True, merged=False)
             raise
         # merged: it continues an utterance whose transcript was shown and whose reply nobody heard
-        self.events.send("transcript", text=text, final=True, merged=shown)
+        self.events.send("transcript", text=text, final=True, merged=carry is not None and carry.shown)
         return text
 
     async def _answer(
@@ -444,27 +429,30 @@ class LiveSession:
         send: Callable[..., None] | None = None,
         early: EarlyReply | None = None,
     ) -> None:
-        pipeline = self.hub.service.pipeline
+        pipeline = self.pipeline()
         send = send or self.events.send
         begun = self.playout.now_slot
         lead = round(self.lead_frames)
+        made = False
         if early is not None:  # it plays once the turn has ended (end_silence_ms after the speech), or later
             wait_s = early.ended + self.options.listen.end_silence_ms / 1000 - time.perf_counter()
             lead = max(lead, round(wait_s * self.playout.fps))
         try:
             await run_turn(
                 turn,
+                turn_id=f"live-{self.id}-{next(self._runs)}",
                 pipeline=pipeline,
                 request=request,
                 playout=self.playout,
                 idle=self.playout.idle,
-                admitted=self.hub.admitted,
+                turns=self.runner,
                 send=send,
                 options=self.options.reply,
                 lead_frames=lead,
                 skip_frames=round(self.skip_frames),
                 held=early is not None and not early.released,
             )
+            made = turn.interrupted is None  # a whole reply: its timings go into the latency metrics
         except AvatarError as exc:
             send("error", code=exc.code, message=exc.message, turn=turn.number)
         except Exception:  # a bug: the user hears about it, the session listens on
@@ -479,21 +467,21 @@ class LiveSession:
         if playback is not None and playback.first_slot is not None and early is None:
             self.lead_frames = 0.5 * self.lead_frames + 0.5 * max(0, playback.first_slot - begun)
             self.skip_frames = 0.5 * self.skip_frames + 0.5 * playback.skipped
-        self._report(turn, playback)
+        self._report(turn, playback, observe=made)
 
     async def _final_transcript(
-        self, audio: AudioArray, version: int, carry: AudioArray | None, timings: TurnTimings
+        self, audio: AudioArray, version: int, carry: Carried | None, timings: TurnTimings
     ) -> str:
         """The utterance's transcript: the one begun at its last pause when nothing was said since."""
-        speculative, self._speculative = self._speculative, None
+        speculation, self._speculation = self._speculation, None
         with timings.stage("asr"):
             text = None
-            if speculative is not None and speculative[0] == version and speculative[1] is carry:
-                text = await speculative[2]  # None if it failed: then again below, and its error is the answer
-            elif speculative is not None:
-                speculative[2].cancel()
+            if speculation is not None and speculation.fits(version, carry):
+                text = await speculation.task  # None if it failed: then again below, and its error is the answer
+            elif speculation is not None:
+                speculation.task.cancel()
             if text is None:
-                text = await self._transcribe(self._with_carry(audio, carry))
+                text = await self._transcribe(with_carry(audio, carry))
         timings.mark("first_transcript")
         return text
 
@@ -507,8 +495,10 @@ class LiveSession:
         if playback.first_slot is not None:
             self._echo_until = time.monotonic() + ECHO_TAIL_S
 
-    def _report(self, turn: LiveTurn, playback: ReplyPlayback | None) -> None:
+    def _report(self, turn: LiveTurn, playback: ReplyPlayback | None, *, observe: bool) -> None:
         timings, _ = turn.timings.summary(turn.timings.elapsed())
+        if observe:
+            self.runner.observe(latency(timings))
         extra = {
             "reply_seconds": round(playback.queued / self.playout.fps, 3) if playback else 0.0,
             "underruns": playback.underruns if playback else 0,

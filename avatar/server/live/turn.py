@@ -1,22 +1,24 @@
 """One turn of a live conversation: the user's words in, the face's reply out on the session's timeline.
 
 The reply is made by the same stages as every other turn (``Pipeline.reply``), holding the models
-through the service's admission like an HTTP turn; it is queued encoded on the timeline and played in
-real time. The models are let go as soon as the reply is made, while it may still be playing. A turn
-stopped by the user's voice (barge-in) stops its stages at their next await and its playback at once,
-and the history keeps exactly what was played.
+through the same turn runner as an HTTP turn (``Turns.run``: the model queue, the turn deadline, the
+latency metrics); it is queued encoded on the timeline and played in real time. The models are let go
+as soon as the reply is made, while it may still be playing. A turn stopped by the user's voice
+(barge-in) stops its stages at their next await and its playback at once, and the history keeps
+exactly what was played.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import structlog
 
+from avatar.errors import TurnCancelledError
 from avatar.fmp4 import video_format
 from avatar.personas import Persona
 from avatar.pipeline import Pipeline
@@ -31,8 +33,22 @@ from avatar.types import FrameArray
 
 log = structlog.stdlib.get_logger(__name__)
 
-Admitted = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
+T = TypeVar("T")
+
+Admitted = Callable[[Callable[[], Awaitable[T]]], Awaitable[T]]
+"""Model work through the model queue (``ModelQueue.run``)."""
 Send = Callable[..., None]
+
+
+class TurnRunner(Protocol):
+    """What runs a turn's model work (``Turns``): queued, under the turn deadline, stopped by its
+    control (TurnCancelledError) or by the deadline (TurnTimeoutError); and the latency metrics."""
+
+    async def run(
+        self, turn_id: str, session_id: str, work: Callable[[], Awaitable[T]], *, control: TurnControl | None = None
+    ) -> T: ...
+
+    def observe(self, timings: Mapping[str, float]) -> None: ...
 
 
 @dataclass
@@ -66,11 +82,12 @@ class ReplySettings:
 async def run_turn(
     turn: LiveTurn,
     *,
+    turn_id: str,
     pipeline: Pipeline,
     request: TurnRequest,
     playout: Playout,
     idle: IdleLoop,
-    admitted: Admitted,
+    turns: TurnRunner,
     send: Send,
     options: ReplySettings,
     lead_frames: int,
@@ -115,8 +132,7 @@ async def run_turn(
         await reply.run()
         await _bridge(output, pipeline, request.persona, idle, start_frame + output.frames)
 
-    work = asyncio.ensure_future(admitted(make))
-    turn.control.attach(work)
+    work = asyncio.ensure_future(turns.run(turn_id, request.session.id, make, control=turn.control))
     try:
         await asyncio.wait([work])
     finally:
@@ -124,9 +140,16 @@ async def run_turn(
             turn.control.stop("the live session closed")
             playout.stop()
             await asyncio.wait([work])
+            if not work.cancelled():
+                work.exception()  # stopped, as asked: not a stray "never retrieved" warning
     turn.fallback, turn.text, turn.degraded = reply.fallback, " ".join(reply.texts), list(reply.degraded)
     failed = None if work.cancelled() else work.exception()
-    if failed is not None or work.cancelled():
+    stopped = work.cancelled() or isinstance(failed, TurnCancelledError)  # barge-in, or the session closed
+    if stopped:
+        failed = None
+        if turn.interrupted is None:  # stopped from outside the session (a newer turn of its conversation)
+            interrupt(turn, playout, turn.control.reason or "stopped")  # the history keeps what was heard
+    if failed is not None or stopped:
         playout.stop()
     await playback.done.wait()
     turn.timings.mark("played")
@@ -171,6 +194,15 @@ async def turn_request(
     if session.id != session_id:
         session = Session(id=session_id, persona=persona.name)
     return TurnRequest(persona, session, None, pipeline.check_text(text), video_format(None), received)
+
+
+def latency(timings: Mapping[str, float]) -> dict[str, float]:
+    """A live turn's timings as the latency metrics count an HTTP turn's: its first frame is the one
+    sent to the client (``first_sent``), counted, like the rest, from the end of the user's speech."""
+    counted = {name: seconds for name, seconds in timings.items() if name not in ("first_sent", "played")}
+    if "first_sent" in timings:
+        counted["first_frame"] = timings["first_sent"]
+    return counted
 
 
 def interrupt(turn: LiveTurn, playout: Playout, reason: str) -> float | None:

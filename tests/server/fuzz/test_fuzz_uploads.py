@@ -69,16 +69,17 @@ def _encode(
                 out.mux(picture.encode(frame))
             out.mux(picture.encode(None))
         for stream, stream_rate, stream_layout in streams:
+            assert isinstance(stream, av.AudioStream) and stream.codec_context.format is not None
             samples = _resampled(audio, stream_rate)
             planes = np.tile(samples, (len(av.AudioLayout(stream_layout).channels), 1))
             native = av.AudioResampler(format=stream.codec_context.format.name, layout=stream_layout, rate=stream_rate)
             step = stream.codec_context.frame_size or 1024
             for start in range(0, samples.size, step):
                 chunk = np.ascontiguousarray(planes[:, start : start + step])
-                frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=stream_layout)
-                frame.sample_rate = stream_rate
-                frame.pts = start
-                for converted in native.resample(frame):
+                piece = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=stream_layout)
+                piece.sample_rate = stream_rate
+                piece.pts = start
+                for converted in native.resample(piece):
                     for packet in stream.encode(converted):
                         out.mux(packet)
             for packet in stream.encode(None):

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -143,13 +144,14 @@ async def leaves_the_stream(http: httpx.AsyncClient, corpus: Corpus) -> Outcome:
 
 async def _stream(kind: str, http: httpx.AsyncClient, corpus: Corpus, *, leave_after_first_segment: bool) -> Outcome:
     started = time.perf_counter()
+    request: dict[str, Any]
     if leave_after_first_segment:
         request = {"files": {"audio": ("q.wav", corpus.question, "audio/wav")}}
     else:
         request = {"data": {"text": "What did the Earth look like?"}}
     reader = EventReader()
     try:
-        async with http.stream("POST", "/api/v1/conversation/stream", **request) as response:  # type: ignore[arg-type]
+        async with http.stream("POST", "/api/v1/conversation/stream", **request) as response:
             if response.status_code != 200:
                 await response.aread()
                 return judge(kind, response, time.perf_counter() - started, (200,))

@@ -22,7 +22,7 @@ async def readyz(request: Request[AppState]) -> JSONResponse:
     status = body["status"]
     if status == "ready":
         return JSONResponse(body)
-    retry = {"loading": LOADING_RETRY_AFTER_S, "busy": service.retry_after_seconds()}.get(status)
+    retry = {"loading": LOADING_RETRY_AFTER_S, "busy": service.queue.retry_after_seconds()}.get(status)
     headers = {"Retry-After": str(retry)} if retry is not None else None
     return JSONResponse(body, status_code=503, headers=headers)
 
