@@ -115,7 +115,7 @@ class Knowledge:
 
     @property
     def passage_count(self) -> int:
-        return 0 if not self.text else (1 if self.whole else len(self.index.passages))
+        return 0 if not self.text else (1 if self.whole else _passage_count(self.text))
 
     @property
     def index(self) -> _Index:
@@ -181,6 +181,11 @@ class _Index:
                 tokens, k=min(RETRIEVED_PASSAGES, len(self.passages)), show_progress=False, n_threads=1
             )
         return [int(i) for i, score in zip(found[0], scores[0], strict=True) if score > 0]
+
+
+@functools.lru_cache(maxsize=64)
+def _passage_count(text: str) -> int:
+    return len(passages(without_orders(text)))
 
 
 @functools.lru_cache(maxsize=64)

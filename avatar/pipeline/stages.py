@@ -100,7 +100,8 @@ class RespondStage:
     ) -> None:
         """Have the model read the prompt of a reply that may be asked for soon (a failure is left for
         that reply to meet)."""
-        messages = self.messages(persona, history, user_text, visitor)
+        # In a worker thread: the first prompt of a persona with long knowledge builds its search index.
+        messages = await run_blocking(self.messages, persona, history, user_text, visitor)
         try:
             await self.calls(self.llm.prefill, messages, max_new_tokens=self.max_new_tokens)
         except Exception as exc:  # noqa: BLE001 - only a head start; the reply itself reports a failure
@@ -116,7 +117,7 @@ class RespondStage:
             yield ReplyPart("delta", canned, canned)
             yield ReplyPart("piece", canned)
             return
-        messages = self.messages(persona, history, user_text, visitor)
+        messages = await run_blocking(self.messages, persona, history, user_text, visitor)
         splitter = PieceSplitter(self.max_sentences, messages)
         spoken = 0
         tokens = self.llm.stream(messages, max_new_tokens=self.max_new_tokens)
