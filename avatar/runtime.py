@@ -49,7 +49,12 @@ def session_store(settings: Settings) -> SessionStore:
 
 
 class Runtime:
-    def __init__(self, settings: Settings, kinds: tuple[str, ...] = ALL_KINDS) -> None:
+    def __init__(
+        self, settings: Settings, kinds: tuple[str, ...] = ALL_KINDS, *, models: ModelRegistry | None = None
+    ) -> None:
+        """``models``: another runtime's registry, loaded and owned by it, to share instead of loading the
+        same models again (a second app with other app settings in one process: the test suite's servers).
+        This runtime then never releases them; its personas, sessions and pipeline settings are its own."""
         self.settings = settings
         self.kinds = kinds
         created = CreatedPersonas(
@@ -57,7 +62,8 @@ class Runtime:
         )
         self.personas = PersonaStore(settings.assets_dir / "personas", created)
         self.personas.get(settings.default_persona)  # a wrong default fails at start-up, not per request
-        self.registry = ModelRegistry(model_specs(settings, kinds))
+        self.registry = models or ModelRegistry(model_specs(settings, kinds))
+        self._owns_models = models is None
         self.sessions = session_store(settings)
         self.error: str | None = None  # why start-up failed, when it failed outside a model
         self._loading: asyncio.Future[None] | None = None
@@ -170,7 +176,8 @@ class Runtime:
         return self._pipeline
 
     def close(self) -> None:
-        self.registry.close()
+        if self._owns_models:
+            self.registry.close()
 
 
 @contextlib.contextmanager

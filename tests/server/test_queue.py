@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from live_server import ServerProcess, start_server
+from anyio.from_thread import BlockingPortal
+from in_process import InProcessServer, in_process
+
+from avatar.runtime import Runtime
 
 pytestmark = pytest.mark.slow  # drives the real server with the embedded models
 
@@ -17,17 +19,14 @@ CONVERSATION = "/api/v1/conversation"
 
 
 @pytest.fixture(scope="module")
-def one_waiting(tmp_path_factory: pytest.TempPathFactory, prepared_models: Path) -> Iterator[ServerProcess]:
+def one_waiting(
+    tmp_path_factory: pytest.TempPathFactory, model_loop: BlockingPortal, runtime: Runtime
+) -> Iterator[InProcessServer]:
     """A server on which one request may run and one more wait (live mode off: its idle face, drawn in
-    the background after start-up, would take the models between the requests counted here)."""
-    server = start_server(
-        tmp_path_factory.mktemp("queue"), AVATAR_MAX_QUEUED_REQUESTS="1", AVATAR_MAX_LIVE_SESSIONS="0"
-    )
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+    the background after start-up, would take the models between the requests counted here). Only an
+    app setting differs: in this process, on the models already loaded."""
+    queue_dir = tmp_path_factory.mktemp("queue")
+    yield from in_process(model_loop, runtime, queue_dir, AVATAR_MAX_QUEUED_REQUESTS="1", AVATAR_MAX_LIVE_SESSIONS="0")
 
 
 def _queue(http: httpx.Client) -> dict[str, int]:
@@ -39,7 +38,7 @@ def _queue(http: httpx.Client) -> dict[str, int]:
     return dict(body["queue"])
 
 
-def test_past_the_limit_a_request_is_told_to_retry(one_waiting: ServerProcess, planet_question: bytes) -> None:
+def test_past_the_limit_a_request_is_told_to_retry(one_waiting: InProcessServer, planet_question: bytes) -> None:
     answers: dict[str, httpx.Response] = {}
 
     def ask(name: str, **request: object) -> None:
