@@ -23,6 +23,7 @@ from avatar.pipeline.queue import ModelQueue
 from avatar.pipeline.sessions import MemorySessionStore
 from avatar.pipeline.stages import AnimateStage, RespondStage, SpeakStage, TranscribeStage
 from avatar.server.live.codecs import silence_packet
+from avatar.server.live.finishing import FinishOptions, TurnEndModel
 from avatar.server.live.idle import IdleLoop
 from avatar.server.live.listener import Heard, ListenOptions
 from avatar.server.live.playout import Playout
@@ -111,6 +112,11 @@ class Detector:
         self.version = 0
         self.windows = 0
         self.face_speaking = False
+        self.waits: list[tuple[int, int]] = []  # (version, ms) the session set for a pause
+
+    def end_after(self, version: int, silence_ms: int) -> bool:
+        self.waits.append((version, silence_ms))
+        return self.in_speech and version == self.version
 
 
 class Clock:
@@ -129,7 +135,17 @@ def utterance(samples: int) -> np.ndarray:
 class Scene:
     """A session with its doubles, and a player that takes the timeline's slots as fast as it can."""
 
-    def __init__(self, words: dict[int, str], *, timeout_s: float = 60.0, voice_delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        words: dict[int, str],
+        *,
+        timeout_s: float = 60.0,
+        voice_delay_s: float = 0.0,
+        finishing: FinishOptions | None = None,
+        turn_end: TurnEndModel | None = None,
+    ) -> None:
+        self.finishing = finishing
+        self.turn_end = turn_end
         self.asr = ScriptedAsr(words)
         self.chat = ScriptedChat(ANSWER)
         self.pipeline = Pipeline(
@@ -168,8 +184,10 @@ class Scene:
                 listen=ListenOptions(end_silence_ms=200),
                 reply=ReplySettings(size=SIZE, kbps=200, buffer_seconds=0.5),
                 idle_timeout_s=60,
+                finishing=self.finishing,
             ),
             detector=self.detector,  # type: ignore[arg-type]
+            turn_end=self.turn_end,
         )
         self.player = asyncio.ensure_future(self._play())
         return self
@@ -343,3 +361,78 @@ def test_a_newer_turn_of_the_conversation_on_another_transport_stops_the_live_re
     assert [e["turn"] for e in scene.events("timings")] == [1]  # the live turn ended, stopped ...
     assert history == []  # ... and nothing of it was heard, so nothing of it is kept
     assert scene.queue.depth() == (0, 0)
+
+
+def _turn_model(probability: float) -> TurnEndModel:
+    """The turn-end model, answering ``probability`` for any audio (its own tests run the real one)."""
+    model = TurnEndModel("smart-turn", lambda: lambda audio: probability)
+    model.load()
+    return model
+
+
+FINISHING = FinishOptions(finished_ms=200, unsure_ms=700, unfinished_ms=1500, fallback_ms=400)
+
+
+def test_a_pause_judged_finished_ends_the_turn_after_a_short_silence_and_says_why() -> None:
+    async def scenario() -> Scene:
+        words = {8000: "What is your favourite planet?"}
+        async with Scene(words, finishing=FINISHING, turn_end=_turn_model(0.98)) as scene:
+            scene.heard("speech_started", 1)
+            scene.heard("paused", 1, 8000)
+            await scene.early_reply_made()
+            assert scene.detector.waits == [(1, 200)]  # judged from the model and the words
+            scene.heard("turn_ended", 1, 8000)
+            await scene.until("timings")
+        return scene
+
+    scene = asyncio.run(scenario())
+    (end,) = scene.events("end_of_turn")
+    assert end["why"] == "finished" and end["wait_ms"] == 200 and end["probability"] == 0.98
+    assert end["model_ms"] is not None and end["cue"] is None
+    names = [e["event"] for e in scene.events()]
+    assert names.index("end_of_turn") < names.index("transcript") < names.index("speaking")
+
+
+def test_a_pause_after_an_unfinished_phrase_waits_longer_and_the_reply_begun_is_dropped_when_the_user_goes_on() -> None:
+    async def scenario() -> Scene:
+        together = "So what was it like, when you first saw the Earth?"
+        words = {8000: "So what was it like, when you", 16000: together}
+        async with Scene(words, finishing=FINISHING, turn_end=_turn_model(0.05)) as scene:
+            scene.heard("speech_started", 1)
+            scene.heard("paused", 1, 8000)
+            await scene.early_reply_made()  # the early reply is still begun at the pause
+            assert scene.detector.waits == [(1, 1500)]
+            scene.heard("resumed", 2)
+            scene.session.turn_end = _turn_model(0.97)
+            scene.heard("paused", 2, 16000)
+            while len(scene.detector.waits) < 2:
+                await asyncio.sleep(0.005)
+            scene.heard("turn_ended", 2, 16000)
+            await scene.until("timings")
+        return scene
+
+    scene = asyncio.run(scenario())
+    assert scene.detector.waits == [(1, 1500), (2, 200)]
+    assert [e["text"] for e in scene.events("transcript")] == ["So what was it like, when you first saw the Earth?"]
+    assert [e["why"] for e in scene.events("end_of_turn")] == ["finished"]
+    assert [e["turn"] for e in scene.events("timings")] == [1]
+
+
+def test_without_the_turn_end_model_the_silence_rule_ends_the_turn() -> None:
+    def missing() -> object:
+        raise FileNotFoundError("smart-turn-v3.2-cpu.onnx")
+
+    broken = TurnEndModel("smart-turn", missing)  # type: ignore[arg-type]
+    broken.load()
+
+    async def scenario() -> Scene:
+        async with Scene({8000: "Tell me about the"}, finishing=FINISHING, turn_end=broken) as scene:
+            scene.heard("speech_started", 1)
+            scene.heard("paused", 1, 8000)
+            assert scene.detector.waits == [(1, 400)]  # at once: nothing to wait for
+            scene.heard("turn_ended", 1, 8000)
+            await scene.until("timings")
+        return scene
+
+    scene = asyncio.run(scenario())
+    assert [(e["why"], e["wait_ms"]) for e in scene.events("end_of_turn")] == [("no_model", 400)]

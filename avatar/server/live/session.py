@@ -4,10 +4,12 @@ The session listens all the time (``TurnDetector`` on the microphone, resampled 
 user speaks, the words so far are recognised now and then (``partial`` transcripts); at the first short
 pause, the whole utterance is recognised at once and its reply is begun (an *early reply*): made, but
 held back, with its events, until the pause has lasted ``end_silence_ms`` and so ends the turn; if the
-user goes on instead, it is dropped unheard. The reply is made and played by ``turn.py``. The user's voice
-during a reply stops it (barge-in); if none of it had been heard yet, the two utterances are taken as
-one (the user had only paused). A session ends when the peer goes away, stops sending audio, or is
-silent for ``AVATAR_LIVE_IDLE_TIMEOUT_SECONDS``; everything it started is stopped and released.
+user goes on instead, it is dropped unheard. How long the pause must last is judged at each pause
+(``finishing.py``: the turn-end model and the words so far) unless the silence rule alone is set. The
+reply is made and played by ``turn.py``. The user's voice during a reply stops it (barge-in); if none
+of it had been heard yet, the two utterances are taken as one (the user had only paused). A session
+ends when the peer goes away, stops sending audio, or is silent for
+``AVATAR_LIVE_IDLE_TIMEOUT_SECONDS``; everything it started is stopped and released.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from avatar.pipeline import Pipeline
 from avatar.pipeline.pipeline import TurnRequest
 from avatar.pipeline.timing import TurnTimings
 from avatar.server.live.events import EventChannel
+from avatar.server.live.finishing import FinishOptions, TurnEndModel, Verdict, judge
 from avatar.server.live.listener import Heard, ListenOptions, TurnDetector
 from avatar.server.live.playout import Playout, ReplyPlayback
 from avatar.server.live.taking import Carried, EarlyReply, Speculation, with_carry
@@ -65,6 +68,12 @@ class SessionOptions:
     reply: ReplySettings
     idle_timeout_s: float
     early_reply: bool = True  # begin the reply at a pause (else only the prompt is read ahead)
+    finishing: FinishOptions | None = None  # judge each pause (None: the silence rule alone)
+
+    @property
+    def expected_end_ms(self) -> int:
+        """The shortest pause that ends a turn: when an early reply may play at the soonest."""
+        return self.finishing.finished_ms if self.finishing is not None else self.listen.end_silence_ms
 
 
 class LiveSession:
@@ -82,10 +91,12 @@ class LiveSession:
         on_close: Callable[[LiveSession], None],
         options: SessionOptions,
         detector: TurnDetector | None = None,
+        turn_end: TurnEndModel | None = None,
     ) -> None:
         """``pipeline`` gives the ready pipeline (NotReadyError while a model is not answering);
         ``admitted`` runs model work through the model queue; ``turns`` runs each reply (deadline, stop,
-        metrics); ``on_close`` hears that the session has closed."""
+        metrics); ``on_close`` hears that the session has closed; ``turn_end`` is the turn-end model
+        the pauses are judged with (when ``options.finishing`` is set)."""
         self.id = id
         self.pc = pc
         self.pipeline = pipeline
@@ -102,6 +113,9 @@ class LiveSession:
         self.events.on_message = self._on_message
         self.events.on_close = lambda: self._close_soon("the client closed the connection")
         self.detector = detector or TurnDetector(options.listen)
+        self.turn_end = turn_end
+        self._judging: asyncio.Task[None] | None = None  # the latest pause being judged
+        self._verdict: tuple[int, Verdict, float | None] | None = None  # (version, verdict, model ms)
         self.turn: LiveTurn | None = None
         self.turns = 0
         self._runs = itertools.count(1)  # a dropped early reply's number is reused; its run's id is not
@@ -231,6 +245,7 @@ class LiveSession:
         stopped = self._interrupt("the user spoke")
         if self.turn is None and self._turn_task is not None and not self._turn_task.done():
             self._turn_task.cancel()  # a turn not yet answered: what the user says now continues it
+        self._verdict = None
         self.events.send("user_speech_started", interrupted=stopped is not None)
 
     def _partial_heard(self, audio: AudioArray) -> None:
@@ -249,10 +264,40 @@ class LiveSession:
         carry = self._carry
         speculation = self._speculate(with_carry(audio, carry), audio, version, carry, ended)
         self._speculation = Speculation(version, carry, self._spawn(speculation, "speculative"))
+        if self.options.finishing is not None:
+            self._judge_pause(with_carry(audio, carry), version, self._speculation.task)
+
+    def _judge_pause(self, audio: AudioArray, version: int, transcript: asyncio.Task[str | None]) -> None:
+        """Decide how long this pause must last to end the turn (see ``finishing.py``)."""
+        finishing = self.options.finishing
+        assert finishing is not None
+        if self._judging is not None and not self._judging.done():
+            self._judging.cancel()  # an earlier pause's: the user has spoken since
+        if self.turn_end is None or not self.turn_end.available:  # the silence rule decides
+            self.detector.end_after(version, finishing.fallback_ms)
+            self._verdict = (version, Verdict(finishing.fallback_ms, "no_model"), None)
+            return
+        self._judging = self._spawn(self._judge(audio, version, transcript, finishing), "judge")
+
+    async def _judge(
+        self, audio: AudioArray, version: int, transcript: asyncio.Task[str | None], finishing: FinishOptions
+    ) -> None:
+        """The turn-end model's P(complete) for the audio, then the words (the transcript begun at the
+        same pause: waited for, never cancelled from here), then the wait they decide together."""
+        assert self.turn_end is not None
+        started = time.perf_counter()
+        probability = await asyncio.to_thread(self.turn_end.probability, audio)
+        model_ms = (time.perf_counter() - started) * 1000
+        await asyncio.wait([transcript])
+        text = None if transcript.cancelled() or transcript.exception() is not None else transcript.result()
+        verdict = judge(probability, text, finishing)
+        if self.detector.end_after(version, verdict.wait_ms):
+            self._verdict = (version, verdict, model_ms)
 
     def _turn_ended(self, audio: AudioArray, version: int, ended: float) -> None:
         """The pause has lasted: the early reply that answers this utterance plays, or its turn begins."""
         self.last_activity = time.monotonic()
+        self._end_of_turn(version)
         early = self._early
         if early is not None and early.answers(version, self._carry):
             self._early = None
@@ -260,6 +305,24 @@ class LiveSession:
             return
         self._drop_early()
         self._begin_turn(self._take_turn(audio=audio, version=version, ended=ended))
+
+    def _end_of_turn(self, version: int) -> None:
+        """Tell the client what ended the turn: the judged pause (``end_of_turn``), if it was judged."""
+        judged, self._verdict = self._verdict, None
+        if self.options.finishing is None:
+            return
+        if judged is None or judged[0] != version:  # not judged in time: the longest wait passed
+            self.events.send("end_of_turn", why="waited", wait_ms=self.options.listen.end_silence_ms)
+            return
+        _, verdict, model_ms = judged
+        self.events.send(
+            "end_of_turn",
+            why=verdict.why,
+            wait_ms=verdict.wait_ms,
+            probability=None if verdict.probability is None else round(verdict.probability, 3),
+            cue=verdict.cue,
+            model_ms=None if model_ms is None else round(model_ms, 1),
+        )
 
     @property
     def _speculating(self) -> bool:
@@ -434,8 +497,8 @@ class LiveSession:
         begun = self.playout.now_slot
         lead = round(self.lead_frames)
         made = False
-        if early is not None:  # it plays once the turn has ended (end_silence_ms after the speech), or later
-            wait_s = early.ended + self.options.listen.end_silence_ms / 1000 - time.perf_counter()
+        if early is not None:  # it plays once the turn has ended (a pause after the speech), or later
+            wait_s = early.ended + self.options.expected_end_ms / 1000 - time.perf_counter()
             lead = max(lead, round(wait_s * self.playout.fps))
         try:
             await run_turn(
