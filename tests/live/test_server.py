@@ -206,6 +206,35 @@ def test_a_short_pause_inside_a_question_is_not_answered(
     print(f"early replies dropped at the mid-question pause: {len(dropped) - dropped_before}")
 
 
+def test_a_hesitant_question_is_answered_once_after_its_end_with_the_whole_question(
+    live: ServerProcess, fixture_speech: Callable[[str, int], AudioArray]
+) -> None:
+    """A question with a 1.1 s pause after "Could you tell me more about" (bench/fixtures/hesitant): the
+    turn-end model and the words judge the pause unfinished, so nothing is answered until the end."""
+    detector = lambda: httpx.get(f"{live.base_url}/readyz").json()["live"]["turn_detector"]  # noqa: E731
+    assert wait_until(lambda: detector()["state"] != "loading", 30)
+    assert detector() == {"configured": "smart-turn", "using": "smart-turn", "state": "ready"}
+    pad = np.zeros(4_800, np.float32)
+    question = np.concatenate([pad, fixture_speech("hesitant/tell-about", 48_000), pad])
+
+    async def hesitate() -> list[tuple[float, str, dict[str, Any]]]:
+        async with LiveClient(live.base_url) as client:
+            said = client.mic.say(question)
+            await said.done.wait()
+            _, timings = await client.wait_event("timings", since=said.spoke_at, timeout=120)
+            await asyncio.sleep(1.0)  # anything else that would come
+            assert timings["turn"] == 1
+            return [(at, str(e.get("event")), e) for at, e in client.events if at > said.spoke_at]
+
+    events = run(hesitate())
+    kinds = [kind for _, kind, _ in events]
+    finals = [data for _, kind, data in events if kind == "transcript" and data["final"]]
+    assert len(finals) == 1 and "about" in finals[0]["text"].lower() and "station" in finals[0]["text"].lower()
+    assert "interrupted" not in kinds and kinds.count("timings") == 1 and kinds.count("speaking") == 1
+    (end,) = [data for _, kind, data in events if kind == "end_of_turn"]
+    assert end["why"] in ("finished", "unsure") and end["probability"] is not None
+
+
 def test_without_early_replies_the_turn_is_answered_after_it_ends(
     tmp_path: Path, prepared_models: Path, voice: Callable[[str], AudioArray]
 ) -> None:

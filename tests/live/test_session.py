@@ -6,12 +6,14 @@ model queue, playout and encoders run; the timeline's clock is a counter, so a t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pytest
 from aiortc import RTCPeerConnection
 from scripted import ScriptedChat
 
@@ -27,7 +29,7 @@ from avatar.server.live.finishing import FinishOptions, TurnEndModel
 from avatar.server.live.idle import IdleLoop
 from avatar.server.live.listener import Heard, ListenOptions
 from avatar.server.live.playout import Playout
-from avatar.server.live.session import LiveSession, SessionOptions
+from avatar.server.live.session import BACKCHANNEL_MAX_S, LiveSession, SessionOptions
 from avatar.server.live.taking import EarlyReply
 from avatar.server.live.turn import ReplySettings
 from avatar.server.metrics import Metrics
@@ -114,6 +116,10 @@ class Detector:
         self.face_speaking = False
         self.waits: list[tuple[int, int]] = []  # (version, ms) the session set for a pause
 
+    def reset(self) -> None:
+        self.in_speech = False
+        self.resets = getattr(self, "resets", 0) + 1
+
     def end_after(self, version: int, silence_ms: int) -> bool:
         self.waits.append((version, silence_ms))
         return self.in_speech and version == self.version
@@ -143,11 +149,12 @@ class Scene:
         voice_delay_s: float = 0.0,
         finishing: FinishOptions | None = None,
         turn_end: TurnEndModel | None = None,
+        answer: str = ANSWER,
     ) -> None:
         self.finishing = finishing
         self.turn_end = turn_end
         self.asr = ScriptedAsr(words)
-        self.chat = ScriptedChat(ANSWER)
+        self.chat = ScriptedChat(answer)
         self.pipeline = Pipeline(
             transcribe=TranscribeStage(self.asr),
             respond=RespondStage(self.chat),
@@ -436,3 +443,97 @@ def test_without_the_turn_end_model_the_silence_rule_ends_the_turn() -> None:
 
     scene = asyncio.run(scenario())
     assert [(e["why"], e["wait_ms"]) for e in scene.events("end_of_turn")] == [("no_model", 400)]
+
+
+STORY = " ".join(["Once upon a time a rocket flew to the Moon and back again."] * 8)  # 8 s of voice
+
+
+async def _speaking(scene: Scene) -> None:
+    """The typed question's reply has begun to play."""
+    scene.session._on_message(json.dumps({"type": "say", "text": "Tell me a story."}))
+    await scene.until("speaking")
+
+
+async def _history(scene: Scene) -> list[Any]:
+    session = await scene.pipeline.sessions.get(scene.session.session_id, scene.session.persona.name)
+    return session.history
+
+
+@pytest.mark.parametrize(("heard", "words"), [("a backchannel", "Mm-hmm."), ("a cough", None)])
+def test_a_backchannel_or_a_noise_over_the_reply_pauses_it_and_it_resumes_where_it_stopped(
+    heard: str, words: str | None
+) -> None:
+    async def scenario() -> tuple[Scene, list[Any], int]:
+        async with Scene({4000: words} if words else {}, answer=STORY) as scene:
+            await _speaking(scene)
+            scene.detector.face_speaking = True
+            scene.heard("speech_started", 1)
+            playback = scene.session.turn.playback if scene.session.turn else None
+            assert playback is not None and playback.paused  # silent at once, as for an interruption
+            played = playback.played
+            await asyncio.sleep(0.05)
+            assert playback.played == played and playback.paused_slots > 0  # held where it was
+            scene.heard("paused", 1, 4000)
+            await scene.until("resumed")
+            assert not playback.paused
+            scene.detector.in_speech = False
+            await scene.until("timings")
+            return scene, await _history(scene), playback.played
+
+    scene, history, played = asyncio.run(scenario())
+    assert scene.events("interrupted") == [] and scene.events("transcript") == []  # no turn of its own
+    (resumed,) = scene.events("resumed")
+    assert resumed["turn"] == 1 and resumed["heard"] == (words or "")
+    assert resumed["after_sound_s"] < 0.5
+    assert played == scene.events("timings")[0]["reply_seconds"] * FPS  # every slot of it was played
+    spoken = scene.events("timings")[0]["reply"]
+    assert [m.role for m in history] == ["user", "assistant"] and history[1].content == spoken  # heard in full
+    assert [e["turn"] for e in scene.events("timings")] == [1]
+
+
+def test_words_over_the_paused_reply_stop_it_for_good_and_are_answered() -> None:
+    async def scenario() -> tuple[Scene, list[Any]]:
+        async with Scene({4000: "Wait, tell me about Mars instead."}, answer=STORY) as scene:
+            await _speaking(scene)
+            scene.heard("speech_started", 1)
+            scene.heard("paused", 1, 4000)
+            await scene.until("interrupted")
+            scene.heard("turn_ended", 1, 4000)
+            await scene.until("timings", 2)
+            return scene, await _history(scene)
+
+    scene, history = asyncio.run(scenario())
+    assert scene.events("resumed") == []
+    assert [e["turn"] for e in scene.events("interrupted")] == [1]
+    assert [e["text"] for e in scene.events("transcript")] == ["Wait, tell me about Mars instead."]
+    assert len(history[1].content) < len(scene.events("timings")[0]["reply"])  # only what was heard
+    assert history[2].content == "Wait, tell me about Mars instead."
+
+
+def test_speech_over_the_paused_reply_longer_than_a_backchannel_stops_it() -> None:
+    async def scenario() -> Scene:
+        async with Scene({}, answer=STORY) as scene:
+            await _speaking(scene)
+            scene.heard("speech_started", 1)
+            scene.session._check_hush()
+            assert scene.events("interrupted") == []  # not yet: it may be a "yeah"
+            await asyncio.sleep(BACKCHANNEL_MAX_S + 0.05)
+            scene.session._check_hush()
+            await scene.until("interrupted")
+        return scene
+
+    scene = asyncio.run(scenario())
+    assert scene.events("resumed") == []
+
+
+def test_with_backchannels_off_any_speech_over_the_reply_stops_it() -> None:
+    async def scenario() -> Scene:
+        async with Scene({4000: "Mm-hmm."}, answer=STORY) as scene:
+            scene.session.options = dataclasses.replace(scene.session.options, backchannels=False)
+            await _speaking(scene)
+            scene.heard("speech_started", 1)
+            await scene.until("interrupted")
+        return scene
+
+    scene = asyncio.run(scenario())
+    assert scene.events("user_speech_started")[-1]["interrupted"] is True

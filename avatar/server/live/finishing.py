@@ -99,6 +99,23 @@ def unfinished_cue(text: str) -> str | None:
     return None
 
 
+# What a listener says to keep the speaker going, not to take the turn ("mm-hm", "yeah", "I see").
+BACKCHANNEL_WORDS = frozenset(
+    "mm mmm mhm hm hmm uh huh ah aha oh wow yeah yes yep yup ok okay right sure i see nice cool great really".split()
+)
+BACKCHANNEL_MAX_WORDS = 3
+NOT_WORDS = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*")  # Whisper's "[coughing]", "(laughs)", "*sigh*"
+
+
+def is_backchannel(text: str | None) -> bool:
+    """Whether what was heard over the reply leaves the turn with it: no words (a cough, a laugh, a
+    noise: Whisper writes none, or a sound in brackets) or only a backchannel ("Mm-hmm.", "Okay.")."""
+    if text is None:
+        return True
+    words = WORD.findall(NOT_WORDS.sub(" ", text).lower())
+    return len(words) <= BACKCHANNEL_MAX_WORDS and all(w in BACKCHANNEL_WORDS for w in words)
+
+
 def is_greeting(text: str) -> bool:
     """Whether ``text`` is only a greeting (and maybe a name): "Hello!", "Hi there, Eileen."."""
     words = re.findall(r"[A-Za-z']+", text)
