@@ -278,6 +278,11 @@ class Settings:
         "begin the reply at the first short pause, held back until the turn has ended (`false`: only read its prompt "
         "ahead)",
     )
+    live_backchannels: bool = setting(
+        True,
+        'a sound over the reply pauses it; it resumes if that was a backchannel ("mm-hm") or a noise, and stops '
+        "for words (`false`: any speech loud and long enough stops it)",
+    )
     live_vad_threshold: float = setting(0.5, "Silero speech probability that counts as speech", ge=0.05, le=0.95)
     live_barge_in_threshold: float = setting(
         0.8, "... while the face speaks (at least `AVATAR_LIVE_VAD_THRESHOLD`, at most 0.99)"

@@ -180,6 +180,7 @@ class LiveHub:
                 idle_timeout_s=s.live_idle_timeout_seconds,
                 early_reply=s.live_early_reply,
                 finishing=finishing,
+                backchannels=s.live_backchannels,
             ),
             turn_end=self.turn_end,
         )
