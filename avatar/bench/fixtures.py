@@ -97,6 +97,53 @@ HESITANT: tuple[HesitantQuestion, ...] = (
 )
 FADE_S = 0.01  # each side of a cut fades out or in, so it does not click
 
+# Sounds played over a reply that must not stop it: backchannels spoken by the embedded TTS, and noises
+# (a laugh spoken by it; a cough and a knock made here from seeded noise and damped tones).
+BACKCHANNELS: tuple[tuple[str, str], ...] = (
+    ("mm-hm", "Mm hm."),  # spelt so that the voice says it as people do
+    ("uh-huh", "Uh-huh."),
+    ("yeah", "Yeah."),
+    ("okay", "Okay."),
+    ("right", "Right."),
+    ("i-see", "I see."),
+    ("laugh", "Ha ha!"),
+    ("ahem", "Ahem!"),
+)
+NOISES: tuple[str, ...] = ("cough", "knock")
+
+
+def sound_audio(name: str, root: Path = FIXTURES_DIR) -> AudioArray:
+    """A backchannel or noise of ``sounds/`` at 16 kHz."""
+    path = root / "sounds" / f"{name}.flac"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `avatar bench --make-fixtures` once and commit the files.")
+    return load_audio(path)
+
+
+def make_noise(name: str) -> AudioArray:
+    """A cough (two bursts of band-limited noise, each dying away in 0.15 s) or a knock (three damped
+    150 Hz thuds), 16 kHz, from a fixed seed: the same file every time."""
+    rng = np.random.default_rng(19)
+    rate = ASR_SAMPLE_RATE
+    out = np.zeros(rate, np.float32)
+    if name == "cough":
+        for start in (0.05, 0.35):
+            n = round(0.22 * rate)
+            noise = rng.standard_normal(n)
+            smooth = np.convolve(noise, np.ones(6) / 6, mode="same") - np.convolve(noise, np.ones(40) / 40, mode="same")
+            burst = smooth * np.exp(-np.arange(n) / (0.06 * rate)) * np.minimum(1.0, np.arange(n) / (0.01 * rate))
+            at = round(start * rate)
+            out[at : at + n] += (0.5 * burst / np.abs(burst).max()).astype(np.float32)
+    elif name == "knock":
+        t = np.arange(round(0.12 * rate)) / rate
+        thud = np.sin(2 * np.pi * 150 * t) * np.exp(-t / 0.02) + 0.3 * rng.standard_normal(t.size) * np.exp(-t / 0.004)
+        for start in (0.1, 0.35, 0.6):
+            at = round(start * rate)
+            out[at : at + t.size] += (0.6 * thud / np.abs(thud).max()).astype(np.float32)
+    else:
+        raise ValueError(f"no noise named {name!r}; there are: {', '.join(NOISES)}")
+    return out
+
 
 def hesitant_audio(question: HesitantQuestion, root: Path = FIXTURES_DIR) -> AudioArray:
     path = root / question.filename
@@ -254,6 +301,12 @@ def make_fixtures(tts: SpeechSynthesizer, root: Path = FIXTURES_DIR) -> list[Pat
         written.append(path)
     _write_clips(root, clips)
     written.append(root / TRANSCRIPTS)
+    (root / "sounds").mkdir(exist_ok=True)
+    for name, text in BACKCHANNELS:
+        speech = _to_asr_rate(tts.synthesize(text, VoiceSpec("bench")), tts.sample_rate)
+        written.append(write_flac(root / "sounds" / f"{name}.flac", speech, ASR_SAMPLE_RATE))
+    for name in NOISES:
+        written.append(write_flac(root / "sounds" / f"{name}.flac", make_noise(name), ASR_SAMPLE_RATE))
     (root / "hesitant").mkdir(exist_ok=True)
     for question in HESITANT:
         written.append(write_flac(root / question.filename, speak_hesitant(tts, question), ASR_SAMPLE_RATE))

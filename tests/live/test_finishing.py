@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avatar.server.live.finishing import FinishOptions, TurnEndModel, is_greeting, judge, unfinished_cue
+from avatar.server.live.finishing import (
+    FinishOptions,
+    TurnEndModel,
+    is_backchannel,
+    is_greeting,
+    judge,
+    unfinished_cue,
+)
 
 OPTIONS = FinishOptions(finished_ms=200, unsure_ms=700, unfinished_ms=1500, fallback_ms=400)
 
@@ -101,3 +108,27 @@ def test_the_silence_rule_loads_nothing() -> None:
     model = TurnEndModel("silence", never)  # type: ignore[arg-type]
     model.load()
     assert model.status() == {"configured": "silence", "using": "silence", "state": "off"}
+
+
+@pytest.mark.parametrize(
+    ("heard", "keeps_the_turn"),
+    [
+        ("Mm-hmm.", True),
+        ("Uh huh.", True),
+        ("Yeah, okay.", True),
+        ("I see.", True),
+        ("Ha ha.", True),  # a laugh
+        ("[coughing]", True),  # Whisper's note of a noise
+        ("(clears throat)", True),
+        ("", True),
+        (None, True),  # nothing recognisable
+        ("Wait.", False),
+        ("Yeah, but what about Mars?", False),
+        ("Stop, please.", False),
+        ("Okay okay okay okay", False),  # more than a listener's nod
+    ],
+)
+def test_a_backchannel_or_a_noise_is_told_from_words_that_take_the_turn(
+    heard: str | None, keeps_the_turn: bool
+) -> None:
+    assert is_backchannel(heard) is keeps_the_turn

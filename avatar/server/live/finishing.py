@@ -99,9 +99,11 @@ def unfinished_cue(text: str) -> str | None:
     return None
 
 
-# What a listener says to keep the speaker going, not to take the turn ("mm-hm", "yeah", "I see").
+# What a listener says to keep the speaker going, not to take the turn ("mm-hm", "yeah", "I see"), and
+# sounds Whisper writes as words (a laugh, a throat cleared).
 BACKCHANNEL_WORDS = frozenset(
-    "mm mmm mhm hm hmm uh huh ah aha oh wow yeah yes yep yup ok okay right sure i see nice cool great really".split()
+    "mm mmm mhm hm hmm uh huh ah aha oh wow yeah yes yep yup ok okay right sure i see nice cool great really "
+    "ha haha hahaha ahem".split()
 )
 BACKCHANNEL_MAX_WORDS = 3
 NOT_WORDS = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*")  # Whisper's "[coughing]", "(laughs)", "*sigh*"
