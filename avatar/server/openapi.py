@@ -695,7 +695,7 @@ def _live() -> tuple[dict[str, Any], dict[str, Any]]:
                 "description": "The offer sends the microphone (audio, sendrecv, Opus), receives the face "
                 "(video, recvonly, VP8) and carries a data channel the client creates, on which the server "
                 "sends JSON events (listening, user_speech_started, transcript, end_of_turn, reply, speaking, "
-                "interrupted, timings, error, closed) and takes {type: say|stop}. Gather ICE candidates "
+                "interrupted, resumed, timings, error, closed) and takes {type: say|stop}. Gather ICE candidates "
                 "before sending the offer (no trickle). 503 busy (with Retry-After) when "
                 "AVATAR_MAX_LIVE_SESSIONS sessions are open; 503 live_unavailable when live mode is off. "
                 "See docs/api.md, 'Live mode'.",
