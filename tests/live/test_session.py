@@ -497,8 +497,11 @@ def test_words_over_the_paused_reply_stop_it_for_good_and_are_answered() -> None
             await _speaking(scene)
             scene.heard("speech_started", 1)
             scene.heard("paused", 1, 4000)
-            await scene.until("interrupted")
+            while scene.session._hush is not None and not scene.session._hush.words:
+                await asyncio.sleep(0.005)  # words at the pause: perhaps half a "mm-hm", so not yet stopped
+            assert scene.events("interrupted") == []
             scene.heard("turn_ended", 1, 4000)
+            await scene.until("interrupted")
             await scene.until("timings", 2)
             return scene, await _history(scene)
 
@@ -508,6 +511,23 @@ def test_words_over_the_paused_reply_stop_it_for_good_and_are_answered() -> None
     assert [e["text"] for e in scene.events("transcript")] == ["Wait, tell me about Mars instead."]
     assert len(history[1].content) < len(scene.events("timings")[0]["reply"])  # only what was heard
     assert history[2].content == "Wait, tell me about Mars instead."
+
+
+def test_a_backchannel_in_two_parts_resumes_the_reply_at_its_second_pause() -> None:
+    async def scenario() -> Scene:
+        async with Scene({2000: "Let's...", 4000: "Mm-hmm."}, answer=STORY) as scene:
+            await _speaking(scene)
+            scene.heard("speech_started", 1)
+            scene.heard("paused", 1, 2000)  # "Mm" alone, which Whisper hears as a word
+            while scene.session._hush is not None and not scene.session._hush.words:
+                await asyncio.sleep(0.005)
+            scene.heard("resumed", 2)
+            scene.heard("paused", 2, 4000)  # "Mm ... hm"
+            await scene.until("resumed")
+        return scene
+
+    scene = asyncio.run(scenario())
+    assert scene.events("interrupted") == [] and scene.events("resumed")[0]["heard"] == "Mm-hmm."
 
 
 def test_speech_over_the_paused_reply_longer_than_a_backchannel_stops_it() -> None:

@@ -272,13 +272,14 @@ class LiveSession:
         return True
 
     def _check_hush(self) -> None:
-        """Speech over the paused reply that goes on too long for a backchannel stops it."""
+        """Speech over the paused reply that goes on too long for a backchannel stops it, and so do
+        words heard in it once that long has passed."""
         hush = self._hush
         if hush is None:
             return
         if not hush.fits(self.turn):
             self._hush = None
-        elif self.detector.in_speech and time.perf_counter() - hush.at > BACKCHANNEL_MAX_S:
+        elif (self.detector.in_speech or hush.words) and time.perf_counter() - hush.at > BACKCHANNEL_MAX_S:
             self._stop_hushed(hush)
 
     async def _settle(self, hush: Hush, version: int, transcript: asyncio.Task[str | None], ended: float) -> None:
@@ -291,8 +292,10 @@ class LiveSession:
             return  # the user went on: the next pause settles it (or its length does)
         if is_backchannel(text):
             self._resume(hush, text or "", ended)
-        else:
-            self._stop_hushed(hush)
+        elif hush.pending_end is not None:
+            self._stop_hushed(hush)  # the user's turn is over, and it was words
+        else:  # words so far: perhaps the first half of a "mm-hm"; the next pause, or its length, decides
+            hush.words = True
 
     def _resume(self, hush: Hush, text: str, ended: float) -> None:
         """The sound was no turn: the reply goes on where it stopped, and the sound is forgotten."""
@@ -372,6 +375,8 @@ class LiveSession:
         self.last_activity = time.monotonic()
         if self._hush is not None and self._hush.fits(self.turn):  # first: was it a turn at all?
             self._hush.pending_end = (audio, version, ended)
+            if self._hush.words:  # its words are known: the reply stops, and this turn is taken
+                self._stop_hushed(self._hush)
             return
         self._end_of_turn(version)
         early = self._early

@@ -31,6 +31,7 @@ class Hush:
     turn: LiveTurn
     at: float  # perf_counter time it paused
     pending_end: tuple[AudioArray, int, float] | None = None  # the turn's end heard meanwhile (audio, version, ended)
+    words: bool = False  # words were heard at a pause in it (not yet known to be all of it)
 
     def fits(self, turn: LiveTurn | None) -> bool:
         """Whether it still holds ``turn`` (the reply playing): not stopped or ended meanwhile."""
