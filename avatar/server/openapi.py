@@ -730,7 +730,7 @@ def _live() -> tuple[dict[str, Any], dict[str, Any]]:
         },
         "LiveInfo": {
             "type": "object",
-            "required": ["ice_servers", "sessions", "max_sessions", "end_silence_ms"],
+            "required": ["ice_servers", "sessions", "max_sessions", "end_silence_ms", "turn_detector"],
             "properties": {
                 "ice_servers": {
                     "type": "array",
@@ -739,7 +739,14 @@ def _live() -> tuple[dict[str, Any], dict[str, Any]]:
                 },
                 "sessions": {"type": "integer"},
                 "max_sessions": {"type": "integer"},
-                "end_silence_ms": {"type": "integer"},
+                "end_silence_ms": {
+                    "type": "integer",
+                    "description": "The silence rule's wait (with `turn_detector: silence`, or when the model fails).",
+                },
+                "turn_detector": {
+                    "enum": ["smart-turn", "silence"],
+                    "description": "What ends a user's turn now: each pause judged, or silence alone.",
+                },
             },
         },
     }

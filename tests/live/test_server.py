@@ -326,7 +326,7 @@ def test_past_the_session_limit_an_offer_is_refused_clearly(live: ServerProcess)
 def test_bad_offers_are_clear_errors(live: ServerProcess) -> None:
     with httpx.Client(base_url=live.base_url, timeout=30) as http:
         info = http.get(LIVE).json()
-        assert info["max_sessions"] == 1 and info["ice_servers"] == []
+        assert info["max_sessions"] == 1 and info["ice_servers"] == [] and info["turn_detector"] == "smart-turn"
         assert error_code(http.post(LIVE, content="sdp", headers={"content-type": "text/plain"})) == (
             "unsupported_media_type"
         )
