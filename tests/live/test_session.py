@@ -111,6 +111,7 @@ class Detector:
 
     def __init__(self) -> None:
         self.in_speech = False
+        self.talking = False  # in speech and not in a pause of it
         self.version = 0
         self.windows = 0
         self.face_speaking = False
@@ -215,7 +216,9 @@ class Scene:
     def heard(self, kind: str, version: int = 0, samples: int = 0) -> None:
         """The detector noticed ``kind`` (and keeps the state it implies)."""
         if kind in ("speech_started", "resumed"):
-            self.detector.in_speech = True
+            self.detector.in_speech = self.detector.talking = True
+        if kind in ("paused", "turn_ended"):
+            self.detector.talking = False
         if kind == "turn_ended":
             self.detector.in_speech = False
         self.detector.version = version or self.detector.version
@@ -528,6 +531,30 @@ def test_a_backchannel_in_two_parts_resumes_the_reply_at_its_second_pause() -> N
 
     scene = asyncio.run(scenario())
     assert scene.events("interrupted") == [] and scene.events("resumed")[0]["heard"] == "Mm-hmm."
+
+
+def test_a_slow_transcript_of_a_short_sound_does_not_stop_the_paused_reply() -> None:
+    async def scenario() -> Scene:
+        async with Scene({4000: "Right."}, answer=STORY) as scene:
+            await _speaking(scene)
+            scene.heard("speech_started", 1)
+            scene.session._speculate = _late(scene.session._speculate, BACKCHANNEL_MAX_S + 0.1)  # type: ignore[method-assign]
+            scene.heard("paused", 1, 4000)  # the sound is over; its words take longer than 1 s to come
+            await asyncio.sleep(BACKCHANNEL_MAX_S + 0.05)
+            scene.session._check_hush()  # the pause, waiting to be understood, is not more speech
+            await scene.until("resumed")
+        return scene
+
+    scene = asyncio.run(scenario())
+    assert scene.events("interrupted") == []
+
+
+def _late(speculate: Any, delay_s: float) -> Any:
+    async def later(*args: Any) -> Any:
+        await asyncio.sleep(delay_s)
+        return await speculate(*args)
+
+    return later
 
 
 def test_speech_over_the_paused_reply_longer_than_a_backchannel_stops_it() -> None:

@@ -80,6 +80,11 @@ class TurnDetector:
         return self._speaking
 
     @property
+    def talking(self) -> bool:
+        """Speech is going on now (in an utterance, and not in a pause of it)."""
+        return self._speaking and not self._paused
+
+    @property
     def version(self) -> int:
         """The version of the utterance being heard (its speech windows so far; see ``Heard``)."""
         return self._speech_windows

@@ -273,13 +273,13 @@ class LiveSession:
 
     def _check_hush(self) -> None:
         """Speech over the paused reply that goes on too long for a backchannel stops it, and so do
-        words heard in it once that long has passed."""
+        words heard in it once that long has passed; its pause, waiting to be understood, does not."""
         hush = self._hush
         if hush is None:
             return
         if not hush.fits(self.turn):
             self._hush = None
-        elif (self.detector.in_speech or hush.words) and time.perf_counter() - hush.at > BACKCHANNEL_MAX_S:
+        elif (self.detector.talking or hush.words) and time.perf_counter() - hush.at > BACKCHANNEL_MAX_S:
             self._stop_hushed(hush)
 
     async def _settle(self, hush: Hush, version: int, transcript: asyncio.Task[str | None], ended: float) -> None:
