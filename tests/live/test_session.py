@@ -29,7 +29,7 @@ from avatar.server.live.finishing import FinishOptions, TurnEndModel
 from avatar.server.live.idle import IdleLoop
 from avatar.server.live.listener import Heard, ListenOptions
 from avatar.server.live.playout import Playout
-from avatar.server.live.session import BACKCHANNEL_MAX_S, LiveSession, SessionOptions
+from avatar.server.live.session import BACKCHANNEL_MAX_S, HUSH_MAX_S, LiveSession, SessionOptions
 from avatar.server.live.taking import EarlyReply
 from avatar.server.live.turn import ReplySettings
 from avatar.server.metrics import Metrics
@@ -547,6 +547,26 @@ def test_a_slow_transcript_of_a_short_sound_does_not_stop_the_paused_reply() -> 
 
     scene = asyncio.run(scenario())
     assert scene.events("interrupted") == []
+
+
+def test_a_reply_paused_for_a_sound_whose_words_never_come_goes_on() -> None:
+    async def scenario() -> Scene:
+        async with Scene({4000: "Right."}, answer=STORY) as scene:
+            await _speaking(scene)
+            scene.heard("speech_started", 1)
+            scene.session._speculate = _late(scene.session._speculate, 60)  # type: ignore[method-assign]
+            scene.heard("paused", 1, 4000)
+            scene.session._check_hush()
+            assert scene.events("resumed") == []
+            await asyncio.sleep(HUSH_MAX_S + 0.05)
+            scene.session._check_hush()
+            await scene.until("resumed")
+            scene.detector.in_speech = False
+            await scene.until("timings")
+        return scene
+
+    scene = asyncio.run(scenario())
+    assert scene.events("interrupted") == [] and scene.events("resumed")[0]["heard"] == ""
 
 
 def _late(speculate: Any, delay_s: float) -> Any:

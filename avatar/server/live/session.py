@@ -61,6 +61,7 @@ FIRST_LEAD_FRAMES = 20  # first guess of slots between starting a reply and its 
 MAX_TEXT_MESSAGE = 4000
 ECHO_TAIL_S = 0.4  # after the face stops, its voice may still come back from the client this long
 BACKCHANNEL_MAX_S = 1.0  # speech over a paused reply longer than this is an interruption, whatever it says
+HUSH_MAX_S = 3.0  # a reply paused this long for a sound whose words never came goes on (it was no turn)
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,8 @@ class LiveSession:
 
     def _check_hush(self) -> None:
         """Speech over the paused reply that goes on too long for a backchannel stops it, and so do
-        words heard in it once that long has passed; its pause, waiting to be understood, does not."""
+        words heard in it once that long has passed; its pause, waiting to be understood, does not. A
+        sound whose words have not come after ``HUSH_MAX_S`` leaves the reply to go on."""
         hush = self._hush
         if hush is None:
             return
@@ -281,6 +283,8 @@ class LiveSession:
             self._hush = None
         elif (self.detector.talking or hush.words) and time.perf_counter() - hush.at > BACKCHANNEL_MAX_S:
             self._stop_hushed(hush)
+        elif time.perf_counter() - hush.at > HUSH_MAX_S and hush.pending_end is None:
+            self._resume(hush, "", hush.at)  # the recogniser is late (a busy machine): do not stay silent
 
     async def _settle(self, hush: Hush, version: int, transcript: asyncio.Task[str | None], ended: float) -> None:
         """At the pause after the sound: resume the reply if it was no words or a backchannel."""
