@@ -43,7 +43,7 @@ class EmbeddedModel:
     license: str
     source: str
     prepare: Callable[[list[Path], Path], None]  # (the packages' folders, target folder)
-    backends: tuple[str, ...] = ()  # the AVATAR_<KIND>_BACKEND values that can load it
+    backends: tuple[str, ...] = ()  # the AVATAR_<KIND>_BACKEND values that can load it (or its runtime)
     sha256: str = ""  # of the main weight file once prepared (written to SOURCE.md)
     derived: str = ""  # how the prepared weights are made from the packaged ones, when not a copy
     note: str = ""  # what to know before choosing it (README, `avatar models list`)
@@ -331,6 +331,7 @@ SMART_TURN = EmbeddedModel(
     license="BSD-2-Clause (pipecat-ai, which ships the model; the model: Daily's Smart Turn, BSD-2-Clause)",
     source=f"PyPI pipecat-ai 1.14.0 (wheel, not installed), {SMART_TURN_MEMBER}",
     prepare=_prepare_smart_turn,
+    backends=("onnxruntime",),
     sha256=SMART_TURN_SHA256,
     fetched=True,  # pipecat's own dependencies are many; only this file is wanted
 )
