@@ -373,6 +373,16 @@ class LiveSession:
         verdict = judge(probability, text, finishing)
         if self.detector.end_after(version, verdict.wait_ms):
             self._verdict = (version, verdict, model_ms)
+        log.info(
+            "live pause judged",
+            live_session=self.id,
+            why=verdict.why,
+            wait_ms=verdict.wait_ms,
+            probability=None if probability is None else round(probability, 3),
+            cue=verdict.cue,
+            model_ms=round(model_ms, 1),
+            in_time=self._verdict is not None and self._verdict[0] == version,
+        )
 
     def _turn_ended(self, audio: AudioArray, version: int, ended: float) -> None:
         """The pause has lasted: the early reply that answers this utterance plays, or its turn begins."""
