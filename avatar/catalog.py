@@ -416,7 +416,9 @@ def list_models(settings: Any) -> list[ModelRow]:
 def _selected_paths(settings: Any) -> dict[str, set[Path]]:
     """The model folders the settings point at, per kind (only for the backends that are selected)."""
     path = settings.model_path
-    selected: dict[str, set[Path]] = {"asr": set(), "llm": set(), "tts": set(), "face": set()}
+    selected: dict[str, set[Path]] = {"asr": set(), "llm": set(), "tts": set(), "face": set(), "turn": set()}
+    if getattr(settings, "live_turn_detector", "silence") == "smart-turn" and getattr(settings, "max_live_sessions", 0):
+        selected["turn"].add(Path(settings.models_dir) / "smart-turn")  # live mode's turn-end model
     selected["asr"].add(resolve_model_dir(path(settings.asr_model)))
     selected["llm"].add(resolve_model_dir(path(settings.llm_model)))
     if settings.tts_backend == "xtts":

@@ -244,11 +244,44 @@ class Settings:
         ge=0,
         le=1000,
     )
-    live_end_silence_ms: int = setting(400, "silence after speech that ends the user's turn", ge=100, le=5000)
+    live_turn_detector: Literal["smart-turn", "silence"] = setting(
+        "smart-turn",
+        "what ends the user's turn: each pause judged by the turn-end model and the words so far, or silence alone "
+        "(`AVATAR_LIVE_END_SILENCE_MS`)",
+    )
+    live_finished_silence_ms: int = setting(
+        200, "smart-turn: the pause that ends a turn judged finished", ge=32, le=5000
+    )
+    live_unsure_silence_ms: int = setting(
+        700,
+        "smart-turn: ... judged unsure (a greeting alone; the model leaning to complete but not sure)",
+        ge=32,
+        le=5000,
+    )
+    live_unfinished_silence_ms: int = setting(
+        1500, "smart-turn: the longest pause after an unfinished phrase (then the turn ends anyway)", ge=100, le=10_000
+    )
+    live_turn_threshold: float = setting(
+        0.5,
+        "smart-turn: the model's P(complete) that counts as probably finished (0.95 and over: surely)",
+        ge=0.05,
+        le=0.95,
+    )
+    live_end_silence_ms: int = setting(
+        400,
+        "silence after speech that ends the user's turn (the silence rule; also smart-turn's when its model fails)",
+        ge=100,
+        le=5000,
+    )
     live_early_reply: bool = setting(
         True,
         "begin the reply at the first short pause, held back until the turn has ended (`false`: only read its prompt "
         "ahead)",
+    )
+    live_backchannels: bool = setting(
+        True,
+        'a sound over the reply pauses it; it resumes if that was a backchannel ("mm-hm") or a noise, and stops '
+        "for words (`false`: any speech loud and long enough stops it)",
     )
     live_vad_threshold: float = setting(0.5, "Silero speech probability that counts as speech", ge=0.05, le=0.95)
     live_barge_in_threshold: float = setting(
@@ -415,6 +448,9 @@ def _validate(s: Settings) -> None:
         "video_size": 64 <= s.video_size <= 2048 and s.video_size % 2 == 0,
         "live_barge_in_threshold": s.live_vad_threshold <= s.live_barge_in_threshold <= 0.99,
         "live_max_utterance_seconds": 1 <= s.live_max_utterance_seconds <= s.max_audio_seconds,
+        "live_unsure_silence_ms": s.live_finished_silence_ms
+        <= s.live_unsure_silence_ms
+        <= s.live_unfinished_silence_ms,
     }
     for name, ok in related.items():
         if not ok:

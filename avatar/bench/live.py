@@ -3,7 +3,11 @@ their microphone, against the service started on a free loopback port.
 
 Measured at the client: end of the user's speech → first reply voice and → first frame with the mouth
 moving; voice/mouth sync on the sender's clock (the mapping browsers use); received frame rate and
-jitter; barge-in (the user starts speaking → the face's voice stops). Measured on the server process:
+jitter; barge-in (the user starts speaking → the face's voice stops). Turn-taking, per set of committed
+clips: complete questions and hesitant ones (pauses of 0.6-1.2 s inside: premature turns, whether each
+is answered once), backchannels and noises played over a reply (whether they stop it, how soon it goes
+on after the sound), real interruptions; and what the turn-end model's calls cost (their p95, from the
+server's ``end_of_turn`` events). Measured on the server process:
 CPU per idle session (sessions added one level at a time) and while a session speaks; memory per
 session; and how many sessions keep receiving 25 frames a second while one of them is answered. The
 clients run on the same machine and use CPU of their own (decoding the video); the report says how much.
@@ -22,7 +26,7 @@ from typing import Any
 
 from avatar import media
 from avatar.bench import machine
-from avatar.bench.fixtures import FIXTURES_DIR, TURNS
+from avatar.bench.fixtures import BACKCHANNELS, FIXTURES_DIR, HESITANT, NOISES, TURNS
 from avatar.bench.http_service import ServerError, ServerProcess
 from avatar.bench.live_client import LiveClient
 from avatar.bench.live_measures import cpu_seconds, measure_reply
@@ -35,19 +39,23 @@ from avatar.types import AudioArray
 
 Log = Callable[[str], None]
 INTERRUPT_AFTER_S = 1.5  # barge in this long after the reply's voice began
+SOUND_AFTER_S = 1.0  # a backchannel or noise is played this long after the reply's voice began
+SOUND_WATCH_S = 2.5  # after it ends, the reply is watched this long (for a stop, a resumption)
 
 
 @dataclass(frozen=True)
 class LiveBenchOptions:
     reps: int = 3  # each benchmark question, in a session of its own
     barge_ins: int = 5
+    hesitant: int = len(HESITANT)  # hesitant questions asked (each in a session of its own)
+    sounds: int = len(BACKCHANNELS) + len(NOISES)  # backchannels and noises played over replies
     levels: tuple[int, ...] = (1, 2, 4, 8)  # idle sessions open at once
     window_s: float = 10.0  # CPU and frame-rate window at each level
     quick: bool = False
 
     @classmethod
     def quick_run(cls) -> LiveBenchOptions:
-        return cls(reps=1, barge_ins=2, levels=(1, 2), window_s=5.0, quick=True)
+        return cls(reps=1, barge_ins=2, hesitant=3, sounds=4, levels=(1, 2), window_s=5.0, quick=True)
 
 
 def run_live_bench(settings: Settings, options: LiveBenchOptions, log: Log = print) -> dict[str, Any]:
@@ -55,7 +63,9 @@ def run_live_bench(settings: Settings, options: LiveBenchOptions, log: Log = pri
     result: dict[str, Any] = {
         "kind": "bench-live",
         "machine": machine.describe(),
-        "options": {k: getattr(options, k) for k in ("reps", "barge_ins", "levels", "window_s", "quick")},
+        "options": {
+            k: getattr(options, k) for k in ("reps", "barge_ins", "hesitant", "sounds", "levels", "window_s", "quick")
+        },
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("AVATAR_")}
     env |= {"AVATAR_LIVE_HOST_ADDRESSES": "127.0.0.1", "AVATAR_MAX_LIVE_SESSIONS": str(max(options.levels) + 2)}
@@ -103,12 +113,26 @@ async def _measure(
         barge_ins.append(await _barge_in(server.base_url, questions["long"], questions["short"]))
         log(f"live bench: barge-in {i + 1}: {barge_ins[-1]}")
     result["barge_ins"] = barge_ins
+    hesitant = []
+    for question in HESITANT[: options.hesitant]:
+        audio = media.decode_audio(FIXTURES_DIR / question.filename, 48_000)
+        hesitant.append({"question": question.name, **await _turn(server.base_url, pid, meter, question.name, audio)})
+        log(f"live bench: hesitant {question.name}: " + _brief(hesitant[-1]))
+    result["hesitant"] = hesitant
+    sounds = []
+    names = [name for name, _ in BACKCHANNELS] + list(NOISES)
+    for name in names[: options.sounds]:
+        sound = media.decode_audio(FIXTURES_DIR / "sounds" / f"{name}.flac", 48_000)
+        sounds.append({"sound": name, **await _sound_over_reply(server.base_url, questions["long"], sound)})
+        log(f"live bench: {name} over a reply: {sounds[-1]}")
+    result["sounds"] = sounds
     result["levels"] = await _levels(server.base_url, pid, options, questions["short"], log)
     result["summary"] = summarise(result)
 
 
 def _brief(turn: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in turn.items() if k in ("first_voice_s", "moving_mouth_s", "sync_lag_ms"))
+    shown = ("first_voice_s", "moving_mouth_s", "sync_lag_ms", "premature_turns", "answers")
+    return ", ".join(f"{k} {v}" for k, v in turn.items() if k in shown)
 
 
 async def _turn(base_url: str, pid: int, meter: MouthMeter, name: str, audio: AudioArray) -> dict[str, Any]:
@@ -123,6 +147,10 @@ async def _turn(base_url: str, pid: int, meter: MouthMeter, name: str, audio: Au
         reply = measure_reply(client, meter, ended, done)
         texts = [e.get("text", "") for e in client.after(ended, "reply")]
         heard = [e.get("text", "") for e in client.after(ended, "transcript") if e.get("final")]
+        # A turn taken before the question's end: its final transcript came, or its voice was heard, first.
+        early = [e for at, e in client.events if said.spoke_at <= at < ended and _final(e)]
+        answers = len(client.after(said.spoke_at, "speaking"))
+        end = client.after(said.spoke_at, "end_of_turn")
     span = done - ended
     return {
         "question": name,
@@ -136,8 +164,47 @@ async def _turn(base_url: str, pid: int, meter: MouthMeter, name: str, audio: Au
         "underruns": timings["underruns"],
         "server": timings["timings"],
         "transcript": heard[-1] if heard else None,
+        "premature_turns": len(early),
+        "answers": answers,  # replies that began to play (1: answered once)
+        "end_of_turn": end[-1] if end else None,
         "reply": texts[-1] if texts else None,  # as shown to the user (explains an odd timing)
         "speaking_cpu_pct": round(100 * cpu / span, 1) if span > 0 else None,
+    }
+
+
+def _final(event: dict[str, Any]) -> bool:
+    return event.get("event") == "transcript" and bool(event.get("final"))
+
+
+async def _sound_over_reply(base_url: str, question: AudioArray, sound: AudioArray) -> dict[str, Any]:
+    """Ask ``question``; once its reply has been heard for a second, play ``sound`` (a backchannel or a
+    noise): did it pause the reply, stop it, and how soon after the sound did the voice come back?"""
+    async with LiveClient(base_url) as client:
+        said = client.mic.say(question)
+        await said.done.wait()
+        deadline = time.perf_counter() + 120
+        while (voice := client.first_voice(said.ended_at)) is None:
+            if time.perf_counter() > deadline:
+                return {"error": "no reply voice"}
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(max(0.0, voice.arrived + SOUND_AFTER_S - time.perf_counter()))
+        played = client.mic.say(sound)
+        await played.done.wait()
+        await asyncio.sleep(SOUND_WATCH_S)
+        since = played.started or played.spoke_at
+        paused = [e for e in client.after(since, "user_speech_started") if e.get("paused")]
+        stopped = client.after(since, "interrupted")
+        resumed = [(at, e) for at, e in client.events if at >= since and e.get("event") == "resumed"]
+        after = client.first_voice(played.ended_at)
+    return {
+        "paused": bool(paused),
+        "stopped": bool(stopped),
+        "resumed": bool(resumed),
+        "heard_as": resumed[0][1].get("heard") if resumed else None,
+        # the server's own count, from the end of the sound as it heard it
+        "resume_after_sound_s": _round(resumed[0][1].get("after_sound_s")) if resumed else None,
+        # at the client: the end of the sound → the reply's voice again
+        "voice_again_s": _round(after.arrived - played.ended_at) if after is not None and paused else None,
     }
 
 
@@ -231,6 +298,14 @@ def _round(value: float | None, digits: int = 3) -> float | None:
 def summarise(result: dict[str, Any]) -> dict[str, Any]:
     """p50/p95 of every figure over the turns, the barge-ins and the levels."""
     turns = [t for t in result.get("turns", []) if t.get("first_voice_s") is not None]
+    hesitant = result.get("hesitant", [])
+    sounds = [s for s in result.get("sounds", []) if "error" not in s]
+    everything = [*result.get("turns", []), *hesitant]
+    model_ms = [
+        {"ms": t["end_of_turn"]["model_ms"]}
+        for t in everything
+        if t.get("end_of_turn") and t["end_of_turn"].get("model_ms") is not None
+    ]
 
     def of(key: str, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         found = spread([r[key] for r in rows if r.get(key) is not None])
@@ -258,6 +333,17 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
         "jitter_ms": of("jitter_ms", turns),
         "speaking_cpu_pct": of("speaking_cpu_pct", turns),
         "barge_in_s": of("stop_s", result.get("barge_ins", [])),
+        "complete_premature_turns": sum(t.get("premature_turns", 0) for t in result.get("turns", [])),
+        "hesitant_first_voice_s": of("first_voice_s", [t for t in hesitant if t.get("first_voice_s") is not None]),
+        "hesitant_premature_turns": sum(t.get("premature_turns", 0) for t in hesitant),
+        "hesitant_answered_once": sum(1 for t in hesitant if t.get("answers") == 1),
+        "hesitant_asked": len(hesitant),
+        "sounds_played": len(sounds),
+        "sounds_pausing": sum(1 for s in sounds if s["paused"]),
+        "sounds_stopping": sum(1 for s in sounds if s["stopped"]),
+        "resume_after_sound_s": of("resume_after_sound_s", sounds),
+        "voice_again_s": of("voice_again_s", sounds),
+        "turn_model_ms": of("ms", model_ms),
         "idle_cpu_pct_per_session": per_idle,
         "rss_mb_per_session": per_mb,
         "sessions_held_at_25_fps": max(holding) if holding else 0,
@@ -277,6 +363,18 @@ def live_checks(summary: dict[str, Any], limits: dict[str, float]) -> list[Check
               p("abs_sync_lag_ms", "p95"), limits.get("live_sync_ms", 40.0), "ms"),
         Check("live_barge_in_s", "live: user starts speaking → the face's voice stops (p50)",
               p("barge_in_s"), limits.get("live_barge_in_s", 0.3), "s"),
+        Check("live_hesitant_premature", "live: hesitant questions: turns taken before their end",
+              summary.get("hesitant_premature_turns") if summary.get("hesitant_asked") else None,
+              limits.get("live_hesitant_premature", 0), ""),
+        Check("live_sounds_stopping_pct", "live: backchannels and noises over a reply that stop it (%)",
+              _pct(summary.get("sounds_stopping"), summary.get("sounds_played")),
+              limits.get("live_sounds_stopping_pct", 10.0), "%"),
+        Check("live_resume_s", "live: a paused reply goes on after the sound's end (p95)",
+              p("resume_after_sound_s", "p95"), limits.get("live_resume_s", 0.5), "s"),
         Check("live_idle_cpu_pct", "live: CPU per idle session (% of one core)",
               summary.get("idle_cpu_pct_per_session"), limits.get("live_idle_cpu_pct", 15.0), "%"),
     ]  # fmt: skip
+
+
+def _pct(part: int | None, whole: int | None) -> float | None:
+    return None if not whole else round(100 * (part or 0) / whole, 1)

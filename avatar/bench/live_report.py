@@ -75,6 +75,10 @@ def live_markdown(result: dict[str, Any]) -> str:
             ],
         ),
         "",
+        "## Turn-taking, per set of clips",
+        "",
+        _taking(result),
+        "",
         "## Sessions at once",
         "",
         f"CPU per idle session: {s['idle_cpu_pct_per_session']} % of one core; memory per session: "
@@ -111,6 +115,79 @@ def live_markdown(result: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _taking(result: dict[str, Any]) -> str:
+    """Premature turns, answers, stops and resumptions, per set (complete, hesitant, sounds, interruptions)."""
+    s = result["summary"]
+    turns, hesitant = result.get("turns", []), result.get("hesitant", [])
+    sounds, barge_ins = result.get("sounds", []), result.get("barge_ins", [])
+    once = sum(1 for t in turns if t.get("answers") == 1)
+    rows = [
+        ["complete questions", len(turns), s.get("complete_premature_turns", "–"), f"{once} of {len(turns)}",
+         _p(s["first_voice_s"]), "–", "–"],
+        ["hesitant questions (pauses 0.6-1.2 s)", len(hesitant), s.get("hesitant_premature_turns", "–"),
+         f"{s.get('hesitant_answered_once', 0)} of {len(hesitant)}", _p(s.get("hesitant_first_voice_s")), "–", "–"],
+        ["backchannels and noises over a reply", len(sounds), "–", "–", "–",
+         f"{s.get('sounds_stopping', 0)} of {len(sounds)} (paused: {s.get('sounds_pausing', 0)})",
+         _p(s.get("resume_after_sound_s"))],
+        ["real interruptions", len(barge_ins), "–", "–", "–", f"voice stopped: {_p(s['barge_in_s'])} s", "–"],
+    ]  # fmt: skip
+    per_sound = [
+        [x.get("sound"), x.get("paused"), x.get("stopped"), x.get("resumed"), x.get("heard_as"),
+         x.get("resume_after_sound_s"), x.get("voice_again_s"), x.get("error", "")]
+        for x in sounds
+    ]  # fmt: skip
+    per_question = [
+        [t.get("question"), t.get("premature_turns"), t.get("answers"), t.get("first_voice_s"),
+         (t.get("end_of_turn") or {}).get("why"), (t.get("end_of_turn") or {}).get("probability"), t.get("transcript")]
+        for t in hesitant
+    ]  # fmt: skip
+    return "\n".join(
+        [
+            table(
+                [
+                    "set",
+                    "clips",
+                    "premature turns",
+                    "answered once",
+                    "end of speech → first voice s (p50 / p95)",
+                    "stopped the reply",
+                    "resumed after the sound s (p50 / p95)",
+                ],
+                rows,
+            ),
+            "",
+            f"Turn-end model (Smart Turn) per call, ms (p50 / p95): {_p(s.get('turn_model_ms'), digits=1)}.",
+            "",
+            table(
+                [
+                    "hesitant question",
+                    "premature",
+                    "answers",
+                    "first voice s",
+                    "ended as",
+                    "P(complete)",
+                    "final transcript",
+                ],
+                per_question,
+            ),
+            "",
+            table(
+                [
+                    "sound over a reply",
+                    "paused",
+                    "stopped",
+                    "resumed",
+                    "heard as",
+                    "resumed after s (server)",
+                    "voice again after s (client)",
+                    "error",
+                ],
+                per_sound,
+            ),
+        ]
+    )
 
 
 def write_live(result: dict[str, Any], out_dir: Path, stamp: str) -> list[Path]:

@@ -522,6 +522,24 @@ _SCHEMAS: dict[str, Any] = {
             "reason": {"type": "string", "description": "Why the replica is not ready (absent when it is)."},
             "models": {"type": "object", "additionalProperties": _ref("schemas", "ModelState")},
             "error": {"type": "string", "description": "Why start-up failed, when it did."},
+            "live": {
+                "type": "object",
+                "description": "Live mode: what ends a user's turn. `using` is `silence` when the turn-end "
+                "model is off, still loading, or failed to load (`error` says why); it never makes this 503.",
+                "properties": {
+                    "turn_detector": {
+                        "type": "object",
+                        "required": ["configured", "using", "state"],
+                        "properties": {
+                            "configured": {"enum": ["smart-turn", "silence"]},
+                            "using": {"enum": ["smart-turn", "silence"]},
+                            "state": {"enum": ["off", "loading", "ready", "failed"]},
+                            "error": {"type": "string"},
+                            "failed_calls": {"type": "integer", "minimum": 1},
+                        },
+                    }
+                },
+            },
             "queue": {
                 "type": "object",
                 "required": ["running", "waiting", "limit"],
@@ -676,8 +694,8 @@ def _live() -> tuple[dict[str, Any], dict[str, Any]]:
                 "summary": "Open a live session: the client's SDP offer in, the server's answer out",
                 "description": "The offer sends the microphone (audio, sendrecv, Opus), receives the face "
                 "(video, recvonly, VP8) and carries a data channel the client creates, on which the server "
-                "sends JSON events (listening, user_speech_started, transcript, reply, speaking, "
-                "interrupted, timings, error, closed) and takes {type: say|stop}. Gather ICE candidates "
+                "sends JSON events (listening, user_speech_started, transcript, end_of_turn, reply, speaking, "
+                "interrupted, resumed, timings, error, closed) and takes {type: say|stop}. Gather ICE candidates "
                 "before sending the offer (no trickle). 503 busy (with Retry-After) when "
                 "AVATAR_MAX_LIVE_SESSIONS sessions are open; 503 live_unavailable when live mode is off. "
                 "See docs/api.md, 'Live mode'.",
@@ -712,7 +730,7 @@ def _live() -> tuple[dict[str, Any], dict[str, Any]]:
         },
         "LiveInfo": {
             "type": "object",
-            "required": ["ice_servers", "sessions", "max_sessions", "end_silence_ms"],
+            "required": ["ice_servers", "sessions", "max_sessions", "end_silence_ms", "turn_detector"],
             "properties": {
                 "ice_servers": {
                     "type": "array",
@@ -721,7 +739,14 @@ def _live() -> tuple[dict[str, Any], dict[str, Any]]:
                 },
                 "sessions": {"type": "integer"},
                 "max_sessions": {"type": "integer"},
-                "end_silence_ms": {"type": "integer"},
+                "end_silence_ms": {
+                    "type": "integer",
+                    "description": "The silence rule's wait (with `turn_detector: silence`, or when the model fails).",
+                },
+                "turn_detector": {
+                    "enum": ["smart-turn", "silence"],
+                    "description": "What ends a user's turn now: each pause judged, or silence alone.",
+                },
             },
         },
     }

@@ -19,6 +19,7 @@ async def readyz(request: Request[AppState]) -> JSONResponse:
     failed, or while the model queue is full, with the reason and per-model states."""
     service = request.state["service"]
     body = service.readiness()
+    body["live"] = {"turn_detector": request.state["live"].turn_end.status()}  # informs; never makes it 503
     status = body["status"]
     if status == "ready":
         return JSONResponse(body)

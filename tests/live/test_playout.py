@@ -110,3 +110,24 @@ def test_progress_wakes_a_writer_waiting_for_room() -> None:
         await asyncio.wait_for(waiting, 1)
 
     asyncio.run(scenario())
+
+
+def test_a_paused_reply_holds_its_frame_silent_and_resumes_where_it_stopped() -> None:
+    playout = Playout(FPS, ready_loop(), silence_packet(), clock=Clock())
+
+    async def scenario() -> list[Slot]:
+        reply = playout.begin(1, start_frame=0)
+        playout.push(reply, reply_slots(1, 4))
+        playout.finish(reply, resume_index=0)
+        slots = [playout.slot(0), playout.slot(1)]
+        reply.paused = True
+        slots += [playout.slot(n) for n in range(2, 5)]
+        assert playout.speaking and reply.played == 2 and reply.paused_slots == 3 and reply.underruns == 0
+        reply.paused = False
+        slots += [playout.slot(n) for n in range(5, 8)]
+        return slots
+
+    slots = asyncio.run(scenario())
+    assert [s.video for s in slots] == [b"r1-0", b"r1-1", None, None, None, b"r1-2", b"r1-3", b"idle0"]
+    assert all(s.audio == playout.silence_slot for s in slots[2:5])  # silent while paused
+    assert [s.reply for s in slots[2:5]] == [1, 1, 1]

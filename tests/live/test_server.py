@@ -109,6 +109,8 @@ def test_a_spoken_question_gets_a_spoken_animated_answer_and_the_next_continues(
 
 
 def test_speaking_during_the_reply_interrupts_it(live: ServerProcess, voice: Callable[[str], AudioArray]) -> None:
+    """Words over the reply: it falls silent at their onset, and stops for good (not resumed)."""
+
     async def barge_in() -> None:
         async with LiveClient(live.base_url) as client:
             said = client.mic.say(voice("Tell me the whole story of your life, from childhood to today, in detail."))
@@ -119,7 +121,9 @@ def test_speaking_during_the_reply_interrupts_it(live: ServerProcess, voice: Cal
             _, event = await client.wait_event("interrupted", since=speaking_at, timeout=30)
             assert 0.8 < event["heard_seconds"] < 10, event
             _, started = await client.wait_event("user_speech_started", since=speaking_at, timeout=30)
-            assert started["interrupted"] is True
+            # paused at once (it might have been a "mm-hm"), then stopped for good once it was words
+            assert started["paused"] is True and started["interrupted"] is False
+            assert client.after(speaking_at, "resumed") == []
             await interruption.done.wait()
             await asyncio.sleep(0.5)
             # The face fell silent soon after the user began (loopback: the time is the server's).
@@ -204,6 +208,35 @@ def test_a_short_pause_inside_a_question_is_not_answered(
     assert all(data.get("turn", 1) == 1 for _, _, data in events)
     dropped = [line for line in live.log_lines() if line.get("event") == "live early reply dropped"]
     print(f"early replies dropped at the mid-question pause: {len(dropped) - dropped_before}")
+
+
+def test_a_hesitant_question_is_answered_once_after_its_end_with_the_whole_question(
+    live: ServerProcess, fixture_speech: Callable[[str, int], AudioArray]
+) -> None:
+    """A question with a 1.1 s pause after "Could you tell me more about" (bench/fixtures/hesitant): the
+    turn-end model and the words judge the pause unfinished, so nothing is answered until the end."""
+    detector = lambda: httpx.get(f"{live.base_url}/readyz").json()["live"]["turn_detector"]  # noqa: E731
+    assert wait_until(lambda: detector()["state"] != "loading", 30)
+    assert detector() == {"configured": "smart-turn", "using": "smart-turn", "state": "ready"}
+    pad = np.zeros(4_800, np.float32)
+    question = np.concatenate([pad, fixture_speech("hesitant/tell-about", 48_000), pad])
+
+    async def hesitate() -> list[tuple[float, str, dict[str, Any]]]:
+        async with LiveClient(live.base_url) as client:
+            said = client.mic.say(question)
+            await said.done.wait()
+            _, timings = await client.wait_event("timings", since=said.spoke_at, timeout=120)
+            await asyncio.sleep(1.0)  # anything else that would come
+            assert timings["turn"] == 1
+            return [(at, str(e.get("event")), e) for at, e in client.events if at > said.spoke_at]
+
+    events = run(hesitate())
+    kinds = [kind for _, kind, _ in events]
+    finals = [data for _, kind, data in events if kind == "transcript" and data["final"]]
+    assert len(finals) == 1 and "about" in finals[0]["text"].lower() and "station" in finals[0]["text"].lower()
+    assert "interrupted" not in kinds and kinds.count("timings") == 1 and kinds.count("speaking") == 1
+    (end,) = [data for _, kind, data in events if kind == "end_of_turn"]
+    assert end["why"] in ("finished", "unsure") and end["probability"] is not None
 
 
 def test_without_early_replies_the_turn_is_answered_after_it_ends(
@@ -297,7 +330,7 @@ def test_past_the_session_limit_an_offer_is_refused_clearly(live: ServerProcess)
 def test_bad_offers_are_clear_errors(live: ServerProcess) -> None:
     with httpx.Client(base_url=live.base_url, timeout=30) as http:
         info = http.get(LIVE).json()
-        assert info["max_sessions"] == 1 and info["ice_servers"] == []
+        assert info["max_sessions"] == 1 and info["ice_servers"] == [] and info["turn_detector"] == "smart-turn"
         assert error_code(http.post(LIVE, content="sdp", headers={"content-type": "text/plain"})) == (
             "unsupported_media_type"
         )

@@ -6,12 +6,14 @@ model queue, playout and encoders run; the timeline's clock is a counter, so a t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pytest
 from aiortc import RTCPeerConnection
 from scripted import ScriptedChat
 
@@ -23,10 +25,11 @@ from avatar.pipeline.queue import ModelQueue
 from avatar.pipeline.sessions import MemorySessionStore
 from avatar.pipeline.stages import AnimateStage, RespondStage, SpeakStage, TranscribeStage
 from avatar.server.live.codecs import silence_packet
+from avatar.server.live.finishing import FinishOptions, TurnEndModel
 from avatar.server.live.idle import IdleLoop
 from avatar.server.live.listener import Heard, ListenOptions
 from avatar.server.live.playout import Playout
-from avatar.server.live.session import LiveSession, SessionOptions
+from avatar.server.live.session import BACKCHANNEL_MAX_S, HUSH_MAX_S, LiveSession, SessionOptions
 from avatar.server.live.taking import EarlyReply
 from avatar.server.live.turn import ReplySettings
 from avatar.server.metrics import Metrics
@@ -108,9 +111,19 @@ class Detector:
 
     def __init__(self) -> None:
         self.in_speech = False
+        self.talking = False  # in speech and not in a pause of it
         self.version = 0
         self.windows = 0
         self.face_speaking = False
+        self.waits: list[tuple[int, int]] = []  # (version, ms) the session set for a pause
+
+    def reset(self) -> None:
+        self.in_speech = False
+        self.resets = getattr(self, "resets", 0) + 1
+
+    def end_after(self, version: int, silence_ms: int) -> bool:
+        self.waits.append((version, silence_ms))
+        return self.in_speech and version == self.version
 
 
 class Clock:
@@ -129,9 +142,20 @@ def utterance(samples: int) -> np.ndarray:
 class Scene:
     """A session with its doubles, and a player that takes the timeline's slots as fast as it can."""
 
-    def __init__(self, words: dict[int, str], *, timeout_s: float = 60.0, voice_delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        words: dict[int, str],
+        *,
+        timeout_s: float = 60.0,
+        voice_delay_s: float = 0.0,
+        finishing: FinishOptions | None = None,
+        turn_end: TurnEndModel | None = None,
+        answer: str = ANSWER,
+    ) -> None:
+        self.finishing = finishing
+        self.turn_end = turn_end
         self.asr = ScriptedAsr(words)
-        self.chat = ScriptedChat(ANSWER)
+        self.chat = ScriptedChat(answer)
         self.pipeline = Pipeline(
             transcribe=TranscribeStage(self.asr),
             respond=RespondStage(self.chat),
@@ -168,8 +192,10 @@ class Scene:
                 listen=ListenOptions(end_silence_ms=200),
                 reply=ReplySettings(size=SIZE, kbps=200, buffer_seconds=0.5),
                 idle_timeout_s=60,
+                finishing=self.finishing,
             ),
             detector=self.detector,  # type: ignore[arg-type]
+            turn_end=self.turn_end,
         )
         self.player = asyncio.ensure_future(self._play())
         return self
@@ -190,7 +216,9 @@ class Scene:
     def heard(self, kind: str, version: int = 0, samples: int = 0) -> None:
         """The detector noticed ``kind`` (and keeps the state it implies)."""
         if kind in ("speech_started", "resumed"):
-            self.detector.in_speech = True
+            self.detector.in_speech = self.detector.talking = True
+        if kind in ("paused", "turn_ended"):
+            self.detector.talking = False
         if kind == "turn_ended":
             self.detector.in_speech = False
         self.detector.version = version or self.detector.version
@@ -343,3 +371,236 @@ def test_a_newer_turn_of_the_conversation_on_another_transport_stops_the_live_re
     assert [e["turn"] for e in scene.events("timings")] == [1]  # the live turn ended, stopped ...
     assert history == []  # ... and nothing of it was heard, so nothing of it is kept
     assert scene.queue.depth() == (0, 0)
+
+
+def _turn_model(probability: float) -> TurnEndModel:
+    """The turn-end model, answering ``probability`` for any audio (its own tests run the real one)."""
+    model = TurnEndModel("smart-turn", lambda: lambda audio: probability)
+    model.load()
+    return model
+
+
+FINISHING = FinishOptions(finished_ms=200, unsure_ms=700, unfinished_ms=1500, fallback_ms=400)
+
+
+def test_a_pause_judged_finished_ends_the_turn_after_a_short_silence_and_says_why() -> None:
+    async def scenario() -> Scene:
+        words = {8000: "What is your favourite planet?"}
+        async with Scene(words, finishing=FINISHING, turn_end=_turn_model(0.98)) as scene:
+            scene.heard("speech_started", 1)
+            scene.heard("paused", 1, 8000)
+            await scene.early_reply_made()
+            assert scene.detector.waits == [(1, 200)]  # judged from the model and the words
+            scene.heard("turn_ended", 1, 8000)
+            await scene.until("timings")
+        return scene
+
+    scene = asyncio.run(scenario())
+    (end,) = scene.events("end_of_turn")
+    assert end["why"] == "finished" and end["wait_ms"] == 200 and end["probability"] == 0.98
+    assert end["model_ms"] is not None and end["cue"] is None
+    names = [e["event"] for e in scene.events()]
+    assert names.index("end_of_turn") < names.index("transcript") < names.index("speaking")
+
+
+def test_a_pause_after_an_unfinished_phrase_waits_longer_and_the_reply_begun_is_dropped_when_the_user_goes_on() -> None:
+    async def scenario() -> Scene:
+        together = "So what was it like, when you first saw the Earth?"
+        words = {8000: "So what was it like, when you", 16000: together}
+        async with Scene(words, finishing=FINISHING, turn_end=_turn_model(0.05)) as scene:
+            scene.heard("speech_started", 1)
+            scene.heard("paused", 1, 8000)
+            await scene.early_reply_made()  # the early reply is still begun at the pause
+            assert scene.detector.waits == [(1, 1500)]
+            scene.heard("resumed", 2)
+            scene.session.turn_end = _turn_model(0.97)
+            scene.heard("paused", 2, 16000)
+            while len(scene.detector.waits) < 2:
+                await asyncio.sleep(0.005)
+            scene.heard("turn_ended", 2, 16000)
+            await scene.until("timings")
+        return scene
+
+    scene = asyncio.run(scenario())
+    assert scene.detector.waits == [(1, 1500), (2, 200)]
+    assert [e["text"] for e in scene.events("transcript")] == ["So what was it like, when you first saw the Earth?"]
+    assert [e["why"] for e in scene.events("end_of_turn")] == ["finished"]
+    assert [e["turn"] for e in scene.events("timings")] == [1]
+
+
+def test_without_the_turn_end_model_the_silence_rule_ends_the_turn() -> None:
+    def missing() -> object:
+        raise FileNotFoundError("smart-turn-v3.2-cpu.onnx")
+
+    broken = TurnEndModel("smart-turn", missing)  # type: ignore[arg-type]
+    broken.load()
+
+    async def scenario() -> Scene:
+        async with Scene({8000: "Tell me about the"}, finishing=FINISHING, turn_end=broken) as scene:
+            scene.heard("speech_started", 1)
+            scene.heard("paused", 1, 8000)
+            assert scene.detector.waits == [(1, 400)]  # at once: nothing to wait for
+            scene.heard("turn_ended", 1, 8000)
+            await scene.until("timings")
+        return scene
+
+    scene = asyncio.run(scenario())
+    assert [(e["why"], e["wait_ms"]) for e in scene.events("end_of_turn")] == [("no_model", 400)]
+
+
+STORY = " ".join(["Once upon a time a rocket flew to the Moon and back again."] * 8)  # 8 s of voice
+
+
+async def _speaking(scene: Scene) -> None:
+    """The typed question's reply has begun to play."""
+    scene.session._on_message(json.dumps({"type": "say", "text": "Tell me a story."}))
+    await scene.until("speaking")
+
+
+async def _history(scene: Scene) -> list[Any]:
+    session = await scene.pipeline.sessions.get(scene.session.session_id, scene.session.persona.name)
+    return session.history
+
+
+@pytest.mark.parametrize(("heard", "words"), [("a backchannel", "Mm-hmm."), ("a cough", None)])
+def test_a_backchannel_or_a_noise_over_the_reply_pauses_it_and_it_resumes_where_it_stopped(
+    heard: str, words: str | None
+) -> None:
+    async def scenario() -> tuple[Scene, list[Any], int]:
+        async with Scene({4000: words} if words else {}, answer=STORY) as scene:
+            await _speaking(scene)
+            scene.detector.face_speaking = True
+            scene.heard("speech_started", 1)
+            playback = scene.session.turn.playback if scene.session.turn else None
+            assert playback is not None and playback.paused  # silent at once, as for an interruption
+            played = playback.played
+            await asyncio.sleep(0.05)
+            assert playback.played == played and playback.paused_slots > 0  # held where it was
+            scene.heard("paused", 1, 4000)
+            await scene.until("resumed")
+            assert not playback.paused
+            scene.detector.in_speech = False
+            await scene.until("timings")
+            return scene, await _history(scene), playback.played
+
+    scene, history, played = asyncio.run(scenario())
+    assert scene.events("interrupted") == [] and scene.events("transcript") == []  # no turn of its own
+    (resumed,) = scene.events("resumed")
+    assert resumed["turn"] == 1 and resumed["heard"] == (words or "")
+    assert resumed["after_sound_s"] < 0.5
+    assert played == scene.events("timings")[0]["reply_seconds"] * FPS  # every slot of it was played
+    spoken = scene.events("timings")[0]["reply"]
+    assert [m.role for m in history] == ["user", "assistant"] and history[1].content == spoken  # heard in full
+    assert [e["turn"] for e in scene.events("timings")] == [1]
+
+
+def test_words_over_the_paused_reply_stop_it_for_good_and_are_answered() -> None:
+    async def scenario() -> tuple[Scene, list[Any]]:
+        async with Scene({4000: "Wait, tell me about Mars instead."}, answer=STORY) as scene:
+            await _speaking(scene)
+            scene.heard("speech_started", 1)
+            scene.heard("paused", 1, 4000)
+            while scene.session._hush is not None and not scene.session._hush.words:
+                await asyncio.sleep(0.005)  # words at the pause: perhaps half a "mm-hm", so not yet stopped
+            assert scene.events("interrupted") == []
+            scene.heard("turn_ended", 1, 4000)
+            await scene.until("interrupted")
+            await scene.until("timings", 2)
+            return scene, await _history(scene)
+
+    scene, history = asyncio.run(scenario())
+    assert scene.events("resumed") == []
+    assert [e["turn"] for e in scene.events("interrupted")] == [1]
+    assert [e["text"] for e in scene.events("transcript")] == ["Wait, tell me about Mars instead."]
+    assert len(history[1].content) < len(scene.events("timings")[0]["reply"])  # only what was heard
+    assert history[2].content == "Wait, tell me about Mars instead."
+
+
+def test_a_backchannel_in_two_parts_resumes_the_reply_at_its_second_pause() -> None:
+    async def scenario() -> Scene:
+        async with Scene({2000: "Let's...", 4000: "Mm-hmm."}, answer=STORY) as scene:
+            await _speaking(scene)
+            scene.heard("speech_started", 1)
+            scene.heard("paused", 1, 2000)  # "Mm" alone, which Whisper hears as a word
+            while scene.session._hush is not None and not scene.session._hush.words:
+                await asyncio.sleep(0.005)
+            scene.heard("resumed", 2)
+            scene.heard("paused", 2, 4000)  # "Mm ... hm"
+            await scene.until("resumed")
+        return scene
+
+    scene = asyncio.run(scenario())
+    assert scene.events("interrupted") == [] and scene.events("resumed")[0]["heard"] == "Mm-hmm."
+
+
+def test_a_slow_transcript_of_a_short_sound_does_not_stop_the_paused_reply() -> None:
+    async def scenario() -> Scene:
+        async with Scene({4000: "Right."}, answer=STORY) as scene:
+            await _speaking(scene)
+            scene.heard("speech_started", 1)
+            scene.session._speculate = _late(scene.session._speculate, BACKCHANNEL_MAX_S + 0.1)  # type: ignore[method-assign]
+            scene.heard("paused", 1, 4000)  # the sound is over; its words take longer than 1 s to come
+            await asyncio.sleep(BACKCHANNEL_MAX_S + 0.05)
+            scene.session._check_hush()  # the pause, waiting to be understood, is not more speech
+            await scene.until("resumed")
+        return scene
+
+    scene = asyncio.run(scenario())
+    assert scene.events("interrupted") == []
+
+
+def test_a_reply_paused_for_a_sound_whose_words_never_come_goes_on() -> None:
+    async def scenario() -> Scene:
+        async with Scene({4000: "Right."}, answer=STORY) as scene:
+            await _speaking(scene)
+            scene.heard("speech_started", 1)
+            scene.session._speculate = _late(scene.session._speculate, 60)  # type: ignore[method-assign]
+            scene.heard("paused", 1, 4000)
+            scene.session._check_hush()
+            assert scene.events("resumed") == []
+            await asyncio.sleep(HUSH_MAX_S + 0.05)
+            scene.session._check_hush()
+            await scene.until("resumed")
+            scene.detector.in_speech = False
+            await scene.until("timings")
+        return scene
+
+    scene = asyncio.run(scenario())
+    assert scene.events("interrupted") == [] and scene.events("resumed")[0]["heard"] == ""
+
+
+def _late(speculate: Any, delay_s: float) -> Any:
+    async def later(*args: Any) -> Any:
+        await asyncio.sleep(delay_s)
+        return await speculate(*args)
+
+    return later
+
+
+def test_speech_over_the_paused_reply_longer_than_a_backchannel_stops_it() -> None:
+    async def scenario() -> Scene:
+        async with Scene({}, answer=STORY) as scene:
+            await _speaking(scene)
+            scene.heard("speech_started", 1)
+            scene.session._check_hush()
+            assert scene.events("interrupted") == []  # not yet: it may be a "yeah"
+            await asyncio.sleep(BACKCHANNEL_MAX_S + 0.05)
+            scene.session._check_hush()
+            await scene.until("interrupted")
+        return scene
+
+    scene = asyncio.run(scenario())
+    assert scene.events("resumed") == []
+
+
+def test_with_backchannels_off_any_speech_over_the_reply_stops_it() -> None:
+    async def scenario() -> Scene:
+        async with Scene({4000: "Mm-hmm."}, answer=STORY) as scene:
+            scene.session.options = dataclasses.replace(scene.session.options, backchannels=False)
+            await _speaking(scene)
+            scene.heard("speech_started", 1)
+            await scene.until("interrupted")
+        return scene
+
+    scene = asyncio.run(scenario())
+    assert scene.events("user_speech_started")[-1]["interrupted"] is True

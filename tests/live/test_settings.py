@@ -17,6 +17,9 @@ from avatar.server.live.ice import client_ice_servers, configuration
         ({"AVATAR_LIVE_HOST_ADDRESSES": "127.0.0.1,localhost"}, "AVATAR_LIVE_HOST_ADDRESSES"),
         ({"AVATAR_LIVE_BARGE_IN_THRESHOLD": "0.3"}, "AVATAR_LIVE_BARGE_IN_THRESHOLD"),
         ({"AVATAR_LIVE_END_SILENCE_MS": "20"}, "AVATAR_LIVE_END_SILENCE_MS"),
+        ({"AVATAR_LIVE_TURN_DETECTOR": "vad"}, "AVATAR_LIVE_TURN_DETECTOR"),
+        ({"AVATAR_LIVE_UNSURE_SILENCE_MS": "100"}, "AVATAR_LIVE_UNSURE_SILENCE_MS"),  # under the finished wait
+        ({"AVATAR_LIVE_UNFINISHED_SILENCE_MS": "500"}, "AVATAR_LIVE_UNSURE_SILENCE_MS"),  # under the unsure one
         ({"AVATAR_MAX_LIVE_SESSIONS": "-1"}, "AVATAR_MAX_LIVE_SESSIONS"),
         ({"AVATAR_LIVE_MAX_UTTERANCE_SECONDS": "90"}, "AVATAR_LIVE_MAX_UTTERANCE_SECONDS"),
     ],

@@ -35,6 +35,7 @@ async def info(request: Request[AppState]) -> JSONResponse:
             "sessions": len(live),
             "max_sessions": settings.max_live_sessions,
             "end_silence_ms": settings.live_end_silence_ms,
+            "turn_detector": live.turn_end.status()["using"],  # what ends a turn now (docs/live.md)
         }
     )
 

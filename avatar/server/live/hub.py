@@ -1,6 +1,7 @@
 """The service's live sessions: opened from a WebRTC offer, limited in number, all closed at shutdown.
 
-The hub also keeps each persona's idle loop (``idle.py``), drawn once in the background and shared by
+The hub loads the turn-end model once (``finishing.TurnEndModel``; the silence rule ends turns while it
+is not there) and keeps each persona's idle loop (``idle.py``), drawn once in the background and shared by
 every session of that persona; the default persona's is drawn as soon as the models are ready.
 """
 
@@ -27,6 +28,7 @@ from avatar.pipeline.queue import ModelQueue
 from avatar.server.error_responses import MalformedRequestError
 from avatar.server.live import ice
 from avatar.server.live.codecs import silence_packet
+from avatar.server.live.finishing import FinishOptions, TurnEndModel
 from avatar.server.live.idle import IdleLoop, build_idle_loop
 from avatar.server.live.listener import ListenOptions
 from avatar.server.live.playout import Playout
@@ -77,6 +79,14 @@ class LiveHub:
         self._builds: set[asyncio.Task[None]] = set()
         self._closed = False
         ice.use_host_addresses(self.settings.host_addresses)
+        self.turn_end = TurnEndModel(self.settings.live_turn_detector, self._load_turn_model)
+
+    def _load_turn_model(self) -> Callable[[Any], float]:
+        from avatar.backends.smart_turn import SmartTurn
+
+        model = SmartTurn(self.settings.models_dir / "smart-turn")
+        model.warmup()
+        return model.probability
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -137,6 +147,15 @@ class LiveHub:
         prompt_audio(audio.receiver)
         s = self.settings
         playout = Playout(s.fps, self.idle_loop(persona), self.silence)
+        finishing = None
+        if s.live_turn_detector == "smart-turn":
+            finishing = FinishOptions(
+                finished_ms=s.live_finished_silence_ms,
+                unsure_ms=s.live_unsure_silence_ms,
+                unfinished_ms=s.live_unfinished_silence_ms,
+                fallback_ms=s.live_end_silence_ms,
+                threshold=s.live_turn_threshold,
+            )
         session = LiveSession(
             id=secrets.token_hex(16),
             pc=pc,
@@ -150,7 +169,8 @@ class LiveHub:
             options=SessionOptions(
                 listen=ListenOptions(
                     threshold=s.live_vad_threshold,
-                    end_silence_ms=s.live_end_silence_ms,
+                    # smart-turn: each pause is judged, and until it is the longest wait holds
+                    end_silence_ms=s.live_unfinished_silence_ms if finishing else s.live_end_silence_ms,
                     barge_in_threshold=s.live_barge_in_threshold,
                     barge_in_ms=s.live_barge_in_ms,
                     partial_seconds=s.live_partial_seconds,
@@ -159,7 +179,10 @@ class LiveHub:
                 reply=ReplySettings(size=s.video_size, kbps=s.live_video_kbps, buffer_seconds=s.live_buffer_seconds),
                 idle_timeout_s=s.live_idle_timeout_seconds,
                 early_reply=s.live_early_reply,
+                finishing=finishing,
+                backchannels=s.live_backchannels,
             ),
+            turn_end=self.turn_end,
         )
         audio.sender.replaceTrack(session.voice)
         video.sender.replaceTrack(session.video)
@@ -216,6 +239,7 @@ class LiveHub:
 
     async def prepare(self) -> None:
         """Draw the default persona's idle loop once the models are ready (run in the background)."""
+        await asyncio.to_thread(self.turn_end.load)  # small (~0.3 s): the sessions use silence until then
         with contextlib.suppress(AvatarError):
             await self.parts.ready()
             if self.settings.max_live_sessions > 0:

@@ -4,9 +4,10 @@ Each 32 ms window gets a speech probability (``StreamingVad``). Speech starts af
 of windows at or above the threshold (a cough or a click is shorter); it continues while windows stay
 above a lower threshold (hysteresis, so quiet syllables do not break it up); a short silence is a
 ``paused`` event (recognition may start on what was said), and ``end_silence_ms`` of silence ends the
-turn. While the face is speaking, the threshold and the minimum duration are higher, so that what the
-browser's echo cancellation leaves of the face's own voice does not interrupt it, while the user's voice
-still does.
+turn, unless the session has judged the pause meanwhile and set another wait for it (``end_after``:
+shorter when the user has plainly finished, longer when the phrase is not over). While the face is
+speaking, the threshold and the minimum duration are higher, so that what the browser's echo
+cancellation leaves of the face's own voice does not interrupt it, while the user's voice still does.
 """
 
 from __future__ import annotations
@@ -71,11 +72,17 @@ class TurnDetector:
         self._last_speech = 0  # windows of the utterance up to the end of its last speech
         self._paused = False
         self._partial_at = 0
+        self._end_ms = options.end_silence_ms  # the silence that ends this pause (see ``end_after``)
         self._pending = np.zeros(0, np.float32)
 
     @property
     def in_speech(self) -> bool:
         return self._speaking
+
+    @property
+    def talking(self) -> bool:
+        """Speech is going on now (in an utterance, and not in a pause of it)."""
+        return self._speaking and not self._paused
 
     @property
     def version(self) -> int:
@@ -94,6 +101,19 @@ class TurnDetector:
             self.windows += 1
             heard += self._window(samples[i * WINDOW : (i + 1) * WINDOW], float(p))
         return heard
+
+    def end_after(self, version: int, silence_ms: int) -> bool:
+        """The pause after utterance ``version`` ends the turn once it has lasted ``silence_ms`` (from
+        the end of the speech); False, and nothing changes, if the user has spoken since."""
+        if not self._speaking or not self._paused or version != self._speech_windows:
+            return False
+        self._end_ms = silence_ms
+        return True
+
+    @property
+    def silence_ms(self) -> float:
+        """How long the current pause has lasted (0 while the user speaks)."""
+        return self._silent_windows * WINDOW_SECONDS * 1000 if self._speaking else 0.0
 
     def reset(self) -> None:
         """Drop the utterance being heard (the session starts listening afresh)."""
@@ -127,6 +147,7 @@ class TurnDetector:
         self._pre_roll.clear()
         self._candidate = []
         self._speaking, self._paused = True, False
+        self._end_ms = self.options.end_silence_ms
         self._silent_windows = 0
         self._speech_windows = 0
         self._partial_at = 0
@@ -143,6 +164,7 @@ class TurnDetector:
             heard: list[Heard] = []
             if self._paused:
                 self._paused = False
+                self._end_ms = o.end_silence_ms
                 heard.append(Heard("resumed", self._now))
             if self._speech_seconds >= o.max_utterance_seconds:
                 return [*heard, self._end()]
@@ -153,7 +175,7 @@ class TurnDetector:
             return heard
         self._silent_windows += 1
         silence_s = self._silent_windows * WINDOW_SECONDS
-        if silence_s * 1000 >= o.end_silence_ms:
+        if silence_s * 1000 >= self._end_ms - 1e-6:
             return [self._end()]
         if not self._paused and silence_s >= PAUSE_S - 1e-9:
             self._paused = True

@@ -6,7 +6,8 @@ else the idle face and silence. Audio and video therefore cannot drift apart: if
 slowly for real time, a slot comes due with nothing of the reply ready, and the frame on screen is
 held with silence until the reply catches up (a stutter, never a shift). Replies are queued ahead of
 time, encoded (``LiveOutput``); stopping one drops what is queued, so the face falls silent within a
-slot.
+slot. A reply may also be paused (its frame held, silent) and resumed where it stopped: the user made
+a sound over it that may turn out to be a "mm-hm" or a cough.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class ReplyPlayback:
     resume_index: int | None = None  # the idle loop index to go on with after its last slot
     underruns: int = 0  # slots that came due with nothing of it ready (face held, silence)
     held: bool = False  # made ahead and not to play yet (an early reply, until the user's turn has ended)
+    paused: bool = False  # stopped where it is (the user made a sound): its frame stays, silent, until resumed
+    paused_slots: int = 0  # slots it has spent paused
 
     def __post_init__(self) -> None:
         self.done = asyncio.Event()  # played to its end, or stopped
@@ -160,6 +163,9 @@ class Playout:
         self._progress.set()
         reply = self.reply
         if reply is not None and not reply.done.is_set() and not reply.held:
+            if reply.paused and reply.first_slot is not None:  # its frame held, silent; nothing of it used
+                reply.paused_slots += 1
+                return Slot(None, self.silence_slot, reply.id)
             if self.queue:
                 slot = self.queue.popleft()
                 if reply.first_slot is None:

@@ -4,10 +4,12 @@ The session listens all the time (``TurnDetector`` on the microphone, resampled 
 user speaks, the words so far are recognised now and then (``partial`` transcripts); at the first short
 pause, the whole utterance is recognised at once and its reply is begun (an *early reply*): made, but
 held back, with its events, until the pause has lasted ``end_silence_ms`` and so ends the turn; if the
-user goes on instead, it is dropped unheard. The reply is made and played by ``turn.py``. The user's voice
-during a reply stops it (barge-in); if none of it had been heard yet, the two utterances are taken as
-one (the user had only paused). A session ends when the peer goes away, stops sending audio, or is
-silent for ``AVATAR_LIVE_IDLE_TIMEOUT_SECONDS``; everything it started is stopped and released.
+user goes on instead, it is dropped unheard. How long the pause must last is judged at each pause
+(``finishing.py``: the turn-end model and the words so far) unless the silence rule alone is set. The
+reply is made and played by ``turn.py``. The user's voice during a reply stops it (barge-in); if none
+of it had been heard yet, the two utterances are taken as one (the user had only paused). A session
+ends when the peer goes away, stops sending audio, or is silent for
+``AVATAR_LIVE_IDLE_TIMEOUT_SECONDS``; everything it started is stopped and released.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from avatar.pipeline import Pipeline
 from avatar.pipeline.pipeline import TurnRequest
 from avatar.pipeline.timing import TurnTimings
 from avatar.server.live.events import EventChannel
+from avatar.server.live.finishing import FinishOptions, TurnEndModel, Verdict, is_backchannel, judge
 from avatar.server.live.listener import Heard, ListenOptions, TurnDetector
 from avatar.server.live.playout import Playout, ReplyPlayback
-from avatar.server.live.taking import Carried, EarlyReply, Speculation, with_carry
+from avatar.server.live.taking import Carried, EarlyReply, Hush, Speculation, with_carry
 from avatar.server.live.tracks import FaceVideoTrack, VoiceAudioTrack
 from avatar.server.live.turn import (
     Admitted,
@@ -57,6 +60,8 @@ CLOSE_WAIT_S = 30.0  # the longest a closing session waits for its reply's model
 FIRST_LEAD_FRAMES = 20  # first guess of slots between starting a reply and its first frame playing
 MAX_TEXT_MESSAGE = 4000
 ECHO_TAIL_S = 0.4  # after the face stops, its voice may still come back from the client this long
+BACKCHANNEL_MAX_S = 1.0  # speech over a paused reply longer than this is an interruption, whatever it says
+HUSH_MAX_S = 3.0  # a reply paused this long for a sound whose words never came goes on (it was no turn)
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,13 @@ class SessionOptions:
     reply: ReplySettings
     idle_timeout_s: float
     early_reply: bool = True  # begin the reply at a pause (else only the prompt is read ahead)
+    finishing: FinishOptions | None = None  # judge each pause (None: the silence rule alone)
+    backchannels: bool = True  # a sound over the reply pauses it, and it resumes if it was no words
+
+    @property
+    def expected_end_ms(self) -> int:
+        """The shortest pause that ends a turn: when an early reply may play at the soonest."""
+        return self.finishing.finished_ms if self.finishing is not None else self.listen.end_silence_ms
 
 
 class LiveSession:
@@ -82,10 +94,12 @@ class LiveSession:
         on_close: Callable[[LiveSession], None],
         options: SessionOptions,
         detector: TurnDetector | None = None,
+        turn_end: TurnEndModel | None = None,
     ) -> None:
         """``pipeline`` gives the ready pipeline (NotReadyError while a model is not answering);
         ``admitted`` runs model work through the model queue; ``turns`` runs each reply (deadline, stop,
-        metrics); ``on_close`` hears that the session has closed."""
+        metrics); ``on_close`` hears that the session has closed; ``turn_end`` is the turn-end model
+        the pauses are judged with (when ``options.finishing`` is set)."""
         self.id = id
         self.pc = pc
         self.pipeline = pipeline
@@ -102,6 +116,10 @@ class LiveSession:
         self.events.on_message = self._on_message
         self.events.on_close = lambda: self._close_soon("the client closed the connection")
         self.detector = detector or TurnDetector(options.listen)
+        self.turn_end = turn_end
+        self._judging: asyncio.Task[None] | None = None  # the latest pause being judged
+        self._verdict: tuple[int, Verdict, float | None] | None = None  # (version, verdict, model ms)
+        self._hush: Hush | None = None  # the reply paused while what the user said is not yet known
         self.turn: LiveTurn | None = None
         self.turns = 0
         self._runs = itertools.count(1)  # a dropped early reply's number is reused; its run's id is not
@@ -207,6 +225,7 @@ class LiveSession:
             self.detector.face_speaking = self.playout.speaking or time.monotonic() < self._echo_until
             for heard in self.detector.feed(np.concatenate(pcm).astype(np.float32)):
                 self._on_heard(heard, arrived)
+            self._check_hush()
 
     def _stream_to_clock(self, stream_seconds: float, arrived: float) -> float:
         """The ``perf_counter`` time at which the microphone stream was at ``stream_seconds``."""
@@ -226,12 +245,86 @@ class LiveSession:
             self._turn_ended(heard.audio, heard.version, self._stream_to_clock(heard.speech_end, arrived))
 
     def _speech_started(self) -> None:
-        """The user speaks: a reply playing stops (barge-in); one not begun yet waits for the rest."""
+        """The user speaks: a reply playing pauses (or stops: barge-in); one not begun yet waits for the rest."""
         self.last_activity = time.monotonic()
+        self._verdict = None
+        if self._hush_reply():
+            self.events.send("user_speech_started", interrupted=False, paused=True)
+            return
         stopped = self._interrupt("the user spoke")
         if self.turn is None and self._turn_task is not None and not self._turn_task.done():
             self._turn_task.cancel()  # a turn not yet answered: what the user says now continues it
         self.events.send("user_speech_started", interrupted=stopped is not None)
+
+    # ------------------------------------------------------------------------------ sounds over the reply
+
+    def _hush_reply(self) -> bool:
+        """Pause the reply playing (its frame held, silent) until what the user said is known; False
+        when there is none to pause (or a sound over the reply should simply stop it)."""
+        turn = self.turn
+        playback = turn.playback if turn is not None else None
+        if not self.options.backchannels or turn is None or playback is None or self._hush is not None:
+            return False
+        if self.playout.reply is not playback or not self.playout.speaking:
+            return False
+        playback.paused = True
+        self._hush = Hush(turn, time.perf_counter())
+        log.info("live reply paused", live_session=self.id, turn=turn.number)
+        return True
+
+    def _check_hush(self) -> None:
+        """Speech over the paused reply that goes on too long for a backchannel stops it, and so do
+        words heard in it once that long has passed; its pause, waiting to be understood, does not. A
+        sound whose words have not come after ``HUSH_MAX_S`` leaves the reply to go on."""
+        hush = self._hush
+        if hush is None:
+            return
+        if not hush.fits(self.turn):
+            self._hush = None
+        elif (self.detector.talking or hush.words) and time.perf_counter() - hush.at > BACKCHANNEL_MAX_S:
+            self._stop_hushed(hush)
+        elif time.perf_counter() - hush.at > HUSH_MAX_S and hush.pending_end is None:
+            self._resume(hush, "", hush.at)  # the recogniser is late (a busy machine): do not stay silent
+
+    async def _settle(self, hush: Hush, version: int, transcript: asyncio.Task[str | None], ended: float) -> None:
+        """At the pause after the sound: resume the reply if it was no words or a backchannel."""
+        await asyncio.wait([transcript])
+        text = None if transcript.cancelled() or transcript.exception() is not None else transcript.result()
+        if self._hush is not hush or not hush.fits(self.turn):
+            return
+        if hush.pending_end is None and self.detector.version != version:
+            return  # the user went on: the next pause settles it (or its length does)
+        if is_backchannel(text):
+            self._resume(hush, text or "", ended)
+        elif hush.pending_end is not None:
+            self._stop_hushed(hush)  # the user's turn is over, and it was words
+        else:  # words so far: perhaps the first half of a "mm-hm"; the next pause, or its length, decides
+            hush.words = True
+
+    def _resume(self, hush: Hush, text: str, ended: float) -> None:
+        """The sound was no turn: the reply goes on where it stopped, and the sound is forgotten."""
+        self._hush = None
+        if hush.turn.playback is not None:
+            hush.turn.playback.paused = False
+        speculation, self._speculation = self._speculation, None
+        if speculation is not None and speculation.running:
+            speculation.task.cancel()
+        if self._judging is not None and not self._judging.done():
+            self._judging.cancel()
+        self.detector.reset()  # not an utterance: nothing is answered, nothing carried
+        after = time.perf_counter() - ended
+        paused = time.perf_counter() - hush.at
+        log.info("live reply resumed", live_session=self.id, turn=hush.turn.number, heard=text, after_s=round(after, 3))
+        self.events.send(
+            "resumed", turn=hush.turn.number, heard=text, paused_seconds=round(paused, 3), after_sound_s=round(after, 3)
+        )
+
+    def _stop_hushed(self, hush: Hush) -> None:
+        """The sound was words: the paused reply stops for good, and the user's turn goes on as ever."""
+        self._hush = None
+        self._interrupt("the user spoke")
+        if hush.pending_end is not None:
+            self._turn_ended(*hush.pending_end)
 
     def _partial_heard(self, audio: AudioArray) -> None:
         """Now and then while the user speaks: the words so far, unless the utterance is being recognised."""
@@ -249,10 +342,57 @@ class LiveSession:
         carry = self._carry
         speculation = self._speculate(with_carry(audio, carry), audio, version, carry, ended)
         self._speculation = Speculation(version, carry, self._spawn(speculation, "speculative"))
+        if self._hush is not None:
+            self._spawn(self._settle(self._hush, version, self._speculation.task, ended), "settle")
+        if self.options.finishing is not None:
+            self._judge_pause(with_carry(audio, carry), version, self._speculation.task)
+
+    def _judge_pause(self, audio: AudioArray, version: int, transcript: asyncio.Task[str | None]) -> None:
+        """Decide how long this pause must last to end the turn (see ``finishing.py``)."""
+        finishing = self.options.finishing
+        assert finishing is not None
+        if self._judging is not None and not self._judging.done():
+            self._judging.cancel()  # an earlier pause's: the user has spoken since
+        if self.turn_end is None or not self.turn_end.available:  # the silence rule decides
+            self.detector.end_after(version, finishing.fallback_ms)
+            self._verdict = (version, Verdict(finishing.fallback_ms, "no_model"), None)
+            return
+        self._judging = self._spawn(self._judge(audio, version, transcript, finishing), "judge")
+
+    async def _judge(
+        self, audio: AudioArray, version: int, transcript: asyncio.Task[str | None], finishing: FinishOptions
+    ) -> None:
+        """The turn-end model's P(complete) for the audio, then the words (the transcript begun at the
+        same pause: waited for, never cancelled from here), then the wait they decide together."""
+        assert self.turn_end is not None
+        started = time.perf_counter()
+        probability = await asyncio.to_thread(self.turn_end.probability, audio)
+        model_ms = (time.perf_counter() - started) * 1000
+        await asyncio.wait([transcript])
+        text = None if transcript.cancelled() or transcript.exception() is not None else transcript.result()
+        verdict = judge(probability, text, finishing)
+        if self.detector.end_after(version, verdict.wait_ms):
+            self._verdict = (version, verdict, model_ms)
+        log.info(
+            "live pause judged",
+            live_session=self.id,
+            why=verdict.why,
+            wait_ms=verdict.wait_ms,
+            probability=None if probability is None else round(probability, 3),
+            cue=verdict.cue,
+            model_ms=round(model_ms, 1),
+            in_time=self._verdict is not None and self._verdict[0] == version,
+        )
 
     def _turn_ended(self, audio: AudioArray, version: int, ended: float) -> None:
         """The pause has lasted: the early reply that answers this utterance plays, or its turn begins."""
         self.last_activity = time.monotonic()
+        if self._hush is not None and self._hush.fits(self.turn):  # first: was it a turn at all?
+            self._hush.pending_end = (audio, version, ended)
+            if self._hush.words:  # its words are known: the reply stops, and this turn is taken
+                self._stop_hushed(self._hush)
+            return
+        self._end_of_turn(version)
         early = self._early
         if early is not None and early.answers(version, self._carry):
             self._early = None
@@ -261,12 +401,35 @@ class LiveSession:
         self._drop_early()
         self._begin_turn(self._take_turn(audio=audio, version=version, ended=ended))
 
+    def _end_of_turn(self, version: int) -> None:
+        """Tell the client what ended the turn: the judged pause (``end_of_turn``), if it was judged."""
+        judged, self._verdict = self._verdict, None
+        if self.options.finishing is None:
+            return
+        if judged is None or judged[0] != version:  # not judged in time: the longest wait passed
+            self.events.send("end_of_turn", why="waited", wait_ms=self.options.listen.end_silence_ms)
+            return
+        _, verdict, model_ms = judged
+        self.events.send(
+            "end_of_turn",
+            why=verdict.why,
+            wait_ms=verdict.wait_ms,
+            probability=None if verdict.probability is None else round(verdict.probability, 3),
+            cue=verdict.cue,
+            model_ms=None if model_ms is None else round(model_ms, 1),
+        )
+
     @property
     def _speculating(self) -> bool:
         return self._speculation is not None and self._speculation.running
 
-    async def _transcribe(self, audio: AudioArray) -> str:
+    async def _transcribe(self, audio: AudioArray, *, queued: bool = True) -> str:
+        """The words of ``audio``. ``queued=False``: without waiting for the model queue, which the reply
+        being made holds (and, paused, may hold until it resumes): a sound over the reply is short and
+        must be known within a moment, and Whisper takes concurrent calls."""
         pipeline = self.pipeline()
+        if not queued:
+            return str((await pipeline.transcribe(audio, self.persona.language)).text)
         transcript = await self.admitted(lambda: pipeline.transcribe(audio, self.persona.language))
         return str(transcript.text)
 
@@ -277,11 +440,13 @@ class LiveSession:
         at the end of the turn, which then reports the error). With words in it, its reply is begun
         meanwhile (or, without early replies, the model reads the prompt of it)."""
         try:
-            text = await self._transcribe(audio)
+            text = await self._transcribe(audio, queued=self._hush is None)
         except AvatarError:
             return None
         if not text.strip() or not self.detector.in_speech or self.detector.version != version:
             return text  # no words; the turn has ended meanwhile (and takes this); or the user went on
+        if self._hush is not None:
+            return text  # a sound over the paused reply: a reply to it only if it is words (then at its end)
         if self.options.early_reply:
             early = EarlyReply(version, utterance, carry, text, ended)
             self._early = early
@@ -315,6 +480,8 @@ class LiveSession:
 
     def _interrupt(self, reason: str) -> float | None:
         turn = self.turn
+        if self._hush is not None and self._hush.turn is turn:
+            self._hush = None  # stopped for good: nothing to resume
         if turn is None:
             return None
         if self._early is not None and self._early.turn is turn:  # not released: nobody knows of it yet
@@ -434,8 +601,8 @@ class LiveSession:
         begun = self.playout.now_slot
         lead = round(self.lead_frames)
         made = False
-        if early is not None:  # it plays once the turn has ended (end_silence_ms after the speech), or later
-            wait_s = early.ended + self.options.listen.end_silence_ms / 1000 - time.perf_counter()
+        if early is not None:  # it plays once the turn has ended (a pause after the speech), or later
+            wait_s = early.ended + self.options.expected_end_ms / 1000 - time.perf_counter()
             lead = max(lead, round(wait_s * self.playout.fps))
         try:
             await run_turn(

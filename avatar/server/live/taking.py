@@ -1,10 +1,11 @@
 """What a live session remembers between the user's words and the face's reply, as named state.
 
-Turn-taking keeps three things across ``Heard`` events: the transcript begun at the latest pause
-(``Speculation``), the reply begun from it before the user was known to have finished (``EarlyReply``),
-and an utterance whose reply was stopped before a word of it was heard, to be taken together with the
-next one (``Carried``). Each says for itself whether it still fits what the user has said since
-(``fits``), so the session's decisions read as questions and are tested here without a connection.
+Turn-taking keeps four things across ``Heard`` events: a reply paused because the user made a sound
+over it, until it is known whether that was a backchannel or a noise (``Hush``); the transcript begun
+at the latest pause (``Speculation``); the reply begun from it before the user was known to have
+finished (``EarlyReply``); and an utterance whose reply was stopped before a word of it was heard, to
+be taken together with the next one (``Carried``). Each says for itself whether it still fits what the
+user has said since (``fits``), so the session's decisions read as questions and are tested here without a connection.
 """
 
 from __future__ import annotations
@@ -20,6 +21,21 @@ from avatar.server.live.turn import LiveTurn
 from avatar.types import ASR_SAMPLE_RATE, AudioArray
 
 MERGE_GAP_S = 0.2  # silence put between two utterances taken as one
+
+
+@dataclass
+class Hush:
+    """A reply paused at the onset of the user's voice: it resumes if what they said is a backchannel
+    or a noise, and is stopped for good if it is words (or goes on too long for a backchannel)."""
+
+    turn: LiveTurn
+    at: float  # perf_counter time it paused
+    pending_end: tuple[AudioArray, int, float] | None = None  # the turn's end heard meanwhile (audio, version, ended)
+    words: bool = False  # words were heard at a pause in it (not yet known to be all of it)
+
+    def fits(self, turn: LiveTurn | None) -> bool:
+        """Whether it still holds ``turn`` (the reply playing): not stopped or ended meanwhile."""
+        return turn is self.turn and turn.interrupted is None
 
 
 @dataclass(frozen=True)

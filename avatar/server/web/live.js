@@ -11,6 +11,7 @@ const STATES = {
   hearing: "Hearing you…",
   thinking: "Thinking…",
   speaking: "Speaking — talk to interrupt",
+  paused: "Paused — go on, or it resumes",
 };
 
 export class LiveMode {
@@ -225,6 +226,14 @@ export class LiveMode {
     if (name === "listening") {
       this.setState("listening");
       this.ui.face.classList.remove("live-speaking");
+    } else if (name === "user_speech_started" && event.paused) { // over the reply: a "mm-hm", or words?
+      this.setState("paused");
+    } else if (name === "resumed") { // it was a backchannel or a noise: the reply goes on where it stopped
+      this.setState("speaking");
+      const bubble = this.bubbles.get(event.turn);
+      if (bubble) bubble.dataset.resumed = event.heard ? `“${event.heard}”` : "a sound";
+    } else if (name === "end_of_turn") {
+      this.lastEnd = event;
     } else if (name === "user_speech_started") {
       this.setState("hearing");
       if (!this.you) {
@@ -289,6 +298,9 @@ export class LiveMode {
       meta.textContent = `interrupted after ${Number(bubble.dataset.heard).toFixed(1)} s`;
     } else if (first != null) {
       meta.textContent = `voice after ${first.toFixed(2)} s · ${event.reply_seconds.toFixed(1)} s reply`;
+      if (this.lastEnd) meta.textContent += ` · your turn ended after a ${this.lastEnd.wait_ms} ms pause (${this.lastEnd.why})`;
+      if (bubble.dataset.resumed) meta.textContent += ` · went on after ${bubble.dataset.resumed}`;
+      this.lastEnd = null;
     } else {
       return;
     }
