@@ -26,6 +26,7 @@ from avatar.pipeline.files import AUDIO_NAME, SUMMARY_NAME, VIDEO_NAME, ReplyFil
 from avatar.pipeline.reply import Reply, ReplyOutput, TurnEvents
 from avatar.pipeline.sessions import MemorySessionStore, Session, SessionStore
 from avatar.pipeline.stages import AnimateStage, RespondStage, SpeakStage, TranscribeStage
+from avatar.pipeline.text import checked_text
 from avatar.pipeline.threads import ModelCalls, run_blocking
 from avatar.pipeline.timing import TurnTimings
 from avatar.registry import ModelRegistry
@@ -155,12 +156,8 @@ class Pipeline:
         )
 
     def check_text(self, text: str) -> str:
-        text = text.strip()
-        if not text:
-            raise InvalidRequestError("The text is empty; say or type something.")
-        if len(text) > self.max_text_chars:
-            raise InvalidRequestError(f"The text is {len(text)} characters long; the limit is {self.max_text_chars}.")
-        return text
+        """Typed text as every transport takes it (``checked_text``: characters, emptiness, length)."""
+        return checked_text(text, self.max_text_chars)
 
     async def request(
         self,

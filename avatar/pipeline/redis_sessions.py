@@ -27,7 +27,8 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from avatar.errors import SessionStoreUnavailableError
-from avatar.pipeline.sessions import SESSION_ID, Session, fresh_session, new_session_id
+from avatar.pipeline.sessions import SESSION_ID, Session, fresh_session, kept_turn, new_session_id
+from avatar.pipeline.text import plain_text
 from avatar.types import ChatMessage
 from avatar.visitor import MAX_NOTES, remember
 
@@ -96,6 +97,7 @@ class RedisSessionStore:
         return Session(id=session_id, persona=persona, history=history, visitor=_decode_notes(notes))
 
     async def record(self, session: Session, user_text: str, reply: str) -> None:
+        user_text, reply = kept_turn(user_text, reply)
         entry = _entry(session.persona, user_text, reply)
         key = self.key(session.id)
         notes = remember(session.visitor, user_text)
@@ -114,6 +116,8 @@ class RedisSessionStore:
     async def amend_last(self, session: Session, user_text: str, reply: str, heard: str) -> bool:
         if not SESSION_ID.match(session.id):
             return False
+        user_text, reply = kept_turn(user_text, reply)
+        heard = plain_text(heard)
         replacement = _entry(session.persona, user_text, heard) if heard else ""
         with self._answering():
             done = await self.client.eval(

@@ -14,6 +14,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from avatar.errors import InvalidRequestError
+from avatar.pipeline.text import invalid_characters, plain_text
 from avatar.types import ChatMessage
 from avatar.visitor import remember
 
@@ -31,6 +33,17 @@ def fresh_session(session_id: str | None, persona: str) -> Session:
     barge-in — continues the same conversation. A malformed id, or none, gets a new one."""
     keep = session_id is not None and SESSION_ID.match(session_id) is not None
     return Session(id=session_id if keep and session_id else new_session_id(), persona=persona)
+
+
+def kept_turn(user_text: str, reply: str) -> tuple[str, str]:
+    """The turn a store keeps: a history holds only text that passed the entry points' checks, so one
+    bad turn cannot break every later prompt of its session. What the user said must already be valid
+    (InvalidRequestError otherwise: the turn is refused, not stored); what the model wrote is kept
+    without the characters no text may hold."""
+    problem = invalid_characters(user_text)
+    if problem is not None:
+        raise InvalidRequestError(f"The text {problem}; it is not kept in the conversation.")
+    return user_text, plain_text(reply)
 
 
 @dataclass
@@ -87,6 +100,7 @@ class MemorySessionStore:
         return Session(session.id, session.persona, list(session.history), session.last_used, list(session.visitor))
 
     async def record(self, session: Session, user_text: str, reply: str) -> None:
+        user_text, reply = kept_turn(user_text, reply)
         stored = self._sessions.get(session.id)
         history = list(stored.history) if stored is not None else []
         history += [ChatMessage("user", user_text), ChatMessage("assistant", reply)]
@@ -98,6 +112,8 @@ class MemorySessionStore:
             self._sessions.popitem(last=False)
 
     async def amend_last(self, session: Session, user_text: str, reply: str, heard: str) -> bool:
+        user_text, reply = kept_turn(user_text, reply)
+        heard = plain_text(heard)
         stored = self._sessions.get(session.id)
         turn = [ChatMessage("user", user_text), ChatMessage("assistant", reply)]
         if stored is None or stored.persona != session.persona or stored.history[-2:] != turn:

@@ -27,6 +27,7 @@ from avatar.images import load_image
 from avatar.knowledge import KNOWLEDGE_FILE, knowledge_problem
 from avatar.personas import DEFAULT_PROMPT, MAX_PORTRAIT_SIDE, PORTRAIT, UNNAMED_PROMPT, VOICE, Persona
 from avatar.pipeline.stages import SILENCE_DBFS
+from avatar.pipeline.text import checked_text
 from avatar.pipeline.threads import run_blocking
 from avatar.server.service import AppState, Service
 from avatar.server.uploads import audio_type, image_type, read_form
@@ -38,7 +39,6 @@ PROMPT_CHARS = 2000
 VOICE_RATE = 24_000
 VOICE_SECONDS = (3.0, 30.0)  # a voice sample long enough to clone from, short enough to keep
 LANGUAGE = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})?$")
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
 
@@ -164,14 +164,7 @@ async def create_persona(request: Request[AppState]) -> JSONResponse:
 
 
 def _text(value: str | None, field: str, limit: int) -> str | None:
-    if value is None:
-        return None
-    value = value.strip()
-    if len(value) > limit:
-        raise InvalidRequestError(f"'{field}' is {len(value)} characters long; the limit is {limit}.")
-    if _UNPRINTABLE.search(value):
-        raise InvalidRequestError(f"'{field}' holds control characters or broken Unicode; send plain text.")
-    return value
+    return None if value is None else checked_text(value, limit, field)
 
 
 async def _voice_sample(data: bytes) -> np.ndarray:

@@ -14,7 +14,7 @@ import redis
 from avatar.bench.cluster import MissingProgramError, RedisServer, program
 from avatar.bench.http_service import free_port
 from avatar.config import load_settings
-from avatar.errors import ModelError, SessionStoreUnavailableError
+from avatar.errors import InvalidRequestError, ModelError, SessionStoreUnavailableError
 from avatar.pipeline.redis_sessions import KEY_PREFIX, RedisSessionStore
 from avatar.pipeline.sessions import MemorySessionStore, Session, SessionStore
 from avatar.runtime import Runtime, session_store
@@ -81,6 +81,22 @@ def test_history_kept_per_session_and_persona(make_store: StoreFactory) -> None:
         # turn arrives before the turn it interrupts has recorded anything).
         adopted = await store.get("0" * 32, "eileen")
         assert adopted.id == "0" * 32 and adopted.history == []
+
+    asyncio.run(_use(make_store(ttl_seconds=60, max_turns=6), body))
+
+
+def test_a_history_holds_only_text_that_passed_the_checks(make_store: StoreFactory) -> None:
+    async def body(store: SessionStore) -> None:
+        session = await store.get(None, "eileen")
+        for bad in ("\ud800", "a\x00b", "bell\x07"):
+            with pytest.raises(InvalidRequestError, match="not kept"):
+                await store.record(session, bad, "An answer.")
+        await store.record(session, "Hello.", "Hi\x00 there\ud800.")  # what a model wrote is cleaned
+        kept = await store.get(session.id, "eileen")
+        assert [m.content for m in kept.history] == ["Hello.", "Hi there."]
+        assert await store.amend_last(kept, "Hello.", "Hi\x00 there\ud800.", "Hi\x07")
+        amended = await store.get(session.id, "eileen")
+        assert [m.content for m in amended.history] == ["Hello.", "Hi"]
 
     asyncio.run(_use(make_store(ttl_seconds=60, max_turns=6), body))
 

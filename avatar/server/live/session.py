@@ -522,9 +522,10 @@ class LiveSession:
         if kind == "stop":
             self._interrupt("stopped by the client")
         elif kind == "say" and isinstance(message, dict) and isinstance(message.get("text"), str):
-            text = message["text"].strip()
-            if not text:
-                self.events.send("error", code="invalid_message", message="The text is empty.")
+            try:  # the checks of every entry point, before anything playing is stopped for it
+                text = self.pipeline().check_text(message["text"])
+            except AvatarError as exc:
+                self.events.send("error", code=exc.code, message=exc.message)
                 return
             self.last_activity = time.monotonic()
             self._drop_early()
