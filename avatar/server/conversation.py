@@ -72,13 +72,20 @@ async def conversation_stream(request: Request[AppState]) -> EventSourceResponse
     """The turn as Server-Sent Events: ``queued``, ``started``, ``transcript``, ``reply`` (text
     deltas), ``segment`` (each playable piece of video, in order), then ``done`` or ``error``."""
     service, turn = await _turn_request(request)
-    service.queue.refuse_if_busy()  # a full queue is a 503 with Retry-After, not a stream that says so
+    # A full queue is a 503 with Retry-After, not a stream that says so: the place is taken now, before
+    # the 200 goes out, so that streams arriving together cannot all pass the check.
+    admission = service.queue.admit()
     turn_id = new_turn_id()
     events = _Events()
 
     async def run() -> TurnResult:
-        with service.results.reserve(turn_id) as folder:
-            return await service.turns.run_request(turn, folder, events=events.put, keep_segments=True)
+        try:
+            with service.results.reserve(turn_id) as folder:
+                return await service.turns.run_request(
+                    turn, folder, events=events.put, keep_segments=True, admission=admission
+                )
+        finally:
+            admission.release()  # the turn never reached the queue (the client left at once)
 
     task = asyncio.ensure_future(run())
     return EventSourceResponse(
