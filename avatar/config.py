@@ -228,7 +228,9 @@ class Settings:
         8192, "slowest average body rate once past the body timeout (408 below it; `0`: none)", ge=0
     )
     keep_alive_seconds: int = setting(5, "an idle keep-alive connection is closed after this", ge=1)
-    max_connections: int = setting(100, "connections served at once (503 `busy` past that)", ge=1)
+    max_connections: int = setting(
+        100, "connections served at once (503 `busy` past that; the probes are always answered)", ge=1
+    )
     max_header_bytes: int = setting(16384, "largest request head", ge=1024, le=1_048_576)
     api_keys: SecretStr = setting(SecretStr(""), "bearer keys, comma-separated; unset (and no file): the API is open")
     api_keys_file: str = setting("", "a file of bearer keys, one a line (`#` comments), added to `AVATAR_API_KEYS`")
