@@ -45,7 +45,7 @@ async def _turn_request(request: Request[AppState]) -> tuple[Service, TurnReques
     upload, text = form.file("audio"), form.text("text")
     if (upload is None) == (text is None):
         raise InvalidRequestError("Send either an 'audio' file or a 'text' field (not both).")
-    persona = service.persona(form.text("persona"))
+    persona = service.persona(form.choice("persona"))
     audio = None
     if upload is not None:
         audio = await decode_audio(upload, ASR_SAMPLE_RATE, service.settings.max_audio_seconds)

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from avatar import media
-from avatar.errors import InvalidRequestError, NoSpeechError, PayloadTooLargeError
+from avatar.errors import InvalidRequestError, NoSpeechError
 from avatar.images import load_image
 from avatar.knowledge import KNOWLEDGE_FILE, knowledge_problem
 from avatar.personas import DEFAULT_PROMPT, MAX_PORTRAIT_SIDE, PORTRAIT, UNNAMED_PROMPT, VOICE, Persona
@@ -132,7 +132,7 @@ async def create_persona(request: Request[AppState]) -> JSONResponse:
     knowledge = (form.text("knowledge") or "").strip()
     problem = knowledge_problem(knowledge)
     if problem is not None:
-        raise PayloadTooLargeError(f"'knowledge': {problem}")
+        raise InvalidRequestError(f"The 'knowledge' field: {problem}")
     photo = await run_blocking(load_image, upload.data, max_pixels=service.settings.max_image_pixels)
     voice = form.file("voice")
     sample = await _voice_sample(voice.data) if voice is not None else None

@@ -35,7 +35,7 @@ async def _text_request(request: Request[AppState]) -> tuple[Service, Form, str,
     problem = unspeakable_reason(text)
     if problem is not None:
         raise InvalidRequestError(problem)
-    return service, form, text, service.persona(form.text("persona"))
+    return service, form, text, service.persona(form.choice("persona"))
 
 
 async def transcribe(request: Request[AppState]) -> JSONResponse:
@@ -110,9 +110,9 @@ async def animate(request: Request[AppState]) -> FileResponse:
         request, max_bytes=service.max_upload_bytes, files={"audio": audio_type, "image": image_type}
     )
     image = form.file("image")
-    if image is not None and form.text("persona") is not None:
+    if image is not None and form.choice("persona") is not None:
         raise InvalidRequestError("Send either a 'persona' or an 'image', not both.")
-    persona = service.persona(form.text("persona")) if image is None else None
+    persona = service.persona(form.choice("persona")) if image is None else None
     if image is not None:  # type, size and pixels from the header, before waiting for the models
         inspect_image(image.data, max_pixels=service.settings.max_image_pixels)
     audio = await decode_audio(required_file(form, "audio"), ANIMATE_SAMPLE_RATE, service.settings.max_audio_seconds)

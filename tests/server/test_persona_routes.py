@@ -159,9 +159,9 @@ def test_a_persona_knows_what_it_is_given(client: httpx.Client, photo: bytes, se
 @pytest.mark.parametrize(
     ("knowledge", "status", "code", "says"),
     [
-        ({"data": {"knowledge": "x" * 50_001}}, 413, "payload_too_large", "50,000"),
-        ({"data": {"knowledge": "é" * 140_000}}, 413, "payload_too_large", "50,000"),  # past the field's bytes too
-        ({"files": {"knowledge": ("a.md", b"x" * 60_000, "text/markdown")}}, 413, "payload_too_large", "50,000"),
+        ({"data": {"knowledge": "x" * 50_001}}, 422, "invalid_request", "50,000"),
+        ({"data": {"knowledge": "é" * 140_000}}, 422, "invalid_request", "50,000"),  # past the field's bytes too
+        ({"files": {"knowledge": ("a.md", b"x" * 60_000, "text/markdown")}}, 422, "invalid_request", "50,000"),
         ({"files": {"knowledge": ("a.txt", b"caf\xe9 au lait", "text/plain")}}, 400, "malformed_request", "UTF-8"),
     ],
 )

@@ -46,7 +46,8 @@ async def read_offer(request: Request[AppState]) -> LiveOffer:
             f"Send the offer as application/json (not {media_type or 'no content type'}): "
             '{"sdp": "...", "type": "offer"}.'
         )
-    fields = (await read_form(request, max_bytes=MAX_OFFER_BYTES, files={})).fields
+    form = await read_form(request, max_bytes=MAX_OFFER_BYTES, files={})
+    fields = form.fields
     if fields.get("type") != "offer":
         raise InvalidRequestError(f'"type" must be "offer", not {fields.get("type", "missing")!r}.')
     sdp = fields.get("sdp", "")
@@ -60,4 +61,4 @@ async def read_offer(request: Request[AppState]) -> LiveOffer:
         raise InvalidSdpError(
             '"sdp" is not an SDP offer: it must begin with "v=0" and have media sections ("m=" lines).'
         )
-    return LiveOffer(sdp=sdp, persona=fields.get("persona") or None, session_id=session_id)
+    return LiveOffer(sdp=sdp, persona=form.choice("persona"), session_id=session_id)
