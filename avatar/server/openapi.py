@@ -14,6 +14,7 @@ from avatar import __version__ as VERSION
 from avatar.config import Settings
 from avatar.knowledge import MAX_KNOWLEDGE_CHARS
 from avatar.personas import NAME_PATTERN
+from avatar.server.live.offers import MAX_CANDIDATES
 
 JSON = "application/json"
 FORM = "multipart/form-data"
@@ -678,7 +679,10 @@ def _live() -> tuple[dict[str, Any], dict[str, Any]]:
                 "(video, recvonly, VP8) and carries a data channel the client creates, on which the server "
                 "sends JSON events (listening, user_speech_started, transcript, reply, speaking, "
                 "interrupted, timings, error, closed) and takes {type: say|stop}. Gather ICE candidates "
-                "before sending the offer (no trickle). 503 busy (with Retry-After) when "
+                "before sending the offer (no trickle). An offer WebRTC cannot use (no a=fingerprint, a candidate's "
+                "address, port, component or priority out of range, a payload type outside 0-127, more than "
+                f"{MAX_CANDIDATES} candidates) is 400 invalid_sdp, before anything starts. 503 busy (with "
+                "Retry-After) when "
                 "AVATAR_MAX_LIVE_SESSIONS sessions are open; 503 live_unavailable when live mode is off. "
                 "See docs/api.md, 'Live mode'.",
                 "requestBody": {"required": True, "content": {JSON: {"schema": _ref("schemas", "LiveOffer")}}},

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse
 from avatar.errors import InvalidRequestError, UnsupportedMediaTypeError
 from avatar.server.live import ice
 from avatar.server.live.hub import InvalidSdpError, LiveOffer
+from avatar.server.live.offers import offer_problem
 from avatar.server.service import AppState
 from avatar.server.uploads import read_form
 
@@ -61,4 +62,7 @@ async def read_offer(request: Request[AppState]) -> LiveOffer:
         raise InvalidSdpError(
             '"sdp" is not an SDP offer: it must begin with "v=0" and have media sections ("m=" lines).'
         )
+    problem = offer_problem(sdp)  # before any peer connection is made for it
+    if problem is not None:
+        raise InvalidSdpError(problem)
     return LiveOffer(sdp=sdp, persona=form.choice("persona"), session_id=session_id)
