@@ -238,6 +238,12 @@ class Settings:
     max_output_mb: float = setting(
         1024.0, "disk for results; past it the oldest are removed first (created personas not counted)", gt=0
     )
+    min_free_disk_mb: float = setting(
+        200.0,
+        "free space the output folder's disk keeps: below it the oldest results are removed first, and "
+        "while it stays below, `/readyz` is 503 `storage_full`",
+        ge=0,
+    )
 
     # Live mode (WebRTC, POST /api/v1/live): docs/live.md.
     max_live_sessions: int = setting(

@@ -211,6 +211,7 @@ class Pipeline:
         a cancelled turn's history keeps what the user heard (``control.heard_seconds``, else what was
         handed out)."""
         emit = events or _no_events
+        await self.sessions.ping()  # the history is kept at the end: a store that is down fails it now
         timings = TurnTimings(origin=request.received)
         out_dir.mkdir(parents=True, exist_ok=True)
         files = ReplyFiles(out_dir, self.speak.sample_rate, self.animate.fps, request.video_format, emit, timings)

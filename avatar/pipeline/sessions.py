@@ -77,6 +77,11 @@ class SessionStore(Protocol):
         ``heard`` of that reply (drop the turn when nothing was heard); whether it was still there."""
         ...
 
+    async def ping(self) -> None:
+        """Return once the store answers; SessionStoreUnavailableError naming it otherwise. A turn asks
+        before its work, so that an outage costs no rendering that would then be thrown away."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -123,6 +128,9 @@ class MemorySessionStore:
             session.id, session.persona, stored.history[:-2] + kept, stored.last_used, stored.visitor
         )
         return True
+
+    async def ping(self) -> None:
+        return None  # this process's memory always answers
 
     async def close(self) -> None:
         self._sessions.clear()

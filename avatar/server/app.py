@@ -53,6 +53,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         settings.result_ttl_seconds,
         replica=settings.replica,
         max_bytes=int(settings.max_output_mb * 2**20),
+        min_free_bytes=int(settings.min_free_disk_mb * 2**20),
     )
     queue, metrics = ModelQueue(settings.max_queued_requests), Metrics()
     # The pipeline is read when a turn runs (once the models are ready), not now.

@@ -53,7 +53,10 @@ ERROR_RESPONSES = {
         "NotReady",
         "not_ready: the models are loading (Retry-After says when to ask again) or failed; see GET /readyz. "
         "busy: the model queue is full (AVATAR_MAX_QUEUED_REQUESTS) or too many connections are open; retry "
-        "after Retry-After seconds. shutting_down: the request was cut off by a shutdown; send it again.",
+        "after Retry-After seconds. shutting_down: the request was cut off by a shutdown; send it again. "
+        "storage_full: the output folder's disk is full or read-only (nothing was kept; the oldest results "
+        "are removed; retry after Retry-After). session_store_unavailable: Redis does not answer (checked "
+        "before the turn's work).",
     ),
     504: (
         "Timeout",
@@ -239,8 +242,11 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "Every model loaded and warm, and room in the queue.", **_json("Readiness")},
                     "503": {
-                        "description": "loading, failed (a model failed to load), or busy (the model queue is "
-                        "full); the reason says which. Retry-After while loading or busy.",
+                        "description": "loading, failed (a model failed to load), unhealthy (a model keeps failing), "
+                        "busy (the model queue is full), storage_full (the output folder's disk has less free space "
+                        "than AVATAR_MIN_FREE_DISK_MB, or is read-only) or session_store_unavailable (Redis does not "
+                        "answer); the reason says which. Retry-After while loading, busy, storage_full or "
+                        "session_store_unavailable.",
                         "headers": _RETRY_AFTER,
                         **_json("Readiness"),
                     },
@@ -519,7 +525,9 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["status", "models", "queue"],
         "properties": {
-            "status": {"enum": ["loading", "ready", "failed", "unhealthy", "busy"]},
+            "status": {
+                "enum": ["loading", "ready", "failed", "unhealthy", "busy", "storage_full", "session_store_unavailable"]
+            },
             "reason": {"type": "string", "description": "Why the replica is not ready (absent when it is)."},
             "models": {"type": "object", "additionalProperties": _ref("schemas", "ModelState")},
             "error": {"type": "string", "description": "Why start-up failed, when it did."},

@@ -7,16 +7,23 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis
+from scripted import ScriptedChat
 
 from avatar.bench.cluster import MissingProgramError, RedisServer, program
 from avatar.bench.http_service import free_port
-from avatar.config import load_settings
+from avatar.config import PROJECT_ROOT, load_settings
 from avatar.errors import InvalidRequestError, ModelError, SessionStoreUnavailableError
+from avatar.fmp4 import video_format
+from avatar.personas import PersonaStore
+from avatar.pipeline import Pipeline
+from avatar.pipeline.pipeline import TurnRequest
 from avatar.pipeline.redis_sessions import KEY_PREFIX, RedisSessionStore
 from avatar.pipeline.sessions import MemorySessionStore, Session, SessionStore
+from avatar.pipeline.stages import AnimateStage, RespondStage, SpeakStage, TranscribeStage
 from avatar.runtime import Runtime, session_store
 
 
@@ -339,3 +346,29 @@ def test_what_the_visitor_said_about_themself_outlives_the_history(make_store: S
         assert (await store.get(None, "eileen")).visitor == []
 
     asyncio.run(_use(make_store(ttl_seconds=60, max_turns=2), body))
+
+
+def test_a_turn_checks_the_store_before_its_work(tmp_path: Path) -> None:
+    """Redis gone when a turn's work is due: the turn is refused before a model is called (before, the
+    reply was rendered and then thrown away when its history could not be kept)."""
+    chat = ScriptedChat("An answer nobody will hear.")
+    unused = SimpleNamespace(name="never called")  # the other models: the turn must not reach them
+    store = RedisSessionStore(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    personas = PersonaStore(PROJECT_ROOT / "assets" / "personas")
+    pipeline = Pipeline(
+        transcribe=TranscribeStage(unused),
+        respond=RespondStage(chat),
+        speak=SpeakStage(unused),
+        animate=AnimateStage(unused),
+        personas=personas,
+        sessions=store,
+    )
+    persona = personas.get(pipeline.default_persona)
+    request = TurnRequest(persona, Session("ab" * 16, persona.name), None, "Hello?", video_format(None), 0.0)
+
+    async def body(store: SessionStore) -> None:
+        with pytest.raises(SessionStoreUnavailableError):
+            await pipeline.run_request(request, tmp_path / "turn")
+
+    asyncio.run(_use(store, body))
+    assert chat.seen == [] and not (tmp_path / "turn").exists()

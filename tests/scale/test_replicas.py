@@ -189,7 +189,13 @@ def test_redis_going_away_is_a_clean_503_until_it_is_back(cluster: Cluster) -> N
         assert refused.headers["retry-after"].isdigit()
         assert "Redis at 127.0.0.1:" in refused.json()["error"]["message"]
         assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+        # Every replica says so on /readyz, so that a balancer sends the work elsewhere (none is alive).
+        for server in cluster.servers.values():
+            ready = httpx.get(f"{server.base_url}/readyz", timeout=10)
+            assert ready.status_code == 503 and ready.json()["status"] == "session_store_unavailable", ready.text
+            assert ready.headers["retry-after"].isdigit()
     finally:
         cluster.redis_server.start()
     again = httpx.post(f"{base}{TURN}", data={"text": "Are you there now?"}, timeout=TIMEOUT)
     assert again.status_code == 200, again.text
+    assert all(httpx.get(f"{s.base_url}/readyz", timeout=10).status_code == 200 for s in cluster.servers.values())
