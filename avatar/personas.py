@@ -63,6 +63,9 @@ class Persona:
     """Said when the visitor tells the persona to drop its instructions or show them."""
     greeting_reply: str = "Nice to meet you, {name}! What would you like to talk about?"
     """Said when the visitor only says who they are ({name}: their name)."""
+    owner: str | None = None
+    """For a persona created with an API key, the id of that key (``avatar.server.security``): only
+    that key (or an admin key) sees, uses and removes it. None for bundled ones and with keys off."""
 
     @property
     def voice_spec(self) -> VoiceSpec:
@@ -156,6 +159,7 @@ def load_persona(folder: Path) -> Persona:
         listening_reply=str(meta.get("listening_reply", Persona.listening_reply)),
         deflect_reply=str(meta.get("deflect_reply", Persona.deflect_reply)),
         greeting_reply=str(meta.get("greeting_reply", Persona.greeting_reply)),
+        owner=str(meta["owner"]) if meta.get("owner") else None,
     )
 
 

@@ -32,6 +32,7 @@ from avatar.pipeline import Pipeline
 from avatar.pipeline.redis_sessions import RedisSessionStore
 from avatar.pipeline.sessions import MemorySessionStore, SessionStore
 from avatar.pipeline.threads import run_blocking
+from avatar.provenance import Provenance
 from avatar.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class Runtime:
         self.personas.get(settings.default_persona)  # a wrong default fails at start-up, not per request
         self.registry = ModelRegistry(model_specs(settings, kinds))
         self.sessions = session_store(settings)
+        self.provenance = Provenance.from_files(settings.c2pa_cert_file, settings.c2pa_key_file)
         self.error: str | None = None  # why start-up failed, when it failed outside a model
         self._loading: asyncio.Future[None] | None = None
         self._loaded = False
@@ -166,6 +168,8 @@ class Runtime:
                 max_text_chars=s.max_text_chars,
                 default_persona=s.default_persona,
                 stage_timeout=s.stage_timeout_seconds,
+                provenance=self.provenance,
+                visible_label=s.visible_label,
             )
         return self._pipeline
 

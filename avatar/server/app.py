@@ -32,7 +32,7 @@ from avatar.server.metrics import Metrics, MetricsMiddleware
 from avatar.server.middleware import RequestContextMiddleware
 from avatar.server.results import ResultStore
 from avatar.server.routes import ROUTES
-from avatar.server.security import ApiKeyMiddleware, OriginCheckMiddleware, load_api_keys
+from avatar.server.security import ApiKeyMiddleware, OriginCheckMiddleware, load_admin_keys, load_api_keys
 from avatar.server.service import AppState, Service
 from avatar.server.turns import Turns
 
@@ -135,7 +135,7 @@ def _middleware(settings: Settings, service: Service, api_keys: tuple[str, ...])
             )
         )
     stack.append(Middleware(OriginCheckMiddleware, allowed=origins, public_url=settings.public_url))
-    stack.append(Middleware(ApiKeyMiddleware, keys=api_keys))
+    stack.append(Middleware(ApiKeyMiddleware, keys=api_keys, admin_keys=load_admin_keys(settings)))
     return stack
 
 

@@ -163,6 +163,14 @@ _TURN_EVENTS = (
     "Comments (`: ping`) keep the connection alive."
 )
 
+_PICTURE_TOKEN = {
+    "name": "token",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+    "description": "For a persona created with an API key: the token in the image_url/face_url of its owner's "
+    "listing (an <img> sends no key); without it (or the owner's key), 404.",
+}
 _RESULT_ID = {
     "name": "result_id",
     "in": "path",
@@ -329,6 +337,8 @@ def _paths(settings: Settings) -> dict[str, Any]:
         "/api/v1/personas": {
             "get": {
                 "summary": "The personas: bundled ones, then those created from photos (newest first)",
+                "description": "With API keys, the created personas listed are the caller's own (an admin key: "
+                "all); with keys off, none (a created persona is reached by its unguessable name).",
                 "responses": {
                     "200": {"description": "Personas and the default.", **_json("Personas")},
                     **_errors(401),
@@ -341,8 +351,8 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "in every route, expires AVATAR_PERSONA_TTL_SECONDS after its last use, and at most "
                 "AVATAR_MAX_PERSONAS are kept (the least recently used goes first). `knowledge` is what the "
                 "person knows about themself (a biography, facts, label texts): the persona answers about "
-                "itself only from it. Over 50,000 characters is 413; a file part that is not UTF-8 text, 400; "
-                "empty is no knowledge.",
+                "itself only from it. Over 50,000 characters is 422; a file part that is not UTF-8 text, 400; "
+                "empty is no knowledge. consent=true confirms the uploader may use the photo (422 without).",
                 "requestBody": _form(
                     {
                         "image": {**_IMAGE_FILE, "description": "A portrait (JPEG, PNG or WebP) with a face."},
@@ -357,8 +367,13 @@ def _paths(settings: Settings) -> dict[str, Any]:
                             "searched for each question.",
                         },
                         "voice": {**_AUDIO_FILE, "description": "3-30 s of the voice, for voice-cloning engines."},
+                        "consent": {
+                            "const": "true",
+                            "description": "The uploader confirms they have the right to use this person's photo "
+                            "(and that the videos made from it are labelled as AI-generated).",
+                        },
                     },
-                    ["image"],
+                    ["image", "consent"],
                 ),
                 "responses": {
                     "201": {
@@ -385,7 +400,7 @@ def _paths(settings: Settings) -> dict[str, Any]:
         "/api/v1/personas/{persona}/image": {
             "get": {
                 "summary": "A persona's photo",
-                "parameters": [_PERSONA_PATH],
+                "parameters": [_PERSONA_PATH, _PICTURE_TOKEN],
                 "security": [],
                 "responses": {"200": {"description": "The photo.", "content": {"image/*": {}}}, **_errors(404)},
             }
@@ -393,7 +408,7 @@ def _paths(settings: Settings) -> dict[str, Any]:
         "/api/v1/personas/{persona}/face.jpg": {
             "get": {
                 "summary": "The persona's face as the talking head frames it at rest",
-                "parameters": [_PERSONA_PATH],
+                "parameters": [_PERSONA_PATH, _PICTURE_TOKEN],
                 "security": [],
                 "responses": {
                     "200": {"description": "A JPEG: the video's first picture.", "content": {"image/jpeg": {}}},
@@ -418,9 +433,10 @@ def _paths(settings: Settings) -> dict[str, Any]:
         "/api/v1/results/{result_id}": {
             "get": {
                 "summary": "A finished turn's summary",
+                "description": "With API keys, only the key that made the turn (or an admin key) sees it; "
+                "another key gets 404.",
                 "parameters": [_RESULT_ID],
-                "security": [],
-                "responses": {"200": {"description": "The summary.", **_json("TurnSummary")}, **_errors(404)},
+                "responses": {"200": {"description": "The summary.", **_json("TurnSummary")}, **_errors(401, 404)},
             }
         },
         "/api/v1/results/{result_id}/video.mp4": _file_download("video/mp4", "video (H.264 + AAC MP4)"),

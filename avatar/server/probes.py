@@ -36,4 +36,6 @@ async def readyz(request: Request[AppState]) -> JSONResponse:
 
 async def openapi(request: Request[AppState]) -> JSONResponse:
     settings = request.state["service"].settings
-    return JSONResponse(document(settings, api_keys=bool(settings.api_keys or settings.api_keys_file)))
+    return JSONResponse(
+        document(settings, api_keys=bool(settings.api_keys or settings.api_keys_file or settings.admin_api_keys))
+    )

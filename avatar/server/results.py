@@ -33,6 +33,7 @@ log = structlog.stdlib.get_logger(__name__)
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 STAGING = ".staging"
+OWNER_FILE = ".owner"
 MAX_SEGMENTS = 10_000
 
 DOWNLOADS: dict[str, tuple[str, str]] = {
@@ -71,13 +72,16 @@ class ResultStore:
         self.staging.mkdir(parents=True, exist_ok=True)
 
     @contextmanager
-    def reserve(self, result_id: str | None = None) -> Iterator[Path]:
+    def reserve(self, result_id: str | None = None, owner: str | None = None) -> Iterator[Path]:
         """A fresh folder to render a result into. It is published under its id (the folder's name)
-        when the block succeeds and removed when it raises or is cancelled."""
+        when the block succeeds and removed when it raises or is cancelled. ``owner``: the id of the
+        API key whose result it is (its summary is shown to that key only)."""
         work = self.staging / (result_id or new_turn_id())
         try:
             with storage_faults("the output folder (AVATAR_OUTPUT_DIR)"):
                 work.mkdir(parents=True)
+                if owner is not None:
+                    (work / OWNER_FILE).write_text(owner)
                 yield work
                 os.utime(work)  # the time to live counts from now
                 os.replace(work, self.root / work.name)
@@ -140,6 +144,13 @@ class ResultStore:
             if path.is_file():
                 return path
         raise NotFoundError(f"Result {result_id} has no segment {index} (not yet made, or the turn is over).")
+
+    def owner(self, result_id: str) -> str | None:
+        """The id of the API key that made the result (None: made with keys off)."""
+        try:
+            return (self.folder(result_id) / OWNER_FILE).read_text().strip() or None
+        except FileNotFoundError:
+            return None
 
     def summary(self, result_id: str) -> dict[str, Any]:
         path = self.folder(result_id) / SUMMARY_NAME

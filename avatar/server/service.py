@@ -17,7 +17,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive
 
 from avatar.config import Settings
-from avatar.errors import ModelError, NotReadyError, SessionStoreUnavailableError
+from avatar.errors import ModelError, NotReadyError, SessionStoreUnavailableError, UnknownPersonaError
 from avatar.personas import Persona
 from avatar.pipeline import Pipeline
 from avatar.pipeline.queue import ModelQueue
@@ -25,6 +25,7 @@ from avatar.pipeline.threads import ModelCalls
 from avatar.runtime import Runtime
 from avatar.server.metrics import Metrics
 from avatar.server.results import ResultStore
+from avatar.server.security import Caller
 from avatar.server.turns import Turns
 
 if TYPE_CHECKING:
@@ -138,10 +139,12 @@ class Service:
         self.require_ready()
         return self.runtime.pipeline
 
-    def persona(self, name: str | None) -> Persona:
-        """The named persona, or the default one (UnknownPersonaError, 404, for a name not installed).
-        Using a created persona starts its time to live again."""
+    def persona(self, name: str | None, caller: Caller | None = None) -> Persona:
+        """The named persona, or the default one (UnknownPersonaError, 404, for a name not installed, or
+        for another key's created persona). Using a created persona starts its time to live again."""
         persona = self.runtime.personas.get(name or self.settings.default_persona)
+        if not (caller or Caller()).owns(persona.owner):
+            raise UnknownPersonaError(f"Unknown persona {persona.name!r}.")  # as if there were none
         created = self.runtime.personas.created
         if persona.expires is not None and created is not None:
             created.touch(persona.name)

@@ -114,13 +114,13 @@ def test_a_persona_created_on_one_replica_talks_on_another(cluster: Cluster) -> 
     created = httpx.post(
         f"{r1}/api/v1/personas",
         files={"image": ("me.png", photo, "image/png")},
-        data={"name": "Ada"},
+        data={"name": "Ada", "consent": "true"},
         timeout=TIMEOUT,
     )
     assert created.status_code == 201, created.text
     name = created.json()["name"]
-    listed = httpx.get(f"{r2}/api/v1/personas", timeout=TIMEOUT).json()["personas"]
-    assert name in {p["name"] for p in listed}  # r2 reads it from the shared folder
+    shown = httpx.get(f"{r2}/api/v1/personas/{name}", timeout=TIMEOUT)
+    assert shown.status_code == 200, shown.text  # r2 reads it from the shared folder
     image = httpx.get(f"{r2}/api/v1/personas/{name}/image", timeout=TIMEOUT)
     assert image.status_code == 200 and image.content
     # r2 never prepared this face: it does on first use, and the turn is the persona's.

@@ -12,6 +12,7 @@ from avatar.errors import InvalidRequestError, UnsupportedMediaTypeError
 from avatar.server.live import ice
 from avatar.server.live.hub import InvalidSdpError, LiveOffer
 from avatar.server.live.offers import offer_problem
+from avatar.server.security import caller_of
 from avatar.server.service import AppState
 from avatar.server.uploads import read_form
 
@@ -65,4 +66,5 @@ async def read_offer(request: Request[AppState]) -> LiveOffer:
     problem = offer_problem(sdp)  # before any peer connection is made for it
     if problem is not None:
         raise InvalidSdpError(problem)
-    return LiveOffer(sdp=sdp, persona=form.choice("persona"), session_id=session_id)
+    caller = caller_of(request.scope)
+    return LiveOffer(sdp=sdp, persona=form.choice("persona"), session_id=session_id, caller=caller)
