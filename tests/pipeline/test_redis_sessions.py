@@ -108,6 +108,24 @@ def test_a_history_holds_only_text_that_passed_the_checks(make_store: StoreFacto
     asyncio.run(_use(make_store(ttl_seconds=60, max_turns=6), body))
 
 
+def test_a_session_is_its_owners(make_store: StoreFactory) -> None:
+    """Session ids are bound to the key that made them: another key (or none) with the same id starts a
+    session of its own under a new id and reads nothing of the first."""
+
+    async def body(store: SessionStore) -> None:
+        mine = await store.get(None, "eileen", "key-a")
+        await store.record(mine, "My name is Sam.", "Hello Sam.")
+        for other in ("key-b", None):
+            theirs = await store.get(mine.id, "eileen", other)
+            assert theirs.id != mine.id and theirs.history == [] and theirs.visitor == []
+        again = await store.get(mine.id, "eileen", "key-a")
+        assert again.id == mine.id and [m.content for m in again.history] == ["My name is Sam.", "Hello Sam."]
+        assert await store.amend_last(again, "My name is Sam.", "Hello Sam.", "Hello")
+        assert [m.content for m in (await store.get(mine.id, "eileen", "key-a")).history][-1] == "Hello"
+
+    asyncio.run(_use(make_store(ttl_seconds=60, max_turns=6), body))
+
+
 def test_history_bounded_to_max_turns(make_store: StoreFactory) -> None:
     async def body(store: SessionStore) -> None:
         session = await store.get(None, "eileen")
