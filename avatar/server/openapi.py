@@ -402,7 +402,7 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "summary": "A persona's photo",
                 "parameters": [_PERSONA_PATH, _PICTURE_TOKEN],
                 "security": [],
-                "responses": {"200": {"description": "The photo.", "content": {"image/*": {}}}, **_errors(404)},
+                "responses": {"200": {"description": "The photo.", "content": {"image/*": {}}}, **_errors(404, 422)},
             }
         },
         "/api/v1/personas/{persona}/face.jpg": {
@@ -412,7 +412,7 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "security": [],
                 "responses": {
                     "200": {"description": "A JPEG: the video's first picture.", "content": {"image/jpeg": {}}},
-                    **_errors(404, 503),
+                    **_errors(404, 422, 503),
                 },
             }
         },

@@ -41,6 +41,7 @@ NAME_CHARS = 64
 PROMPT_CHARS = 2000
 VOICE_RATE = 24_000
 VOICE_SECONDS = (3.0, 30.0)  # a voice sample long enough to clone from, short enough to keep
+TOKEN = re.compile(r"[0-9a-f]{32}")
 LANGUAGE = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})?$")
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
@@ -83,6 +84,8 @@ def _pictured(request: Request[AppState]) -> Persona:
     shown for the token of its owner's listing (or to its owner's key)."""
     persona = request.state["service"].runtime.personas.get(request.path_params["persona"])
     token = request.query_params.get("token", "")
+    if token and not TOKEN.fullmatch(token):
+        raise InvalidRequestError("'token' must be the 32 hex digits of a picture URL from the persona's listing.")
     if persona.owner is not None and not caller_of(request.scope).owns(persona.owner):
         if not hmac.compare_digest(token, picture_token(persona.name, persona.owner)):
             raise UnknownPersonaError(f"Unknown persona {persona.name!r}.")
