@@ -34,23 +34,8 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None, stream: 
     out = stream or sys.stderr
     if json is None:
         json = not getattr(out, "isatty", lambda: False)()
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
-    )
-    structlog.configure(
-        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
-    )
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_SHARED,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-    )
+    route_structlog_to_stdlib()
+    formatter = line_formatter(json=json)
     handler = logging.StreamHandler(out)  # type: ignore[arg-type]
     handler.setFormatter(formatter)
     root = logging.getLogger()
@@ -58,3 +43,28 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None, stream: 
     root.setLevel(level.upper())
     for noisy in ("httpx", "faster_whisper", "transformers", "multipart"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def route_structlog_to_stdlib() -> None:
+    """structlog's loggers hand their lines to the standard library's, whose handlers write them."""
+    structlog.configure(
+        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+def line_formatter(*, json: bool) -> logging.Formatter:
+    """One line a record, structlog's and the standard library's alike: JSON, or console text."""
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_SHARED,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )

@@ -63,6 +63,8 @@ class Persona:
     """Said when the visitor tells the persona to drop its instructions or show them."""
     greeting_reply: str = "Nice to meet you, {name}! What would you like to talk about?"
     """Said when the visitor only says who they are ({name}: their name)."""
+    unknown_reply: str = "I'm afraid I don't remember that."
+    """Said instead of numbers or names of its own life that its knowledge does not hold (made up)."""
     owner: str | None = None
     """For a persona created with an API key, the id of that key (``avatar.server.security``): only
     that key (or an admin key) sees, uses and removes it. None for bundled ones and with keys off."""
@@ -159,6 +161,7 @@ def load_persona(folder: Path) -> Persona:
         listening_reply=str(meta.get("listening_reply", Persona.listening_reply)),
         deflect_reply=str(meta.get("deflect_reply", Persona.deflect_reply)),
         greeting_reply=str(meta.get("greeting_reply", Persona.greeting_reply)),
+        unknown_reply=str(meta.get("unknown_reply", Persona.unknown_reply)),
         owner=str(meta["owner"]) if meta.get("owner") else None,
     )
 

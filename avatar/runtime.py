@@ -50,7 +50,12 @@ def session_store(settings: Settings) -> SessionStore:
 
 
 class Runtime:
-    def __init__(self, settings: Settings, kinds: tuple[str, ...] = ALL_KINDS) -> None:
+    def __init__(
+        self, settings: Settings, kinds: tuple[str, ...] = ALL_KINDS, *, models: ModelRegistry | None = None
+    ) -> None:
+        """``models``: another runtime's registry, loaded and owned by it, to share instead of loading the
+        same models again (a second app with other app settings in one process: the test suite's servers).
+        This runtime then never releases them; its personas, sessions and pipeline settings are its own."""
         self.settings = settings
         self.kinds = kinds
         created = CreatedPersonas(
@@ -58,7 +63,8 @@ class Runtime:
         )
         self.personas = PersonaStore(settings.assets_dir / "personas", created)
         self.personas.get(settings.default_persona)  # a wrong default fails at start-up, not per request
-        self.registry = ModelRegistry(model_specs(settings, kinds))
+        self.registry = models or ModelRegistry(model_specs(settings, kinds))
+        self._owns_models = models is None
         self.sessions = session_store(settings)
         self.provenance = Provenance.from_files(settings.c2pa_cert_file, settings.c2pa_key_file)
         self.error: str | None = None  # why start-up failed, when it failed outside a model
@@ -174,7 +180,8 @@ class Runtime:
         return self._pipeline
 
     def close(self) -> None:
-        self.registry.close()
+        if self._owns_models:
+            self.registry.close()
 
 
 @contextlib.contextmanager

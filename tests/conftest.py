@@ -7,14 +7,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from avatar import embedded, media
 from avatar.config import PROJECT_ROOT, Settings, load_settings
+from avatar.logs import route_structlog_to_stdlib
 from avatar.types import ASR_SAMPLE_RATE, AudioArray, ChatMessage, VoiceSpec
 
 # Fixtures that load the embedded models (in this process, or in a server they start). A test that
 # uses one is marked ``models`` and left out of the fast lane (``make check``: -m "not slow and not models").
 MODEL_FIXTURES = frozenset({"runtime", "prepared_models", "speech", "server", "guarded_server", "live"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # As `avatar serve` does: structlog's lines go through the standard library's logging, so pytest
+    # shows them with a failure and an in-process server's file gets them. Before any logger is used:
+    # structlog keeps the set-up a logger had when first used.
+    route_structlog_to_stdlib()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -55,11 +64,19 @@ def spoken_wav(speech: Callable[[str], AudioArray]) -> Callable[[str], bytes]:
 
 
 @pytest.fixture(scope="session")
-def runtime(settings: Settings, prepared_models: Path) -> Iterator[object]:
-    """Every embedded model loaded and warm, once for the whole session."""
-    from avatar.runtime import running
+def model_loop() -> Iterator[BlockingPortal]:
+    """The event loop (in a thread of its own) that holds the session's models, and in-process servers."""
+    with start_blocking_portal() as portal:
+        yield portal
 
-    with running(settings) as rt:
+
+@pytest.fixture(scope="session")
+def runtime(settings: Settings, prepared_models: Path, model_loop: BlockingPortal) -> Iterator[object]:
+    """Every embedded model loaded and warm, once for the whole session (as ``runtime.running`` does)."""
+    from avatar.runtime import Runtime
+
+    with model_loop.wrap_async_context_manager(Runtime(settings)) as rt:
+        model_loop.call(rt.ready)
         yield rt
 
 

@@ -61,3 +61,25 @@ def test_warmup_runs_once_and_load_is_timed() -> None:
 def test_whisper_loads_the_embedded_model(prepared_models: Path) -> None:
     asr = WhisperRecognizer(prepared_models / "whisper-tiny.en")
     assert asr.english_only and asr.device == "cpu" and asr.compute_type == "int8"
+
+
+def test_a_runtime_sharing_another_ones_models_never_releases_them(settings: Settings) -> None:
+    """Runtime(models=...): a second app's runtime on the loaded models (the test suite's in-process
+    servers) loads nothing and, when it closes, leaves them to the runtime that loaded them."""
+    from avatar.runtime import Runtime
+
+    loads: list[int] = []
+
+    def factory() -> CountingHibari:
+        loads.append(1)
+        return CountingHibari()
+
+    owner = Runtime(settings, kinds=("tts",))
+    owner.registry = ModelRegistry([ModelSpec("tts", "hibari", factory)])
+    owner.registry.load_all()
+    borrower = Runtime(settings.replace(max_queued_requests=1), kinds=("tts",), models=owner.registry)
+    borrower.registry.load_all()  # what entering it does: already loaded, nothing happens
+    borrower.close()
+    assert len(loads) == 1 and owner.registry.states()["tts"]["state"] == "ready"
+    owner.close()
+    assert owner.registry.states()["tts"]["state"] == "closed"

@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 
 from avatar.pipeline.text import (
+    INVENTS,
     TAKES_VISITOR_FACTS,
     claimed_visitor_note,
     clean_reply,
@@ -74,20 +75,20 @@ def first_clause(sentence: str) -> str | None:
     return min(found, key=len) if found else None
 
 
-def _speakable(part: str, messages: Sequence[ChatMessage], spoken: str = "") -> str | None:
-    """The cleaned piece, if it has words and is not off the rails after ``spoken`` (else it is not
-    spoken)."""
+def _speakable(part: str, messages: Sequence[ChatMessage], spoken: str = "") -> tuple[str | None, str | None]:
+    """The cleaned piece, if it has words and is not off the rails after ``spoken`` (else None: it is
+    not spoken), and why it is off the rails."""
     piece = clean_reply(part, 1)
     if usable_piece(piece, messages, spoken):
-        return piece
+        return piece, None
     why = off_the_rails(piece, messages, spoken)
     if why == TAKES_VISITOR_FACTS:  # said as its own: said back to the visitor instead, as the note has it
         note = claimed_visitor_note(piece, prompt_parts(messages).visitor_notes)
         log.info("piece said back to the visitor", extra={"piece": piece[:200], "note": note})
-        return note
+        return note, why
     if why is not None:
         log.info("piece not spoken", extra={"why": why, "piece": piece[:200]})
-    return None
+    return None, why
 
 
 class PieceSplitter:
@@ -98,9 +99,14 @@ class PieceSplitter:
     kept only if it ends properly, if its head is already spoken, or if it is all there is.
     """
 
-    def __init__(self, max_sentences: int = 2, messages: Sequence[ChatMessage] = ()) -> None:
+    def __init__(
+        self, max_sentences: int = 2, messages: Sequence[ChatMessage] = (), unknown_reply: str | None = None
+    ) -> None:
         self.max_sentences = max_sentences
         self.messages = messages  # the prompt: a piece that reads it back is not spoken
+        # Said instead of a piece that makes up facts of the persona's own life; the reply ends there.
+        self.unknown_reply = unknown_reply
+        self.caught = False  # it made something up: what is shown becomes what is said
         self.text = ""
         self.emitted = 0  # sentences handed on (wholly or in part)
         self._used = 0  # sentences of the text finished with
@@ -115,6 +121,8 @@ class PieceSplitter:
     @property
     def shown(self) -> str:
         """The reply as far as it is written, limited to the sentences that will be kept (for display)."""
+        if self.caught:
+            return " ".join(self._spoken)
         return " ".join(split_sentences(self.text)[: self.max_sentences])
 
     def feed(self, text: str) -> list[str]:
@@ -128,7 +136,7 @@ class PieceSplitter:
             clause = first_clause(parts[self._used])
             if clause and opens_visitor_claim(clause, self._visitor_notes):
                 clause = None  # judged whole once written: it may be the visitor's fact said as its own
-            piece = _speakable(clause, self.messages) if clause else None
+            piece = self._checked(clause, "") if clause else None
             if clause and piece:
                 out.append(piece)
                 self._spoken.append(piece)
@@ -144,8 +152,19 @@ class PieceSplitter:
             return self._finish_sentence(parts)
         return []
 
+    def _checked(self, part: str, spoken: str) -> str | None:
+        piece, why = _speakable(part, self.messages, spoken)
+        if why == INVENTS:  # what it would go on to say of itself is as likely made up: it says it does not know
+            self.emitted, self.caught = self.max_sentences, True
+            return self.unknown_reply
+        return piece
+
     def _finish_sentence(self, parts: list[str]) -> list[str]:
-        piece = _speakable(parts[self._used][self._head :], self.messages, " ".join(self._spoken))
+        piece = self._checked(parts[self._used][self._head :], " ".join(self._spoken))
+        if self.complete:  # it made something up: the reply ends with the persona saying it does not know
+            if piece:
+                self._spoken.append(piece)
+            return [piece] if piece else []
         if piece:
             self._spoken.append(piece)
         if piece or self._head > 0:

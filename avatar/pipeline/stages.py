@@ -118,7 +118,7 @@ class RespondStage:
             yield ReplyPart("piece", canned)
             return
         messages = await run_blocking(self.messages, persona, history, user_text, visitor)
-        splitter = PieceSplitter(self.max_sentences, messages)
+        splitter = PieceSplitter(self.max_sentences, messages, persona.unknown_reply)
         spoken = 0
         tokens = self.llm.stream(messages, max_new_tokens=self.max_new_tokens)
         try:
@@ -130,6 +130,8 @@ class RespondStage:
                 pieces = splitter.feed(token)
                 if splitter.shown.startswith(shown) and len(splitter.shown) > len(shown):
                     yield ReplyPart("delta", splitter.shown[len(shown) :], splitter.shown)
+                elif splitter.caught and splitter.shown != shown:  # made-up words on screen: replaced whole
+                    yield ReplyPart("delta", "", splitter.shown)
                 for piece in pieces:
                     spoken += 1
                     yield ReplyPart("piece", piece)

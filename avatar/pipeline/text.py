@@ -184,7 +184,8 @@ def off_the_rails(piece: str, messages: Sequence[ChatMessage], spoken: str = "")
     Off the rails: the chat template's markers or role names leaking out, the model speaking as an AI
     assistant instead of the persona, code, a word stuck on repeat, the instructions of the system
     prompt read back (word for word or in other words), a long stretch of the persona's knowledge
-    recited (``spoken``: what of the reply went before), or the visitor's words read back.
+    recited (``spoken``: what of the reply went before), the visitor's facts taken for its own, numbers or
+    names of its own life that nothing in the prompt holds (made up), or the visitor's words read back.
     """
     if _TEMPLATE_LEAK.search(piece):
         return "template markers"
@@ -208,6 +209,8 @@ def off_the_rails(piece: str, messages: Sequence[ChatMessage], spoken: str = "")
         return "recites its knowledge"
     if claimed_visitor_note(piece, parts.visitor_notes) is not None:
         return TAKES_VISITOR_FACTS
+    if invented_specifics(piece, messages):
+        return INVENTS
     asked = words(parts.question)
     opening = len(said) >= PARROT_WORDS and asked[: len(said)] == said  # a first piece is cut before a phrase
     if said and (said == asked or opening or (len(said) >= ECHO_WORDS and _within(said, asked))):
@@ -264,6 +267,41 @@ def claimed_visitor_note(piece: str, notes: Sequence[str]) -> str | None:
         if any(re.search(rf"\b{re.escape(claim)}\b", said) for claim in _claims(note)):
             return note
     return None
+
+
+INVENTS = "invents facts of its own life"
+# A claim about the persona's own life: the piece speaks in the first person ("I", "my", "we", "our").
+_OWN_LIFE = re.compile(r"\b(?:I|I'm|I've|I'd|I'll|[Mm]y|[Mm]e|[Mm]ine|[Ww]e|[Oo]ur|[Oo]urs)\b")
+# Taste and opinion are small talk, free like world knowledge ("My favourite planet is Saturn").
+_OPINION = re.compile(
+    r"\b(?:I (?:think|believe|guess|suppose|imagine|hope|love|like|enjoy|prefer|adore|admire|would|could)|"
+    r"[Mm]y favou?rite|I'd (?:say|love|like|guess|think))\b"
+)
+# The specifics a small model invents: numbers (years, ages, counts, prices) and the names it gives the
+# people and animals of its life ("My mother's name was Olav", "a dog called Fyr", "My husband is Lars").
+# Other capitalised words are left alone: "I looked down at the Earth" names the world, not made-up kin.
+_NUMBER = re.compile(r"(?<![\w.])\d[\d,.]*\b")
+_GIVEN_NAME = re.compile(
+    r"\b(?:named|called|name (?:is|was)|[Mm]y (?:\w+ ){0,2}(?:is|was|were|are))\s+([A-Z][\w'’-]*(?:\s+[A-Z][\w'’-]*)*)"
+)
+_NOT_NAMES = frozenset("i i'm i've i'd i'll god".split())
+
+
+def invented_specifics(piece: str, messages: Sequence[ChatMessage]) -> list[str]:
+    """The numbers and names that ``piece``, a claim about the persona's own life, states and no message
+    of the prompt holds (its instructions, knowledge, the conversation, the question): made up. Empty
+    for a piece that is not such a claim (the world, the visitor, an opinion: free)."""
+    if not _OWN_LIFE.search(piece) or _OPINION.search(piece):
+        return []
+    given = set(words(" ".join(m.content for m in messages)))
+    found = [m.group(0) for m in _NUMBER.finditer(piece)]
+    found += [name for m in _GIVEN_NAME.finditer(piece) for name in m.group(1).split()]
+    invented = []
+    for specific in found:
+        key = re.sub(r"['’]s$", "", specific.lower()).rstrip(".,")
+        if key and key not in _NOT_NAMES and key not in given and key.replace(",", "") not in given:
+            invented.append(specific)
+    return invented
 
 
 def _within(part: list[str], whole: list[str]) -> bool:

@@ -186,9 +186,16 @@ def serve(settings: Settings) -> None:
     On SIGTERM uvicorn stops accepting connections, lets in-flight requests finish for up to
     ``shutdown_grace_seconds``, then the lifespan releases the models; the process then exits 0.
     """
-    app = create_app(settings)
+    # uvicorn re-raises the signal that stopped it once it has shut down gracefully; by then the work
+    # is done, and a SIGTERM is how an orchestrator says "stop", so exit 0 rather than die of it.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    uvicorn.Server(uvicorn_config(settings, create_app(settings))).run()
+
+
+def uvicorn_config(settings: Settings, app: Starlette) -> uvicorn.Config:
+    """How uvicorn serves the app: the address, the graceful shutdown and the slow-client guards."""
     proxies = list(settings.trusted_proxy_list)
-    config = uvicorn.Config(
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -208,10 +215,6 @@ def serve(settings: Settings) -> None:
         proxy_headers=bool(proxies),
         forwarded_allow_ips=proxies or None,
     )
-    # uvicorn re-raises the signal that stopped it once it has shut down gracefully; by then the work
-    # is done, and a SIGTERM is how an orchestrator says "stop", so exit 0 rather than die of it.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.Server(config).run()
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

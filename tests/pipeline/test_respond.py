@@ -96,8 +96,8 @@ def test_a_clause_mark_is_handed_on_before_the_next_token() -> None:
     assert out[0] == ("The city lights were breathtaking,", 6)  # while the model writes token 7
     assert [piece for piece, _ in out] == ["The city lights were breathtaking,", "glowing below.", "Wow."]
     # After a digit a comma may be a thousands separator, and a colon part of a time: wait and see.
-    out = heard(["We", " flew", " about", " four", " 1", ",", "000", " miles", ",", " I", " think", "."])
-    assert out == [("We flew about four 1,000 miles,", 9), ("I think.", 12)]
+    out = heard(["They", " flew", " about", " four", " 1", ",", "000", " miles", ",", " I", " think", "."])
+    assert out == [("They flew about four 1,000 miles,", 9), ("I think.", 12)]
 
 
 def test_the_model_gives_cores_back_once_the_first_piece_is_handed_on() -> None:

@@ -7,9 +7,11 @@ from avatar.knowledge import Knowledge
 from avatar.personas import Persona
 from avatar.pipeline.pieces import PieceSplitter
 from avatar.pipeline.text import (
+    INVENTS,
     TAKES_VISITOR_FACTS,
     clean_reply,
     echoes,
+    invented_specifics,
     off_the_rails,
     recites,
     speakable_arithmetic,
@@ -154,6 +156,57 @@ def test_the_visitor_facts_are_never_taken_for_its_own() -> None:
     splitter = PieceSplitter(2, works)
     out = [p for token in ScriptedChat("I work as a nurse in Leeds, you said.").tokens for p in splitter.feed(token)]
     assert out + splitter.finish() == ["You work as a nurse in Leeds."]
+
+
+MARTA = Persona(
+    "marta",
+    "Marta",
+    Path("portrait.png"),
+    "You are Marta Lindqvist, a retired lighthouse keeper.",
+    knowledge=Knowledge("I was born in 1952 on the island of Skarvø, where my father kept the lighthouse."),
+)
+
+
+@pytest.mark.parametrize(
+    ("piece", "invented"),
+    [
+        ("My mother's name was Olav.", ["Olav"]),
+        ("As a child I had a cat named Mister Whiskers.", ["Mister", "Whiskers"]),
+        ("My husband is Lars Berg.", ["Lars", "Berg"]),
+        ("I first went to sea in 1960.", ["1960"]),
+        ("My dog is called Fyr, and he is 12.", ["12", "Fyr"]),
+        # What the prompt holds, the visitor's name and the question's words are not made up.
+        ("I was born in 1952 on Skarvø.", []),
+        ("My father kept the lighthouse on Skarvø, Tomasz.", []),
+        ("I never went to Bergen myself.", []),
+        ("I looked down at the Earth and thought of Norway.", []),  # names of the world, not of its kin
+        # Not a claim about its own life, or an opinion: free.
+        ("The capital of France is Paris.", []),
+        ("A spider has 8 legs.", []),
+        ("My favourite planet is Saturn.", []),
+        ("I think the first man on the Moon was Neil Armstrong.", []),
+    ],
+)
+def test_numbers_and_names_of_its_own_life_the_prompt_lacks_are_made_up(piece: str, invented: list[str]) -> None:
+    messages = build_messages(
+        MARTA, [ChatMessage("user", "Did you know Bergen?")], "Tell me more.", ["Your name is Tomasz."]
+    )
+    assert invented_specifics(piece, messages) == invented
+    assert (off_the_rails(piece, messages) == INVENTS) == bool(invented)
+
+
+def test_a_made_up_answer_becomes_the_persona_saying_it_does_not_remember() -> None:
+    messages = build_messages(MARTA, [], "What was your mother's name?", [])
+    splitter = PieceSplitter(2, messages, MARTA.unknown_reply)
+    script = "My mother's name was Olav, and she was a teacher in Oslo. She loved the sea."
+    out = [piece for token in ScriptedChat(script).tokens for piece in splitter.feed(token)]
+    out += splitter.finish()
+    assert out == ["I'm afraid I don't remember that."]
+    assert splitter.complete and splitter.shown == "I'm afraid I don't remember that."  # shown as said
+    # From its knowledge, the answer is spoken as written.
+    splitter = PieceSplitter(2, build_messages(MARTA, [], "Where were you born?", []), MARTA.unknown_reply)
+    out = [piece for token in ScriptedChat("I was born on Skarvø in 1952.").tokens for piece in splitter.feed(token)]
+    assert " ".join(out + splitter.finish()) == "I was born on Skarvø in 1952."
 
 
 def test_a_sentence_broken_off_is_unfinished() -> None:

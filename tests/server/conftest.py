@@ -9,10 +9,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from anyio.from_thread import BlockingPortal
+from in_process import InProcessServer, in_process
 from live_server import GUARDED_ENV, ServerProcess, serving
 from PIL import Image
 
 from avatar import media
+from avatar.runtime import Runtime
 
 
 @pytest.fixture(scope="session")
@@ -21,10 +24,13 @@ def server(tmp_path_factory: pytest.TempPathFactory, prepared_models: Path) -> I
 
 
 # A second server with every guard configured (live_server.GUARDED_ENV): API keys, CORS, a public URL,
-# short client deadlines, a small connection cap. The security and slow-client tests share it.
+# short client deadlines, a small connection cap. The security and slow-client tests share it. Only app
+# settings differ, so it runs in this process on the models already loaded (in_process.py).
 @pytest.fixture(scope="session")
-def guarded_server(tmp_path_factory: pytest.TempPathFactory, prepared_models: Path) -> Iterator[ServerProcess]:
-    yield from serving(tmp_path_factory.mktemp("guarded"), **GUARDED_ENV)
+def guarded_server(
+    tmp_path_factory: pytest.TempPathFactory, model_loop: BlockingPortal, runtime: Runtime
+) -> Iterator[InProcessServer]:
+    yield from in_process(model_loop, runtime, tmp_path_factory.mktemp("guarded"), **GUARDED_ENV)
 
 
 @pytest.fixture()

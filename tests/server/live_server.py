@@ -75,9 +75,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@dataclass
-class ServerProcess:
-    process: subprocess.Popen[bytes]
+class Served:
+    """A running service a test talks to over HTTP, its JSON log lines in ``log_path`` and its results
+    in ``output_dir``: a server process, or one in the test process (in_process.py)."""
+
     base_url: str
     output_dir: Path
     log_path: Path
@@ -102,6 +103,21 @@ class ServerProcess:
                     return line
             time.sleep(0.05)
         raise AssertionError(f"no log line matching {match} within {timeout} s")
+
+    def result_folders(self) -> set[str]:
+        return {p.name for p in self.output_dir.iterdir() if not p.name.startswith(".")}
+
+    def staging_folders(self) -> list[Path]:
+        """Turns being made (or left behind) in any replica's staging folder."""
+        return list((self.output_dir / ".staging").glob("*/*"))
+
+
+@dataclass
+class ServerProcess(Served):
+    process: subprocess.Popen[bytes]
+    base_url: str
+    output_dir: Path
+    log_path: Path
 
     def wait_listening(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Until the port answers (the models may still be loading)."""
@@ -128,13 +144,6 @@ class ServerProcess:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"server not ready within {timeout} s:\n{self.log_path.read_text()[-4000:]}")
-
-    def result_folders(self) -> set[str]:
-        return {p.name for p in self.output_dir.iterdir() if not p.name.startswith(".")}
-
-    def staging_folders(self) -> list[Path]:
-        """Turns being made (or left behind) in any replica's staging folder."""
-        return list((self.output_dir / ".staging").glob("*/*"))
 
     def stop(self) -> None:
         if self.process.poll() is None:

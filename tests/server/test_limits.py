@@ -17,17 +17,17 @@ from live_server import (
     HEADER_TIMEOUT_S,
     MAX_CONNECTIONS,
     MIN_UPLOAD_RATE,
-    ServerProcess,
+    Served,
 )
 
-pytestmark = pytest.mark.slow  # a real server process with the embedded models
+pytestmark = pytest.mark.slow  # a real server (in this process) with the embedded models
 
 MARGIN_S = 3.0  # scheduling slack on a shared 2-core machine; the deadlines themselves are 2 s
 AUTH = f"Authorization: Bearer {API_KEYS[0]}\r\n"
 
 
 @contextmanager
-def connection(server: ServerProcess, timeout: float = 15.0) -> Iterator[socket.socket]:
+def connection(server: Served, timeout: float = 15.0) -> Iterator[socket.socket]:
     host, port = server.base_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=timeout) as sock:
         yield sock
@@ -51,14 +51,14 @@ def status_and_body(reply: bytes) -> tuple[int, dict[str, object]]:
     return int(head.split(b" ", 2)[1]), json.loads(body)
 
 
-def test_an_idle_connection_is_closed(guarded_server: ServerProcess) -> None:
+def test_an_idle_connection_is_closed(guarded_server: Served) -> None:
     with connection(guarded_server) as sock:
         started = time.monotonic()
         assert closed_by_server(sock) == b""  # nothing to answer: just closed
         assert time.monotonic() - started < HEADER_TIMEOUT_S + MARGIN_S
 
 
-def test_slowloris_headers_are_cut_off(guarded_server: ServerProcess) -> None:
+def test_slowloris_headers_are_cut_off(guarded_server: Served) -> None:
     """A request head sent a byte at a time (each byte resets no timer) is cut off at the deadline."""
     head = b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Padding: " + b"a" * 200 + b"\r\n\r\n"
     with connection(guarded_server) as sock:
@@ -78,7 +78,7 @@ def test_slowloris_headers_are_cut_off(guarded_server: ServerProcess) -> None:
 
 
 @pytest.mark.parametrize("byte_every_s", [None, 0.2])  # a stalled body; one at 5 bytes/s
-def test_a_slow_body_is_408_and_closed(guarded_server: ServerProcess, byte_every_s: float | None) -> None:
+def test_a_slow_body_is_408_and_closed(guarded_server: Served, byte_every_s: float | None) -> None:
     head = (
         "POST /api/v1/chat HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-www-form-urlencoded\r\n"
         f"Content-Length: 5000\r\n{AUTH}\r\ntext="
@@ -104,7 +104,7 @@ def test_a_slow_body_is_408_and_closed(guarded_server: ServerProcess, byte_every
     assert elapsed < BODY_TIMEOUT_S + MARGIN_S
 
 
-def test_a_steady_upload_above_the_minimum_rate_goes_through(guarded_server: ServerProcess) -> None:
+def test_a_steady_upload_above_the_minimum_rate_goes_through(guarded_server: Served) -> None:
     """~8 kB/s for 3 s (past the 2 s body deadline, above 2000 bytes/s): read whole, then judged
     (not audio: 400 invalid_audio, after the last byte)."""
     part = b'--b\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\n\r\n'
@@ -125,7 +125,7 @@ def test_a_steady_upload_above_the_minimum_rate_goes_through(guarded_server: Ser
     assert status == 400 and answer["error"]["code"] == "invalid_audio"  # type: ignore[index]
 
 
-def test_many_idle_sockets_are_reaped_and_the_cap_holds(guarded_server: ServerProcess) -> None:
+def test_many_idle_sockets_are_reaped_and_the_cap_holds(guarded_server: Served) -> None:
     """200 idle connections: past the cap a request is told 503 busy (JSON) instead of being served
     alongside them; within the head deadline they are all closed and the server serves again."""
     sockets = []
@@ -160,7 +160,7 @@ def test_many_idle_sockets_are_reaped_and_the_cap_holds(guarded_server: ServerPr
         assert http.get("/healthz").status_code == 200
 
 
-def test_keep_alive_clients_are_served_across_requests(guarded_server: ServerProcess) -> None:
+def test_keep_alive_clients_are_served_across_requests(guarded_server: Served) -> None:
     """The head deadline restarts after each response: a client that comes back within it on the same
     connection is served; one that dawdles longer finds it closed and reconnects (httpx does)."""
     with httpx.Client(base_url=guarded_server.base_url, timeout=10) as http:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from live_server import API_KEYS, RESPONSE_CHECKS, ServerProcess
+from live_server import API_KEYS, RESPONSE_CHECKS, Served, ServerProcess
 from PIL import Image
 from schemathesis.schemas import BaseSchema
 from starlette.routing import Mount, Route
@@ -26,7 +26,7 @@ CHECKS = RESPONSE_CHECKS
 Ask = Callable[..., httpx.Response]
 
 
-def served_schema(server: ServerProcess) -> BaseSchema:
+def served_schema(server: Served) -> BaseSchema:
     return schemathesis.openapi.from_url(f"{server.base_url}/openapi.json")
 
 
@@ -182,7 +182,7 @@ def served_schema_paths(checked: tuple[Ask, dict[tuple[str, str], set[int]]]) ->
     return list(ask("GET", "/openapi.json", "/openapi.json").json()["paths"].items())
 
 
-def test_guarded_responses_match_the_guarded_document(guarded_server: ServerProcess) -> None:
+def test_guarded_responses_match_the_guarded_document(guarded_server: Served) -> None:
     """401 and 403 are documented where keys are configured, and answered as documented."""
     schema = served_schema(guarded_server)
     with httpx.Client(base_url=guarded_server.base_url, timeout=60) as http:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from live_server import ServerProcess, sse_events, start_server
+from anyio.from_thread import BlockingPortal
+from in_process import InProcessServer, in_process
+from live_server import sse_events
+
+from avatar.runtime import Runtime
 
 pytestmark = pytest.mark.slow  # drives the real server with the embedded models
 
@@ -19,17 +22,14 @@ STREAM = "/api/v1/conversation/stream"
 
 
 @pytest.fixture(scope="module")
-def one_waiting(tmp_path_factory: pytest.TempPathFactory, prepared_models: Path) -> Iterator[ServerProcess]:
+def one_waiting(
+    tmp_path_factory: pytest.TempPathFactory, model_loop: BlockingPortal, runtime: Runtime
+) -> Iterator[InProcessServer]:
     """A server on which one request may run and one more wait (live mode off: its idle face, drawn in
-    the background after start-up, would take the models between the requests counted here)."""
-    server = start_server(
-        tmp_path_factory.mktemp("queue"), AVATAR_MAX_QUEUED_REQUESTS="1", AVATAR_MAX_LIVE_SESSIONS="0"
-    )
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+    the background after start-up, would take the models between the requests counted here). Only an
+    app setting differs: in this process, on the models already loaded."""
+    queue_dir = tmp_path_factory.mktemp("queue")
+    yield from in_process(model_loop, runtime, queue_dir, AVATAR_MAX_QUEUED_REQUESTS="1", AVATAR_MAX_LIVE_SESSIONS="0")
 
 
 def _queue(http: httpx.Client) -> dict[str, int]:
@@ -41,7 +41,7 @@ def _queue(http: httpx.Client) -> dict[str, int]:
     return dict(body["queue"])
 
 
-def test_past_the_limit_a_request_is_told_to_retry(one_waiting: ServerProcess, planet_question: bytes) -> None:
+def test_past_the_limit_a_request_is_told_to_retry(one_waiting: InProcessServer, planet_question: bytes) -> None:
     answers: dict[str, httpx.Response] = {}
 
     def ask(name: str, **request: object) -> None:
@@ -88,7 +88,7 @@ def test_past_the_limit_a_request_is_told_to_retry(one_waiting: ServerProcess, p
 
 
 def test_streams_arriving_together_past_the_limit_are_refused_with_503_before_any_event(
-    one_waiting: ServerProcess, planet_question: bytes
+    one_waiting: InProcessServer, planet_question: bytes
 ) -> None:
     """The JSON route's refusal, for the stream: a 503 busy with Retry-After, never a 200 whose only
     event is an error saying busy. Several at once: each must take its place before it answers."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from live_server import ALLOWED_ORIGIN, API_KEYS, PUBLIC_URL, ServerProcess, error_code
+from live_server import ALLOWED_ORIGIN, API_KEYS, PUBLIC_URL, Served, ServerProcess, error_code
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -146,7 +146,7 @@ def auth(key: str = KEY) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_live_keys_probes_and_results(guarded_server: ServerProcess) -> None:
+def test_live_keys_probes_and_results(guarded_server: Served) -> None:
     with httpx.Client(base_url=guarded_server.base_url, timeout=120) as http:
         refused = http.post("/api/v1/conversation", data={"text": "Hello!"})
         assert refused.status_code == 401 and error_code(refused) == "unauthorized"
@@ -172,7 +172,7 @@ def test_live_keys_probes_and_results(guarded_server: ServerProcess) -> None:
 
 
 @pytest.mark.slow
-def test_live_cors_and_origin_check(guarded_server: ServerProcess) -> None:
+def test_live_cors_and_origin_check(guarded_server: Served) -> None:
     with httpx.Client(base_url=guarded_server.base_url, timeout=60) as http:
         preflight = http.options(
             "/api/v1/chat",

@@ -15,8 +15,11 @@ from typing import Any
 import av
 import httpx
 import pytest
-from live_server import ServerProcess, serving, sse_events
+from anyio.from_thread import BlockingPortal
+from in_process import InProcessServer, in_process
+from live_server import Served, ServerProcess, sse_events
 
+from avatar.runtime import Runtime
 from avatar.server.conversation import EVENTS_AHEAD, _Events
 
 pytestmark = pytest.mark.slow  # drives the real server with the embedded models
@@ -26,15 +29,19 @@ STORY = "Tell me the whole story of your life, from childhood to today, in detai
 
 
 @pytest.fixture(scope="module")
-def talkative(tmp_path_factory: pytest.TempPathFactory, prepared_models: Path) -> Iterator[ServerProcess]:
-    """A server whose replies may run long (so that a stop lands in the middle of one)."""
-    yield from serving(
-        tmp_path_factory.mktemp("talkative"), AVATAR_LLM_MAX_SENTENCES="40", AVATAR_LLM_MAX_NEW_TOKENS="400"
+def talkative(
+    tmp_path_factory: pytest.TempPathFactory, model_loop: BlockingPortal, runtime: Runtime
+) -> Iterator[InProcessServer]:
+    """A server whose replies may run long (so that a stop lands in the middle of one): only the
+    pipeline's settings differ, so it runs in this process on the models already loaded."""
+    talkative_dir = tmp_path_factory.mktemp("talkative")
+    yield from in_process(
+        model_loop, runtime, talkative_dir, AVATAR_LLM_MAX_SENTENCES="40", AVATAR_LLM_MAX_NEW_TOKENS="400"
     )
 
 
 @pytest.fixture(scope="module")
-def storyteller(talkative: ServerProcess, portrait: Path) -> str:
+def storyteller(talkative: InProcessServer, portrait: Path) -> str:
     """A persona told to tell long stories: its replies run for many sentences."""
     prompt = (
         "You are Grandma Rose, a storyteller talking out loud with a visitor. Whatever you are asked, you answer "
@@ -132,7 +139,7 @@ def _next_turn_starts_at_once(http: httpx.Client, session_id: str | None = None,
     assert events[-1][0] == "done"
 
 
-def _left_nothing(server: ServerProcess, turn_id: str) -> None:
+def _left_nothing(server: Served, turn_id: str) -> None:
     """No result, and (once the stopped turn's clean-up has run, a moment after it stopped) no staging."""
     assert turn_id not in server.result_folders()
     deadline = time.monotonic() + 10
@@ -141,7 +148,7 @@ def _left_nothing(server: ServerProcess, turn_id: str) -> None:
         time.sleep(0.05)
 
 
-def test_delete_stops_the_turn(talkative: ServerProcess, storyteller: str) -> None:
+def test_delete_stops_the_turn(talkative: InProcessServer, storyteller: str) -> None:
     with httpx.Client(base_url=talkative.base_url, timeout=120) as http:
         with http.stream("POST", STREAM, data={"text": STORY, "persona": storyteller}) as response:
             events = sse_events(response)
@@ -198,7 +205,7 @@ def test_a_finished_reply_stopped_while_it_plays_keeps_what_was_heard(server: Se
         assert http.delete(f"/api/v1/conversation/{older['id']}", params={"played": "0.1"}).status_code == 404
 
 
-def test_a_client_going_away_stops_the_turn(talkative: ServerProcess, storyteller: str) -> None:
+def test_a_client_going_away_stops_the_turn(talkative: InProcessServer, storyteller: str) -> None:
     with httpx.Client(base_url=talkative.base_url, timeout=120) as http:
         with http.stream("POST", STREAM, data={"text": STORY, "persona": storyteller}) as response:
             queued = _first_segment(sse_events(response))
@@ -209,7 +216,7 @@ def test_a_client_going_away_stops_the_turn(talkative: ServerProcess, storytelle
         _next_turn_starts_at_once(http)
 
 
-def test_a_new_turn_in_the_same_session_interrupts_the_old_one(talkative: ServerProcess, storyteller: str) -> None:
+def test_a_new_turn_in_the_same_session_interrupts_the_old_one(talkative: InProcessServer, storyteller: str) -> None:
     with httpx.Client(base_url=talkative.base_url, timeout=120) as http:
         first_events: list[tuple[str, dict[str, Any]]] = []
         with http.stream("POST", STREAM, data={"text": STORY, "persona": storyteller}) as response:
