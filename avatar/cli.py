@@ -272,7 +272,14 @@ def _animate(args: argparse.Namespace) -> int:
             await runtime.ready()
             stage = AnimateStage(runtime.registry.get("face"), max_image_pixels=settings.max_image_pixels)
             face = await run_blocking(stage.prepare_bytes, image_bytes)
-            await stage.to_mp4(face, audio, sample_rate, args.out)
+            await stage.to_mp4(
+                face,
+                audio,
+                sample_rate,
+                args.out,
+                sign=runtime.provenance.sign_mp4,
+                label=settings.visible_label,
+            )
 
     asyncio.run(animate())
     print(args.out)

@@ -228,13 +228,31 @@ class Settings:
         8192, "slowest average body rate once past the body timeout (408 below it; `0`: none)", ge=0
     )
     keep_alive_seconds: int = setting(5, "an idle keep-alive connection is closed after this", ge=1)
-    max_connections: int = setting(100, "connections served at once (503 `busy` past that)", ge=1)
+    max_connections: int = setting(
+        100, "connections served at once (503 `busy` past that; the probes are always answered)", ge=1
+    )
     max_header_bytes: int = setting(16384, "largest request head", ge=1024, le=1_048_576)
     api_keys: SecretStr = setting(SecretStr(""), "bearer keys, comma-separated; unset (and no file): the API is open")
+    admin_api_keys: SecretStr = setting(
+        SecretStr(""), "admin bearer keys, comma-separated: valid keys that see and remove what any key made"
+    )
     api_keys_file: str = setting("", "a file of bearer keys, one a line (`#` comments), added to `AVATAR_API_KEYS`")
     cors_origins: str = setting("", "origins whose pages may call the API (comma-separated, `*`: any); unset: CORS off")
     max_output_mb: float = setting(
         1024.0, "disk for results; past it the oldest are removed first (created personas not counted)", gt=0
+    )
+    c2pa_cert_file: str = setting(
+        "",
+        "PEM certificate chain (signer first) that signs the C2PA manifest marking every MP4 as AI-generated; "
+        "unset: a self-signed test certificate made at start-up (verifiers report it untrusted)",
+    )
+    c2pa_key_file: str = setting("", "PEM private key (ES256) of `AVATAR_C2PA_CERT_FILE`")
+    visible_label: str = setting("", "text drawn along the bottom of every video (e.g. `AI-generated`); unset: none")
+    min_free_disk_mb: float = setting(
+        200.0,
+        "free space the output folder's disk keeps: below it the oldest results are removed first, and "
+        "while it stays below, `/readyz` is 503 `storage_full`",
+        ge=0,
     )
 
     # Live mode (WebRTC, POST /api/v1/live): docs/live.md.

@@ -6,6 +6,10 @@ non-zero, the HTTP layer turns it into ``{"error": {"code", "message"}}`` with `
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class AvatarError(Exception):
     """Base of every error the product reports to a user."""
@@ -121,6 +125,37 @@ class SessionStoreUnavailableError(AvatarError):
     @property
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_seconds)}
+
+
+class StorageFullError(AvatarError):
+    """The output folder's disk is full (or read-only): nothing can be written until space is freed."""
+
+    code = "storage_full"
+    status = 503
+    retry_after_seconds = 30
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+@contextmanager
+def storage_faults(where: str) -> Iterator[None]:
+    """Name a full or read-only disk met while writing ``where`` (StorageFullError, 503 with Retry-After)
+    instead of letting the ``OSError`` become a 500: it is the machine's state, not a bug, and it passes."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        what = "read-only" if exc.errno == errno.EROFS else "full"
+        raise StorageFullError(
+            f"The disk of {where} is {what} ({exc.strerror}); nothing was kept. The oldest results are being "
+            f"removed; retry in about {StorageFullError.retry_after_seconds} s."
+        ) from exc
 
 
 class LiveUnavailableError(AvatarError):

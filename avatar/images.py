@@ -11,11 +11,11 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from avatar.config import Settings
 from avatar.errors import InvalidImageError
-from avatar.types import ImageArray
+from avatar.types import FrameArray, ImageArray
 
 FORMATS = ("JPEG", "PNG", "WEBP")
 DEFAULT_MAX_PIXELS: int = Settings.max_image_pixels
@@ -111,3 +111,17 @@ def _unreadable(data: bytes) -> str:
     if other is not None:
         return f"The photo is {other} file; upload a JPEG, PNG or WebP image."
     return "The photo could not be read as a JPEG, PNG or WebP image."
+
+
+def labelled(frames: FrameArray, label: str) -> FrameArray:
+    """``frames`` with ``label`` written along their bottom edge, light on a dark band (a visible mark
+    that the video is generated, beside the C2PA manifest)."""
+    out = np.array(frames, copy=True)
+    for index, frame in enumerate(out):
+        image = Image.fromarray(frame)
+        draw = ImageDraw.Draw(image)
+        height = max(10, image.height // 14)
+        draw.rectangle((0, image.height - height, image.width, image.height), fill=(0, 0, 0))
+        draw.text((4, image.height - height + 1), label, fill=(255, 255, 255), font_size=max(8, height - 3))
+        out[index] = np.asarray(image)
+    return out

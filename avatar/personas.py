@@ -65,6 +65,9 @@ class Persona:
     """Said when the visitor only says who they are ({name}: their name)."""
     unknown_reply: str = "I'm afraid I don't remember that."
     """Said instead of numbers or names of its own life that its knowledge does not hold (made up)."""
+    owner: str | None = None
+    """For a persona created with an API key, the id of that key (``avatar.server.security``): only
+    that key (or an admin key) sees, uses and removes it. None for bundled ones and with keys off."""
 
     @property
     def voice_spec(self) -> VoiceSpec:
@@ -159,6 +162,7 @@ def load_persona(folder: Path) -> Persona:
         deflect_reply=str(meta.get("deflect_reply", Persona.deflect_reply)),
         greeting_reply=str(meta.get("greeting_reply", Persona.greeting_reply)),
         unknown_reply=str(meta.get("unknown_reply", Persona.unknown_reply)),
+        owner=str(meta["owner"]) if meta.get("owner") else None,
     )
 
 

@@ -32,6 +32,7 @@ from avatar.pipeline import Pipeline
 from avatar.pipeline.redis_sessions import RedisSessionStore
 from avatar.pipeline.sessions import MemorySessionStore, SessionStore
 from avatar.pipeline.threads import run_blocking
+from avatar.provenance import Provenance
 from avatar.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Runtime:
         self.registry = models or ModelRegistry(model_specs(settings, kinds))
         self._owns_models = models is None
         self.sessions = session_store(settings)
+        self.provenance = Provenance.from_files(settings.c2pa_cert_file, settings.c2pa_key_file)
         self.error: str | None = None  # why start-up failed, when it failed outside a model
         self._loading: asyncio.Future[None] | None = None
         self._loaded = False
@@ -172,6 +174,8 @@ class Runtime:
                 max_text_chars=s.max_text_chars,
                 default_persona=s.default_persona,
                 stage_timeout=s.stage_timeout_seconds,
+                provenance=self.provenance,
+                visible_label=s.visible_label,
             )
         return self._pipeline
 

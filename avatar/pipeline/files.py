@@ -10,10 +10,12 @@ behind when the reply fails or is cancelled.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from avatar import media
 from avatar.fmp4 import SegmentWriter, VideoFormat, remux_to_mp4
+from avatar.images import labelled
 from avatar.pipeline.reply import TurnEvents
 from avatar.pipeline.threads import run_blocking
 from avatar.pipeline.timing import TurnTimings
@@ -35,9 +37,22 @@ class ReplyFiles:
     """The ``ReplyOutput`` of the HTTP routes and the CLI: segments, then reply.mp4 and reply.wav."""
 
     def __init__(
-        self, out_dir: Path, sample_rate: int, fps: int, fmt: VideoFormat, emit: TurnEvents, timings: TurnTimings
+        self,
+        out_dir: Path,
+        sample_rate: int,
+        fps: int,
+        fmt: VideoFormat,
+        emit: TurnEvents,
+        timings: TurnTimings,
+        *,
+        sign: Callable[[Path], None] | None = None,
+        label: str = "",
     ) -> None:
+        """``sign`` marks the finished reply.mp4 (``Provenance.sign_mp4``: the AI-generated manifest);
+        ``label``, when set, is drawn on every frame (AVATAR_VISIBLE_LABEL)."""
         self.out_dir = out_dir
+        self.sign = sign
+        self.label = label
         self.fps = fps
         self.emit = emit
         self.timings = timings
@@ -67,6 +82,8 @@ class ReplyFiles:
         await self._publish(segment)
 
     def _encode(self, frames: FrameArray, audio: AudioArray) -> bytes:
+        if self.label:
+            frames = labelled(frames, self.label)
         self.wav.write(audio)
         self.writer.write(frames, audio)
         return self.writer.cut()
@@ -80,6 +97,8 @@ class ReplyFiles:
         await self._publish(await run_blocking(self.writer.finish))
         with self.timings.stage("mux"):
             await run_blocking(remux_to_mp4, self.out_dir / STREAM_NAME, self.out_dir / VIDEO_NAME)
+            if self.sign is not None:
+                await run_blocking(self.sign, self.out_dir / VIDEO_NAME)
             await run_blocking(self.wav.close)
         await run_blocking(_remove, [self.out_dir / STREAM_NAME])
 

@@ -26,8 +26,10 @@ from avatar.pipeline.files import AUDIO_NAME, SUMMARY_NAME, VIDEO_NAME, ReplyFil
 from avatar.pipeline.reply import Reply, ReplyOutput, TurnEvents
 from avatar.pipeline.sessions import MemorySessionStore, Session, SessionStore
 from avatar.pipeline.stages import AnimateStage, RespondStage, SpeakStage, TranscribeStage
+from avatar.pipeline.text import checked_text
 from avatar.pipeline.threads import ModelCalls, run_blocking
 from avatar.pipeline.timing import TurnTimings
+from avatar.provenance import Provenance
 from avatar.registry import ModelRegistry
 from avatar.types import ASR_SAMPLE_RATE, AudioArray
 
@@ -72,6 +74,7 @@ class TurnResult:
     question: str = ""  # what the user said (typed, or the transcript)
     spoken: SpokenReply = field(default_factory=SpokenReply, repr=False)  # the reply's pieces on its timeline
     recorded: bool = False  # whether the turn went into the session's history
+    owner: str | None = None  # the session's owner (``Session.owner``)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -104,8 +107,14 @@ class Pipeline:
         sessions: SessionStore,
         max_text_chars: int = 1000,
         default_persona: str | None = None,
+        provenance: Provenance | None = None,
+        visible_label: str = "",
     ) -> None:
+        """``provenance`` signs every MP4 a turn writes with the AI-generated manifest (none: unsigned,
+        for tests of other things); ``visible_label`` is drawn on every frame when set."""
         self.default_persona = default_persona or personas.names()[0]
+        self.provenance = provenance
+        self.visible_label = visible_label
         self.transcribe = transcribe
         self.respond = respond
         self.speak = speak
@@ -134,6 +143,8 @@ class Pipeline:
         max_text_chars: int = 1000,
         default_persona: str | None = None,
         stage_timeout: float | None = None,
+        provenance: Provenance | None = None,
+        visible_label: str = "",
     ) -> Pipeline:
         """Stages on the registry's models; each model call is timed out after ``stage_timeout`` seconds
         and its outcome counted in the model's health."""
@@ -152,15 +163,13 @@ class Pipeline:
             sessions=sessions or MemorySessionStore(ttl_seconds=session_ttl, max_turns=history_turns),
             max_text_chars=max_text_chars,
             default_persona=default_persona,
+            provenance=provenance,
+            visible_label=visible_label,
         )
 
     def check_text(self, text: str) -> str:
-        text = text.strip()
-        if not text:
-            raise InvalidRequestError("The text is empty; say or type something.")
-        if len(text) > self.max_text_chars:
-            raise InvalidRequestError(f"The text is {len(text)} characters long; the limit is {self.max_text_chars}.")
-        return text
+        """Typed text as every transport takes it (``checked_text``: characters, emptiness, length)."""
+        return checked_text(text, self.max_text_chars)
 
     async def request(
         self,
@@ -171,6 +180,7 @@ class Pipeline:
         session_id: str | None = None,
         video_format_name: str | None = None,
         received: float | None = None,
+        owner: str | None = None,
     ) -> TurnRequest:
         """Check a turn's inputs and find its persona and session (nothing runs on a model yet)."""
         if (audio is None) == (text is None):
@@ -178,7 +188,7 @@ class Pipeline:
         who = self.personas.get(persona or self.default_persona)
         checked = self.check_text(text) if text is not None else None
         fmt = video_format(video_format_name)
-        session = await self.sessions.get(session_id, who.name)
+        session = await self.sessions.get(session_id, who.name, owner)
         return TurnRequest(who, session, audio, checked, fmt, received or time.perf_counter())
 
     async def run(
@@ -214,9 +224,19 @@ class Pipeline:
         a cancelled turn's history keeps what the user heard (``control.heard_seconds``, else what was
         handed out)."""
         emit = events or _no_events
+        await self.sessions.ping()  # the history is kept at the end: a store that is down fails it now
         timings = TurnTimings(origin=request.received)
         out_dir.mkdir(parents=True, exist_ok=True)
-        files = ReplyFiles(out_dir, self.speak.sample_rate, self.animate.fps, request.video_format, emit, timings)
+        files = ReplyFiles(
+            out_dir,
+            self.speak.sample_rate,
+            self.animate.fps,
+            request.video_format,
+            emit,
+            timings,
+            sign=self.provenance.sign_mp4 if self.provenance is not None else None,
+            label=self.visible_label,
+        )
         spoken = SpokenReply()
         user_text = request.text
         try:
@@ -299,7 +319,7 @@ class Pipeline:
         heard = result.spoken.heard(seconds)
         if heard == result.reply:
             return heard
-        session = Session(result.session_id, result.persona)
+        session = Session(result.session_id, result.persona, owner=result.owner)
         if not await self.sessions.amend_last(session, result.question, result.reply, heard):
             return None
         log.info("finished turn heard in part", extra={"turn_id": result.id, "heard_s": seconds, "heard": heard})
@@ -338,6 +358,7 @@ class Pipeline:
             id=out_dir.name,
             session_id=request.session.id,
             persona=request.persona.name,
+            owner=request.session.owner,
             transcript=transcript,
             reply=" ".join(reply.texts),
             audio_seconds=seconds,

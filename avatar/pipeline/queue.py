@@ -79,27 +79,38 @@ class ModelQueue:
         ahead = self.waiting + self.running
         return max(1, min(MAX_RETRY_AFTER_S, math.ceil(ahead * mean)))
 
+    def admit(self) -> Admission:
+        """A place in the queue, taken now (BusyError when the queue is full): a route that answers
+        before its work runs (a stream's 200 goes out first) is refused, or holds its place, before it
+        answers, so a burst of such requests cannot all pass the check and be refused later, mid-stream.
+        ``run`` then uses it; ``Admission.release`` gives it back if the work never runs."""
+        self.refuse_if_busy()
+        admission = Admission(self, ahead=self.waiting + self.running)
+        self.waiting += 1  # now, not when the work first runs: work arriving meanwhile must count it
+        self.idle.clear()
+        return admission
+
     async def run(
-        self, work: Callable[[], Awaitable[T]], *, queued: Queued | None = None, guard: Guard[T] | None = None
+        self,
+        work: Callable[[], Awaitable[T]],
+        *,
+        queued: Queued | None = None,
+        guard: Guard[T] | None = None,
+        admission: Admission | None = None,
     ) -> T:
         """Await ``work`` holding the model lock, after the work ahead of it.
 
-        BusyError when the queue is full. ``queued`` hears how many are ahead once this is admitted;
-        ``guard`` (e.g. "until the client disconnects") wraps the wait and the work alike.
+        BusyError when the queue is full (unless ``admission``, a place taken by ``admit``, is given).
+        ``queued`` hears how many are ahead once this is admitted; ``guard`` (e.g. "until the client
+        disconnects") wraps the wait and the work alike.
         """
-        self.refuse_if_busy()
-        ahead = self.waiting + self.running
-        self.waiting += 1  # now, not when the work first runs: work arriving meanwhile must count it
-        self.idle.clear()
-        waits = True
+        place = admission or self.admit()
 
         async def locked() -> T:
-            nonlocal waits
             if queued is not None:
-                await queued(ahead)
+                await queued(place.ahead)
             async with self.lock:
-                self.waiting -= 1
-                waits = False
+                place.leave_waiting()
                 started = time.perf_counter()
                 result = await work()
                 self.recent_seconds.append(time.perf_counter() - started)
@@ -108,9 +119,7 @@ class ModelQueue:
         try:
             return await (locked() if guard is None else guard(locked()))
         finally:
-            if waits:  # gone (disconnect, shutdown, cancelled) before its turn came
-                self.waiting -= 1
-            self._trim_when_idle()
+            place.release()  # gone (disconnect, shutdown, cancelled) before its turn came, or done
 
     async def close(self, timeout: float) -> bool:
         """Take the lock for good (at shutdown: nothing may use the models after this), waiting up to
@@ -129,3 +138,25 @@ class ModelQueue:
         self.idle.set()
         if self._trimming is None or self._trimming.done():
             self._trimming = asyncio.get_running_loop().create_task(asyncio.to_thread(release_free_memory))
+
+
+class Admission:
+    """A place taken in a ``ModelQueue``: counted as waiting until its work holds the lock, or until
+    it is released (idempotent; the work never ran, or has finished)."""
+
+    def __init__(self, queue: ModelQueue, ahead: int) -> None:
+        self.queue = queue
+        self.ahead = ahead
+        self.waiting = True
+        self.released = False
+
+    def leave_waiting(self) -> None:
+        if self.waiting:
+            self.waiting = False
+            self.queue.waiting -= 1
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.leave_waiting()
+            self.queue._trim_when_idle()

@@ -27,7 +27,8 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from avatar.errors import SessionStoreUnavailableError
-from avatar.pipeline.sessions import SESSION_ID, Session, fresh_session, new_session_id
+from avatar.pipeline.sessions import SESSION_ID, Session, fresh_session, kept_turn, new_session_id
+from avatar.pipeline.text import plain_text
 from avatar.types import ChatMessage
 from avatar.visitor import MAX_NOTES, remember
 
@@ -73,12 +74,12 @@ class RedisSessionStore:
         # session's persona, so the id keeps working, as it does in memory.
         return max(1, self.max_turns)
 
-    async def get(self, session_id: str | None, persona: str) -> Session:
+    async def get(self, session_id: str | None, persona: str, owner: str | None = None) -> Session:
         if not session_id or not SESSION_ID.match(session_id):
             # Nothing to read, but the turn will be recorded here: if Redis is gone, say so now rather
             # than after the models have done the turn's work.
             await self.ping()
-            return Session(id=new_session_id(), persona=persona)
+            return Session(id=new_session_id(), persona=persona, owner=owner)
         with self._answering():
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.lrange(self.key(session_id), -self._kept, -1)
@@ -86,17 +87,18 @@ class RedisSessionStore:
                 raw, notes = await pipe.execute()
         turns = [turn for turn in map(_decode, raw) if turn is not None]
         if not turns:
-            return fresh_session(session_id, persona)
-        if turns[-1]["persona"] != persona:
-            return Session(id=new_session_id(), persona=persona)
+            return fresh_session(session_id, persona, owner)
+        if turns[-1]["persona"] != persona or turns[-1].get("owner") != owner:
+            return Session(id=new_session_id(), persona=persona, owner=owner)
         history: list[ChatMessage] = []
         for turn in turns[-self.max_turns :] if self.max_turns else []:
             if turn["persona"] == persona:
                 history += [ChatMessage("user", turn["user"]), ChatMessage("assistant", turn["assistant"])]
-        return Session(id=session_id, persona=persona, history=history, visitor=_decode_notes(notes))
+        return Session(id=session_id, persona=persona, history=history, visitor=_decode_notes(notes), owner=owner)
 
     async def record(self, session: Session, user_text: str, reply: str) -> None:
-        entry = _entry(session.persona, user_text, reply)
+        user_text, reply = kept_turn(user_text, reply)
+        entry = _entry(session, user_text, reply)
         key = self.key(session.id)
         notes = remember(session.visitor, user_text)
         ttl_ms = max(1, round(self.ttl * 1000))
@@ -114,10 +116,12 @@ class RedisSessionStore:
     async def amend_last(self, session: Session, user_text: str, reply: str, heard: str) -> bool:
         if not SESSION_ID.match(session.id):
             return False
-        replacement = _entry(session.persona, user_text, heard) if heard else ""
+        user_text, reply = kept_turn(user_text, reply)
+        heard = plain_text(heard)
+        replacement = _entry(session, user_text, heard) if heard else ""
         with self._answering():
             done = await self.client.eval(
-                _AMEND_LAST, 1, self.key(session.id), _entry(session.persona, user_text, reply), replacement
+                _AMEND_LAST, 1, self.key(session.id), _entry(session, user_text, reply), replacement
             )
         return bool(done)
 
@@ -149,8 +153,11 @@ return 1
 """
 
 
-def _entry(persona: str, user_text: str, reply: str) -> str:
-    return json.dumps({"persona": persona, "user": user_text, "assistant": reply})
+def _entry(session: Session, user_text: str, reply: str) -> str:
+    entry = {"persona": session.persona, "user": user_text, "assistant": reply}
+    if session.owner is not None:  # with keys off, entries stay as they were written before owners
+        entry["owner"] = session.owner
+    return json.dumps(entry)
 
 
 def _decode(raw: str | bytes) -> dict[str, str] | None:

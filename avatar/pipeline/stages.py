@@ -16,7 +16,7 @@ from typing import Literal
 from avatar import media
 from avatar.errors import NoAudioError, NoSpeechError
 from avatar.fmp4 import FORMATS, VideoFormat, write_mp4
-from avatar.images import DEFAULT_MAX_PIXELS, load_image
+from avatar.images import DEFAULT_MAX_PIXELS, labelled, load_image
 from avatar.knowledge import ORDERS
 from avatar.personas import Persona
 from avatar.pipeline.pieces import PieceSplitter
@@ -264,14 +264,28 @@ class AnimateStage:
         return await self.calls(self.animator.render, face, audio, sample_rate)
 
     async def to_mp4(
-        self, face: PreparedFace, audio: AudioArray, sample_rate: int, path: Path, fmt: VideoFormat = FORMATS["h264"]
+        self,
+        face: PreparedFace,
+        audio: AudioArray,
+        sample_rate: int,
+        path: Path,
+        fmt: VideoFormat = FORMATS["h264"],
+        *,
+        sign: Callable[[Path], None] | None = None,
+        label: str = "",
     ) -> Path:
         """The face speaking ``audio`` as an MP4 (the ``/animate`` route and ``avatar animate``), drawn
-        and encoded chunk by chunk by the same writer a turn uses."""
+        and encoded chunk by chunk by the same writer a turn uses; marked like a turn's video (``sign``:
+        the AI-generated manifest, ``label``: a visible one)."""
         frames = frame_count(audio.size / sample_rate, self.fps)
         fitted = media.fit_audio_to_frames(audio, sample_rate, frames, self.fps)
         chunks = self.animator.render_chunks(face, fitted, sample_rate, chunk_frames=self.fps)
-        return await run_blocking(write_mp4, path, chunks, fitted, sample_rate, self.fps, fmt)
+        if label:
+            chunks = (labelled(chunk, label) for chunk in chunks)
+        written = await run_blocking(write_mp4, path, chunks, fitted, sample_rate, self.fps, fmt)
+        if sign is not None:
+            await run_blocking(sign, written)
+        return written
 
 
 def _path_key(image_path: Path) -> str:

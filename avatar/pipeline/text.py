@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from avatar.errors import InvalidRequestError
 from avatar.prompt import prompt_parts
 from avatar.types import ChatMessage
 
@@ -69,6 +70,28 @@ def invalid_characters(text: str) -> str | None:
         if 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE:
             return f"holds the non-character U+{code:04X}"
     return None
+
+
+def checked_text(text: str, limit: int, field: str = "text", *, required: bool = True) -> str:
+    """``text`` stripped, once it passes the checks every entry point applies to a text field (the HTTP
+    fields, the live data channel's typed turns, the CLI): valid characters (``invalid_characters``),
+    something left after stripping when ``required``, and at most ``limit`` characters. Otherwise
+    InvalidRequestError (422) naming ``field`` and what to change."""
+    problem = invalid_characters(text)
+    if problem is not None:
+        raise InvalidRequestError(f"The {field!r} field {problem}; send plain text.")
+    stripped = text.strip()
+    if required and not stripped:
+        raise InvalidRequestError(f"The {field!r} field is empty; say or type something.")
+    if len(stripped) > limit:
+        raise InvalidRequestError(f"The {field!r} field is {len(stripped):,} characters long; the limit is {limit:,}.")
+    return stripped
+
+
+def plain_text(text: str) -> str:
+    """``text`` without the characters ``invalid_characters`` names (for what a model wrote, before it is
+    kept in a session's history)."""
+    return "".join(ch for ch in text if invalid_characters(ch) is None)
 
 
 def unspeakable_reason(text: str) -> str | None:

@@ -34,8 +34,8 @@ class ModelCalls:
     """How a stage calls its model: in a worker thread (``run_blocking``), with a time limit, its
     outcome counted in the model's health.
 
-    A call that fails with anything but the user's own mistake (an ``AvatarError`` under 500) counts
-    as a failure. Past ``timeout`` the call is left running — a thread cannot be stopped — the model
+    A call that fails with anything but a fault of the request (``request_fault``) counts as a failure
+    of the model. Past ``timeout`` the call is left running — a thread cannot be stopped — the model
     is marked hung until the call returns, and ModelTimeoutError (504) is raised, so the turn ends and
     frees what it holds. A cancelled call is waited for up to the same limit, then left the same way.
     """
@@ -52,7 +52,7 @@ class ModelCalls:
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
-                if health is not None and not (isinstance(exc, AvatarError) and exc.status < 500):
+                if health is not None and not request_fault(exc):
                     health.failed(exc)
                 raise
             finally:
@@ -98,6 +98,13 @@ class ModelCalls:
             if not await _finish_anyway(future, deadline):
                 abandon()
             raise
+
+
+def request_fault(exc: BaseException) -> bool:
+    """Whether a model call failed because of what the request gave it, which is that request's error and
+    never the model's: one of our own 4xx errors, or text the model cannot even encode (a lone surrogate
+    that slipped past the checks). Counting these would let one client mark a model unhealthy at will."""
+    return (isinstance(exc, AvatarError) and exc.status < 500) or isinstance(exc, UnicodeEncodeError)
 
 
 async def _finish_anyway(future: asyncio.Future[T], deadline: float | None = None) -> bool:

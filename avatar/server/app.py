@@ -32,7 +32,7 @@ from avatar.server.metrics import Metrics, MetricsMiddleware
 from avatar.server.middleware import RequestContextMiddleware
 from avatar.server.results import ResultStore
 from avatar.server.routes import ROUTES
-from avatar.server.security import ApiKeyMiddleware, OriginCheckMiddleware, load_api_keys
+from avatar.server.security import ApiKeyMiddleware, OriginCheckMiddleware, load_admin_keys, load_api_keys
 from avatar.server.service import AppState, Service
 from avatar.server.turns import Turns
 
@@ -53,6 +53,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         settings.result_ttl_seconds,
         replica=settings.replica,
         max_bytes=int(settings.max_output_mb * 2**20),
+        min_free_bytes=int(settings.min_free_disk_mb * 2**20),
     )
     queue, metrics = ModelQueue(settings.max_queued_requests), Metrics()
     # The pipeline is read when a turn runs (once the models are ready), not now.
@@ -134,7 +135,7 @@ def _middleware(settings: Settings, service: Service, api_keys: tuple[str, ...])
             )
         )
     stack.append(Middleware(OriginCheckMiddleware, allowed=origins, public_url=settings.public_url))
-    stack.append(Middleware(ApiKeyMiddleware, keys=api_keys))
+    stack.append(Middleware(ApiKeyMiddleware, keys=api_keys, admin_keys=load_admin_keys(settings)))
     return stack
 
 

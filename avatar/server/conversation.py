@@ -22,6 +22,7 @@ from avatar.pipeline.pipeline import TurnRequest
 from avatar.server.downloads import result_urls, segment_url
 from avatar.server.inputs import decode_audio
 from avatar.server.results import ID_PATTERN
+from avatar.server.security import caller_of
 from avatar.server.service import AppState, Service
 from avatar.server.turns import DISCONNECTED
 from avatar.server.uploads import audio_type, read_form
@@ -45,7 +46,8 @@ async def _turn_request(request: Request[AppState]) -> tuple[Service, TurnReques
     upload, text = form.file("audio"), form.text("text")
     if (upload is None) == (text is None):
         raise InvalidRequestError("Send either an 'audio' file or a 'text' field (not both).")
-    persona = service.persona(form.text("persona"))
+    caller = caller_of(request.scope)
+    persona = service.persona(form.choice("persona"), caller)
     audio = None
     if upload is not None:
         audio = await decode_audio(upload, ASR_SAMPLE_RATE, service.settings.max_audio_seconds)
@@ -56,6 +58,7 @@ async def _turn_request(request: Request[AppState]) -> tuple[Service, TurnReques
         session_id=form.text("session_id"),
         video_format_name=form.text("video_format"),
         received=received,
+        owner=caller.key,
     )
     return service, turn
 
@@ -63,7 +66,7 @@ async def _turn_request(request: Request[AppState]) -> tuple[Service, TurnReques
 async def conversation(request: Request[AppState]) -> JSONResponse:
     """The turn's summary, with the URLs of its MP4 and WAV, once the turn is complete."""
     service, turn = await _turn_request(request)
-    with service.results.reserve() as folder:
+    with service.results.reserve(owner=turn.session.owner) as folder:
         result = await service.turns.run_request(turn, folder, disconnect=request.receive)
     return JSONResponse(_answer(request, result))
 
@@ -72,13 +75,20 @@ async def conversation_stream(request: Request[AppState]) -> EventSourceResponse
     """The turn as Server-Sent Events: ``queued``, ``started``, ``transcript``, ``reply`` (text
     deltas), ``segment`` (each playable piece of video, in order), then ``done`` or ``error``."""
     service, turn = await _turn_request(request)
-    service.queue.refuse_if_busy()  # a full queue is a 503 with Retry-After, not a stream that says so
+    # A full queue is a 503 with Retry-After, not a stream that says so: the place is taken now, before
+    # the 200 goes out, so that streams arriving together cannot all pass the check.
+    admission = service.queue.admit()
     turn_id = new_turn_id()
     events = _Events()
 
     async def run() -> TurnResult:
-        with service.results.reserve(turn_id) as folder:
-            return await service.turns.run_request(turn, folder, events=events.put, keep_segments=True)
+        try:
+            with service.results.reserve(turn_id, owner=turn.session.owner) as folder:
+                return await service.turns.run_request(
+                    turn, folder, events=events.put, keep_segments=True, admission=admission
+                )
+        finally:
+            admission.release()  # the turn never reached the queue (the client left at once)
 
     task = asyncio.ensure_future(run())
     return EventSourceResponse(

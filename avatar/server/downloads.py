@@ -7,8 +7,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, MalformedRangeHeader, RangeNotSatisfiable
 
+from avatar.errors import NotFoundError
 from avatar.pipeline.files import VIDEO_NAME
 from avatar.server.error_responses import MalformedRequestError, RangeNotSatisfiableError
+from avatar.server.security import caller_of
 from avatar.server.service import AppState
 from avatar.server.urls import public_url_for
 
@@ -37,6 +39,8 @@ async def result_segment(request: Request[AppState]) -> FileResponse:
 async def result_summary(request: Request[AppState]) -> JSONResponse:
     result_id = request.path_params["result_id"]
     results = request.state["service"].results
+    if not caller_of(request.scope).owns(results.owner(result_id)):
+        raise NotFoundError(f"No result {result_id}.")  # another key's: as if there were none
     summary: dict[str, Any] = results.summary(result_id)
     has_video = (results.folder(result_id) / VIDEO_NAME).is_file()
     return JSONResponse({**summary, **result_urls(request, result_id, media=has_video)})

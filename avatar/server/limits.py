@@ -11,7 +11,8 @@ API's JSON. Two small pieces add what is missing:
   ``tests/server/test_private_uses.py`` fails when they change), plus a deadline from connecting (or from the end of
   the previous response) to a complete request head, after which the connection is closed, and a cap
   on open connections: a request on a connection past the cap is answered 503 ``busy`` (JSON,
-  ``Retry-After``, ``Connection: close``).
+  ``Retry-After``, ``Connection: close``), except the probes (``/healthz``, ``/readyz``, ``/metrics``),
+  which are always served with their own bodies.
 - ``BodyDeadlineMiddleware`` (ASGI): a request body must keep coming, at least every
   ``body_timeout`` seconds, and at a minimum average rate: after the first ``body_timeout`` seconds,
   each second must have brought ``min_rate`` bytes (Apache's mod_reqtimeout rule). A body that falls
@@ -34,6 +35,9 @@ from avatar.server.error_responses import RequestTimeoutError, error_response
 log = structlog.stdlib.get_logger(__name__)
 
 REFUSAL_LOG_INTERVAL_S = 10.0  # under a flood, one warning per interval rather than one per connection
+# Answered whatever the number of connections: they wait on nothing and cost what a refusal costs, and a
+# client holding idle sockets must not fail a liveness probe (a restart) or a readiness probe.
+PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class SlowClientProtocol(H11Protocol):
@@ -98,7 +102,7 @@ class SlowClientProtocol(H11Protocol):
 
     def _capped(self, app: Any) -> Any:
         async def capped(scope: Scope, receive: Receive, send: Send) -> None:
-            if self._uvicorn_state()[2] <= self.max_connections:
+            if self._uvicorn_state()[2] <= self.max_connections or scope.get("path") in PROBES:
                 await app(scope, receive, send)
                 return
             self._log_refusal()

@@ -14,6 +14,7 @@ from avatar import __version__ as VERSION
 from avatar.config import Settings
 from avatar.knowledge import MAX_KNOWLEDGE_CHARS
 from avatar.personas import NAME_PATTERN
+from avatar.server.live.offers import MAX_CANDIDATES
 
 JSON = "application/json"
 FORM = "multipart/form-data"
@@ -52,7 +53,10 @@ ERROR_RESPONSES = {
         "NotReady",
         "not_ready: the models are loading (Retry-After says when to ask again) or failed; see GET /readyz. "
         "busy: the model queue is full (AVATAR_MAX_QUEUED_REQUESTS) or too many connections are open; retry "
-        "after Retry-After seconds. shutting_down: the request was cut off by a shutdown; send it again.",
+        "after Retry-After seconds. shutting_down: the request was cut off by a shutdown; send it again. "
+        "storage_full: the output folder's disk is full or read-only (nothing was kept; the oldest results "
+        "are removed; retry after Retry-After). session_store_unavailable: Redis does not answer (checked "
+        "before the turn's work).",
     ),
     504: (
         "Timeout",
@@ -159,6 +163,14 @@ _TURN_EVENTS = (
     "Comments (`: ping`) keep the connection alive."
 )
 
+_PICTURE_TOKEN = {
+    "name": "token",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+    "description": "For a persona created with an API key: the token in the image_url/face_url of its owner's "
+    "listing (an <img> sends no key); without it (or the owner's key), 404.",
+}
 _RESULT_ID = {
     "name": "result_id",
     "in": "path",
@@ -238,8 +250,11 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "Every model loaded and warm, and room in the queue.", **_json("Readiness")},
                     "503": {
-                        "description": "loading, failed (a model failed to load), or busy (the model queue is "
-                        "full); the reason says which. Retry-After while loading or busy.",
+                        "description": "loading, failed (a model failed to load), unhealthy (a model keeps failing), "
+                        "busy (the model queue is full), storage_full (the output folder's disk has less free space "
+                        "than AVATAR_MIN_FREE_DISK_MB, or is read-only) or session_store_unavailable (Redis does not "
+                        "answer); the reason says which. Retry-After while loading, busy, storage_full or "
+                        "session_store_unavailable.",
                         "headers": _RETRY_AFTER,
                         **_json("Readiness"),
                     },
@@ -322,6 +337,8 @@ def _paths(settings: Settings) -> dict[str, Any]:
         "/api/v1/personas": {
             "get": {
                 "summary": "The personas: bundled ones, then those created from photos (newest first)",
+                "description": "With API keys, the created personas listed are the caller's own (an admin key: "
+                "all); with keys off, none (a created persona is reached by its unguessable name).",
                 "responses": {
                     "200": {"description": "Personas and the default.", **_json("Personas")},
                     **_errors(401),
@@ -334,8 +351,8 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "in every route, expires AVATAR_PERSONA_TTL_SECONDS after its last use, and at most "
                 "AVATAR_MAX_PERSONAS are kept (the least recently used goes first). `knowledge` is what the "
                 "person knows about themself (a biography, facts, label texts): the persona answers about "
-                "itself only from it. Over 50,000 characters is 413; a file part that is not UTF-8 text, 400; "
-                "empty is no knowledge.",
+                "itself only from it. Over 50,000 characters is 422; a file part that is not UTF-8 text, 400; "
+                "empty is no knowledge. consent=true confirms the uploader may use the photo (422 without).",
                 "requestBody": _form(
                     {
                         "image": {**_IMAGE_FILE, "description": "A portrait (JPEG, PNG or WebP) with a face."},
@@ -350,8 +367,13 @@ def _paths(settings: Settings) -> dict[str, Any]:
                             "searched for each question.",
                         },
                         "voice": {**_AUDIO_FILE, "description": "3-30 s of the voice, for voice-cloning engines."},
+                        "consent": {
+                            "const": "true",
+                            "description": "The uploader confirms they have the right to use this person's photo "
+                            "(and that the videos made from it are labelled as AI-generated).",
+                        },
                     },
-                    ["image"],
+                    ["image", "consent"],
                 ),
                 "responses": {
                     "201": {
@@ -378,19 +400,19 @@ def _paths(settings: Settings) -> dict[str, Any]:
         "/api/v1/personas/{persona}/image": {
             "get": {
                 "summary": "A persona's photo",
-                "parameters": [_PERSONA_PATH],
+                "parameters": [_PERSONA_PATH, _PICTURE_TOKEN],
                 "security": [],
-                "responses": {"200": {"description": "The photo.", "content": {"image/*": {}}}, **_errors(404)},
+                "responses": {"200": {"description": "The photo.", "content": {"image/*": {}}}, **_errors(404, 422)},
             }
         },
         "/api/v1/personas/{persona}/face.jpg": {
             "get": {
                 "summary": "The persona's face as the talking head frames it at rest",
-                "parameters": [_PERSONA_PATH],
+                "parameters": [_PERSONA_PATH, _PICTURE_TOKEN],
                 "security": [],
                 "responses": {
                     "200": {"description": "A JPEG: the video's first picture.", "content": {"image/jpeg": {}}},
-                    **_errors(404, 503),
+                    **_errors(404, 422, 503),
                 },
             }
         },
@@ -411,9 +433,10 @@ def _paths(settings: Settings) -> dict[str, Any]:
         "/api/v1/results/{result_id}": {
             "get": {
                 "summary": "A finished turn's summary",
+                "description": "With API keys, only the key that made the turn (or an admin key) sees it; "
+                "another key gets 404.",
                 "parameters": [_RESULT_ID],
-                "security": [],
-                "responses": {"200": {"description": "The summary.", **_json("TurnSummary")}, **_errors(404)},
+                "responses": {"200": {"description": "The summary.", **_json("TurnSummary")}, **_errors(401, 404)},
             }
         },
         "/api/v1/results/{result_id}/video.mp4": _file_download("video/mp4", "video (H.264 + AAC MP4)"),
@@ -518,7 +541,9 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["status", "models", "queue"],
         "properties": {
-            "status": {"enum": ["loading", "ready", "failed", "unhealthy", "busy"]},
+            "status": {
+                "enum": ["loading", "ready", "failed", "unhealthy", "busy", "storage_full", "session_store_unavailable"]
+            },
             "reason": {"type": "string", "description": "Why the replica is not ready (absent when it is)."},
             "models": {"type": "object", "additionalProperties": _ref("schemas", "ModelState")},
             "error": {"type": "string", "description": "Why start-up failed, when it did."},
@@ -696,7 +721,10 @@ def _live() -> tuple[dict[str, Any], dict[str, Any]]:
                 "(video, recvonly, VP8) and carries a data channel the client creates, on which the server "
                 "sends JSON events (listening, user_speech_started, transcript, end_of_turn, reply, speaking, "
                 "interrupted, resumed, timings, error, closed) and takes {type: say|stop}. Gather ICE candidates "
-                "before sending the offer (no trickle). 503 busy (with Retry-After) when "
+                "before sending the offer (no trickle). An offer WebRTC cannot use (no a=fingerprint, a candidate's "
+                "address, port, component or priority out of range, a payload type outside 0-127, more than "
+                f"{MAX_CANDIDATES} candidates) is 400 invalid_sdp, before anything starts. 503 busy (with "
+                "Retry-After) when "
                 "AVATAR_MAX_LIVE_SESSIONS sessions are open; 503 live_unavailable when live mode is off. "
                 "See docs/api.md, 'Live mode'.",
                 "requestBody": {"required": True, "content": {JSON: {"schema": _ref("schemas", "LiveOffer")}}},

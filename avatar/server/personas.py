@@ -10,11 +10,13 @@ a usable face, or anything else wrong, leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import io
 import re
 import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import numpy as np
 from PIL import Image
@@ -22,12 +24,14 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from avatar import media
-from avatar.errors import InvalidRequestError, NoSpeechError, PayloadTooLargeError
+from avatar.errors import InvalidRequestError, NoSpeechError, UnknownPersonaError
 from avatar.images import load_image
 from avatar.knowledge import KNOWLEDGE_FILE, knowledge_problem
 from avatar.personas import DEFAULT_PROMPT, MAX_PORTRAIT_SIDE, PORTRAIT, UNNAMED_PROMPT, VOICE, Persona
 from avatar.pipeline.stages import SILENCE_DBFS
+from avatar.pipeline.text import checked_text
 from avatar.pipeline.threads import run_blocking
+from avatar.server.security import caller_of, picture_token
 from avatar.server.service import AppState, Service
 from avatar.server.uploads import audio_type, image_type, read_form
 from avatar.server.urls import public_url_for
@@ -37,36 +41,64 @@ NAME_CHARS = 64
 PROMPT_CHARS = 2000
 VOICE_RATE = 24_000
 VOICE_SECONDS = (3.0, 30.0)  # a voice sample long enough to clone from, short enough to keep
+TOKEN = re.compile(r"[0-9a-f]{32}")
 LANGUAGE = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})?$")
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
 
 def describe(request: Request[AppState], persona: Persona) -> dict[str, Any]:
+    token = {} if persona.owner is None else {"token": picture_token(persona.name, persona.owner)}
     return {
         **persona.describe(),
-        "image_url": public_url_for(request, "persona_image", persona=persona.name),
-        "face_url": public_url_for(request, "persona_face", persona=persona.name),
+        "image_url": _with_query(public_url_for(request, "persona_image", persona=persona.name), token),
+        "face_url": _with_query(public_url_for(request, "persona_face", persona=persona.name), token),
     }
 
 
+def _with_query(url: str, query: dict[str, str]) -> str:
+    return f"{url}?{urlencode(query)}" if query else url
+
+
 async def list_personas(request: Request[AppState]) -> JSONResponse:
-    """Every persona (bundled first, then the created ones, newest first) and the default one."""
+    """The bundled personas, then the created ones the caller may see (newest first), and the default
+    one. With API keys, a key sees those it created (an admin key: all); with keys off, none is listed
+    (a created one is reached by its unguessable name, which only its creator was given)."""
     service = request.state["service"]
-    everyone = await run_blocking(service.runtime.personas.everyone)
+    caller = caller_of(request.scope)
+    personas = service.runtime.personas
+    everyone = await run_blocking(personas.everyone)
+    keys_on = caller.key is not None
+    shown = [p for p in everyone if personas.is_bundled(p.name) or (keys_on and caller.owns(p.owner))]
     return JSONResponse(
-        {"default": service.settings.default_persona, "personas": [describe(request, p) for p in everyone]}
+        {"default": service.settings.default_persona, "personas": [describe(request, p) for p in shown]}
     )
 
 
-async def get_persona(request: Request[AppState]) -> JSONResponse:
+def _persona(request: Request[AppState]) -> Persona:
+    """The persona of the path, if the caller may see it (another key's is 404, as if there were none)."""
+    return request.state["service"].persona(request.path_params["persona"], caller_of(request.scope))
+
+
+def _pictured(request: Request[AppState]) -> Persona:
+    """The persona of a picture's path: an ``<img src>`` sends no key, so an owned persona's picture is
+    shown for the token of its owner's listing (or to its owner's key)."""
     persona = request.state["service"].runtime.personas.get(request.path_params["persona"])
-    return JSONResponse(describe(request, persona))
+    token = request.query_params.get("token", "")
+    if token and not TOKEN.fullmatch(token):
+        raise InvalidRequestError("'token' must be the 32 hex digits of a picture URL from the persona's listing.")
+    if persona.owner is not None and not caller_of(request.scope).owns(persona.owner):
+        if not hmac.compare_digest(token, picture_token(persona.name, persona.owner)):
+            raise UnknownPersonaError(f"Unknown persona {persona.name!r}.")
+    return persona
+
+
+async def get_persona(request: Request[AppState]) -> JSONResponse:
+    return JSONResponse(describe(request, _persona(request)))
 
 
 async def persona_image(request: Request[AppState]) -> FileResponse:
     """A persona's photo, as it was given (bundled) or kept (created: upright, at most 2048 px)."""
-    persona = request.state["service"].runtime.personas.get(request.path_params["persona"])
+    persona = _pictured(request)
     path = persona.image_path
     return FileResponse(
         path,
@@ -80,7 +112,7 @@ async def persona_face(request: Request[AppState]) -> Response:
     from, so a page can show it before the first reply."""
     service = request.state["service"]
     service.require_ready()
-    persona = service.runtime.personas.get(request.path_params["persona"])
+    persona = _pictured(request)
     stage = service.pipeline.animate
     face = stage.cached(persona.image_path)
     if face is None:  # a persona created on another replica: prepare it here, once, in the model queue
@@ -105,21 +137,26 @@ async def delete_persona(request: Request[AppState]) -> Response:
     personas = service.runtime.personas
     if personas.is_bundled(name):
         raise InvalidRequestError(f"Persona {name!r} is bundled with the server and cannot be removed.")
-    personas.get(name)  # UnknownPersonaError (404) when there is no such persona
+    _persona(request)  # UnknownPersonaError (404) when there is no such persona, or it is another key's
     assert personas.created is not None
     await run_blocking(personas.created.remove, name)
     return Response(status_code=204)
 
 
 async def create_persona(request: Request[AppState]) -> JSONResponse:
-    """``image`` (file, required), optional ``name``, ``system_prompt``, ``language``, ``knowledge``
-    (text, or a .txt/.md file part) and ``voice`` (file) → the new persona, usable at once in every
-    route by its ``name``."""
+    """``image`` (file, required), ``consent`` ("true": the uploader may use the photo), optional
+    ``name``, ``system_prompt``, ``language``, ``knowledge`` (text, or a .txt/.md file part) and
+    ``voice`` (file) → the new persona, usable at once in every route by its ``name``."""
     service = request.state["service"]
     service.require_ready()
     form = await read_form(
         request, max_bytes=service.max_upload_bytes, files={"image": image_type, "voice": audio_type}
     )
+    if form.fields.get("consent") != "true":
+        raise InvalidRequestError(
+            "Confirm that you may use this photo: send consent=true (you have the right to use this person's "
+            "likeness, and the videos made from it are labelled as AI-generated)."
+        )
     upload = form.file("image")
     if upload is None:
         raise InvalidRequestError("The 'image' file is missing: send the portrait as a multipart/form-data file.")
@@ -132,7 +169,7 @@ async def create_persona(request: Request[AppState]) -> JSONResponse:
     knowledge = (form.text("knowledge") or "").strip()
     problem = knowledge_problem(knowledge)
     if problem is not None:
-        raise PayloadTooLargeError(f"'knowledge': {problem}")
+        raise InvalidRequestError(f"The 'knowledge' field: {problem}")
     photo = await run_blocking(load_image, upload.data, max_pixels=service.settings.max_image_pixels)
     voice = form.file("voice")
     sample = await _voice_sample(voice.data) if voice is not None else None
@@ -152,6 +189,9 @@ async def create_persona(request: Request[AppState]) -> JSONResponse:
         )
         faces = await service.exclusive(request, lambda: _prepare(service, persona))
         meta |= {"display_name": display_name, "language": language, "system_prompt": persona.system_prompt}
+        owner = caller_of(request.scope).key
+        if owner is not None:
+            meta["owner"] = owner
         kept = await run_blocking(created.finish, name, meta)
     except BaseException:
         await run_blocking(created.remove, name)
@@ -164,14 +204,7 @@ async def create_persona(request: Request[AppState]) -> JSONResponse:
 
 
 def _text(value: str | None, field: str, limit: int) -> str | None:
-    if value is None:
-        return None
-    value = value.strip()
-    if len(value) > limit:
-        raise InvalidRequestError(f"'{field}' is {len(value)} characters long; the limit is {limit}.")
-    if _UNPRINTABLE.search(value):
-        raise InvalidRequestError(f"'{field}' holds control characters or broken Unicode; send plain text.")
-    return value
+    return None if value is None else checked_text(value, limit, field)
 
 
 async def _voice_sample(data: bytes) -> np.ndarray:

@@ -1,5 +1,8 @@
 """Where finished turns live: ``<output_dir>/<id>/``, random ids, a time to live, nothing half-written.
 
+A full or read-only disk is named (``StorageFullError``, 503 ``storage_full``) rather than a 500, and
+below a free-space floor the oldest results are removed first, as past the disk quota.
+
 A turn renders into ``<output_dir>/.staging/<replica>/<id>/`` and is renamed into place only when it
 succeeded, so a result folder is always complete and a failed or cancelled turn leaves nothing a client
 can see. While it runs, its video segments are served from there (from any replica sharing the
@@ -22,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from avatar.errors import NotFoundError
+from avatar.errors import NotFoundError, StorageFullError, storage_faults
 from avatar.pipeline.files import AUDIO_NAME, SEGMENTS_DIR, SUMMARY_NAME, VIDEO_NAME, segment_name
 from avatar.pipeline.pipeline import new_turn_id
 
@@ -30,6 +33,7 @@ log = structlog.stdlib.get_logger(__name__)
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 STAGING = ".staging"
+OWNER_FILE = ".owner"
 MAX_SEGMENTS = 10_000
 
 DOWNLOADS: dict[str, tuple[str, str]] = {
@@ -51,8 +55,10 @@ class ResultStore:
         replica: str = "local",
         clock: Callable[[], float] = time.time,
         max_bytes: int | None = None,
+        min_free_bytes: int = 0,
     ) -> None:
         self.root = root
+        self.min_free_bytes = min_free_bytes
         self.ttl = ttl_seconds
         self.clock = clock
         self.staging = root / STAGING / replica
@@ -66,18 +72,45 @@ class ResultStore:
         self.staging.mkdir(parents=True, exist_ok=True)
 
     @contextmanager
-    def reserve(self, result_id: str | None = None) -> Iterator[Path]:
+    def reserve(self, result_id: str | None = None, owner: str | None = None) -> Iterator[Path]:
         """A fresh folder to render a result into. It is published under its id (the folder's name)
-        when the block succeeds and removed when it raises or is cancelled."""
+        when the block succeeds and removed when it raises or is cancelled. ``owner``: the id of the
+        API key whose result it is (its summary is shown to that key only)."""
         work = self.staging / (result_id or new_turn_id())
-        work.mkdir(parents=True)
         try:
-            yield work
-            os.utime(work)  # the time to live counts from now
-            os.replace(work, self.root / work.name)
+            with storage_faults("the output folder (AVATAR_OUTPUT_DIR)"):
+                work.mkdir(parents=True)
+                if owner is not None:
+                    (work / OWNER_FILE).write_text(owner)
+                yield work
+                os.utime(work)  # the time to live counts from now
+                os.replace(work, self.root / work.name)
             self._published(self.root / work.name)
+        except StorageFullError:
+            self.wake_sweeper()  # the oldest results go now, so that a retry finds room
+            raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def free_bytes(self) -> int | None:
+        """Free space on the output folder's disk for this process; 0 when the disk is mounted read-only
+        (None when it cannot be read)."""
+        try:
+            disk = os.statvfs(self.root)
+        except OSError:
+            return None
+        return 0 if disk.f_flag & os.ST_RDONLY else disk.f_bavail * disk.f_frsize
+
+    def storage_problem(self) -> str | None:
+        """Why results cannot be written now (for /readyz), or None: the disk has less free space than
+        ``min_free_bytes`` (AVATAR_MIN_FREE_DISK_MB) or is read-only."""
+        free = self.free_bytes()
+        if free is None or (free >= self.min_free_bytes and free > 0):
+            return None
+        return (
+            f"storage_full: the output folder's disk has {free / 2**20:.1f} MB free, under "
+            f"AVATAR_MIN_FREE_DISK_MB={self.min_free_bytes / 2**20:g} (or is read-only)"
+        )
 
     def folder(self, result_id: str) -> Path:
         """The folder of a live result; NotFoundError for a malformed, unknown or expired id."""
@@ -111,6 +144,13 @@ class ResultStore:
             if path.is_file():
                 return path
         raise NotFoundError(f"Result {result_id} has no segment {index} (not yet made, or the turn is over).")
+
+    def owner(self, result_id: str) -> str | None:
+        """The id of the API key that made the result (None: made with keys off)."""
+        try:
+            return (self.folder(result_id) / OWNER_FILE).read_text().strip() or None
+        except FileNotFoundError:
+            return None
 
     def summary(self, result_id: str) -> dict[str, Any]:
         path = self.folder(result_id) / SUMMARY_NAME
@@ -151,12 +191,15 @@ class ResultStore:
             if stale:
                 self._remove(folder)
         total = sum(size for _, size, _ in live)
-        if self.max_bytes is not None and total > self.max_bytes:
+        short = self._short_of_space()
+        if short > 0 or (self.max_bytes is not None and total > self.max_bytes):
             for _, size, folder in sorted(live):  # oldest first
-                if total <= self.max_bytes:
+                over_quota = self.max_bytes is not None and total > self.max_bytes
+                if not over_quota and short <= 0:
                     break
                 self._remove(folder)
                 total -= size
+                short -= size
                 evicted += 1
         self.used_bytes = total
         if expired:
@@ -164,6 +207,11 @@ class ResultStore:
         if evicted:
             log.info("results removed over the disk quota", removed=evicted, kept_mb=round(total / 2**20, 1))
         return expired + evicted
+
+    def _short_of_space(self) -> int:
+        """Bytes missing from the free-space floor (0 or less: none)."""
+        free = self.free_bytes()
+        return 0 if free is None else self.min_free_bytes - free + (1 if free == 0 else 0)
 
     @staticmethod
     def _remove(folder: Path) -> None:

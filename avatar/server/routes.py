@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from starlette.routing import Mount, Route
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
 
 from avatar.server import conversation, downloads, metrics, personas, probes, stage_routes, web
 from avatar.server.live import api as live
 
 API = "/api/v1"
 
-ROUTES = [
+_DECLARED = [
     Route("/", web.page, methods=["GET"]),
     Mount("/static", app=web.static, name="static"),
     Route("/healthz", probes.healthz, methods=["GET"]),
@@ -41,3 +46,42 @@ ROUTES = [
     Route(f"{API}/live", live.offer, methods=["POST"]),
     Route(f"{API}/live", live.info, methods=["GET"]),
 ]
+
+
+Endpoint = Callable[[Request[Any]], Awaitable[Response]]
+
+
+def by_path(routes: Sequence[BaseRoute]) -> list[BaseRoute]:
+    """One route per path: the routes of a path that differ by method become one that dispatches on it,
+    so that a 405 lists every method of the path in ``Allow`` (Starlette answers a wrong method with the
+    first matching route's methods only). The merged route keeps the name one of them had."""
+    merged: list[BaseRoute] = []
+    groups: dict[str, list[Route]] = {}
+    for route in routes:
+        if isinstance(route, Route) and route.path in groups:
+            groups[route.path].append(route)
+            continue
+        if isinstance(route, Route):
+            groups[route.path] = [route]
+        merged.append(route)
+    for index, route in enumerate(merged):
+        group = groups.get(route.path) if isinstance(route, Route) else None
+        if group is not None and len(group) > 1:
+            merged[index] = _dispatching(group)
+    return merged
+
+
+def _dispatching(group: list[Route]) -> Route:
+    endpoints: dict[str, Endpoint] = {}
+    for route in group:
+        for method in route.methods or ():
+            endpoints[method] = route.endpoint
+
+    async def dispatch(request: Request[Any]) -> Response:
+        return await endpoints[request.method](request)
+
+    name = next((r.name for r in group if r.name != r.endpoint.__name__), group[0].name)
+    return Route(group[0].path, dispatch, methods=sorted(endpoints), name=name)
+
+
+ROUTES = by_path(_DECLARED)

@@ -17,7 +17,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive
 
 from avatar.config import Settings
-from avatar.errors import ModelError, NotReadyError
+from avatar.errors import ModelError, NotReadyError, SessionStoreUnavailableError, UnknownPersonaError
 from avatar.personas import Persona
 from avatar.pipeline import Pipeline
 from avatar.pipeline.queue import ModelQueue
@@ -25,6 +25,7 @@ from avatar.pipeline.threads import ModelCalls
 from avatar.runtime import Runtime
 from avatar.server.metrics import Metrics
 from avatar.server.results import ResultStore
+from avatar.server.security import Caller
 from avatar.server.turns import Turns
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ log = structlog.stdlib.get_logger(__name__)
 
 T = TypeVar("T")
 
+STORE_PROBE_S = 1.0  # a readiness probe waits this long for the session store (Kubernetes waits 1 s)
 LOADING_RETRY_AFTER_S = 5  # the models load in seconds here, minutes for large ones on a GPU: ask often
 
 
@@ -56,10 +58,12 @@ class Service:
         """``loading``, ``ready`` or ``failed``: the runtime's state."""
         return self.runtime.state
 
-    def readiness(self) -> dict[str, Any]:
+    async def readiness(self) -> dict[str, Any]:
         """The /readyz body. ``status`` is ``ready`` only when this replica can take another request now:
-        models loaded and warm and the model queue not full; else ``loading``, ``failed`` or ``busy``, with
-        a ``reason`` (a load balancer sends the traffic elsewhere meanwhile)."""
+        models loaded and warm, the model queue not full, room on the output folder's disk and the
+        session store answering; else ``loading``, ``failed``, ``unhealthy``, ``busy``, ``storage_full``
+        or ``session_store_unavailable``, with a ``reason`` (a load balancer sends the traffic elsewhere
+        meanwhile)."""
         status = self.status
         body: dict[str, Any] = {"status": status}
         if status == "loading":
@@ -75,6 +79,12 @@ class Service:
                 f"busy: the model queue is full ({self.queue.waiting} waiting, "
                 f"AVATAR_MAX_QUEUED_REQUESTS={self.settings.max_queued_requests})"
             )
+        if body["status"] == "ready":
+            problem = self.results.storage_problem() or await self._session_store_problem()
+            if problem is not None:
+                body["status"], body["reason"] = problem.split(":", 1)[0], problem
+                if body["status"] == "storage_full":
+                    self.results.wake_sweeper()  # the oldest results go first
         body["models"] = self.runtime.registry.states()
         if self.runtime.error:
             body["error"] = self.runtime.error
@@ -84,6 +94,17 @@ class Service:
             "limit": self.settings.max_queued_requests,
         }
         return body
+
+    async def _session_store_problem(self) -> str | None:
+        """Why the session store cannot be used now (it must answer within STORE_PROBE_S), or None."""
+        try:
+            async with asyncio.timeout(STORE_PROBE_S):
+                await self.runtime.sessions.ping()
+        except SessionStoreUnavailableError as exc:
+            return f"session_store_unavailable: {exc.message}"
+        except TimeoutError:
+            return f"session_store_unavailable: the session store did not answer within {STORE_PROBE_S:g} s"
+        return None
 
     def require_ready(self) -> None:
         status = self.status
@@ -118,10 +139,12 @@ class Service:
         self.require_ready()
         return self.runtime.pipeline
 
-    def persona(self, name: str | None) -> Persona:
-        """The named persona, or the default one (UnknownPersonaError, 404, for a name not installed).
-        Using a created persona starts its time to live again."""
+    def persona(self, name: str | None, caller: Caller | None = None) -> Persona:
+        """The named persona, or the default one (UnknownPersonaError, 404, for a name not installed, or
+        for another key's created persona). Using a created persona starts its time to live again."""
         persona = self.runtime.personas.get(name or self.settings.default_persona)
+        if not (caller or Caller()).owns(persona.owner):
+            raise UnknownPersonaError(f"Unknown persona {persona.name!r}.")  # as if there were none
         created = self.runtime.personas.created
         if persona.expires is not None and created is not None:
             created.touch(persona.name)

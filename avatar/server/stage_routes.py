@@ -17,6 +17,7 @@ from avatar.pipeline.files import VIDEO_NAME
 from avatar.pipeline.text import unspeakable_reason
 from avatar.pipeline.threads import run_blocking
 from avatar.server.inputs import decode_audio, required_file, required_text
+from avatar.server.security import caller_of
 from avatar.server.service import AppState, Service
 from avatar.server.uploads import Form, audio_type, image_type, read_form
 from avatar.server.urls import public_url_for
@@ -35,7 +36,7 @@ async def _text_request(request: Request[AppState]) -> tuple[Service, Form, str,
     problem = unspeakable_reason(text)
     if problem is not None:
         raise InvalidRequestError(problem)
-    return service, form, text, service.persona(form.text("persona"))
+    return service, form, text, service.persona(form.choice("persona"), caller_of(request.scope))
 
 
 async def transcribe(request: Request[AppState]) -> JSONResponse:
@@ -62,7 +63,7 @@ async def chat(request: Request[AppState]) -> JSONResponse:
     """``text``, optional ``persona`` and ``session_id`` → the persona's reply (kept in the session)."""
     service, form, text, persona = await _text_request(request)
     pipeline = service.pipeline
-    session = await pipeline.sessions.get(form.text("session_id"), persona.name)
+    session = await pipeline.sessions.get(form.text("session_id"), persona.name, caller_of(request.scope).key)
     started = time.perf_counter()
     reply, fallback = await service.exclusive(
         request, lambda: pipeline.respond(persona, session.history, text, session.visitor)
@@ -110,9 +111,10 @@ async def animate(request: Request[AppState]) -> FileResponse:
         request, max_bytes=service.max_upload_bytes, files={"audio": audio_type, "image": image_type}
     )
     image = form.file("image")
-    if image is not None and form.text("persona") is not None:
+    if image is not None and form.choice("persona") is not None:
         raise InvalidRequestError("Send either a 'persona' or an 'image', not both.")
-    persona = service.persona(form.text("persona")) if image is None else None
+    caller = caller_of(request.scope)
+    persona = service.persona(form.choice("persona"), caller) if image is None else None
     if image is not None:  # type, size and pixels from the header, before waiting for the models
         inspect_image(image.data, max_pixels=service.settings.max_image_pixels)
     audio = await decode_audio(required_file(form, "audio"), ANIMATE_SAMPLE_RATE, service.settings.max_audio_seconds)
@@ -126,9 +128,11 @@ async def animate(request: Request[AppState]) -> FileResponse:
         else:
             assert image is not None
             face = await run_blocking(stage.prepare_bytes, image.data)
-        await stage.to_mp4(face, audio, ANIMATE_SAMPLE_RATE, video, fmt)
+        pipeline = service.pipeline
+        sign = pipeline.provenance.sign_mp4 if pipeline.provenance is not None else None
+        await stage.to_mp4(face, audio, ANIMATE_SAMPLE_RATE, video, fmt, sign=sign, label=pipeline.visible_label)
 
-    with service.results.reserve() as folder:
+    with service.results.reserve(owner=caller.key) as folder:
         await service.exclusive(request, lambda: render(folder / VIDEO_NAME))
     result_id = folder.name
     path, media_type = service.results.file(result_id, "video.mp4")

@@ -28,7 +28,7 @@ from avatar.errors import NotFoundError, TurnCancelledError, TurnTimeoutError
 from avatar.pipeline import Pipeline, TurnResult
 from avatar.pipeline.control import TurnControl
 from avatar.pipeline.pipeline import TurnRequest
-from avatar.pipeline.queue import ModelQueue, Queued
+from avatar.pipeline.queue import Admission, ModelQueue, Queued
 from avatar.pipeline.reply import TurnEvents
 
 log = structlog.stdlib.get_logger(__name__)
@@ -83,12 +83,14 @@ class Turns:
         control: TurnControl | None = None,
         queued: Queued | None = None,
         disconnect: Receive | None = None,
+        admission: Admission | None = None,
     ) -> T:
         """Queue for the models and await ``work`` holding them, for at most the turn deadline.
 
         A newer turn of ``session_id`` stops this one (barge-in), and so does ``control.stop`` (or
         ``Turns.stop``): then TurnCancelledError (409); past the deadline, TurnTimeoutError (504); with
         ``disconnect`` (the request's ASGI receive), ClientDisconnect once the client has gone.
+        ``admission``: a place in the queue taken beforehand (``ModelQueue.admit``).
         """
         control = control or TurnControl()
         limit = self.timeout_s
@@ -100,7 +102,7 @@ class Turns:
             finally:
                 deadline.cancel()
 
-        task = asyncio.ensure_future(self.queue.run(deadlined, queued=queued))
+        task = asyncio.ensure_future(self.queue.run(deadlined, queued=queued, admission=admission))
         control.attach(task)
         watcher = asyncio.ensure_future(_stop_on_disconnect(disconnect, control)) if disconnect else None
         self._register(RunningTurn(turn_id, session_id, control, task))
@@ -122,6 +124,7 @@ class Turns:
         events: TurnEvents | None = None,
         disconnect: Receive | None = None,
         keep_segments: bool = False,
+        admission: Admission | None = None,
     ) -> TurnResult:
         """An HTTP turn: ``request`` run by the pipeline into ``folder`` (whose name is the turn id), its
         events (``queued``, ``started``, then the pipeline's) to ``events``."""
@@ -141,7 +144,9 @@ class Turns:
                 request, folder, events=events, control=control, keep_segments=keep_segments
             )
 
-        result = await self.run(turn_id, session_id, work, control=control, queued=queued, disconnect=disconnect)
+        result = await self.run(
+            turn_id, session_id, work, control=control, queued=queued, disconnect=disconnect, admission=admission
+        )
         self.observe(result.timings)
         if result.recorded:
             self._finished[turn_id] = result

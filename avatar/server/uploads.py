@@ -1,7 +1,7 @@
 """Reading a request body as form fields and files, within a byte budget, while it streams.
 
-Multipart bodies go through Starlette's own parser (``request.form()``, with caps on files, fields and
-the size of a text part); the request's ``receive`` is wrapped so that the bytes that really arrive are
+Multipart bodies go through Starlette's own parser (with caps on files and fields; a part named only by
+RFC 5987 ``filename*=`` is a file too); the request's ``receive`` is wrapped so that the bytes that really arrive are
 counted, and an oversized upload is refused (413) after at most ``max_bytes`` have been read, whatever
 Content-Length says. Names and filenames in any script are fine (the parser keeps header bytes and
 decodes them as UTF-8).
@@ -13,6 +13,7 @@ picked silently; so is a field holding NUL, control characters or lone surrogate
 
 from __future__ import annotations
 
+import email.message
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,19 +22,15 @@ from urllib.parse import parse_qsl
 
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import FormData, UploadFile
-from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.types import Message, Receive
 
 from avatar.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
-from avatar.knowledge import MAX_KNOWLEDGE_CHARS
 from avatar.pipeline.text import invalid_characters
 from avatar.server.error_responses import MalformedRequestError
 
 MAX_PARTS = 16  # files and fields together; every route takes a handful
-# One text part: a persona's knowledge, the longest text field (50,000 characters), is at most 200,000
-# bytes of UTF-8.
-MAX_FIELD_BYTES = 256 * 1024
 
 TypeCheck = Callable[[str], bool]
 """Whether a file part's declared content type (lower case, no parameters; "" when absent) is allowed."""
@@ -70,6 +67,14 @@ class Form:
         value = self.fields.get(name)
         return value if value is not None and value.strip() else None
 
+    def choice(self, name: str) -> str | None:
+        """An optional field that names something (``persona``): None when absent. Sent but blank, it is
+        refused (422) rather than taken as "the default", which the schema's pattern does not allow."""
+        value = self.fields.get(name)
+        if value is not None and not value.strip():
+            raise InvalidRequestError(f"The {name!r} field is empty; name one, or leave the field out for the default.")
+        return value
+
     def file(self, name: str) -> UploadedFile | None:
         return self.files.get(name)
 
@@ -93,7 +98,7 @@ async def read_form(request: Request[Any], *, max_bytes: int, files: Mapping[str
     budgeted = _Budgeted(request.receive, max_bytes)
     guarded = Request(request.scope, budgeted)
     if media_type == "multipart/form-data":
-        form = await _multipart(guarded, files)
+        form = await _multipart(guarded, files, max_bytes)
         # Starlette's parser takes a body cut off before its closing boundary as complete, losing the
         # unfinished part (an interrupted upload would then read as "no audio sent").
         if b"--" + options.get(b"boundary", b"") + b"--" not in budgeted.tail:
@@ -141,17 +146,44 @@ class _Budgeted:
         return message
 
 
-async def _multipart(request: Request[Any], files: Mapping[str, TypeCheck]) -> Form:
+async def _multipart(request: Request[Any], files: Mapping[str, TypeCheck], max_bytes: int) -> Form:
+    # A text part may be as long as the whole body: its length is judged by its field's own limit
+    # (422 naming both), not by a parser's cap on parts (which would say neither).
+    parser = _Rfc5987Parser(
+        request.headers, request.stream(), max_files=MAX_PARTS, max_fields=MAX_PARTS, max_part_size=max_bytes
+    )
     try:
-        async with request.form(max_files=MAX_PARTS, max_fields=MAX_PARTS, max_part_size=MAX_FIELD_BYTES) as data:
-            return await _collect(data, files)
-    except HTTPException as exc:  # Starlette's word for a malformed body, or one past the caps
-        if "exceeded maximum size" in str(exc.detail):
-            raise PayloadTooLargeError(
-                f"A text field of the form is larger than {MAX_FIELD_BYTES // 1024} KB; the longest text the "
-                f"API takes is a persona's knowledge, {MAX_KNOWLEDGE_CHARS:,} characters."
-            ) from None
-        raise MalformedRequestError(f"The multipart/form-data body is malformed: {exc.detail}") from None
+        data = await parser.parse()
+    except MultiPartException as exc:  # a malformed body, or one past the caps on parts
+        raise MalformedRequestError(f"The multipart/form-data body is malformed: {exc.message}") from None
+    try:
+        return await _collect(data, files)
+    finally:
+        await data.close()
+
+
+class _Rfc5987Parser(MultiPartParser):
+    """Starlette's multipart parser, taking a part named only by ``filename*=`` (RFC 5987/2231, the form
+    for names outside ASCII) as the file it is; python-multipart reads a plain ``filename`` only."""
+
+    def on_header_end(self) -> None:
+        if self._current_partial_header_name.lower() == b"content-disposition":
+            self._current_partial_header_value = _plain_filename(self._current_partial_header_value)
+        super().on_header_end()
+
+
+def _plain_filename(disposition: bytes) -> bytes:
+    """``disposition`` with a ``filename`` parameter added from its ``filename*`` when it has only that."""
+    _, options = parse_options_header(disposition)
+    if b"filename" in options or b"filename*" not in disposition.lower():
+        return disposition
+    header = email.message.Message()
+    header["content-disposition"] = disposition.decode("utf-8", "replace")
+    filename = header.get_filename()
+    if filename is None:
+        return disposition
+    quoted = filename.replace("\\", "\\\\").replace('"', '\\"')
+    return disposition + b'; filename="' + quoted.encode("utf-8") + b'"'
 
 
 async def _collect(data: FormData, files: Mapping[str, TypeCheck]) -> Form:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -352,6 +353,45 @@ def test_bad_offers_are_clear_errors(live: ServerProcess) -> None:
         response = http.post(LIVE, json={"sdp": audio_only, "type": "offer"})
         assert response.status_code == 422 and "video" in response.json()["error"]["message"], response.text
         assert http.get(LIVE).json()["sessions"] == 0  # nothing half-open was left
+
+
+def test_offers_with_bad_values_are_400_before_anything_starts(live: ServerProcess) -> None:
+    """The probe's offers: each is refused before a peer connection is made, leaving no session and no
+    exception in the log (aiortc's DTLS assert and ``sendto`` overflow are never reached)."""
+    offer = run(_full_offer())
+    candidate = next(line for line in offer.splitlines() if line.startswith("a=candidate:"))
+    bits = candidate.split(" ")
+    bad = {
+        "no fingerprint": re.sub(r"a=fingerprint:[^\r\n]*\r\n", "", offer),
+        "port 99999": offer.replace(candidate, " ".join([*bits[:5], "99999", *bits[6:]])),
+        "address 999.0.0.1": offer.replace(candidate, " ".join([*bits[:4], "999.0.0.1", *bits[5:]])),
+        "payload type": re.sub(r"a=rtpmap:(\d+) opus", "a=rtpmap:99999999999 opus", offer, count=1),
+        "1,000 candidates": offer.replace(candidate, "\r\n".join([candidate] * 1000), 1),
+    }
+    logged = len(live.log_lines())
+    with httpx.Client(base_url=live.base_url, timeout=30) as http:
+        for name, sdp in bad.items():
+            response = http.post(LIVE, json={"sdp": sdp, "type": "offer"})
+            assert response.status_code == 400 and error_code(response) == "invalid_sdp", (name, response.text)
+        assert http.get(LIVE).json()["sessions"] == 0
+    time.sleep(1.0)  # what a session started for one of them would log comes within this
+    errors = [line for line in live.log_lines()[logged:] if line.get("level") in ("error", "critical")]
+    assert errors == [], errors
+
+
+async def _full_offer() -> str:
+    from aiortc import RTCPeerConnection
+
+    from avatar.bench.live_client import Microphone
+
+    pc = RTCPeerConnection()
+    pc.addTransceiver(Microphone(), direction="sendrecv")
+    pc.addTransceiver("video", direction="recvonly")
+    pc.createDataChannel("events")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = str(pc.localDescription.sdp)
+    await pc.close()
+    return sdp
 
 
 async def _offer_without_video() -> str:

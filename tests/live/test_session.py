@@ -9,7 +9,7 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,11 +19,13 @@ from scripted import ScriptedChat
 
 from avatar.config import PROJECT_ROOT
 from avatar.errors import NoSpeechError
+from avatar.health import ModelHealth
 from avatar.personas import PersonaStore
 from avatar.pipeline import Pipeline
 from avatar.pipeline.queue import ModelQueue
 from avatar.pipeline.sessions import MemorySessionStore
 from avatar.pipeline.stages import AnimateStage, RespondStage, SpeakStage, TranscribeStage
+from avatar.pipeline.threads import ModelCalls
 from avatar.server.live.codecs import silence_packet
 from avatar.server.live.finishing import FinishOptions, TurnEndModel
 from avatar.server.live.idle import IdleLoop
@@ -34,7 +36,7 @@ from avatar.server.live.taking import EarlyReply
 from avatar.server.live.turn import ReplySettings
 from avatar.server.metrics import Metrics
 from avatar.server.turns import Turns
-from avatar.types import FrameArray, Transcript, VoiceSpec
+from avatar.types import ChatMessage, FrameArray, Transcript, VoiceSpec
 
 FPS = 25
 SIZE = 64
@@ -604,3 +606,48 @@ def test_with_backchannels_off_any_speech_over_the_reply_stops_it() -> None:
 
     scene = asyncio.run(scenario())
     assert scene.events("user_speech_started")[-1]["interrupted"] is True
+
+
+class TokenizingChat(ScriptedChat):
+    """The scripted chat reading its prompt the way a model's tokenizer does: as UTF-8 (a lone
+    surrogate fails there, as ``UnicodeEncodeError``, the way it fails in llama.cpp)."""
+
+    def stream(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> Iterator[str]:
+        for message in messages:
+            message.content.encode("utf-8")
+        return super().stream(messages, max_new_tokens=max_new_tokens)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("\ud800 hello", "lone surrogate (U+D800)"),
+        ("hello\x1b[2J", "control character U+001B"),
+        ("   ", "empty"),
+        ("a" * 1001, "the limit is 1,000"),
+    ],
+)
+def test_typed_text_the_http_routes_refuse_is_refused_before_the_reply_playing_is_stopped(text: str, says: str) -> None:
+    health = ModelHealth("llm")
+
+    async def scenario() -> tuple[Scene, list[ChatMessage]]:
+        async with Scene({}) as scene:
+            scene.chat = TokenizingChat(ANSWER)
+            scene.pipeline.respond.llm = scene.chat
+            scene.pipeline.respond.calls = ModelCalls(health)
+            scene.session._on_message(json.dumps({"type": "say", "text": "Hello there."}))
+            await scene.until("speaking")
+            scene.session._on_message(json.dumps({"type": "say", "text": text}))
+            error = (await scene.until("error"))[0]
+            assert error["code"] == "invalid_request" and says in error["message"], error
+            scene.session._on_message(json.dumps({"type": "say", "text": "And then?"}))
+            await scene.until("timings", 2)
+            session = await scene.pipeline.sessions.get(scene.session.session_id, scene.session.persona.name)
+        return scene, session.history
+
+    scene, history = asyncio.run(scenario())
+    assert [e["turn"] for e in scene.events("timings")] == [1, 2]  # the refused text made no turn ...
+    assert [e["turn"] for e in scene.events("interrupted")] == [1]  # ... and stopped nothing; the next did
+    assert [m.content for m in history if m.role == "user"] == ["Hello there.", "And then?"]
+    assert scene.chat.seen[-1].content == "And then?"
+    assert health.calls > 0 and health.failures == 0

@@ -139,6 +139,22 @@ def test_failures_in_a_row_make_a_model_unhealthy_until_a_call_works() -> None:
     asyncio.run(scenario())
 
 
+def test_a_call_failing_on_what_the_request_gave_it_never_counts_against_the_model() -> None:
+    health = ModelHealth("llm")
+    calls = ModelCalls(health)
+
+    def tokenize(text: str) -> bytes:
+        return text.encode("utf-8")  # a tokenizer's first step, where a lone surrogate fails
+
+    async def scenario() -> None:
+        for _ in range(5):
+            with pytest.raises(UnicodeEncodeError):
+                await calls(tokenize, "\ud800")
+        assert health.failures == 0 and health.state == "ok"
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize("text", ["llm", "gpu:raise", "llm:explode", "tts:raise:skip=x", "face:hang:when=now"])
 def test_a_wrong_fault_setting_is_refused(text: str) -> None:
     with pytest.raises(ConfigError, match="AVATAR_FAULTS"):

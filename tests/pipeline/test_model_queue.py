@@ -127,3 +127,31 @@ def test_closing_takes_the_models_for_good_after_the_running_work() -> None:
 
     too_soon, closed = asyncio.run(scenario())
     assert (too_soon, closed) == (False, True)
+
+
+def test_a_place_taken_before_the_work_runs_counts_at_once_and_is_given_back_if_never_used() -> None:
+    async def scenario() -> ModelQueue:
+        queue = ModelQueue(limit=1)
+        gate = asyncio.Event()
+        running = asyncio.ensure_future(queue.run(gate.wait))
+        await _ticks()
+        # Two streams answer at once: the first takes the one free place before its work has run, so
+        # the second is refused then (before its 200), not later inside its stream.
+        first = queue.admit()
+        with pytest.raises(BusyError):
+            queue.admit()
+        assert queue.depth() == (1, 1) and first.ahead == 1
+        waiting = asyncio.ensure_future(queue.run(gate.wait, admission=first))
+        await _ticks()
+        assert queue.depth() == (1, 1)  # the place is not counted twice
+        gate.set()
+        await asyncio.gather(running, waiting)
+        assert queue.depth() == (0, 0) and queue.idle.is_set()
+        unused = queue.admit()  # a stream whose client left before its turn was queued
+        assert queue.depth() == (0, 1)
+        unused.release()
+        unused.release()
+        assert queue.depth() == (0, 0) and queue.idle.is_set()
+        return queue
+
+    asyncio.run(scenario())

@@ -7,16 +7,23 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis
+from scripted import ScriptedChat
 
 from avatar.bench.cluster import MissingProgramError, RedisServer, program
 from avatar.bench.http_service import free_port
-from avatar.config import load_settings
-from avatar.errors import ModelError, SessionStoreUnavailableError
+from avatar.config import PROJECT_ROOT, load_settings
+from avatar.errors import InvalidRequestError, ModelError, SessionStoreUnavailableError
+from avatar.fmp4 import video_format
+from avatar.personas import PersonaStore
+from avatar.pipeline import Pipeline
+from avatar.pipeline.pipeline import TurnRequest
 from avatar.pipeline.redis_sessions import KEY_PREFIX, RedisSessionStore
 from avatar.pipeline.sessions import MemorySessionStore, Session, SessionStore
+from avatar.pipeline.stages import AnimateStage, RespondStage, SpeakStage, TranscribeStage
 from avatar.runtime import Runtime, session_store
 
 
@@ -81,6 +88,40 @@ def test_history_kept_per_session_and_persona(make_store: StoreFactory) -> None:
         # turn arrives before the turn it interrupts has recorded anything).
         adopted = await store.get("0" * 32, "eileen")
         assert adopted.id == "0" * 32 and adopted.history == []
+
+    asyncio.run(_use(make_store(ttl_seconds=60, max_turns=6), body))
+
+
+def test_a_history_holds_only_text_that_passed_the_checks(make_store: StoreFactory) -> None:
+    async def body(store: SessionStore) -> None:
+        session = await store.get(None, "eileen")
+        for bad in ("\ud800", "a\x00b", "bell\x07"):
+            with pytest.raises(InvalidRequestError, match="not kept"):
+                await store.record(session, bad, "An answer.")
+        await store.record(session, "Hello.", "Hi\x00 there\ud800.")  # what a model wrote is cleaned
+        kept = await store.get(session.id, "eileen")
+        assert [m.content for m in kept.history] == ["Hello.", "Hi there."]
+        assert await store.amend_last(kept, "Hello.", "Hi\x00 there\ud800.", "Hi\x07")
+        amended = await store.get(session.id, "eileen")
+        assert [m.content for m in amended.history] == ["Hello.", "Hi"]
+
+    asyncio.run(_use(make_store(ttl_seconds=60, max_turns=6), body))
+
+
+def test_a_session_is_its_owners(make_store: StoreFactory) -> None:
+    """Session ids are bound to the key that made them: another key (or none) with the same id starts a
+    session of its own under a new id and reads nothing of the first."""
+
+    async def body(store: SessionStore) -> None:
+        mine = await store.get(None, "eileen", "key-a")
+        await store.record(mine, "My name is Sam.", "Hello Sam.")
+        for other in ("key-b", None):
+            theirs = await store.get(mine.id, "eileen", other)
+            assert theirs.id != mine.id and theirs.history == [] and theirs.visitor == []
+        again = await store.get(mine.id, "eileen", "key-a")
+        assert again.id == mine.id and [m.content for m in again.history] == ["My name is Sam.", "Hello Sam."]
+        assert await store.amend_last(again, "My name is Sam.", "Hello Sam.", "Hello")
+        assert [m.content for m in (await store.get(mine.id, "eileen", "key-a")).history][-1] == "Hello"
 
     asyncio.run(_use(make_store(ttl_seconds=60, max_turns=6), body))
 
@@ -323,3 +364,29 @@ def test_what_the_visitor_said_about_themself_outlives_the_history(make_store: S
         assert (await store.get(None, "eileen")).visitor == []
 
     asyncio.run(_use(make_store(ttl_seconds=60, max_turns=2), body))
+
+
+def test_a_turn_checks_the_store_before_its_work(tmp_path: Path) -> None:
+    """Redis gone when a turn's work is due: the turn is refused before a model is called (before, the
+    reply was rendered and then thrown away when its history could not be kept)."""
+    chat = ScriptedChat("An answer nobody will hear.")
+    unused = SimpleNamespace(name="never called")  # the other models: the turn must not reach them
+    store = RedisSessionStore(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    personas = PersonaStore(PROJECT_ROOT / "assets" / "personas")
+    pipeline = Pipeline(
+        transcribe=TranscribeStage(unused),
+        respond=RespondStage(chat),
+        speak=SpeakStage(unused),
+        animate=AnimateStage(unused),
+        personas=personas,
+        sessions=store,
+    )
+    persona = personas.get(pipeline.default_persona)
+    request = TurnRequest(persona, Session("ab" * 16, persona.name), None, "Hello?", video_format(None), 0.0)
+
+    async def body(store: SessionStore) -> None:
+        with pytest.raises(SessionStoreUnavailableError):
+            await pipeline.run_request(request, tmp_path / "turn")
+
+    asyncio.run(_use(store, body))
+    assert chat.seen == [] and not (tmp_path / "turn").exists()

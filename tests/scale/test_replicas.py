@@ -114,13 +114,13 @@ def test_a_persona_created_on_one_replica_talks_on_another(cluster: Cluster) -> 
     created = httpx.post(
         f"{r1}/api/v1/personas",
         files={"image": ("me.png", photo, "image/png")},
-        data={"name": "Ada"},
+        data={"name": "Ada", "consent": "true"},
         timeout=TIMEOUT,
     )
     assert created.status_code == 201, created.text
     name = created.json()["name"]
-    listed = httpx.get(f"{r2}/api/v1/personas", timeout=TIMEOUT).json()["personas"]
-    assert name in {p["name"] for p in listed}  # r2 reads it from the shared folder
+    shown = httpx.get(f"{r2}/api/v1/personas/{name}", timeout=TIMEOUT)
+    assert shown.status_code == 200, shown.text  # r2 reads it from the shared folder
     image = httpx.get(f"{r2}/api/v1/personas/{name}/image", timeout=TIMEOUT)
     assert image.status_code == 200 and image.content
     # r2 never prepared this face: it does on first use, and the turn is the persona's.
@@ -189,7 +189,13 @@ def test_redis_going_away_is_a_clean_503_until_it_is_back(cluster: Cluster) -> N
         assert refused.headers["retry-after"].isdigit()
         assert "Redis at 127.0.0.1:" in refused.json()["error"]["message"]
         assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+        # Every replica says so on /readyz, so that a balancer sends the work elsewhere (none is alive).
+        for server in cluster.servers.values():
+            ready = httpx.get(f"{server.base_url}/readyz", timeout=10)
+            assert ready.status_code == 503 and ready.json()["status"] == "session_store_unavailable", ready.text
+            assert ready.headers["retry-after"].isdigit()
     finally:
         cluster.redis_server.start()
     again = httpx.post(f"{base}{TURN}", data={"text": "Are you there now?"}, timeout=TIMEOUT)
     assert again.status_code == 200, again.text
+    assert all(httpx.get(f"{s.base_url}/readyz", timeout=10).status_code == 200 for s in cluster.servers.values())

@@ -50,6 +50,7 @@ MAX_UPLOAD_MB = 1  # small, so the 413 tests send little
 
 # The guarded server (conftest.guarded_server): every access and slow-client guard configured.
 API_KEYS = ("first-key-0123456789abcdef", "second-key-fedcba9876543210")
+ADMIN_KEY = "admin-key-0123456789abcdef0123"
 ALLOWED_ORIGIN = "https://app.example.test"
 PUBLIC_URL = "https://avatar.example.test/base"
 HEADER_TIMEOUT_S = 2.0
@@ -58,6 +59,7 @@ MIN_UPLOAD_RATE = 2000
 MAX_CONNECTIONS = 40
 GUARDED_ENV = {
     "AVATAR_API_KEYS": ",".join(API_KEYS),
+    "AVATAR_ADMIN_API_KEYS": ADMIN_KEY,
     "AVATAR_CORS_ORIGINS": ALLOWED_ORIGIN,
     "AVATAR_PUBLIC_URL": PUBLIC_URL,
     "AVATAR_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT_S),

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import json
 from typing import Any
 
+import c2pa
 import httpx
 import pytest
 from live_server import ServerProcess, probe_mp4, wav_seconds
+
+from avatar.provenance import AI_GENERATED
 
 pytestmark = pytest.mark.slow  # drives the real server with the embedded models
 
@@ -41,6 +46,11 @@ def test_spoken_turn_files_play(client: httpx.Client, spoken_turn: dict[str, Any
     streams = probe_mp4(video.content)
     assert streams["video"] == ["h264"] and streams["audio"] == ["aac"]
     assert streams["frames"] >= 25 * spoken_turn["audio_seconds"] - 2
+    # It says what it is: a C2PA manifest marking it AI-generated (avatar.provenance), which verifies.
+    with c2pa.Reader("video/mp4", io.BytesIO(video.content)) as reader:
+        report = json.loads(reader.json())
+    assert AI_GENERATED in json.dumps(report["manifests"][report["active_manifest"]]["assertions"])
+    assert {s["code"] for s in report.get("validation_status", [])} == {"signingCredential.untrusted"}
 
     audio = client.get(spoken_turn["audio_url"])
     assert audio.status_code == 200

@@ -189,3 +189,49 @@ def test_malformed_multipart_is_400(client: httpx.Client) -> None:
     response = client.post("/api/v1/chat", content=body, headers={"Content-Type": "multipart/form-data; boundary=b"})
     assert response.status_code == 400
     assert error_code(response) == "malformed_request"
+
+
+def test_a_wrong_method_lists_every_method_of_the_path(client: httpx.Client) -> None:
+    for path, methods in (
+        ("/api/v1/personas", {"GET", "HEAD", "POST"}),
+        ("/api/v1/personas/eileen", {"GET", "HEAD", "DELETE"}),
+        ("/api/v1/live", {"GET", "HEAD", "POST"}),
+    ):
+        wrong = client.put(path)
+        assert wrong.status_code == 405 and error_code(wrong) == "method_not_allowed"
+        assert {m.strip() for m in wrong.headers["allow"].split(",")} == methods, (path, wrong.headers["allow"])
+
+
+@pytest.mark.parametrize("size", [1_001, 70_000, 300_000])  # under and over a parser's part cap alike
+@pytest.mark.parametrize("encoding", ["multipart", "urlencoded", "json"])
+def test_an_over_long_text_field_is_422_naming_it_and_its_limit_at_any_size(
+    client: httpx.Client, size: int, encoding: str
+) -> None:
+    text = "a" * size
+    request = {
+        "multipart": {"files": {"text": (None, text)}},
+        "urlencoded": {"data": {"text": text}},
+        "json": {"json": {"text": text}},
+    }[encoding]
+    response = client.post("/api/v1/chat", **request)  # type: ignore[arg-type]
+    assert response.status_code == 422 and error_code(response) == "invalid_request", response.text
+    message = response.json()["error"]["message"]
+    assert "'text'" in message and "the limit is 1,000" in message, message
+
+
+def test_an_empty_persona_is_422_not_the_default(client: httpx.Client) -> None:
+    for route in (CONVERSATION, "/api/v1/chat"):
+        response = client.post(route, data={"text": "Hello!", "persona": ""})
+        assert response.status_code == 422 and "'persona'" in response.json()["error"]["message"], response.text
+
+
+def test_a_file_part_named_by_rfc5987_filename_star_is_a_file(client: httpx.Client, planet_question: bytes) -> None:
+    body = (
+        b"--b\r\nContent-Disposition: form-data; name=\"audio\"; filename*=UTF-8''%E8%B3%AA%E5%95%8F.wav\r\n"
+        b"Content-Type: audio/wav\r\n\r\n" + planet_question + b"\r\n--b--\r\n"
+    )
+    response = client.post(
+        "/api/v1/transcribe", content=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
+    assert response.status_code == 200, response.text
+    assert "planet" in response.json()["text"].lower()

@@ -136,10 +136,18 @@ def test_many_idle_sockets_are_reaped_and_the_cap_holds(guarded_server: Served) 
             sockets.append(socket.create_connection((host, port), timeout=15))
         try:
             with connection(guarded_server) as late:
-                late.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+                late.sendall(f"GET /api/v1/personas HTTP/1.1\r\nHost: test\r\n{AUTH}\r\n".encode())
                 status, body = status_and_body(closed_by_server(late))
             assert status == 503 and body["error"]["code"] == "busy"  # type: ignore[index]
             assert str(MAX_CONNECTIONS) in body["error"]["message"]  # type: ignore[index]
+            # The probes are answered all the same, with their own bodies: a liveness probe must not
+            # fail (a restart) because a client holds idle sockets.
+            with httpx.Client(base_url=guarded_server.base_url, timeout=10, headers={"Connection": "close"}) as http:
+                assert http.get("/healthz").json() == {"status": "ok"}
+                ready = http.get("/readyz")
+                assert ready.status_code == 200 and ready.json()["status"] == "ready"
+                metrics = http.get("/metrics", headers={"Authorization": f"Bearer {API_KEYS[0]}"})
+                assert metrics.status_code == 200 and "avatar_" in metrics.text
 
             deadline = time.monotonic() + HEADER_TIMEOUT_S + MARGIN_S
             for sock in sockets:

@@ -150,9 +150,14 @@ def test_real_responses_match_the_document(
 
     personas = "/api/v1/personas"
     portrait = (PROJECT_ROOT / "assets" / "personas" / "eileen" / "portrait.png").read_bytes()
-    made = ask("POST", personas, personas, files={"image": ("me.png", portrait, "image/png")}, data={"name": "Sam"})
+    consent = {"consent": "true"}
+    made = ask(
+        "POST", personas, personas, files={"image": ("me.png", portrait, "image/png")}, data={"name": "Sam", **consent}
+    )
     assert made.status_code == 201, made.text
-    assert ask("POST", personas, personas, files={"image": ("sky.png", faceless_png, "image/png")}).status_code == 422
+    faceless = ask("POST", personas, personas, files={"image": ("sky.png", faceless_png, "image/png")}, data=consent)
+    assert faceless.status_code == 422 and faceless.json()["error"]["code"] == "no_face"
+    assert ask("POST", personas, personas, files={"image": ("me.png", portrait, "image/png")}).status_code == 422
     one = "/api/v1/personas/{persona}"
     name = made.json()["name"]
     assert ask("GET", one, f"{personas}/{name}").status_code == 200

@@ -174,6 +174,12 @@ def test_a_person_talks_to_the_face(browser: Any, fresh_server: ServerProcess, q
     page.fill("#new-persona-knowledge", about)
     assert page.text_content("#new-persona-count") == f"{len(about)} / 50,000"
     shot(page, "8a-your-photo-dialog")
+    # Create does nothing until the uploader confirms they may use the photo.
+    page.click("#new-persona-create")
+    assert page.is_visible("#new-persona") and page.evaluate(
+        "!document.querySelector('#new-persona-consent').validity.valid"
+    )
+    page.check("#new-persona-consent")
     page.click("#new-persona-create")
     page.wait_for_function(
         "() => document.querySelectorAll('.persona').length === 2"
@@ -191,6 +197,9 @@ def test_a_person_talks_to_the_face(browser: Any, fresh_server: ServerProcess, q
     wait_played_through(page)
     assert page.locator("#log li.them").count() == 2  # a new persona starts a new conversation
     shot(page, "9-own-photo-answered")
+    # The server lists bundled personas only (keys off); the page remembers the one it made.
+    page.reload()
+    page.wait_for_function("() => document.querySelectorAll('.persona').length === 2", timeout=30_000)
     assert errors == []
     assert spoken["playing"] >= 1
 

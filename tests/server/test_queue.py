@@ -5,17 +5,20 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 from anyio.from_thread import BlockingPortal
 from in_process import InProcessServer, in_process
+from live_server import sse_events
 
 from avatar.runtime import Runtime
 
 pytestmark = pytest.mark.slow  # drives the real server with the embedded models
 
 CONVERSATION = "/api/v1/conversation"
+STREAM = "/api/v1/conversation/stream"
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +85,42 @@ def test_past_the_limit_a_request_is_told_to_retry(one_waiting: InProcessServer,
         assert http.post(CONVERSATION, data={"text": "Now?"}).status_code == 200
     refused = [line for line in one_waiting.log_lines() if line.get("event") == "busy; request refused"]
     assert len(refused) == 2 and refused[0]["waiting"] == 1
+
+
+def test_streams_arriving_together_past_the_limit_are_refused_with_503_before_any_event(
+    one_waiting: InProcessServer, planet_question: bytes
+) -> None:
+    """The JSON route's refusal, for the stream: a 503 busy with Retry-After, never a 200 whose only
+    event is an error saying busy. Several at once: each must take its place before it answers."""
+    answers: list[tuple[int, str, list[tuple[str, dict[str, Any]]]]] = []
+    start = threading.Barrier(4)
+
+    def stream(text: str) -> None:
+        with httpx.Client(base_url=one_waiting.base_url, timeout=120) as http:
+            start.wait()
+            with http.stream("POST", STREAM, data={"text": text}) as response:
+                events = list(sse_events(response)) if response.status_code == 200 else []
+                answers.append((response.status_code, response.headers.get("retry-after", ""), events))
+                response.read()
+
+    with httpx.Client(base_url=one_waiting.base_url, timeout=120) as http:
+        running = threading.Thread(
+            target=http.post, args=(CONVERSATION,), kwargs={"files": {"audio": ("q.wav", planet_question)}}
+        )
+        running.start()
+        deadline = time.monotonic() + 30
+        while _queue(http)["running"] == 0:
+            assert time.monotonic() < deadline, "the first turn never started"
+            time.sleep(0.02)
+        streams = [threading.Thread(target=stream, args=(f"Question {k}?",)) for k in range(4)]
+        for thread in streams:
+            thread.start()
+        for thread in streams:
+            thread.join()
+        running.join()
+    assert sorted(status for status, _, _ in answers) == [200, 503, 503, 503], answers
+    for status, retry_after, events in answers:
+        if status == 503:
+            assert int(retry_after) >= 1
+        else:
+            assert events[-1][0] == "done" and not any(name == "error" for name, _ in events), events

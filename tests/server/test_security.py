@@ -83,7 +83,8 @@ def test_probes_page_metrics_and_result_urls_stay_open(method: str, path: str) -
 
 def test_no_keys_configured_means_open() -> None:
     assert call(guarded_app(keys=()), "POST", "/api/v1/chat").status_code == 200
-    assert requires_key("POST", "/api/v1/results/x") and not requires_key("GET", "/api/v1/results/x")
+    assert requires_key("POST", "/api/v1/results/x") and not requires_key("GET", "/api/v1/results/x/video.mp4")
+    assert requires_key("GET", "/api/v1/results/x")  # a summary is the caller's own: it needs the key
 
 
 def test_keys_from_settings_and_file(tmp_path: Path) -> None:
@@ -162,7 +163,7 @@ def test_live_keys_probes_and_results(guarded_server: Served) -> None:
         # The result itself is fetched with no key: its random id is the credential.
         path = summary["audio_url"].removeprefix(PUBLIC_URL)
         assert http.get(path).status_code == 200
-        assert http.get(f"/api/v1/results/{summary['id']}").status_code == 200
+        assert http.get(f"/api/v1/results/{summary['id']}", headers=auth(API_KEYS[1])).status_code == 200
 
         document = http.get("/openapi.json").json()
         assert document["security"] == [{"bearerKey": []}]

@@ -50,7 +50,7 @@ def storyteller(talkative: InProcessServer, portrait: Path) -> str:
     created = httpx.post(
         f"{talkative.base_url}/api/v1/personas",
         files={"image": ("rose.png", portrait.read_bytes(), "image/png")},
-        data={"name": "Rose", "system_prompt": prompt},
+        data={"name": "Rose", "system_prompt": prompt, "consent": "true"},
         timeout=120,
     )
     assert created.status_code == 201, created.text

@@ -11,6 +11,8 @@ from starlette.responses import JSONResponse
 from avatar.errors import InvalidRequestError, UnsupportedMediaTypeError
 from avatar.server.live import ice
 from avatar.server.live.hub import InvalidSdpError, LiveOffer
+from avatar.server.live.offers import offer_problem
+from avatar.server.security import caller_of
 from avatar.server.service import AppState
 from avatar.server.uploads import read_form
 
@@ -47,7 +49,8 @@ async def read_offer(request: Request[AppState]) -> LiveOffer:
             f"Send the offer as application/json (not {media_type or 'no content type'}): "
             '{"sdp": "...", "type": "offer"}.'
         )
-    fields = (await read_form(request, max_bytes=MAX_OFFER_BYTES, files={})).fields
+    form = await read_form(request, max_bytes=MAX_OFFER_BYTES, files={})
+    fields = form.fields
     if fields.get("type") != "offer":
         raise InvalidRequestError(f'"type" must be "offer", not {fields.get("type", "missing")!r}.')
     sdp = fields.get("sdp", "")
@@ -61,4 +64,8 @@ async def read_offer(request: Request[AppState]) -> LiveOffer:
         raise InvalidSdpError(
             '"sdp" is not an SDP offer: it must begin with "v=0" and have media sections ("m=" lines).'
         )
-    return LiveOffer(sdp=sdp, persona=fields.get("persona") or None, session_id=session_id)
+    problem = offer_problem(sdp)  # before any peer connection is made for it
+    if problem is not None:
+        raise InvalidSdpError(problem)
+    caller = caller_of(request.scope)
+    return LiveOffer(sdp=sdp, persona=form.choice("persona"), session_id=session_id, caller=caller)

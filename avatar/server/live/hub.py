@@ -12,7 +12,7 @@ import contextlib
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
@@ -35,6 +35,7 @@ from avatar.server.live.playout import Playout
 from avatar.server.live.receiving import prompt_audio
 from avatar.server.live.session import LiveSession, SessionOptions
 from avatar.server.live.turn import ReplySettings, TurnRunner
+from avatar.server.security import Caller
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -53,6 +54,7 @@ class LiveOffer:
     sdp: str
     persona: str | None = None
     session_id: str | None = None
+    caller: Caller = field(default_factory=Caller)  # who sent it: its persona and session must be theirs
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class LiveParts:
 
     settings: Settings
     pipeline: Callable[[], Pipeline]  # the ready pipeline (NotReadyError while it is not)
-    persona: Callable[[str | None], Persona]  # a persona by name (the default one for None)
+    persona: Callable[[str | None, Caller], Persona]  # a persona by name the caller may use (default: None)
     queue: ModelQueue  # the models' admission, shared with every other transport
     turns: TurnRunner  # runs each reply like every other turn: deadline, stop, metrics
     ready: Callable[[], Awaitable[object]]  # returns once the models are ready (raises if they failed)
@@ -109,8 +111,8 @@ class LiveHub:
                 f"retry in about {RETRY_AFTER_S} s, or use the push-to-talk mode.",
                 RETRY_AFTER_S,
             )
-        persona = parts.persona(offer.persona)
-        conversation = await pipeline.sessions.get(offer.session_id, persona.name)
+        persona = parts.persona(offer.persona, offer.caller)
+        conversation = await pipeline.sessions.get(offer.session_id, persona.name, offer.caller.key)
         self.opening += 1
         pc = RTCPeerConnection(ice.configuration(self.settings))
         try:
@@ -161,6 +163,7 @@ class LiveHub:
             pc=pc,
             persona=persona,
             session_id=session_id,
+            owner=offer.caller.key,
             playout=playout,
             pipeline=self.parts.pipeline,
             admitted=self.parts.queue.run,
@@ -243,7 +246,7 @@ class LiveHub:
         with contextlib.suppress(AvatarError):
             await self.parts.ready()
             if self.settings.max_live_sessions > 0:
-                await self.idle_loop(self.parts.persona(None)).ready.wait()
+                await self.idle_loop(self.parts.persona(None, Caller())).ready.wait()
 
     async def _draw(self, loop: IdleLoop, persona: Persona) -> None:
         pipeline = self.parts.pipeline()

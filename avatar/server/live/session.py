@@ -95,6 +95,7 @@ class LiveSession:
         options: SessionOptions,
         detector: TurnDetector | None = None,
         turn_end: TurnEndModel | None = None,
+        owner: str | None = None,
     ) -> None:
         """``pipeline`` gives the ready pipeline (NotReadyError while a model is not answering);
         ``admitted`` runs model work through the model queue; ``turns`` runs each reply (deadline, stop,
@@ -108,6 +109,7 @@ class LiveSession:
         self.on_close = on_close
         self.persona = persona
         self.session_id = session_id
+        self.owner = owner  # the API key whose conversation it is (``Session.owner``)
         self.options = options
         self.playout = playout
         self.video = FaceVideoTrack(playout)
@@ -462,7 +464,7 @@ class LiveSession:
         embedded model 0.1-0.4 s sooner). Wasted, and harmless, when the words change."""
         with contextlib.suppress(AvatarError):
             pipeline = self.pipeline()
-            request = await turn_request(pipeline, self.persona, self.session_id, text, time.perf_counter())
+            request = await turn_request(pipeline, self.persona, self.session_id, text, time.perf_counter(), self.owner)
             session, user_text = request.session, request.text or ""
             await self.admitted(
                 lambda: pipeline.respond.prefill(request.persona, session.history, user_text, session.visitor)
@@ -512,7 +514,9 @@ class LiveSession:
         timings = TurnTimings(origin=early.ended)
         timings.mark("first_transcript")  # known at the pause
         try:
-            request = await turn_request(self.pipeline(), self.persona, self.session_id, early.text, early.ended)
+            request = await turn_request(
+                self.pipeline(), self.persona, self.session_id, early.text, early.ended, self.owner
+            )
         except AvatarError:
             early.dropped = True  # the turn's end asks again, and reports the error
             return
@@ -559,7 +563,7 @@ class LiveSession:
         try:
             if text is None and audio is not None:
                 text = await self._understand(audio, version, carry, timings)
-            request = await turn_request(self.pipeline(), self.persona, self.session_id, text or "", ended)
+            request = await turn_request(self.pipeline(), self.persona, self.session_id, text or "", ended, self.owner)
         except asyncio.CancelledError:  # the user went on talking before the reply began: it continues this
             self._carry = Carried(with_carry(audio, carry), shown) if audio is not None else carry
             raise
@@ -689,9 +693,10 @@ class LiveSession:
         if kind == "stop":
             self._interrupt("stopped by the client")
         elif kind == "say" and isinstance(message, dict) and isinstance(message.get("text"), str):
-            text = message["text"].strip()
-            if not text:
-                self.events.send("error", code="invalid_message", message="The text is empty.")
+            try:  # the checks of every entry point, before anything playing is stopped for it
+                text = self.pipeline().check_text(message["text"])
+            except AvatarError as exc:
+                self.events.send("error", code=exc.code, message=exc.message)
                 return
             self.last_activity = time.monotonic()
             self._drop_early()

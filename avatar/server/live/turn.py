@@ -185,14 +185,14 @@ async def _record(turn: LiveTurn, pipeline: Pipeline) -> None:
 
 
 async def turn_request(
-    pipeline: Pipeline, persona: Persona, session_id: str, text: str, received: float
+    pipeline: Pipeline, persona: Persona, session_id: str, text: str, received: float, owner: str | None = None
 ) -> TurnRequest:
     """The request of a live turn in conversation ``session_id``. Unlike ``Pipeline.request``, an id the
     store does not know yet keeps its name (it was given to the client when the session opened, and a
     first turn stopped before it was heard records nothing)."""
-    session = await pipeline.sessions.get(session_id, persona.name)
+    session = await pipeline.sessions.get(session_id, persona.name, owner)
     if session.id != session_id:
-        session = Session(id=session_id, persona=persona.name)
+        session = Session(id=session_id, persona=persona.name, owner=owner)
     return TurnRequest(persona, session, None, pipeline.check_text(text), video_format(None), received)
 
 

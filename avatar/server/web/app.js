@@ -15,6 +15,7 @@ const ui = {
   dialog: $("new-persona"), dialogForm: $("new-persona-form"), dialogPhoto: $("new-persona-photo"),
   dialogName: $("new-persona-name"), dialogKnowledge: $("new-persona-knowledge"),
   dialogFile: $("new-persona-file"), dialogCount: $("new-persona-count"), dialogCancel: $("new-persona-cancel"),
+  dialogConsent: $("new-persona-consent"),
 };
 
 const state = {
@@ -144,6 +145,14 @@ async function loadPersonas() {
   }
   const body = await response.json();
   state.personas = new Map(body.personas.map((p) => [p.name, p]));
+  // The server lists only the bundled personas (and, with API keys, this key's own): the ones made
+  // here are remembered by name, and each is asked for (a removed or expired one is forgotten).
+  for (const name of remembered()) {
+    if (state.personas.has(name)) continue;
+    const own = await api(`${API}/personas/${encodeURIComponent(name)}`);
+    if (own.ok) state.personas.set(name, await own.json());
+    else remember(name, false);
+  }
   const first = state.persona && state.personas.has(state.persona) ? state.persona : body.default;
   state.persona = null;
   choose(first);
@@ -185,12 +194,26 @@ async function loadKnowledgeFile(file) {
   ui.dialogFile.value = "";
 }
 
+function remembered() {
+  try {
+    return JSON.parse(localStorage.getItem("avatar.created") || "[]");
+  } catch {
+    return [];
+  }
+}
+
+function remember(name, keep = true) {
+  const names = remembered().filter((n) => n !== name);
+  localStorage.setItem("avatar.created", JSON.stringify(keep ? [...names, name] : names));
+}
+
 async function createPersona(file, name, knowledge) {
   ui.dropzone.classList.add("busy");
   notify("");
   progress("Finding the face in your photo…");
   const form = new FormData();
   form.append("image", file, file.name || "photo.jpg");
+  form.append("consent", "true"); // the dialog's checkbox, which the form requires, was ticked
   if (name.trim()) form.append("name", name.trim());
   if (knowledge.trim()) form.append("knowledge", knowledge);
   try {
@@ -201,6 +224,7 @@ async function createPersona(file, name, knowledge) {
     }
     const persona = await response.json();
     state.personas.set(persona.name, persona);
+    remember(persona.name);
     choose(persona.name);
     if (persona.note) notify(persona.note);
   } catch (error) {
