@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from avatar.bench.probes import PROBE_INTERVAL_S
+from avatar.bench.probe_latency import PROBE_INTERVAL_S
 from avatar.bench.samples import FIRSTS, STAGES
 from avatar.config import PROJECT_ROOT
 

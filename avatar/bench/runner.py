@@ -28,7 +28,7 @@ from avatar.bench.http_service import ServerError, ServerProcess, StreamedTurns,
 from avatar.bench.inprocess import InProcessBench
 from avatar.bench.load import RunTurn, concurrent_load
 from avatar.bench.memory import peak_rss_mb
-from avatar.bench.probes import ProbeSampler
+from avatar.bench.probe_latency import ProbeSampler
 from avatar.bench.samples import TurnSample, errors, summarise
 from avatar.bench.stats import spread
 from avatar.bench.targets import Check

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from avatar.server import conversation, downloads, metrics, personas, probes, stage_routes, web
+from avatar.server import conversation, downloads, metrics, persona_routes, probes, stage_routes, web
 from avatar.server.live import api as live
 
 API = "/api/v1"
@@ -24,12 +24,12 @@ _DECLARED = [
     Route(f"{API}/conversation", conversation.conversation, methods=["POST"]),
     Route(f"{API}/conversation/stream", conversation.conversation_stream, methods=["POST"]),
     Route(f"{API}/conversation/{{turn_id}}", conversation.cancel, methods=["DELETE"]),
-    Route(f"{API}/personas", personas.list_personas, methods=["GET"]),
-    Route(f"{API}/personas", personas.create_persona, methods=["POST"]),
-    Route(f"{API}/personas/{{persona}}", personas.get_persona, methods=["GET"], name="persona"),
-    Route(f"{API}/personas/{{persona}}", personas.delete_persona, methods=["DELETE"]),
-    Route(f"{API}/personas/{{persona}}/image", personas.persona_image, methods=["GET"], name="persona_image"),
-    Route(f"{API}/personas/{{persona}}/face.jpg", personas.persona_face, methods=["GET"], name="persona_face"),
+    Route(f"{API}/personas", persona_routes.list_personas, methods=["GET"]),
+    Route(f"{API}/personas", persona_routes.create_persona, methods=["POST"]),
+    Route(f"{API}/personas/{{persona}}", persona_routes.get_persona, methods=["GET"], name="persona"),
+    Route(f"{API}/personas/{{persona}}", persona_routes.delete_persona, methods=["DELETE"]),
+    Route(f"{API}/personas/{{persona}}/image", persona_routes.persona_image, methods=["GET"], name="persona_image"),
+    Route(f"{API}/personas/{{persona}}/face.jpg", persona_routes.persona_face, methods=["GET"], name="persona_face"),
     Route(f"{API}/results/{{result_id}}", downloads.result_summary, methods=["GET"]),
     Route(f"{API}/results/{{result_id}}/video.mp4", downloads.result_video, methods=["GET"], name="result_video"),
     Route(f"{API}/results/{{result_id}}/audio.wav", downloads.result_audio, methods=["GET"], name="result_audio"),

@@ -15,7 +15,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from avatar.bench.http_service import HOST, free_port
-from avatar.bench.probes import ProbeSampler
+from avatar.bench.probe_latency import ProbeSampler
 
 
 async def _ok(request: Request) -> PlainTextResponse:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from live_server import ServerProcess
 
-from avatar.bench.probes import ProbeSampler
+from avatar.bench.probe_latency import ProbeSampler
 
 pytestmark = pytest.mark.slow  # drives the real server with the embedded models
 
