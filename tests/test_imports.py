@@ -95,3 +95,12 @@ def test_the_checker_finds_a_cycle() -> None:
 
 def test_the_package_has_no_import_cycle() -> None:
     assert cycles(import_graph()) == []
+
+
+def test_no_module_name_is_used_twice() -> None:
+    """Two modules of one name in two folders (``personas.py`` of the personas and of their routes) read
+    alike in tracebacks, logs and imports; each name says what its module holds."""
+    from collections import Counter
+
+    names = Counter(path.name for path in PACKAGE.rglob("*.py") if path.name != "__init__.py")
+    assert [name for name, count in names.items() if count > 1] == []
