@@ -144,6 +144,11 @@ class Settings:
         ge=-1,
         le=2**32 - 2,
     )
+    llamacpp_runtime: Literal["xllamacpp", "llama-cpp-python"] = setting(
+        "xllamacpp",
+        "llama.cpp's Python binding: `xllamacpp` (a prebuilt wheel, installed by default) or `llama-cpp-python` "
+        "(built from source for this CPU by `make install-llama-source`); compared in docs/models.md",
+    )
 
     tts_backend: Literal["hibari", "xtts"] = setting("hibari", "`hibari` (embedded) or `xtts`")
     tts_model: str = setting("xtts-v2", "XTTS only: its model folder (in the models dir, or a path)")

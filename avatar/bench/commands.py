@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,11 @@ def add_commands(sub: Any) -> None:
     bench.add_argument("--reps", type=int, default=None, help="repetitions per turn (default 3)")
     bench.add_argument("--no-http", action="store_true", help="skip the HTTP service")
     bench.add_argument("--live", action="store_true", help="benchmark live mode (WebRTC sessions) instead")
+    bench.add_argument(
+        "--runtimes",
+        action="store_true",
+        help="compare the two llama.cpp runtimes (xllamacpp, the source-built llama-cpp-python) instead",
+    )
     bench.add_argument("--no-profile", action="store_true", help="skip profiling the hottest stage")
     bench.add_argument("--strict", action="store_true", help=f"exit {EXIT_TARGET_MISSED} when a target is missed")
     bench.add_argument(
@@ -60,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     limits = load_thresholds(args.thresholds or THRESHOLDS)
     out_dir = args.out or RESULTS_DIR
     stamp = machine.timestamp()
+    if args.command == "bench" and args.runtimes:
+        return _runtimes(settings, args, out_dir, stamp)
     if args.command == "bench" and args.live:
         from avatar.bench.live import LiveBenchOptions, live_checks, run_live_bench
         from avatar.bench.live_report import write_live
@@ -100,6 +108,26 @@ def run(args: argparse.Namespace) -> int:
         print(path)
     missed = failed(checks, unmeasured_fails=args.command == "eval")
     return EXIT_TARGET_MISSED if strict and missed else 0
+
+
+def _runtimes(settings: Any, args: argparse.Namespace, out_dir: Path, stamp: str) -> int:
+    import json
+
+    from avatar.bench import machine
+    from avatar.bench.report import machine_line
+    from avatar.bench.runtimes import markdown, run_runtimes
+
+    loads = [os.getloadavg()[0]]
+    result = run_runtimes(settings, reps=args.reps or (1 if args.quick else 4), log=_log)
+    loads.append(os.getloadavg()[0])
+    result |= {"stamp": stamp, "machine": machine.describe(), "load_average": loads}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stamp}-runtimes.json").write_text(json.dumps(result, indent=1) + "\n")
+    md = out_dir / f"{stamp}-runtimes.md"
+    header = f"# llama.cpp runtimes, {stamp}\n\nMachine: {machine_line(result['machine'])}; load average "
+    md.write_text(header + f"{loads[0]:.1f} before, {loads[1]:.1f} after.\n\n{markdown(result)}\n")
+    print(md.read_text())
+    return 0
 
 
 def _make_fixtures(settings: Any) -> int:
