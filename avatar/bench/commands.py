@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -20,6 +21,11 @@ def add_commands(sub: Any) -> None:
     bench.add_argument("--reps", type=int, default=None, help="repetitions per turn (default 3)")
     bench.add_argument("--no-http", action="store_true", help="skip the HTTP service")
     bench.add_argument("--live", action="store_true", help="benchmark live mode (WebRTC sessions) instead")
+    bench.add_argument(
+        "--contended",
+        action="store_true",
+        help="keep one core busy with another process for the whole run (a busy laptop)",
+    )
     bench.add_argument(
         "--runtimes",
         action="store_true",
@@ -88,10 +94,18 @@ def run(args: argparse.Namespace) -> int:
             options = dataclasses.replace(options, reps=max(1, args.reps))
         if args.no_profile:
             options = dataclasses.replace(options, profile=False)
-        result = run_bench(settings, options, log=_log)
+        with contextlib.ExitStack() as busy:
+            if args.contended:
+                from avatar.bench.contention import DESCRIPTION, one_core_busy
+
+                busy.enter_context(one_core_busy())
+                _log(f"contended: {DESCRIPTION}")
+            result = run_bench(settings, options, log=_log)
+        if args.contended:
+            result["contended"] = DESCRIPTION
         checks = bench_checks(result, limits["bench"])
         result["targets"] = [c.as_dict() for c in checks]
-        written = write_bench(result, out_dir, stamp)
+        written = write_bench(result, out_dir, stamp + ("-contended" if args.contended else ""))
         strict = args.strict
     else:
         from avatar.bench.eval import EvalOptions, run_eval
