@@ -31,6 +31,13 @@ def add_commands(sub: Any) -> None:
         action="store_true",
         help="compare the two llama.cpp runtimes (xllamacpp, the source-built llama-cpp-python) instead",
     )
+    bench.add_argument(
+        "--threads",
+        action="append",
+        type=_thread_pair,
+        metavar="WRITING/READING",
+        help="--runtimes: a thread pair to measure, e.g. 1/2 (repeatable; default 1/1, 2/2 and 1/2)",
+    )
     bench.add_argument("--no-profile", action="store_true", help="skip profiling the hottest stage")
     bench.add_argument("--strict", action="store_true", help=f"exit {EXIT_TARGET_MISSED} when a target is missed")
     bench.add_argument(
@@ -52,6 +59,14 @@ def add_commands(sub: Any) -> None:
     )
     ev.add_argument("--out", type=Path, default=None, help="folder for the report (default bench/results)")
     ev.add_argument("--thresholds", type=Path, default=None, help="the limits (default bench/thresholds.toml)")
+
+
+def _thread_pair(text: str) -> tuple[int, int]:
+    """``1/2`` → (1, 2): threads writing the reply / reading the prompt, each 1-256."""
+    parts = text.split("/")
+    if len(parts) != 2 or not all(p.isdigit() and 1 <= int(p) <= 256 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: give two thread counts, writing/reading, e.g. 1/2")
+    return int(parts[0]), int(parts[1])
 
 
 def _log(message: str) -> None:
@@ -132,14 +147,18 @@ def _runtimes(settings: Any, args: argparse.Namespace, out_dir: Path, stamp: str
     from avatar.bench.runtimes import markdown, run_runtimes
 
     loads = [os.getloadavg()[0]]
-    result = run_runtimes(settings, reps=args.reps or (1 if args.quick else 4), log=_log)
-    loads.append(os.getloadavg()[0])
-    result |= {"stamp": stamp, "machine": machine.describe(), "load_average": loads}
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{stamp}-runtimes.json").write_text(json.dumps(result, indent=1) + "\n")
     md = out_dir / f"{stamp}-runtimes.md"
-    header = f"# llama.cpp runtimes, {stamp}\n\nMachine: {machine_line(result['machine'])}; load average "
-    md.write_text(header + f"{loads[0]:.1f} before, {loads[1]:.1f} after.\n\n{markdown(result)}\n")
+
+    def write(result: dict[str, Any]) -> None:
+        result |= {"stamp": stamp, "machine": machine.describe(), "load_average": [*loads, os.getloadavg()[0]]}
+        (out_dir / f"{stamp}-runtimes.json").write_text(json.dumps(result, indent=1) + "\n")
+        before, after = result["load_average"][0], result["load_average"][-1]
+        header = f"# llama.cpp runtimes, {stamp}\n\nMachine: {machine_line(result['machine'])}; load average "
+        md.write_text(header + f"{before:.1f} before, {after:.1f} after.\n\n{markdown(result)}\n")
+
+    threads = tuple(args.threads or ((1, 1), (2, 2), (1, 2)))
+    write(run_runtimes(settings, reps=args.reps or (1 if args.quick else 4), threads=threads, log=_log, on_rows=write))
     print(md.read_text())
     return 0
 

@@ -74,8 +74,10 @@ def run_runtimes(
     reps: int = 5,
     threads: tuple[tuple[int, int], ...] = ((1, 1), (2, 2), (1, 2)),
     log: Callable[[str], None] = print,
+    on_rows: Callable[[dict[str, Any]], None] = lambda result: None,
 ) -> dict[str, Any]:
-    """Measure both runtimes for each (threads, alone_threads) pair; the summary per runtime and pair."""
+    """Measure both runtimes for each (threads, alone_threads) pair; the summary per runtime and pair.
+    ``on_rows`` gets the result so far after each pair (a run cut short keeps what it measured)."""
     from avatar.personas import load_persona
     from avatar.prompt import build_messages, static_system
 
@@ -110,6 +112,7 @@ def run_runtimes(
                 model.close()
         for name in RUNTIMES:
             rows.append({"runtime": name, "threads": generating, "alone_threads": alone, **_summary(samples[name])})
+        on_rows({"reps": reps, "questions": [t.name for t in TURNS], "rows": rows})
     return {"reps": reps, "questions": [t.name for t in TURNS], "rows": rows}
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import sys
 import tempfile
 import threading
 import time
@@ -14,6 +15,9 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
+from live_server import listening_tcp_ports  # tests/server, put on the path above
 
 from avatar import embedded
 from avatar.backends.factory import model_specs
@@ -28,25 +32,6 @@ SYSTEM = ChatMessage(
 )
 QUESTION = ChatMessage("user", "What did you see from orbit?")
 STORY = [SYSTEM, ChatMessage("user", "Tell me a long story about the stars.")]
-
-
-def listening_tcp_ports(pid: int) -> set[int]:
-    """The TCP ports process ``pid`` listens on (its sockets' inodes looked up in /proc/net/tcp*)."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:[") : -1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and fields[9] in inodes:  # state 0A: LISTEN
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
 
 
 @pytest.fixture(scope="module")
