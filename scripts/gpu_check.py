@@ -51,7 +51,14 @@ class Skip(Exception):
 
 
 def missing(*modules: str) -> list[str]:
-    return [m for m in modules if importlib.util.find_spec(m) is None]
+    return [m for m in modules if not _importable(m)]
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses it, a half-installed package
+        return False
 
 
 def need(*modules: str) -> None:
