@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import queue
 import secrets
 import shutil
@@ -91,6 +92,12 @@ class XLlamaCppChat:
     def __init__(self, model_path: Path, options: LlamaCppOptions | None = None) -> None:
         options = options or LlamaCppOptions()
         gguf = find_gguf(model_path)
+        # The wheel's llama.cpp runs its threads under OpenMP, whose workers by default spin while they
+        # wait. On a busy machine (a browser beside the service, other processes) a spinning worker keeps
+        # the core its descheduled partner needs: the first token of a reply took 3-5 s there, against
+        # 0.2-0.3 s with passive waiting (load 7-11 on 2 cores, docs/models.md). Read by libgomp when it
+        # loads, i.e. at the import below; a value the user set wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             import xllamacpp
         except ImportError as exc:

@@ -174,6 +174,7 @@ def test_the_factory_builds_it_by_default(settings: Settings, gguf: Path) -> Non
     llm = spec.factory()
     try:
         assert isinstance(llm, XLlamaCppChat) and llm.name == "llamacpp:SmolLM2-135M-Instruct.Q4_1"
+        assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # its OpenMP workers wait without spinning
         assert llm.options.threads == 1 and llm.options.alone_threads == 2 and llm.context_tokens == 1024
         prompt = llm.options.warm_system_prompt
         assert prompt.startswith("You are Eileen")
