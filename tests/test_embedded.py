@@ -59,7 +59,7 @@ def test_the_default_chat_model_is_prepared_from_its_installed_parts(tmp_path: P
     done = embedded.prepare(tmp_path, [embedded.QWEN05, embedded.FACE])
     assert [did for _, did in done] == [True, True]
     folder = tmp_path / "qwen2.5-coder-0.5b-instruct"
-    # Reassembled (491 400 064 bytes, checked), then re-quantised to Q4_0 by llama.cpp: only that is kept.
+    # Reassembled (491 400 064 bytes, checked), then re-quantised to Q4_0 by gguf-py: only that is kept.
     assert [p.name for p in folder.iterdir() if p.suffix == ".gguf"] == ["model.gguf"]
     quantized = json.loads((folder / "QUANTIZED.json").read_text())
     assert quantized["ftype"] == "Q4_0" and quantized["from_sha256"] == embedded.QWEN05_SHA256

@@ -37,7 +37,11 @@ def _llm(s: Settings) -> Backend:
             )
         from avatar.backends.llamacpp_llm import LlamaCppChat, LlamaCppOptions
 
-        return LlamaCppChat(
+        chat = LlamaCppChat
+        if s.llamacpp_runtime == "xllamacpp":
+            from avatar.backends.xllamacpp_llm import XLlamaCppChat as chat  # type: ignore[assignment]
+
+        return chat(
             s.model_path(s.llm_model),
             LlamaCppOptions(
                 threads=s.llm_threads or s.cpu_threads,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,23 @@ def add_commands(sub: Any) -> None:
     bench.add_argument("--reps", type=int, default=None, help="repetitions per turn (default 3)")
     bench.add_argument("--no-http", action="store_true", help="skip the HTTP service")
     bench.add_argument("--live", action="store_true", help="benchmark live mode (WebRTC sessions) instead")
+    bench.add_argument(
+        "--contended",
+        action="store_true",
+        help="keep one core busy with another process for the whole run (a busy laptop)",
+    )
+    bench.add_argument(
+        "--runtimes",
+        action="store_true",
+        help="compare the two llama.cpp runtimes (xllamacpp, the source-built llama-cpp-python) instead",
+    )
+    bench.add_argument(
+        "--threads",
+        action="append",
+        type=_thread_pair,
+        metavar="WRITING/READING",
+        help="--runtimes: a thread pair to measure, e.g. 1/2 (repeatable; default 1/1, 2/2 and 1/2)",
+    )
     bench.add_argument("--no-profile", action="store_true", help="skip profiling the hottest stage")
     bench.add_argument("--strict", action="store_true", help=f"exit {EXIT_TARGET_MISSED} when a target is missed")
     bench.add_argument(
@@ -42,6 +61,14 @@ def add_commands(sub: Any) -> None:
     ev.add_argument("--thresholds", type=Path, default=None, help="the limits (default bench/thresholds.toml)")
 
 
+def _thread_pair(text: str) -> tuple[int, int]:
+    """``1/2`` → (1, 2): threads writing the reply / reading the prompt, each 1-256."""
+    parts = text.split("/")
+    if len(parts) != 2 or not all(p.isdigit() and 1 <= int(p) <= 256 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: give two thread counts, writing/reading, e.g. 1/2")
+    return int(parts[0]), int(parts[1])
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -60,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     limits = load_thresholds(args.thresholds or THRESHOLDS)
     out_dir = args.out or RESULTS_DIR
     stamp = machine.timestamp()
+    if args.command == "bench" and args.runtimes:
+        return _runtimes(settings, args, out_dir, stamp)
     if args.command == "bench" and args.live:
         from avatar.bench.live import LiveBenchOptions, live_checks, run_live_bench
         from avatar.bench.live_report import write_live
@@ -80,10 +109,18 @@ def run(args: argparse.Namespace) -> int:
             options = dataclasses.replace(options, reps=max(1, args.reps))
         if args.no_profile:
             options = dataclasses.replace(options, profile=False)
-        result = run_bench(settings, options, log=_log)
+        with contextlib.ExitStack() as busy:
+            if args.contended:
+                from avatar.bench.contention import DESCRIPTION, one_core_busy
+
+                busy.enter_context(one_core_busy())
+                _log(f"contended: {DESCRIPTION}")
+            result = run_bench(settings, options, log=_log)
+        if args.contended:
+            result["contended"] = DESCRIPTION
         checks = bench_checks(result, limits["bench"])
         result["targets"] = [c.as_dict() for c in checks]
-        written = write_bench(result, out_dir, stamp)
+        written = write_bench(result, out_dir, stamp + ("-contended" if args.contended else ""))
         strict = args.strict
     else:
         from avatar.bench.eval import EvalOptions, run_eval
@@ -100,6 +137,30 @@ def run(args: argparse.Namespace) -> int:
         print(path)
     missed = failed(checks, unmeasured_fails=args.command == "eval")
     return EXIT_TARGET_MISSED if strict and missed else 0
+
+
+def _runtimes(settings: Any, args: argparse.Namespace, out_dir: Path, stamp: str) -> int:
+    import json
+
+    from avatar.bench import machine
+    from avatar.bench.report import machine_line
+    from avatar.bench.runtimes import markdown, run_runtimes
+
+    loads = [os.getloadavg()[0]]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = out_dir / f"{stamp}-runtimes.md"
+
+    def write(result: dict[str, Any]) -> None:
+        result |= {"stamp": stamp, "machine": machine.describe(), "load_average": [*loads, os.getloadavg()[0]]}
+        (out_dir / f"{stamp}-runtimes.json").write_text(json.dumps(result, indent=1) + "\n")
+        before, after = result["load_average"][0], result["load_average"][-1]
+        header = f"# llama.cpp runtimes, {stamp}\n\nMachine: {machine_line(result['machine'])}; load average "
+        md.write_text(header + f"{before:.1f} before, {after:.1f} after.\n\n{markdown(result)}\n")
+
+    threads = tuple(args.threads or ((1, 1), (2, 2), (1, 2)))
+    write(run_runtimes(settings, reps=args.reps or (1 if args.quick else 4), threads=threads, log=_log, on_rows=write))
+    print(md.read_text())
+    return 0
 
 
 def _make_fixtures(settings: Any) -> int:

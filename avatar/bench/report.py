@@ -106,6 +106,7 @@ def bench_markdown(result: dict[str, Any]) -> str:
         f"Models: {', '.join(f'{k} {v}' for k, v in result.get('models', {}).items())}.",
         f"Repetitions: {result['options']['reps']} per turn after a warm-up"
         f"{' (quick run)' if result['options']['quick'] else ''}. Cells are p50 / p95 seconds.",
+        *([f"**Contended run**: {result['contended']}."] if result.get("contended") else []),
         "",
     ]
     out += ["## Targets", "", _checks_table(result.get("targets", [])), ""]

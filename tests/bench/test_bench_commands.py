@@ -62,3 +62,13 @@ def test_bench_and_eval_are_commands(capsys: pytest.CaptureFixture[str]) -> None
             main([command, "--help"])
         assert exited.value.code == 0
     assert "--only" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", ["1-2", "0/2", "2", "a/b", "1/2/3"])
+def test_a_thread_pair_that_is_not_one_is_refused_with_the_form_to_use(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["bench", "--runtimes", "--threads", bad])
+    assert stopped.value.code == 2
+    assert "give two thread counts, writing/reading, e.g. 1/2" in capsys.readouterr().err
