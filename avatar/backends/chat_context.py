@@ -52,3 +52,26 @@ def render_chat(render: Callable[[list[dict[str, str]]], T], messages: Sequence[
             raise ModelError(f"{model}'s chat template failed: {exc}") from exc
         merged = [{"role": chat[1]["role"], "content": f"{chat[0]['content']}\n\n{chat[1]['content']}"}]
         return render(merged + chat[2:])
+
+
+class FittedPrompt:
+    """The prompt of a chat backend that renders a chat (``_render``) and counts its tokens (``_tokens``):
+    the messages fitted into ``context_tokens`` with room for the reply, then rendered."""
+
+    name: str
+    context_tokens: int
+
+    def _tokens(self, messages: list[ChatMessage]) -> list[int]:
+        raise NotImplementedError
+
+    def _render(self, messages: list[ChatMessage]) -> str:
+        raise NotImplementedError
+
+    def prompt_text(self, messages: Sequence[ChatMessage], *, max_new_tokens: int = 0) -> str:
+        """The exact prompt the model is given for ``messages`` (after fitting them into the context)."""
+        return self._render(self.fit(messages, max_new_tokens=max_new_tokens))
+
+    def fit(self, messages: Sequence[ChatMessage], *, max_new_tokens: int = 0) -> list[ChatMessage]:
+        """``messages`` without their oldest turns when prompt + reply would not fit the context."""
+        budget = self.context_tokens - max_new_tokens
+        return fit_messages(messages, lambda kept: len(self._tokens(kept)), budget, self.name, self.context_tokens)

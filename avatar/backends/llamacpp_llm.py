@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avatar.backends.chat_context import fit_messages, render_chat
+from avatar.backends.chat_context import FittedPrompt, render_chat
 from avatar.catalog import missing_model_message, resolve_model_dir
 from avatar.errors import ConfigError, ModelError
 from avatar.types import ChatMessage
@@ -72,7 +72,7 @@ def find_gguf(path: Path) -> Path:
     raise ModelError(missing_model_message(path, [GGUF_NAME], "GGUF chat model (AVATAR_LLM_BACKEND=llamacpp)"))
 
 
-class LlamaCppChat:
+class LlamaCppChat(FittedPrompt):
     """A GGUF chat model loaded once. ``stream`` generates in the calling thread, one token per step, so
     closing the iterator stops generation before the next token."""
 
@@ -124,15 +124,6 @@ class LlamaCppChat:
         return bytes(self._llm.detokenize([token], special=True)).decode("utf-8", errors="replace")
 
     # --------------------------------------------------------------------------------- prompt
-
-    def prompt_text(self, messages: Sequence[ChatMessage], *, max_new_tokens: int = 0) -> str:
-        """The exact prompt the model is given for ``messages`` (after fitting them into the context)."""
-        return self._render(self.fit(messages, max_new_tokens=max_new_tokens))
-
-    def fit(self, messages: Sequence[ChatMessage], *, max_new_tokens: int = 0) -> list[ChatMessage]:
-        """``messages`` without their oldest turns when prompt + reply would not fit the context."""
-        budget = self.context_tokens - max_new_tokens
-        return fit_messages(messages, lambda kept: len(self._tokens(kept)), budget, self.name, self.context_tokens)
 
     def _render(self, messages: list[ChatMessage]) -> str:
         return render_chat(lambda chat: str(self._format(messages=chat).prompt), messages, self.name)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from avatar.backends.chat_context import fit_messages, render_chat
+from avatar.backends.chat_context import FittedPrompt, render_chat
 from avatar.backends.llamacpp_llm import GGUF_NAME, LlamaCppOptions, find_gguf
 from avatar.errors import ConfigError, ModelError
 from avatar.types import ChatMessage
@@ -85,7 +85,7 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self._path)
 
 
-class XLlamaCppChat:
+class XLlamaCppChat(FittedPrompt):
     """A GGUF chat model loaded once in llama.cpp's server engine (xllamacpp). ``stream`` yields each
     token's text; closing the iterator stops generation at the next token."""
 
@@ -139,15 +139,6 @@ class XLlamaCppChat:
         return answer.get("default_generation_settings", {}) if status == 200 and isinstance(answer, dict) else {}
 
     # --------------------------------------------------------------------------------- prompt
-
-    def prompt_text(self, messages: Sequence[ChatMessage], *, max_new_tokens: int = 0) -> str:
-        """The exact prompt the model is given for ``messages`` (after fitting them into the context)."""
-        return self._render(self.fit(messages, max_new_tokens=max_new_tokens))
-
-    def fit(self, messages: Sequence[ChatMessage], *, max_new_tokens: int = 0) -> list[ChatMessage]:
-        """``messages`` without their oldest turns when prompt + reply would not fit the context."""
-        budget = self.context_tokens - max_new_tokens
-        return fit_messages(messages, lambda kept: len(self._tokens(kept)), budget, self.name, self.context_tokens)
 
     def _render(self, messages: list[ChatMessage]) -> str:
         def apply(chat: list[dict[str, str]]) -> str:

@@ -28,7 +28,7 @@ from avatar import media
 from avatar.bench import machine
 from avatar.bench.fixtures import BACKCHANNELS, FIXTURES_DIR, HESITANT, NOISES, TURNS
 from avatar.bench.http_service import ServerError, ServerProcess
-from avatar.bench.live_client import LiveClient
+from avatar.bench.live_client import Heard, LiveClient
 from avatar.bench.live_measures import cpu_seconds, measure_reply
 from avatar.bench.stats import spread
 from avatar.bench.targets import Check
@@ -180,14 +180,8 @@ async def _sound_over_reply(base_url: str, question: AudioArray, sound: AudioArr
     """Ask ``question``; once its reply has been heard for a second, play ``sound`` (a backchannel or a
     noise): did it pause the reply, stop it, and how soon after the sound did the voice come back?"""
     async with LiveClient(base_url) as client:
-        said = client.mic.say(question)
-        await said.done.wait()
-        deadline = time.perf_counter() + 120
-        while (voice := client.first_voice(said.ended_at)) is None:
-            if time.perf_counter() > deadline:
-                return {"error": "no reply voice"}
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(max(0.0, voice.arrived + SOUND_AFTER_S - time.perf_counter()))
+        if await _reply_heard_for(client, question, SOUND_AFTER_S) is None:
+            return {"error": "no reply voice"}
         played = client.mic.say(sound)
         await played.done.wait()
         await asyncio.sleep(SOUND_WATCH_S)
@@ -208,16 +202,24 @@ async def _sound_over_reply(base_url: str, question: AudioArray, sound: AudioArr
     }
 
 
+async def _reply_heard_for(client: LiveClient, question: AudioArray, seconds: float) -> Heard | None:
+    """Ask ``question`` and wait until its reply's voice has been heard for ``seconds``; that voice's
+    first packet (None: no reply voice within 120 s)."""
+    said = client.mic.say(question)
+    await said.done.wait()
+    deadline = time.perf_counter() + 120
+    while (voice := client.first_voice(said.ended_at)) is None:
+        if time.perf_counter() > deadline:
+            return None
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(max(0.0, voice.arrived + seconds - time.perf_counter()))
+    return voice
+
+
 async def _barge_in(base_url: str, question: AudioArray, interruption: AudioArray) -> dict[str, Any]:
     async with LiveClient(base_url) as client:
-        said = client.mic.say(question)
-        await said.done.wait()
-        deadline = time.perf_counter() + 120
-        while (voice := client.first_voice(said.ended_at)) is None:
-            if time.perf_counter() > deadline:
-                return {"error": "no reply voice"}
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(max(0.0, voice.arrived + INTERRUPT_AFTER_S - time.perf_counter()))
+        if (voice := await _reply_heard_for(client, question, INTERRUPT_AFTER_S)) is None:
+            return {"error": "no reply voice"}
         cut = client.mic.say(interruption)
         try:
             await client.wait_event("interrupted", since=voice.arrived, timeout=30)
