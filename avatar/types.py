@@ -52,6 +52,25 @@ class Transcript:
 
 
 @dataclass(frozen=True)
+class Phone:
+    """One speech sound as spoken: a symbol of the misaki/Kokoro phoneme alphabet (the one hibari and
+    Kokoro speak from) and where it lies, in seconds from the start of the audio it belongs to."""
+
+    symbol: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Speech:
+    """Synthesised audio and, where the engine knows them, the sounds in it with their times."""
+
+    audio: AudioArray
+    phones: tuple[Phone, ...] | None = None
+    """``None`` when the engine cannot say (XTTS, a failed phonemizer): animators fall back to the audio."""
+
+
+@dataclass(frozen=True)
 class ChatMessage:
     role: Literal["system", "user", "assistant"]
     content: str
