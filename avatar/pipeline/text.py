@@ -272,10 +272,11 @@ def claimed_visitor_note(piece: str, notes: Sequence[str]) -> str | None:
 INVENTS = "invents facts of its own life"
 # A claim about the persona's own life: the piece speaks in the first person ("I", "my", "we", "our").
 _OWN_LIFE = re.compile(r"\b(?:I|I'm|I've|I'd|I'll|[Mm]y|[Mm]e|[Mm]ine|[Ww]e|[Oo]ur|[Oo]urs)\b")
-# Taste and opinion are small talk, free like world knowledge ("My favourite planet is Saturn").
+# Taste and opinion are small talk, free like world knowledge ("My favourite planet is Saturn"); a
+# favourite of its past ("My favourite book as a child was …") is a fact of its life, not free.
 _OPINION = re.compile(
     r"\b(?:I (?:think|believe|guess|suppose|imagine|hope|love|like|enjoy|prefer|adore|admire|would|could)|"
-    r"[Mm]y favou?rite|I'd (?:say|love|like|guess|think))\b"
+    r"[Mm]y favou?rite\b(?!.*\bwas\b)|I'd (?:say|love|like|guess|think))\b"
 )
 # The specifics a small model invents: numbers (years, ages, counts, prices) and the names it gives the
 # people and animals of its life ("My mother's name was Olav", "a dog called Fyr", "My husband is Lars").
@@ -285,23 +286,66 @@ _GIVEN_NAME = re.compile(
     r"\b(?:named|called|name (?:is|was)|[Mm]y (?:\w+ ){0,2}(?:is|was|were|are))\s+([A-Z][\w'’-]*(?:\s+[A-Z][\w'’-]*)*)"
 )
 _NOT_NAMES = frozenset("i i'm i've i'd i'll god".split())
+# Whose name it is: "my mother's name is …", "my dog is …", "a cat named …" (the word before the name).
+_WHOSE = re.compile(
+    r"\b(?:[Mm]y|[Aa]n?|[Oo]ur)\s+(?:\w+\s+)?(?!(?:is|was|name|named|called)\b)([a-z]+)(?:['’]s)?\s+"
+    r"(?:name\s+)?(?:(?:is|was)\s+)?(?:is|was|named|called)\s*$"
+)
+# Words a fact may tie a name to a relation with: "I married Olav" gives the husband's name.
+_RELATION_WORDS = {
+    **dict.fromkeys(("husband", "wife", "spouse", "partner"), ("husband", "wife", "spouse", "partner", "married")),
+    **dict.fromkeys(("mother", "mum", "mom"), ("mother", "mum", "mom")),
+    **dict.fromkeys(("father", "dad"), ("father", "dad")),
+}
+# A title it claims ("I loved 'The Great Gatsby'"), and the author it names ("by F. Scott Fitzgerald").
+_TITLE = re.compile(r"[\"“'‘]([A-Z][^\"”’]{2,60})[\"”'’]")
+_AUTHOR = re.compile(r"\bby\s+((?:[A-Z][\w'’-]*\.?\s*){1,4})")
+
+
+def _whose(piece: str, name_at: int) -> str | None:
+    """The relation a given name in ``piece`` (starting at ``name_at``) is claimed for, if it says."""
+    found = _WHOSE.search(piece[:name_at])
+    return found.group(1).lower() if found else None
+
+
+def _tied(name: str, relation: str, sentences: Sequence[list[str]]) -> bool:
+    """Whether a sentence of the prompt names ``name`` together with ``relation`` (or a word for it)."""
+    ties = set(_RELATION_WORDS.get(relation, (relation,)))
+    ties |= {f"{t}s" for t in ties}
+    return any(name in said and ties.intersection(said) for said in sentences)
 
 
 def invented_specifics(piece: str, messages: Sequence[ChatMessage]) -> list[str]:
-    """The numbers and names that ``piece``, a claim about the persona's own life, states and no message
-    of the prompt holds (its instructions, knowledge, the conversation, the question): made up. Empty
-    for a piece that is not such a claim (the world, the visitor, an opinion: free)."""
+    """The numbers, names and titles that ``piece``, a claim about the persona's own life, states and no
+    message of the prompt holds (its instructions, knowledge, the conversation, the question): made up.
+    A name the prompt holds is made up too when it is given for someone (or something) else: "my
+    mother's name is Olav" when the facts say "I married Olav". Empty for a piece that is not such a
+    claim (the world, the visitor, an opinion: free)."""
     if not _OWN_LIFE.search(piece) or _OPINION.search(piece):
         return []
-    given = set(words(" ".join(m.content for m in messages)))
+    prompt = " ".join(m.content for m in messages)
+    given = set(words(prompt))
+    sentences = [words(s) for m in messages for s in split_sentences(m.content)]
     found = [m.group(0) for m in _NUMBER.finditer(piece)]
-    found += [name for m in _GIVEN_NAME.finditer(piece) for name in m.group(1).split()]
+    for m in _GIVEN_NAME.finditer(piece):
+        names = m.group(1).split()
+        relation = _whose(piece, m.start(1))
+        known = all(re.sub(r"['’]s$", "", n.lower()).rstrip(".,") in given for n in names)
+        if known and relation and not _tied(names[0].lower().rstrip(".,"), relation, sentences):
+            found += [f"{names[0]} (not its {relation})", *names[1:]]
+        else:
+            found += names
+    for m in (*_TITLE.finditer(piece), *_AUTHOR.finditer(piece)):
+        found += [w for w in m.group(1).split() if w[:1].isupper()]
     invented = []
     for specific in found:
+        if specific.endswith(")"):  # a known name given for another relation
+            invented.append(specific.split(" (", 1)[0])
+            continue
         key = re.sub(r"['’]s$", "", specific.lower()).rstrip(".,")
         if key and key not in _NOT_NAMES and key not in given and key.replace(",", "") not in given:
             invented.append(specific)
-    return invented
+    return list(dict.fromkeys(invented))
 
 
 def _within(part: list[str], whole: list[str]) -> bool:

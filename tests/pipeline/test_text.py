@@ -214,3 +214,45 @@ def test_a_sentence_broken_off_is_unfinished() -> None:
         assert unfinished(said), said
     for said in ("What is your name?", "Tell me about the Moon.", "And so, my fellow Americans", "Wow!", "I like it"):
         assert not unfinished(said), said
+
+
+FAMILY = Persona(
+    "marta",
+    "Marta",
+    Path("portrait.png"),
+    "You are Marta Lindqvist, a retired lighthouse keeper.",
+    knowledge=Knowledge(
+        "I married Olav, a boat builder, in 1981. We have one daughter, Ingrid. On the island I kept a cat "
+        "named Fyr. My favourite food is fish soup, the way my mother made it."
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "piece", "invented"),
+    [
+        # A name of its facts given for someone, or something, else is as made up as a new one.
+        ("What was your mother's name?", "My mother's name was Olav.", ["Olav"]),
+        ("What is your dog called?", "My dog is Fyr.", ["Fyr"]),
+        ("What was your father's name?", "My father was called Olav Lindqvist.", ["Olav"]),
+        # The facts tie the name to the relation, in the same words or in a word for it ("married").
+        ("What is your husband's name?", "My husband's name is Olav.", []),
+        ("What is your husband's name?", "My husband is Olav, a boat builder.", []),
+        ("What was your cat called?", "My cat was called Fyr.", []),
+        ("What was your cat called?", "I had a cat named Fyr.", []),
+        ("What is your daughter's name?", "My daughter's name is Ingrid.", []),
+        # Titles and authors of its own past that nothing in the prompt holds.
+        (
+            "What was your favourite book as a child?",
+            'As a child I was fascinated by "The Great Gatsby" by F. Scott Fitzgerald.',
+            ["Great", "Gatsby", "F", "Scott", "Fitzgerald"],
+        ),
+        ("Do you like books?", "I love 'The Hobbit' by Tolkien.", []),  # an opinion: free
+    ],
+)
+def test_a_known_name_given_for_another_relation_or_a_title_of_its_past_is_made_up(
+    question: str, piece: str, invented: list[str]
+) -> None:
+    messages = build_messages(FAMILY, [], question, [])
+    assert [w.rstrip(".") for w in invented_specifics(piece, messages)] == invented
+    assert (off_the_rails(piece, messages) == INVENTS) == bool(invented)
