@@ -326,7 +326,9 @@ def invented_specifics(piece: str, messages: Sequence[ChatMessage]) -> list[str]
     prompt = " ".join(m.content for m in messages)
     given = set(words(prompt))
     sentences = [words(s) for m in messages for s in split_sentences(m.content)]
-    found = [m.group(0) for m in _NUMBER.finditer(piece)]
+    asked = prompt_parts(messages).question
+    # Numbers worked out from the question's own ("I have 3 apples and buy 4 more" → "I have 7") are sums.
+    found = [] if len(_NUMBER.findall(asked)) >= 2 else [m.group(0) for m in _NUMBER.finditer(piece)]
     for m in _GIVEN_NAME.finditer(piece):
         names = m.group(1).split()
         relation = _whose(piece, m.start(1))

@@ -256,3 +256,10 @@ def test_a_known_name_given_for_another_relation_or_a_title_of_its_past_is_made_
     messages = build_messages(FAMILY, [], question, [])
     assert [w.rstrip(".") for w in invented_specifics(piece, messages)] == invented
     assert (off_the_rails(piece, messages) == INVENTS) == bool(invented)
+
+
+def test_numbers_worked_out_from_the_questions_numbers_are_not_made_up() -> None:
+    sums = build_messages(FAMILY, [], "If I have 3 apples and buy 4 more, how many apples do I have?", [])
+    assert invented_specifics("I have 7 apples now.", sums) == []
+    one = build_messages(FAMILY, [], "When did you first go to sea?", [])
+    assert invented_specifics("I first went to sea in 1960.", one) == ["1960"]
