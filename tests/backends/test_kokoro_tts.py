@@ -101,3 +101,18 @@ def test_stress_length_marks_and_spaces_join_the_phones_they_belong_to() -> None
     ends = [*starts[1:], 20]
     spans = _phone_spans(list("həlˈOː b."), starts, ends)
     assert spans == [("h", 0, 2), ("ə", 2, 3), ("l", 3, 5), ("O", 5, 11), ("b", 11, 13)]
+
+
+def test_each_persona_voice_goes_to_its_engine_and_an_unknown_one_stops_start_up(
+    settings: Settings, prepared_models: Path
+) -> None:
+    from avatar.backends.embedded_voices import EmbeddedVoices
+
+    voices = EmbeddedVoices(settings.model_path(KOKORO.folder))
+    heart = voices.synthesize_timed("Hello there.", VoiceSpec("eileen", voice="heart"))
+    kumo = voices.synthesize_timed("Hello there.", VoiceSpec("sam", voice="jm_kumo"))
+    assert heart.audio.size and kumo.audio.size
+    assert kumo.phones is not None and [p.symbol for p in kumo.phones][:3] == ["h", "ə", "l"]
+    assert voices.synthesize("Hello there.", VoiceSpec("eileen")).size == heart.audio.size  # heart: the default
+    with pytest.raises(ConfigError, match="heart, jm_kumo, jf_gongitsune"):
+        voices.prepare_voice(VoiceSpec("bob", voice="nobody"))
