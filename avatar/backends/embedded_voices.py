@@ -23,7 +23,9 @@ class EmbeddedVoices:
 
     def __init__(self, kokoro_folder: Path, *, threads: int = 1) -> None:
         self.hibari = HibariSynthesizer(threads=threads)
-        self.kokoro = KokoroSynthesizer(kokoro_folder, voices=KOKORO_VOICES, threads=threads)
+        self.kokoro = KokoroSynthesizer(
+            kokoro_folder, voices=KOKORO_VOICES, threads=threads, phonemizer=self.hibari.phonemizer
+        )
         if self.hibari.sample_rate != self.sample_rate or self.kokoro.sample_rate != self.sample_rate:
             raise ConfigError("The embedded voices must share one sample rate.")  # pragma: no cover
         self.voices = EMBEDDED_VOICES

@@ -10,7 +10,10 @@ thread, sentence by sentence (the pipeline hands it the first clause of a reply 
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +34,11 @@ KEEP_PAD_FRAMES = 4
 # sound, measured on make eval's sentences): that phone ends where its sound falls this far below the
 # sentence's loudest frame.
 TAIL_DB = 35.0
+# The decoder's memory grows with the audio it draws at once (onnxruntime keeps its arena at the peak):
+# a sentence longer than this many phoneme symbols is drawn clause by clause (at , ; : —), or word by
+# word when a clause is longer still. 100 symbols is ~6 s of speech and ~250 MB above the loaded model.
+MAX_PIECE_SYMBOLS = 100
+_CLAUSE_END = re.compile(r"(?<=[,;:—])\s+")
 # Symbols with a duration of their own that are no sound: stress (given to the phone after it), length
 # and the like, and the space between two words (given to the phone before it: the voice runs on across
 # it), and punctuation (a pause, not a phone).
@@ -44,7 +52,10 @@ class KokoroSynthesizer:
 
     sample_rate = 24_000
 
-    def __init__(self, folder: Path, *, voices: tuple[str, ...] = ("jm_kumo",), threads: int = 1) -> None:
+    def __init__(
+        self, folder: Path, *, voices: tuple[str, ...] = ("jm_kumo",), threads: int = 1, phonemizer: Any = None
+    ) -> None:
+        """``phonemizer``: a loaded ``hibari.Hibari`` to share (its G2P), else one is loaded here."""
         try:
             import onnxruntime as ort
             from hibari import Hibari
@@ -64,8 +75,8 @@ class KokoroSynthesizer:
             if missing:
                 raise ConfigError(f"Kokoro has no voice {missing[0]!r}; its voices are {', '.join(table.files)}.")
             self._styles = {v: np.asarray(table[v], np.float32).reshape(-1, 256) for v in voices}
-        # hibari's G2P and symbol table; its own (small) voice model loads too but is not used here.
-        self._phonemizer = Hibari(threads=1)
+        # hibari's G2P and symbol table (its own small voice model is not used here).
+        self._phonemizer = phonemizer if phonemizer is not None else Hibari(threads=1)
         self.voices = voices
         self.name = f"kokoro:{','.join(voices)}"
 
@@ -91,20 +102,26 @@ class KokoroSynthesizer:
         parts: list[AudioArray] = [edge]
         phones: list[Phone] = []
         offset = edge.size
-        for phonemes in self._phonemizer.phonemize(text):
-            audio, sentence = self._sentence(phonemes, style, voice.speed)
-            if audio.size == 0:
-                continue
-            phones.extend(Phone(p.symbol, p.start + offset / rate, p.end + offset / rate) for p in sentence)
-            parts.extend([audio, gap])
-            offset += audio.size + gap.size
+        for sentence in self._phonemizer.phonemize(text):
+            spoken = False
+            for piece in _pieces(sentence):
+                audio, said = self._piece(piece, style, voice.speed)
+                if audio.size == 0:
+                    continue
+                phones.extend(Phone(p.symbol, p.start + offset / rate, p.end + offset / rate) for p in said)
+                parts.append(audio)
+                offset += audio.size
+                spoken = True
+            if spoken:
+                parts.append(gap)
+                offset += gap.size
         if len(parts) == 1:
             return Speech(np.zeros(0, np.float32), ())
         parts[-1] = edge
         return Speech(normalize_loudness(np.concatenate(parts)), tuple(phones))
 
-    def _sentence(self, phonemes: str, style: np.ndarray, speed: float) -> tuple[AudioArray, list[Phone]]:
-        """One sentence's audio, cut to its speech (and a little padding), and its phones in it."""
+    def _piece(self, phonemes: str, style: np.ndarray, speed: float) -> tuple[AudioArray, list[Phone]]:
+        """One sentence's (or clause's) audio, cut to its speech and a little padding, and its phones."""
         vocab = self._phonemizer.vocab
         symbols = [c for c in phonemes if c in vocab][: len(style) - 1]
         if not any(c not in _PAUSES and c not in _STRESS and c not in _MODIFIERS for c in symbols):
@@ -131,6 +148,21 @@ class KokoroSynthesizer:
 
     def close(self) -> None:
         del self._session
+
+
+def _pieces(sentence: str) -> Iterator[str]:
+    """The sentence in pieces of at most MAX_PIECE_SYMBOLS characters: whole clauses where they fit."""
+    piece = ""
+    for clause in _CLAUSE_END.split(sentence):
+        words = [clause] if len(clause) <= MAX_PIECE_SYMBOLS else clause.split(" ")
+        for part in words:
+            if piece and len(piece) + 1 + len(part) > MAX_PIECE_SYMBOLS:
+                yield piece
+                piece = part
+            else:
+                piece = f"{piece} {part}" if piece else part
+    if piece:
+        yield piece
 
 
 def _end_of_sound(span: tuple[str, int, int], wave: AudioArray) -> tuple[str, int, int]:
