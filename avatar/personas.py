@@ -79,6 +79,7 @@ class Persona:
             "name": self.name,
             "display_name": self.display_name,
             "language": self.language,
+            "voice": self.voice,
             "has_voice_sample": self.voice_sample is not None,
             "knowledge": {"chars": self.knowledge.chars, "passages": self.knowledge.passage_count},
             "created": self.expires is not None,

@@ -14,12 +14,13 @@ from avatar import embedded
 from avatar.errors import ModelError
 
 
-def test_only_whisper_the_selected_chat_model_the_face_and_the_turn_model_are_prepared_by_default() -> None:
-    default = [embedded.WHISPER, embedded.QWEN05, embedded.FACE, embedded.SMART_TURN]
+def test_only_whisper_the_selected_chat_model_the_face_the_turn_model_and_kokoro_are_prepared_by_default() -> None:
+    default = [embedded.WHISPER, embedded.QWEN05, embedded.FACE, embedded.SMART_TURN, embedded.KOKORO]
     assert embedded.needed("qwen2.5-coder-0.5b-instruct") == default
     assert embedded.needed("smollm2-135m-instruct")[1] is embedded.SMOLLM2
     # a production chat model
-    assert embedded.needed("qwen2.5-7b-instruct") == [embedded.WHISPER, embedded.FACE, embedded.SMART_TURN]
+    production = [embedded.WHISPER, embedded.FACE, embedded.SMART_TURN, embedded.KOKORO]
+    assert embedded.needed("qwen2.5-7b-instruct") == production
     assert embedded.DEFAULT_LLM.folder == "qwen2.5-coder-0.5b-instruct"
     for model in embedded.CHAT_MODELS:
         assert model.sha256 and model.license and "llamacpp" in model.backends and model.source.startswith("PyPI")
@@ -93,3 +94,17 @@ def test_a_package_that_is_not_installed_is_downloaded_only_when_asked(tmp_path:
         embedded.package_dirs(absent)
     with pytest.raises(ModelError, match=re.escape("Could not download no-such-pkg-avatar==0.0.1")):
         embedded.package_dirs(absent, tmp_path)
+
+
+def test_kokoro_is_prepared_with_its_durations_as_an_output_and_its_voices_pinned(prepared_models: Path) -> None:
+    import onnxruntime as ort
+
+    from avatar.backends.kokoro_tts import DURATIONS_OUTPUT, MODEL_FILE, VOICES_FILE
+
+    folder = prepared_models / embedded.KOKORO.folder
+    assert embedded._sha256(folder / VOICES_FILE) == embedded.KOKORO_VOICES_SHA256
+    assert not (folder / "kokoro-v1.0.int8.onnx").exists()  # the packaged graph is not kept beside it
+    session = ort.InferenceSession(str(folder / MODEL_FILE), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["audio", DURATIONS_OUTPUT]
+    notes = (folder / "SOURCE.md").read_text()
+    assert embedded.KOKORO_SHA256 in notes and "Apache-2.0" in notes and embedded.KOKORO_DURATIONS_TENSOR in notes

@@ -82,9 +82,12 @@ def _tts(s: Settings) -> Backend:
 
         options = XttsOptions(device=s.tts_device, threads=s.cpu_threads)
         return XttsSynthesizer(s.model_path(s.tts_model), options=options)
-    from avatar.backends.hibari_tts import HibariSynthesizer
+    from avatar.backends.embedded_voices import EmbeddedVoices
+    from avatar.embedded import KOKORO
 
-    return HibariSynthesizer(threads=1)
+    # One thread each: Kokoro is ~50x slower than hibari, and more threads only take cores from the LLM
+    # and the face, which run beside it in a streamed turn.
+    return EmbeddedVoices(s.model_path(KOKORO.folder), threads=1)
 
 
 def _face(s: Settings) -> Backend:

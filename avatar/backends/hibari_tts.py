@@ -58,6 +58,11 @@ class HibariSynthesizer:
         parts[-1] = edge
         return normalize_loudness(np.concatenate(parts))
 
+    @property
+    def phonemizer(self) -> object:
+        """The loaded ``hibari.Hibari`` (its G2P and symbol table), for engines that speak its phonemes."""
+        return self._tts
+
     def warmup(self) -> None:
         self._tts("Hello there.", seed=self.seed)
 

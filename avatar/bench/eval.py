@@ -22,6 +22,7 @@ from avatar.bench.faces import check_variant, make_variants
 from avatar.bench.fixtures import read_clips
 from avatar.bench.grounded import grounded_section
 from avatar.bench.replies import EVAL_SEED, replies_section
+from avatar.bench.voice_eval import voices_section
 from avatar.bench.wer import WordErrors, word_errors
 from avatar.config import Settings
 from avatar.pipeline.stages import AnimateStage
@@ -314,6 +315,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "replies": ("llm",),
     "asr": ("asr",),
     "tts": ("asr", "tts"),
+    "voices": ("asr", "tts"),
     "lipsync": ("asr", "llm", "tts", "face"),
     "faces": ("asr", "llm", "tts", "face"),
 }
@@ -357,6 +359,10 @@ def run_eval(
             elif name == "tts":
                 sentences = ROUNDTRIP_SENTENCES[:4] if options.quick else ROUNDTRIP_SENTENCES
                 sections.append(tts_section(runtime, checks, sentences))
+            elif name == "voices":
+                sentences = ROUNDTRIP_SENTENCES[:4] if options.quick else ROUNDTRIP_SENTENCES
+                tts, asr = runtime.registry.get("tts"), runtime.registry.get("asr")
+                sections.append(voices_section(tts, asr, settings.tts_backend, checks, sentences))
             elif name == "lipsync":
                 sections.append(lipsync_section(runtime, checks))
             else:

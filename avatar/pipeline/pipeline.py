@@ -13,7 +13,7 @@ import json
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -181,11 +181,15 @@ class Pipeline:
         video_format_name: str | None = None,
         received: float | None = None,
         owner: str | None = None,
+        voice: str | None = None,
     ) -> TurnRequest:
-        """Check a turn's inputs and find its persona and session (nothing runs on a model yet)."""
+        """Check a turn's inputs and find its persona and session (nothing runs on a model yet).
+        ``voice``: a voice name (checked by the caller) the persona speaks with for this turn."""
         if (audio is None) == (text is None):
             raise InvalidRequestError("Give either audio or text, not both and not neither.")
         who = self.personas.get(persona or self.default_persona)
+        if voice is not None:
+            who = replace(who, voice=voice)
         checked = self.check_text(text) if text is not None else None
         fmt = video_format(video_format_name)
         session = await self.sessions.get(session_id, who.name, owner)

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 from avatar.errors import AvatarError, InvalidRequestError, NotFoundError
 from avatar.pipeline import TurnResult, new_turn_id
 from avatar.pipeline.pipeline import TurnRequest
+from avatar.server import voice_routes
 from avatar.server.downloads import result_urls, segment_url
 from avatar.server.inputs import decode_audio
 from avatar.server.results import ID_PATTERN
@@ -36,9 +37,10 @@ PING_S = 15  # keeps proxies from closing a quiet stream while the turn waits in
 STOP_WAIT_S = 30.0  # the longest a DELETE waits for the stopped turn to let go of the models
 
 
-async def _turn_request(request: Request[AppState]) -> tuple[Service, TurnRequest]:
-    """The form of a turn (``audio`` file or ``text``; optional ``persona``, ``session_id``,
-    ``video_format``), checked and decoded; the timings of the turn count from the end of the upload."""
+async def _turn_request(request: Request[AppState]) -> tuple[Service, TurnRequest, str | None]:
+    """The form of a turn (``audio`` file or ``text``; optional ``persona``, ``voice``, ``session_id``,
+    ``video_format``), checked and decoded, and the note on its voice (a language other than the
+    persona's); the timings of the turn count from the end of the upload."""
     service = request.state["service"]
     service.require_ready()
     form = await read_form(request, max_bytes=service.max_upload_bytes, files={"audio": audio_type})
@@ -47,7 +49,8 @@ async def _turn_request(request: Request[AppState]) -> tuple[Service, TurnReques
     if (upload is None) == (text is None):
         raise InvalidRequestError("Send either an 'audio' file or a 'text' field (not both).")
     caller = caller_of(request.scope)
-    persona = service.persona(form.choice("persona"), caller)
+    asked = service.persona(form.choice("persona"), caller)
+    persona, voice_note = voice_routes.choose(service, asked, form.choice("voice"))
     audio = None
     if upload is not None:
         audio = await decode_audio(upload, ASR_SAMPLE_RATE, service.settings.max_audio_seconds)
@@ -59,22 +62,23 @@ async def _turn_request(request: Request[AppState]) -> tuple[Service, TurnReques
         video_format_name=form.text("video_format"),
         received=received,
         owner=caller.key,
+        voice=persona.voice,
     )
-    return service, turn
+    return service, turn, voice_note
 
 
 async def conversation(request: Request[AppState]) -> JSONResponse:
     """The turn's summary, with the URLs of its MP4 and WAV, once the turn is complete."""
-    service, turn = await _turn_request(request)
+    service, turn, voice_note = await _turn_request(request)
     with service.results.reserve(owner=turn.session.owner) as folder:
         result = await service.turns.run_request(turn, folder, disconnect=request.receive)
-    return JSONResponse(_answer(request, result))
+    return JSONResponse({**_answer(request, result), "voice": turn.persona.voice, "voice_note": voice_note})
 
 
 async def conversation_stream(request: Request[AppState]) -> EventSourceResponse:
     """The turn as Server-Sent Events: ``queued``, ``started``, ``transcript``, ``reply`` (text
     deltas), ``segment`` (each playable piece of video, in order), then ``done`` or ``error``."""
-    service, turn = await _turn_request(request)
+    service, turn, _ = await _turn_request(request)
     # A full queue is a 503 with Retry-After, not a stream that says so: the place is taken now, before
     # the 200 goes out, so that streams arriving together cannot all pass the check.
     admission = service.queue.admit()

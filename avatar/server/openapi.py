@@ -134,6 +134,13 @@ _PERSONA = {
     "maxLength": 64,
     "description": "A persona name from GET /api/v1/personas; default: the configured one.",
 }
+_VOICE = {
+    "type": "string",
+    "maxLength": 64,
+    "description": "A voice name from GET /api/v1/voices, instead of the persona's own voice; an unknown name is "
+    "422 naming the voices there are. A voice that speaks another language than the persona's is used all the "
+    "same, and the answer says so (voice_note; on /speak, the X-Voice-Note header).",
+}
 _SESSION = {
     "type": "string",
     "description": "The session_id of an earlier reply, to continue that conversation. An unknown or expired id "
@@ -223,10 +230,11 @@ def _paths(settings: Settings) -> dict[str, Any]:
             "audio": _AUDIO_FILE,
             "text": text,
             "persona": _PERSONA,
+            "voice": _VOICE,
             "session_id": _SESSION,
             "video_format": _VIDEO_FORMAT,
         },
-        fields_only=("text", "persona", "session_id", "video_format"),
+        fields_only=("text", "persona", "voice", "session_id", "video_format"),
     )
     return {
         "/": {
@@ -366,7 +374,14 @@ def _paths(settings: Settings) -> dict[str, Any]:
                             "part (UTF-8); up to 4,000 characters go into the prompt whole, longer knowledge is "
                             "searched for each question.",
                         },
-                        "voice": {**_AUDIO_FILE, "description": "3-30 s of the voice, for voice-cloning engines."},
+                        "voice": {
+                            "oneOf": [
+                                {**_VOICE, "description": "A voice name from GET /api/v1/voices (422 if unknown)."},
+                                {**_AUDIO_FILE, "description": "3-30 s of the voice, for voice-cloning engines."},
+                            ],
+                            "description": "The persona's voice: a voice name from GET /api/v1/voices as a text "
+                            "field (an unknown one is 422 naming them), or a voice sample as a file part (XTTS).",
+                        },
                         "consent": {
                             "const": "true",
                             "description": "The uploader confirms they have the right to use this person's photo "
@@ -468,14 +483,39 @@ def _paths(settings: Settings) -> dict[str, Any]:
         "/api/v1/speak": {
             "post": {
                 "summary": "Speech synthesis alone: text → the persona's voice",
-                "requestBody": _form({"text": text, "persona": _PERSONA}, ["text"], fields_only=("text", "persona")),
+                "requestBody": _form(
+                    {"text": text, "persona": _PERSONA, "voice": _VOICE},
+                    ["text"],
+                    fields_only=("text", "persona", "voice"),
+                ),
                 "responses": {
                     "200": {
-                        "description": "16-bit PCM mono WAV; X-Audio-Seconds gives its length.",
+                        "description": "16-bit PCM mono WAV; X-Audio-Seconds gives its length, X-Voice the voice "
+                        "that spoke, X-Voice-Note (only then) that it speaks another language than the persona.",
                         "content": {"audio/wav": {}},
-                        "headers": {"X-Audio-Seconds": {"schema": {"type": "string"}}},
+                        "headers": {
+                            "X-Audio-Seconds": {"schema": {"type": "string"}},
+                            "X-Voice": {"schema": {"type": "string"}},
+                            "X-Voice-Note": {"schema": {"type": "string"}},
+                        },
                     },
                     **_errors(*_UPLOAD_ERRORS, 401, 404),
+                },
+            }
+        },
+        "/api/v1/voices": {
+            "get": {
+                "summary": "The voices a persona can speak with (none for a voice-cloning engine)",
+                "responses": {"200": {"description": "The voices and the default.", **_json("Voices")}, **_errors(401)},
+            }
+        },
+        "/api/v1/voices/{voice}/sample.wav": {
+            "get": {
+                "summary": "A few seconds of a voice (made once, on first asking)",
+                "parameters": [{"name": "voice", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "16-bit PCM mono WAV.", "content": {"audio/wav": {}}},
+                    **_errors(401, 404, 503),
                 },
             }
         },
@@ -610,6 +650,11 @@ _SCHEMAS: dict[str, Any] = {
                 "AVATAR_PUBLIC_URL when that is set; null for a text-only reply (the voice failed).",
             },
             "audio_url": {"type": ["string", "null"], "format": "uri-reference"},
+            "voice": {"type": ["string", "null"], "description": "The voice that spoke (null: the engine's own)."},
+            "voice_note": {
+                "type": ["string", "null"],
+                "description": "Set when the voice speaks another language than the persona's.",
+            },
         },
     },
     "Transcription": {
@@ -680,6 +725,8 @@ _SCHEMAS: dict[str, Any] = {
             "name": {"type": "string"},
             "display_name": {"type": "string"},
             "language": {"type": "string"},
+            "voice": {"type": ["string", "null"], "description": "Its voice (GET /api/v1/voices); null: the default."},
+            "voice_note": {"type": "string", "description": "Only when created: the voice speaks another language."},
             "has_voice_sample": {"type": "boolean"},
             "knowledge": {
                 "type": "object",
@@ -694,6 +741,28 @@ _SCHEMAS: dict[str, Any] = {
             "face_url": {"type": "string", "format": "uri-reference"},
             "faces_found": {"type": "integer", "description": "Only when created: faces in the photo."},
             "note": {"type": "string"},
+        },
+    },
+    "Voice": {
+        "type": "object",
+        "required": ["name", "gender", "language", "engine", "sample_url"],
+        "properties": {
+            "name": {"type": "string"},
+            "engine": {"enum": ["hibari", "kokoro"]},
+            "gender": {"enum": ["female", "male"]},
+            "language": {"type": "string", "description": "The language it speaks (as a persona's language)."},
+            "accent": {"type": "string"},
+            "description": {"type": "string"},
+            "sample_url": {"type": "string", "format": "uri-reference"},
+        },
+    },
+    "Voices": {
+        "type": "object",
+        "required": ["engine", "default", "voices"],
+        "properties": {
+            "engine": {"type": "string", "description": "AVATAR_TTS_BACKEND"},
+            "default": {"type": ["string", "null"]},
+            "voices": {"type": "array", "items": _ref("schemas", "Voice")},
         },
     },
     "Personas": {

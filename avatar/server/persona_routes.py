@@ -31,11 +31,13 @@ from avatar.personas import DEFAULT_PROMPT, MAX_PORTRAIT_SIDE, PORTRAIT, UNNAMED
 from avatar.pipeline.stages import SILENCE_DBFS
 from avatar.pipeline.text import checked_text
 from avatar.pipeline.threads import run_blocking
+from avatar.server import voice_routes
 from avatar.server.security import caller_of, picture_token
 from avatar.server.service import AppState, Service
 from avatar.server.uploads import audio_type, image_type, read_form
 from avatar.server.urls import public_url_for
 from avatar.types import ImageArray
+from avatar.voices import find_voice
 
 NAME_CHARS = 64
 PROMPT_CHARS = 2000
@@ -146,11 +148,15 @@ async def delete_persona(request: Request[AppState]) -> Response:
 async def create_persona(request: Request[AppState]) -> JSONResponse:
     """``image`` (file, required), ``consent`` ("true": the uploader may use the photo), optional
     ``name``, ``system_prompt``, ``language``, ``knowledge`` (text, or a .txt/.md file part) and
-    ``voice`` (file) → the new persona, usable at once in every route by its ``name``."""
+    ``voice`` (the name of a voice of GET /voices, or a file: a sample for a voice-cloning engine) → the
+    new persona, usable at once in every route by its ``name``."""
     service = request.state["service"]
     service.require_ready()
     form = await read_form(
-        request, max_bytes=service.max_upload_bytes, files={"image": image_type, "voice": audio_type}
+        request,
+        max_bytes=service.max_upload_bytes,
+        files={"image": image_type, "voice": audio_type},
+        either=frozenset({"voice"}),
     )
     if form.fields.get("consent") != "true":
         raise InvalidRequestError(
@@ -170,6 +176,9 @@ async def create_persona(request: Request[AppState]) -> JSONResponse:
     problem = knowledge_problem(knowledge)
     if problem is not None:
         raise InvalidRequestError(f"The 'knowledge' field: {problem}")
+    voice_name = form.choice("voice")
+    if voice_name is not None:
+        voice_name = find_voice(voice_name, voice_routes.available(service)).name
     photo = await run_blocking(load_image, upload.data, max_pixels=service.settings.max_image_pixels)
     voice = form.file("voice")
     sample = await _voice_sample(voice.data) if voice is not None else None
@@ -185,10 +194,13 @@ async def create_persona(request: Request[AppState]) -> JSONResponse:
             image_path=folder / PORTRAIT,
             system_prompt=prompt or (DEFAULT_PROMPT if named else UNNAMED_PROMPT).format(display_name=display_name),
             language=language,
+            voice=voice_name,
             voice_sample=folder / VOICE if "voice_sample" in meta else None,
         )
         faces = await service.exclusive(request, lambda: _prepare(service, persona))
         meta |= {"display_name": display_name, "language": language, "system_prompt": persona.system_prompt}
+        if voice_name is not None:
+            meta["voice"] = voice_name
         owner = caller_of(request.scope).key
         if owner is not None:
             meta["owner"] = owner
@@ -199,6 +211,9 @@ async def create_persona(request: Request[AppState]) -> JSONResponse:
     body = {**describe(request, kept), "faces_found": faces}
     if faces > 1:
         body["note"] = f"The photo holds {faces} faces; the largest one is animated."
+    _, voice_note = voice_routes.choose(service, kept, None)
+    if voice_note is not None:
+        body["voice_note"] = voice_note
     location = public_url_for(request, "persona", persona=name)
     return JSONResponse(body, status_code=201, headers={"Location": location})
 

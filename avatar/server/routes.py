@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from avatar.server import conversation, downloads, metrics, persona_routes, probes, stage_routes, web
+from avatar.server import conversation, downloads, metrics, persona_routes, probes, stage_routes, voice_routes, web
 from avatar.server.live import api as live
 
 API = "/api/v1"
@@ -30,6 +30,8 @@ _DECLARED = [
     Route(f"{API}/personas/{{persona}}", persona_routes.delete_persona, methods=["DELETE"]),
     Route(f"{API}/personas/{{persona}}/image", persona_routes.persona_image, methods=["GET"], name="persona_image"),
     Route(f"{API}/personas/{{persona}}/face.jpg", persona_routes.persona_face, methods=["GET"], name="persona_face"),
+    Route(f"{API}/voices", voice_routes.list_voices, methods=["GET"]),
+    Route(f"{API}/voices/{{voice}}/sample.wav", voice_routes.voice_sample, methods=["GET"], name="voice_sample"),
     Route(f"{API}/results/{{result_id}}", downloads.result_summary, methods=["GET"]),
     Route(f"{API}/results/{{result_id}}/video.mp4", downloads.result_video, methods=["GET"], name="result_video"),
     Route(f"{API}/results/{{result_id}}/audio.wav", downloads.result_audio, methods=["GET"], name="result_audio"),

@@ -16,6 +16,7 @@ from avatar.personas import Persona
 from avatar.pipeline.files import VIDEO_NAME
 from avatar.pipeline.text import unspeakable_reason
 from avatar.pipeline.threads import run_blocking
+from avatar.server import voice_routes
 from avatar.server.inputs import decode_audio, required_file, required_text
 from avatar.server.security import caller_of
 from avatar.server.service import AppState, Service
@@ -82,8 +83,10 @@ async def chat(request: Request[AppState]) -> JSONResponse:
 
 
 async def speak(request: Request[AppState]) -> Response:
-    """``text``, optional ``persona`` → the persona's voice saying it, as a WAV."""
-    service, _, text, persona = await _text_request(request)
+    """``text``, optional ``persona`` and ``voice`` → the persona's voice (or that one) saying it, as a
+    WAV; ``X-Voice`` names the voice, ``X-Voice-Note`` says when it speaks another language than the persona."""
+    service, form, text, persona = await _text_request(request)
+    persona, voice_note = voice_routes.choose(service, persona, form.choice("voice"))
     pipeline = service.pipeline
     try:
         speech = await service.exclusive(request, lambda: pipeline.speak(text, persona))
@@ -96,7 +99,11 @@ async def speak(request: Request[AppState]) -> Response:
     return Response(
         media.wav_bytes(speech, rate),
         media_type="audio/wav",
-        headers={"X-Audio-Seconds": f"{speech.size / rate:.3f}"},
+        headers={
+            "X-Audio-Seconds": f"{speech.size / rate:.3f}",
+            **({"X-Voice": persona.voice} if persona.voice else {}),
+            **({"X-Voice-Note": voice_note} if voice_note else {}),
+        },
     )
 
 

@@ -79,13 +79,16 @@ class Form:
         return self.files.get(name)
 
 
-async def read_form(request: Request[Any], *, max_bytes: int, files: Mapping[str, TypeCheck]) -> Form:
+async def read_form(
+    request: Request[Any], *, max_bytes: int, files: Mapping[str, TypeCheck], either: frozenset[str] = frozenset()
+) -> Form:
     """The request's form, reading at most ``max_bytes`` of body.
 
     ``files`` names the parts taken as files and the content types each accepts; a part with another
-    name is a text field. Raises PayloadTooLargeError (413), UnsupportedMediaTypeError (415),
-    MalformedRequestError (400) and InvalidRequestError (422: a field twice, or with characters no
-    text may hold).
+    name is a text field. A part named in ``either`` may be a file or a text field (``voice`` on
+    ``POST /personas``: a sample to clone, or the name of a voice). Raises PayloadTooLargeError (413),
+    UnsupportedMediaTypeError (415), MalformedRequestError (400) and InvalidRequestError (422: a field
+    twice, or with characters no text may hold).
     """
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -98,7 +101,7 @@ async def read_form(request: Request[Any], *, max_bytes: int, files: Mapping[str
     budgeted = _Budgeted(request.receive, max_bytes)
     guarded = Request(request.scope, budgeted)
     if media_type == "multipart/form-data":
-        form = await _multipart(guarded, files, max_bytes)
+        form = await _multipart(guarded, files, max_bytes, either)
         # Starlette's parser takes a body cut off before its closing boundary as complete, losing the
         # unfinished part (an interrupted upload would then read as "no audio sent").
         if b"--" + options.get(b"boundary", b"") + b"--" not in budgeted.tail:
@@ -146,7 +149,9 @@ class _Budgeted:
         return message
 
 
-async def _multipart(request: Request[Any], files: Mapping[str, TypeCheck], max_bytes: int) -> Form:
+async def _multipart(
+    request: Request[Any], files: Mapping[str, TypeCheck], max_bytes: int, either: frozenset[str]
+) -> Form:
     # A text part may be as long as the whole body: its length is judged by its field's own limit
     # (422 naming both), not by a parser's cap on parts (which would say neither).
     parser = _Rfc5987Parser(
@@ -157,7 +162,7 @@ async def _multipart(request: Request[Any], files: Mapping[str, TypeCheck], max_
     except MultiPartException as exc:  # a malformed body, or one past the caps on parts
         raise MalformedRequestError(f"The multipart/form-data body is malformed: {exc.message}") from None
     try:
-        return await _collect(data, files)
+        return await _collect(data, files, either)
     finally:
         await data.close()
 
@@ -186,14 +191,14 @@ def _plain_filename(disposition: bytes) -> bytes:
     return disposition + b'; filename="' + quoted.encode("utf-8") + b'"'
 
 
-async def _collect(data: FormData, files: Mapping[str, TypeCheck]) -> Form:
+async def _collect(data: FormData, files: Mapping[str, TypeCheck], either: frozenset[str]) -> Form:
     form = Form()
     names = [name for name, _ in data.multi_items()]
     _refuse_duplicates(names)
     for name, value in data.multi_items():
         check = files.get(name)
         if isinstance(value, str):
-            if check is not None:
+            if check is not None and name not in either:
                 raise InvalidRequestError(
                     f"The {name!r} part is not a file; send it as a file part (with a filename), "
                     f"e.g. curl -F {name}=@file."

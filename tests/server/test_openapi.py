@@ -85,6 +85,7 @@ def test_real_responses_match_the_document(
     conv = "/api/v1/conversation"
     turn = ask("POST", conv, conv, data={"text": "Hello!"})
     assert turn.status_code == 200, turn.text
+    assert ask("POST", conv, conv, data={"text": "Hi", "voice": "nobody"}).status_code == 422
     assert ask("POST", conv, conv, files={"audio": ("s.wav", silence_wav, "audio/wav")}).status_code == 422
     assert ask("POST", conv, conv, files={"audio": ("j.mp3", b"junk" * 50, "audio/mpeg")}).status_code == 400
     assert ask("POST", conv, conv, files={"audio": ("n.txt", b"hello", "text/plain")}).status_code == 415
@@ -119,6 +120,15 @@ def test_real_responses_match_the_document(
     speak = "/api/v1/speak"
     assert ask("POST", speak, speak, data={"text": "Hello there."}).status_code == 200
     assert ask("POST", speak, speak, data={"text": "!!!"}).status_code == 422
+    assert ask("POST", speak, speak, data={"text": "Hello there.", "voice": "jm_kumo"}).status_code == 200
+    assert ask("POST", speak, speak, json={"text": "Hello there.", "voice": "nobody"}).status_code == 422
+
+    voices = "/api/v1/voices"
+    listed = ask("GET", voices, voices)
+    assert listed.status_code == 200
+    sample = "/api/v1/voices/{voice}/sample.wav"
+    assert ask("GET", sample, listed.json()["voices"][1]["sample_url"]).status_code == 200
+    assert ask("GET", sample, f"{voices}/nobody/sample.wav").status_code == 404
 
     animate = "/api/v1/animate"
     short = planet_question

@@ -173,6 +173,14 @@ def test_a_person_talks_to_the_face(browser: Any, fresh_server: ServerProcess, q
     about = "I am Ada, a beekeeper. I was born in Lyon in 1961 and I keep forty hives on a hill above the town."
     page.fill("#new-persona-knowledge", about)
     assert page.text_content("#new-persona-count") == f"{len(about)} / 50,000"
+    # ... and which voice speaks for it: the voices are listed, and one is heard before choosing it.
+    page.wait_for_function("() => document.querySelectorAll('#new-persona-voice option').length === 3")
+    page.select_option("#new-persona-voice", "jm_kumo")
+    page.click("#new-persona-hear")
+    page.wait_for_function(
+        "() => { const a = document.querySelector('#new-persona-sample'); return a.src && a.currentTime > 0; }",
+        timeout=60_000,
+    )
     shot(page, "8a-your-photo-dialog")
     # Create does nothing until the uploader confirms they may use the photo.
     page.click("#new-persona-create")
@@ -191,6 +199,7 @@ def test_a_person_talks_to_the_face(browser: Any, fresh_server: ServerProcess, q
     described = page.evaluate(f"fetch('/api/v1/personas/{created}').then((r) => r.json())")
     assert described["display_name"] == "Ada"
     assert described["knowledge"] == {"chars": len(about), "passages": 1}
+    assert described["voice"] == "jm_kumo"
     page.evaluate(WATCH_VIDEO)
     page.fill("#text", "Hello! Who are you?")
     page.click(".send")

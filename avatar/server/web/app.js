@@ -15,7 +15,8 @@ const ui = {
   dialog: $("new-persona"), dialogForm: $("new-persona-form"), dialogPhoto: $("new-persona-photo"),
   dialogName: $("new-persona-name"), dialogKnowledge: $("new-persona-knowledge"),
   dialogFile: $("new-persona-file"), dialogCount: $("new-persona-count"), dialogCancel: $("new-persona-cancel"),
-  dialogConsent: $("new-persona-consent"),
+  dialogConsent: $("new-persona-consent"), dialogVoice: $("new-persona-voice"), dialogHear: $("new-persona-hear"),
+  dialogSample: $("new-persona-sample"),
 };
 
 const state = {
@@ -173,8 +174,52 @@ function openPersonaDialog(file) {
   ui.dialogPhoto.src = URL.createObjectURL(file);
   ui.dialogForm.reset();
   countKnowledge();
+  loadVoices();
   ui.dialog.showModal();
   ui.dialogName.focus();
+}
+
+// The voices the photo may speak with (GET /voices): the first is the server's default. With a
+// voice-cloning engine there are none, and the choice is hidden.
+let voicesLoaded = false;
+
+async function loadVoices() {
+  if (voicesLoaded) return;
+  const response = await api(`${API}/voices`);
+  if (!response.ok) return;
+  const { voices } = await response.json();
+  ui.dialogVoice.replaceChildren(
+    ...voices.map((voice) => {
+      const option = document.createElement("option");
+      option.value = voice.name;
+      option.dataset.sample = voice.sample_url;
+      option.textContent = `${voice.name} — ${voice.gender}, ${voice.accent} accent`;
+      return option;
+    }),
+  );
+  ui.dialogVoice.parentElement.hidden = voices.length === 0;
+  ui.dialogVoice.parentElement.previousElementSibling.hidden = voices.length === 0;
+  voicesLoaded = true;
+}
+
+async function hearVoice() {
+  const option = ui.dialogVoice.selectedOptions[0];
+  if (!option) return;
+  ui.dialogHear.disabled = true;
+  try {
+    const response = await api(option.dataset.sample);
+    if (!response.ok) {
+      notify((await errorOf(response)).message, true);
+      return;
+    }
+    if (ui.dialogSample.src) URL.revokeObjectURL(ui.dialogSample.src);
+    ui.dialogSample.src = URL.createObjectURL(await response.blob());
+    await ui.dialogSample.play();
+  } catch (error) {
+    notify(`The voice sample could not be played: ${error.message}`, true);
+  } finally {
+    ui.dialogHear.disabled = false;
+  }
 }
 
 function countKnowledge() {
@@ -207,7 +252,7 @@ function remember(name, keep = true) {
   localStorage.setItem("avatar.created", JSON.stringify(keep ? [...names, name] : names));
 }
 
-async function createPersona(file, name, knowledge) {
+async function createPersona(file, name, knowledge, voice) {
   ui.dropzone.classList.add("busy");
   notify("");
   progress("Finding the face in your photo…");
@@ -216,6 +261,7 @@ async function createPersona(file, name, knowledge) {
   form.append("consent", "true"); // the dialog's checkbox, which the form requires, was ticked
   if (name.trim()) form.append("name", name.trim());
   if (knowledge.trim()) form.append("knowledge", knowledge);
+  if (voice) form.append("voice", voice); // a text part: the name of a voice (a file part would be a sample)
   try {
     const response = await api(`${API}/personas`, { method: "POST", body: form });
     if (!response.ok) {
@@ -226,7 +272,8 @@ async function createPersona(file, name, knowledge) {
     state.personas.set(persona.name, persona);
     remember(persona.name);
     choose(persona.name);
-    if (persona.note) notify(persona.note);
+    const notes = [persona.note, persona.voice_note].filter(Boolean);
+    if (notes.length) notify(notes.join(" "));
   } catch (error) {
     notify(`The photo could not be sent: ${error.message}`, true);
   } finally {
@@ -419,8 +466,9 @@ ui.dialogCancel.addEventListener("click", () => { ui.dialog.close(); ui.photo.va
 ui.dialogForm.addEventListener("submit", (event) => {
   event.preventDefault();
   ui.dialog.close();
-  createPersona(chosenPhoto, ui.dialogName.value, ui.dialogKnowledge.value);
+  createPersona(chosenPhoto, ui.dialogName.value, ui.dialogKnowledge.value, ui.dialogVoice.value);
 });
+ui.dialogHear.addEventListener("click", hearVoice);
 ui.dropzone.addEventListener("keydown", (event) => {
   if (event.key === "Enter" || event.key === " ") { event.preventDefault(); ui.photo.click(); }
 });
