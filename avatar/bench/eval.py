@@ -22,12 +22,13 @@ from avatar.bench.faces import check_variant, make_variants
 from avatar.bench.fixtures import read_clips
 from avatar.bench.grounded import grounded_section
 from avatar.bench.replies import EVAL_SEED, replies_section
+from avatar.bench.visemes import visemes_section
 from avatar.bench.wer import WordErrors, word_errors
 from avatar.config import Settings
 from avatar.pipeline.stages import AnimateStage
 from avatar.quality import lipsync
 from avatar.runtime import Runtime, running
-from avatar.types import ASR_SAMPLE_RATE, AudioArray, FrameArray
+from avatar.types import ASR_SAMPLE_RATE, AudioArray, FrameArray, speak_timed
 
 # Spoken by the TTS and heard back by the ASR; numbers, ordinals and a year on purpose.
 ROUNDTRIP_SENTENCES: tuple[str, ...] = (
@@ -186,8 +187,11 @@ def lipsync_section(runtime: Runtime, checks: _Checks) -> dict[str, Any]:
     max_lag, min_corr = checks.limits["lipsync_lag_ms_max"], checks.limits["lipsync_peak_corr_min"]
     with tempfile.TemporaryDirectory(prefix="avatar-eval-") as tmp:
         for i, persona in enumerate(runtime.personas):
-            speech = tts.synthesize(LIPSYNC_TEXT, persona.voice_spec)
-            frames = animate.animator.render(animate.prepare_path(persona.image_path), speech, tts.sample_rate)
+            spoken = speak_timed(tts, LIPSYNC_TEXT, persona.voice_spec)
+            speech = spoken.audio
+            frames = animate.animator.render(
+                animate.prepare_path(persona.image_path), speech, tts.sample_rate, phones=spoken.phones
+            )
             found = _score_mp4(
                 Path(tmp) / f"{persona.name}.mp4", frames, speech, tts.sample_rate, animate.fps, landmarker
             )
@@ -316,6 +320,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "tts": ("asr", "tts"),
     "lipsync": ("asr", "llm", "tts", "face"),
     "faces": ("asr", "llm", "tts", "face"),
+    "visemes": ("asr", "llm", "tts", "face"),
 }
 
 
@@ -359,6 +364,16 @@ def run_eval(
                 sections.append(tts_section(runtime, checks, sentences))
             elif name == "lipsync":
                 sections.append(lipsync_section(runtime, checks))
+            elif name == "visemes":
+                settings_ = runtime.settings
+                sections.append(
+                    visemes_section(
+                        runtime.registry.get("tts"),
+                        runtime.registry.get("face"),
+                        settings_.model_path(settings_.face_model),
+                        checks,
+                    )
+                )
             else:
                 sections.append(faces_section(runtime, checks, options.quick))
     description["load_average_end"] = machine.load_average()

@@ -178,3 +178,75 @@ def measure_video(path: Path, landmarker_path: Path, num_faces: int = 1) -> LipS
         return score_frames(meter, video.frames, video.audio, video.sample_rate, video.fps)
     finally:
         meter.close()
+
+
+# ----------------------------------------------------------------------------------------- visemes
+
+MOUTH_LEFT_OUTER, MOUTH_RIGHT_OUTER = 61, 291
+CLOSED_GAP = 0.008
+"""An inner-lip gap below this (face heights, about 1.5 mm on an adult face) is a full closure."""
+BILABIAL_WINDOW_S = 0.04
+BILABIALS = frozenset("mbp")
+ROUNDED = frozenset("uOwʊ")
+SPREAD = frozenset("iAɪ")
+
+
+@dataclass(frozen=True)
+class MouthShapes:
+    """Per frame, from the rendered frames' landmarks: inner-lip gap and outer mouth width, both over
+    face height (NaN where no face was found)."""
+
+    gap: FloatArray
+    width: FloatArray
+
+
+def mouth_shapes(meter: MouthMeter, frames: Iterable[FrameArray]) -> MouthShapes:
+    """Gap and width of the (first) face's mouth in every frame."""
+    gaps, widths = [], []
+    for frame in frames:
+        faces = meter._landmarker.detect(np.ascontiguousarray(frame))
+        if not faces:
+            gaps.append(np.nan)
+            widths.append(np.nan)
+            continue
+        lm = faces[0]
+        height = float(np.hypot(*(lm[CHIN, :2] - lm[FOREHEAD, :2]))) or 1.0
+        gaps.append(float(np.hypot(*(lm[LOWER_INNER_LIP, :2] - lm[UPPER_INNER_LIP, :2]))) / height)
+        widths.append(float(np.hypot(*(lm[MOUTH_RIGHT_OUTER, :2] - lm[MOUTH_LEFT_OUTER, :2]))) / height)
+    return MouthShapes(np.asarray(gaps, np.float64), np.asarray(widths, np.float64))
+
+
+def closures(gap: FloatArray, closed_gap: float = CLOSED_GAP, *, rising_only: bool = False) -> int:
+    """Full lip closures: runs of frames whose gap is below ``closed_gap``, each counted once
+    (``rising_only``: only runs that begin inside ``gap``, not one it starts in)."""
+    closed = np.nan_to_num(gap, nan=1.0) < closed_gap
+    return int(np.count_nonzero(closed[1:] & ~closed[:-1]) + (0 if rising_only else int(closed[:1].sum())))
+
+
+def bilabials_closed(
+    gap: FloatArray,
+    phones: Iterable[tuple[str, float, float]],
+    fps: int,
+    window_s: float = BILABIAL_WINDOW_S,
+    closed_gap: float = CLOSED_GAP,
+) -> tuple[int, int]:
+    """(closed, all): bilabial phones with a fully closed frame within ``window_s`` of their span."""
+    closed = np.nan_to_num(gap, nan=1.0) < closed_gap
+    hits = total = 0
+    for symbol, start, end in phones:
+        if symbol not in BILABIALS:
+            continue
+        total += 1
+        first = max(0, int(np.floor((start - window_s) * fps)))
+        last = min(len(closed), int(np.ceil((end + window_s) * fps)))
+        hits += bool(closed[first:last].any())
+    return hits, total
+
+
+def width_at(width: FloatArray, phones: Iterable[tuple[str, float, float]], fps: int, symbols: frozenset[str]) -> float:
+    """Median mouth width at the centre frames of the phones in ``symbols``."""
+    values = [
+        width[min(len(width) - 1, int((start + end) / 2 * fps))] for symbol, start, end in phones if symbol in symbols
+    ]
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.median(finite)) if finite else float("nan")

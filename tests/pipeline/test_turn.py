@@ -154,9 +154,11 @@ class MisdrawnSecondSentence:
         self.animator, self.calls = animator, 0
         self.name, self.fps = animator.name, animator.fps
 
-    def render_chunks(self, face, audio, rate, chunk_frames=25, *, start_frame=0):
+    def render_chunks(self, face, audio, rate, chunk_frames=25, *, start_frame=0, phones=None):
         self.calls += 1
-        for chunk in self.animator.render_chunks(face, audio, rate, chunk_frames, start_frame=start_frame):
+        for chunk in self.animator.render_chunks(
+            face, audio, rate, chunk_frames, start_frame=start_frame, phones=phones
+        ):
             yield chunk.astype("float32") if self.calls == 2 else chunk
 
     def __getattr__(self, name):

@@ -17,6 +17,8 @@ import numpy as np
 from avatar.errors import InvalidAudioError
 from avatar.types import FloatArray
 
+from .visemes import VisemeTrack
+
 WINDOW_FRAMES = 2.0
 """Analysis window, in video frames (80 ms at 25 fps): long enough to span a pitch period or two."""
 SILENCE_DBFS = -60.0
@@ -44,6 +46,34 @@ class SpeechTrack:
     """0 silent … 1 speaking, slow: how animated the head is."""
     emphasis: FloatArray
     """0 … 1 where speech swells above its running average (stressed syllables): a small nod."""
+    seal: FloatArray | None = None
+    """0 … 1 lips pressed together (m, b, p); only known from the phones."""
+    tuck: FloatArray | None = None
+    """0 … 1 lower lip to the upper teeth (f, v); only known from the phones."""
+
+
+LOUDNESS_FLOOR = 0.45
+"""With phones, a vowel said at the utterance's quietest opens this share of its shape; at its loudest
+a little more than all of it (``LOUDNESS_FLOOR + LOUDNESS_GAIN``)."""
+LOUDNESS_GAIN = 0.7
+
+
+def with_visemes(track: SpeechTrack, shapes: VisemeTrack) -> SpeechTrack:
+    """The mouth from the sounds (``shapes``), the vowels' opening scaled by loudness; head motion
+    (activity, emphasis) stays the audio's."""
+    c = _coefficient(0.08, 25)
+    loud = _zero_phase(track.open, c, c)
+    gain = np.clip(LOUDNESS_FLOOR + LOUDNESS_GAIN * loud / max(float(loud.max()), 1e-3), 0.0, 1.2)
+    opened = (shapes.open - shapes.vowel) + shapes.vowel * gain
+    opened = np.clip(opened * (1.0 - shapes.seal), 0.0, 1.0).astype(np.float32)
+    return SpeechTrack(
+        open=opened,
+        width=shapes.width,
+        activity=track.activity,
+        emphasis=track.emphasis,
+        seal=shapes.seal,
+        tuck=shapes.tuck,
+    )
 
 
 def _one_pole(x: FloatArray, up: float, down: float) -> FloatArray:

@@ -41,6 +41,10 @@ MOUTH_STRETCH = 0.10
 """Relative change of mouth width at full "ee" (+) or "oo" (−)."""
 LIP_PRESS = 0.010
 """Lips thin towards the midline for "ee" and purse outwards for "oo", in face heights."""
+SEAL_PRESS = 0.004
+"""Pressed lips (m, b, p) thin a little towards the line where they meet, in face heights."""
+TUCK_RISE = 0.010
+"""For f and v the upper lip lifts off the upper teeth this far while the lower lip comes up to them."""
 LOWER_LID_RISE = 0.15
 """Share of a blink made by the lower lid; the upper lid travels the rest."""
 LID_CLOSURE = 0.97
@@ -60,6 +64,10 @@ class Pose:
 
     open: float = 0.0
     width: float = 0.0
+    seal: float = 0.0
+    """0 … 1: the lips pressed together (bilabials), meeting even where the photo shows teeth."""
+    tuck: float = 0.0
+    """0 … 1: the lower lip up to the upper teeth (labiodentals)."""
     blink_right: float = 0.0
     blink_left: float = 0.0
     roll: float = 0.0
@@ -86,6 +94,8 @@ class Rig:
     jaw: FloatArray
     stretch: FloatArray
     press: FloatArray
+    seal: FloatArray
+    tuck: FloatArray
     blink_right: FloatArray
     blink_left: FloatArray
     head_weight: FloatArray
@@ -101,6 +111,8 @@ class Rig:
         width = p.width * min(1.0, p.open / 0.15)
         v = self.rest + p.open * self.jaw
         v = v + (width * (0.3 + 0.7 * p.open)) * self.stretch + (width * p.open) * self.press
+        if p.seal or p.tuck:
+            v = v + p.seal * self.seal + p.tuck * self.tuck
         v = v + p.blink_right * self.blink_right + p.blink_left * self.blink_left
         if p.roll or p.yaw or p.pitch or p.shift_x or p.shift_y:
             c, s = np.cos(p.roll), np.sin(p.roll)
@@ -120,8 +132,8 @@ def _lip_profile(x: FloatArray, half_width: float) -> FloatArray:
     return (0.6 + 0.4 * np.clip(1 - (x / half_width) ** 2, 0.0, 1.0)).astype(np.float32)
 
 
-def _mouth_fields(mesh: Mesh, weights: sp.csr_matrix) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Jaw drop, mouth stretch and lip press fields in face-local units (face heights).
+def _mouth_fields(mesh: Mesh, weights: sp.csr_matrix) -> tuple[FloatArray, ...]:
+    """Jaw drop, mouth stretch, lip press, lip seal and lip tuck fields in face-local units (face heights).
 
     Each is prescribed on the lips, the face outline and everything above the nose, and spread
     harmonically over the cheeks, chin and mouth corners in between.
@@ -176,7 +188,35 @@ def _mouth_fields(mesh: Mesh, weights: sp.csr_matrix) -> tuple[FloatArray, Float
     press[list(LOWER_LIP_OUTER), 1] = -0.5 * LIP_PRESS * profile[list(LOWER_LIP_OUTER)]
     fixed[list(MOUTH_CORNERS_INNER) + list(MOUTH_CORNERS_OUTER)] = True
     press = harmonic_fill(weights, press, fixed)
-    return jaw, stretch, press
+
+    # Seal (m, b, p): each inner lip goes to the line where the mouth splits, so the lips meet over
+    # any teeth the photo shows (those rows fold away under them); the outer lip lines follow most
+    # of the way, less the little the lips thin as they press.
+    mid_up = axes.local(verts[mesh.upper_mid[1:-1]], centre)
+    mid_lo = axes.local(verts[mesh.lower_mid[1:-1]], centre)
+    to_mid_up = mid_up - loc[upper]
+    to_mid_lo = mid_lo - loc[lower]
+    seal = np.zeros((n, 2), np.float32)
+    seal[upper] = to_mid_up
+    seal[lower] = to_mid_lo
+    seal[list(UPPER_LIP_OUTER)] = 0.85 * to_mid_up
+    seal[list(UPPER_LIP_OUTER), 1] += SEAL_PRESS * profile[list(UPPER_LIP_OUTER)]
+    seal[list(LOWER_LIP_OUTER)] = 0.85 * to_mid_lo
+    seal[list(LOWER_LIP_OUTER), 1] -= SEAL_PRESS * profile[list(LOWER_LIP_OUTER)]
+    fixed = still.copy()
+    fixed[oval + mesh.head_ring.tolist() + lips + list(MOUTH_CORNERS_INNER) + list(MOUTH_CORNERS_OUTER)] = True
+    seal = harmonic_fill(weights, seal, fixed)
+
+    # Tuck (f, v): the lower lip comes up to the split line and rolls in a little; the upper lip lifts
+    # off the teeth, which show between them.
+    tuck = np.zeros((n, 2), np.float32)
+    tuck[lower] = to_mid_lo
+    tuck[list(LOWER_LIP_OUTER)] = 0.6 * to_mid_lo
+    tuck[list(LOWER_LIP_OUTER), 1] -= 0.5 * SEAL_PRESS * profile[list(LOWER_LIP_OUTER)]
+    tuck[upper + up_mid, 1] = -TUCK_RISE * profile[upper + upper]
+    tuck[list(UPPER_LIP_OUTER), 1] = -0.6 * TUCK_RISE * profile[list(UPPER_LIP_OUTER)]
+    tuck = harmonic_fill(weights, tuck, fixed)
+    return jaw, stretch, press, seal, tuck
 
 
 def _blink_field(
@@ -217,7 +257,7 @@ def build_rig(mesh: Mesh) -> Rig:
     """Displacement fields for ``mesh``, in frame pixels."""
     axes = mesh.axes
     weights = adjacency(mesh.triangles, len(mesh.vertices), mesh.vertices)
-    jaw, stretch, press = _mouth_fields(mesh, weights)
+    jaw, stretch, press, seal, tuck = _mouth_fields(mesh, weights)
     right = _blink_field(mesh, weights, RIGHT_EYE_CORNERS, RIGHT_EYE_UPPER, RIGHT_EYE_LOWER)
     left = _blink_field(mesh, weights, LEFT_EYE_CORNERS, LEFT_EYE_UPPER, LEFT_EYE_LOWER)
     oval_depth = float(mesh.depth[list(FACE_OVAL)].mean())
@@ -231,6 +271,8 @@ def build_rig(mesh: Mesh) -> Rig:
         jaw=axes.to_frame(jaw),
         stretch=axes.to_frame(stretch),
         press=axes.to_frame(press),
+        seal=axes.to_frame(seal),
+        tuck=axes.to_frame(tuck),
         blink_right=axes.to_frame(right),
         blink_left=axes.to_frame(left),
         head_weight=mesh.head_weight,
