@@ -211,7 +211,7 @@ class PuppetAnimator:
         except (ValueError, IndexError) as exc:  # odd timings: the audio alone still drives the mouth
             log.warning("phones unusable; the mouth follows the audio", extra={"reason": str(exc)})
             return track
-        return track if shapes is None else with_visemes(track, shapes)
+        return track if shapes is None else with_visemes(track, shapes, self.fps)
 
     def _check(self, face: base.PreparedFace) -> PreparedFace:
         if not isinstance(face, PreparedFace):
@@ -233,6 +233,7 @@ class PuppetAnimator:
                 width=float(track.width[start + i]),
                 seal=0.0 if track.seal is None else float(track.seal[start + i]),
                 tuck=0.0 if track.tuck is None else float(track.tuck[start + i]),
+                brow=float(track.emphasis[start + i]) if self.head_motion else 0.0,
                 blink_right=float(closed[i]),
                 blink_left=float(closed[i]),
                 roll=float(sway[i, 0]),
@@ -252,7 +253,7 @@ class PuppetAnimator:
         vertices = face.rig.pose(pose)
         warped = face.warper.warp(vertices)
         x0, y0, x1, y1 = face.region
-        if pose.open > 0 or pose.tuck > 0:
+        if pose.open > 0 or pose.tuck > 0 or pose.seal > 0:
             shade_mouth(warped, vertices[face.mesh.upper_mid], vertices[face.mesh.lower_mid], (x0, y0), face.mouth)
         frame[y0:y1, x0:x1] = warped.pixels
         return frame

@@ -183,7 +183,8 @@ class Reply:
                 break
             part, clip, phones = item
             frames = clip.size * self.fps // self.rate
-            self.spoken.pieces.append(SpokenPiece(part.text, frame_at / self.fps, (frame_at + frames) / self.fps))
+            start, end = frame_at / self.fps, (frame_at + frames) / self.fps
+            self.spoken.pieces.append(SpokenPiece(part.text, start, end, shift_phones(phones, start, end)))
             # The reply's first frames are drawn and handed over in a small chunk (the client is waiting
             # for them); after that, drawn frames are handed over ``chunk_frames`` at a time.
             step = min(self.chunk_frames, FIRST_CHUNK_FRAMES) if frame_at == 0 else self.chunk_frames

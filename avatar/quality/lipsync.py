@@ -9,7 +9,7 @@ shifted one peaks at its shift.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,10 @@ class MouthMeter:
 
         self.num_faces = num_faces
         self._landmarker = Landmarker(landmarker_path, max_faces=num_faces)
+
+    def faces(self, frame: FrameArray) -> list[npt.NDArray[np.float32]]:
+        """The (478, 3) landmarks of every face found in one RGB frame."""
+        return list(self._landmarker.detect(np.ascontiguousarray(frame)))
 
     def openings_by_face(self, frames: Iterable[FrameArray]) -> FloatArray:
         """(frames, num_faces) inner-lip gap / face height, faces ordered left to right; NaN where absent."""
@@ -163,19 +167,40 @@ def read_video(path: Path, sample_rate: int = 16_000) -> Video:
 
 
 def score_frames(
-    meter: MouthMeter, frames: list[FrameArray], audio: AudioArray, sample_rate: int, fps: int
+    meter: MouthMeter,
+    frames: list[FrameArray],
+    audio: AudioArray,
+    sample_rate: int,
+    fps: int,
+    closed_on_purpose: Iterable[tuple[str, float, float]] = (),
 ) -> LipSyncScore:
-    """Score frames against the audio they should be speaking."""
+    """Score frames against the audio they should be speaking.
+
+    ``closed_on_purpose`` are phones (symbol, start, end) where the lips shut while the voice still
+    sounds (m, b, p): a mouth that is right to close there is wrong by loudness, so their frames
+    (±``BILABIAL_WINDOW_S``) are left out; the viseme check judges them instead."""
     envelope = loudness_envelope(audio, sample_rate, fps, len(frames))
-    return score(meter.openings(frames), envelope, fps)
+    openings = meter.openings(frames)
+    found = int((~np.isnan(openings[: min(openings.size, envelope.size)])).sum())
+    for symbol, start, end in closed_on_purpose:
+        if symbol in BILABIALS:
+            first = max(0, int(np.floor((start - BILABIAL_WINDOW_S) * fps)))
+            openings[first : int(np.ceil((end + BILABIAL_WINDOW_S) * fps))] = np.nan
+    return replace(score(openings, envelope, fps), faces_found=found)
 
 
-def measure_video(path: Path, landmarker_path: Path, num_faces: int = 1) -> LipSyncScore:
-    """Score an MP4's lip sync from its own frames and audio track."""
+def measure_video(
+    path: Path,
+    landmarker_path: Path,
+    num_faces: int = 1,
+    closed_on_purpose: Iterable[tuple[str, float, float]] = (),
+) -> LipSyncScore:
+    """Score an MP4's lip sync from its own frames and audio track (``closed_on_purpose``: see
+    ``score_frames``)."""
     video = read_video(path)
     meter = MouthMeter(landmarker_path, num_faces=num_faces)
     try:
-        return score_frames(meter, video.frames, video.audio, video.sample_rate, video.fps)
+        return score_frames(meter, video.frames, video.audio, video.sample_rate, video.fps, closed_on_purpose)
     finally:
         meter.close()
 
@@ -204,7 +229,7 @@ def mouth_shapes(meter: MouthMeter, frames: Iterable[FrameArray]) -> MouthShapes
     """Gap and width of the (first) face's mouth in every frame."""
     gaps, widths = [], []
     for frame in frames:
-        faces = meter._landmarker.detect(np.ascontiguousarray(frame))
+        faces = meter.faces(frame)
         if not faces:
             gaps.append(np.nan)
             widths.append(np.nan)

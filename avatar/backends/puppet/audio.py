@@ -56,22 +56,30 @@ LOUDNESS_FLOOR = 0.45
 """With phones, a vowel said at the utterance's quietest opens this share of its shape; at its loudest
 a little more than all of it (``LOUDNESS_FLOOR + LOUDNESS_GAIN``)."""
 LOUDNESS_GAIN = 0.7
+PAUSE_SEAL = 0.8
+"""How far the lips close in a pause between words."""
 
 
-def with_visemes(track: SpeechTrack, shapes: VisemeTrack) -> SpeechTrack:
+def with_visemes(track: SpeechTrack, shapes: VisemeTrack, fps: int) -> SpeechTrack:
     """The mouth from the sounds (``shapes``), the vowels' opening scaled by loudness; head motion
     (activity, emphasis) stays the audio's."""
-    c = _coefficient(0.08, 25)
+    c = _coefficient(0.08, fps)
     loud = _zero_phase(track.open, c, c)
     gain = np.clip(LOUDNESS_FLOOR + LOUDNESS_GAIN * loud / max(float(loud.max()), 1e-3), 0.0, 1.2)
     opened = (shapes.open - shapes.vowel) + shapes.vowel * gain
-    opened = np.clip(opened * (1.0 - shapes.seal), 0.0, 1.0).astype(np.float32)
+    # A pause in the sound closes the lips most of the way (``shapes.hush`` keeps the clip's ends open
+    # as the photo is); following the audio, not the phones, so they part as the sound comes back.
+    quiet = np.clip(1.0 - track.open / 0.05, 0.0, 1.0)
+    c = _coefficient(0.04, fps)
+    quiet = np.minimum(quiet, _zero_phase(quiet, c, c))
+    seal = np.maximum(shapes.seal, PAUSE_SEAL * shapes.hush * quiet).astype(np.float32)
+    opened = np.clip(opened * (1.0 - seal), 0.0, 1.0).astype(np.float32)
     return SpeechTrack(
         open=opened,
         width=shapes.width,
         activity=track.activity,
         emphasis=track.emphasis,
-        seal=shapes.seal,
+        seal=seal,
         tuck=shapes.tuck,
     )
 
