@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import numpy as np
 
@@ -86,6 +87,9 @@ class HibariSynthesizer:
         self.timed = timed is not None
         """Whether phoneme timings come with the audio (the model's graph has the duration tensor)."""
         self._tts = Hibari(voice=voice, threads=threads, model=timed if timed is not None else model)
+        self._session = self._tts.sess
+        if timed is not None:  # hibari's own calls (``Hibari.from_ids``) still see its six outputs
+            self._tts.sess = _PlainOutputs(self._session)
 
     def _check_voice(self, voice: str) -> None:
         if voice not in self._voices:
@@ -121,7 +125,7 @@ class HibariSynthesizer:
             ids = self._tts.ids(phonemes)
             if len(ids) < 3:
                 continue
-            out = self._tts.sess.run(None, {"ids": np.asarray([ids], np.int64), "speed": speed})
+            out = self._session.run(None, {"ids": np.asarray([ids], np.int64), "speed": speed})
             sentence = self._dsp.synth(*(o[0] for o in out[:6]), rng).astype(np.float32)
             if not sentence.size:
                 continue
@@ -161,3 +165,21 @@ def _with_output(model: str | os.PathLike[str], tensor: str) -> bytes | None:
         return None
     graph.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.INT64, None))
     return graph.SerializeToString()
+
+
+class _PlainOutputs:
+    """An onnxruntime session as hibari made it: asked for every output, it gives the graph's own six
+    (the duration output added here is left out)."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self._names = [o.name for o in session.get_outputs()][:6]
+
+    def run(self, names: list[str] | None, feeds: dict[str, Any], *args: Any) -> Any:
+        return self._session.run(names or self._names, feeds, *args)
+
+    def get_outputs(self) -> list[Any]:
+        return list(self._session.get_outputs())[:6]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)

@@ -46,8 +46,9 @@ def test_hibari_phones_are_the_models_timings_in_order_and_cover_the_audio(tts, 
     env = np.sqrt(np.mean(bilabial.audio[: bilabial.audio.size // frame * frame].reshape(-1, frame) ** 2, axis=1))
     loud = np.flatnonzero(20 * np.log10(env + 1e-9) > -35) / 100
     assert starts[0] - 0.1 <= loud[0] and loud[-1] <= ends[-1] + 0.1
-    # The plain audio is the timed audio: one path, bit for bit.
+    # The plain audio is the timed audio: one path, bit for bit; and hibari's own calls still work.
     assert np.array_equal(tts.synthesize(BILABIAL, VOICE), bilabial.audio)
+    assert tts._tts("Hello.", seed=0).size > 0
 
 
 def test_sentence_gaps_and_edges_are_in_the_times(tts) -> None:
