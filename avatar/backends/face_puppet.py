@@ -233,6 +233,7 @@ class PuppetAnimator:
                 width=float(track.width[start + i]),
                 seal=0.0 if track.seal is None else float(track.seal[start + i]),
                 tuck=0.0 if track.tuck is None else float(track.tuck[start + i]),
+                pucker=0.0 if track.pucker is None else float(track.pucker[start + i]),
                 brow=float(track.emphasis[start + i]) if self.head_motion else 0.0,
                 blink_right=float(closed[i]),
                 blink_left=float(closed[i]),
@@ -253,7 +254,7 @@ class PuppetAnimator:
         vertices = face.rig.pose(pose)
         warped = face.warper.warp(vertices)
         x0, y0, x1, y1 = face.region
-        if pose.open > 0 or pose.tuck > 0 or pose.seal > 0:
+        if pose.open > 0 or pose.tuck > 0 or pose.seal > 0 or pose.pucker > 0:
             shade_mouth(warped, vertices[face.mesh.upper_mid], vertices[face.mesh.lower_mid], (x0, y0), face.mouth)
         frame[y0:y1, x0:x1] = warped.pixels
         return frame

@@ -50,6 +50,8 @@ class SpeechTrack:
     """0 … 1 lips pressed together (m, b, p); only known from the phones."""
     tuck: FloatArray | None = None
     """0 … 1 lower lip to the upper teeth (f, v); only known from the phones."""
+    pucker: FloatArray | None = None
+    """0 … 1 lips rounded and pushed forward (oo, oh, w); only known from the phones."""
 
 
 LOUDNESS_FLOOR = 0.45
@@ -58,6 +60,7 @@ a little more than all of it (``LOUDNESS_FLOOR + LOUDNESS_GAIN``)."""
 LOUDNESS_GAIN = 0.7
 PAUSE_SEAL = 0.8
 """How far the lips close in a pause between words."""
+SPREAD_GAIN = 1.5
 
 
 def with_visemes(track: SpeechTrack, shapes: VisemeTrack, fps: int) -> SpeechTrack:
@@ -74,9 +77,12 @@ def with_visemes(track: SpeechTrack, shapes: VisemeTrack, fps: int) -> SpeechTra
     quiet = np.minimum(quiet, _zero_phase(quiet, c, c))
     seal = np.maximum(shapes.seal, PAUSE_SEAL * shapes.hush * quiet).astype(np.float32)
     opened = np.clip(opened * (1.0 - seal), 0.0, 1.0).astype(np.float32)
+    # Rounding is its own shape (``pucker``); spreading widens the mouth through ``width``, a little
+    # more than the audio's estimate may (the phones are sure of it).
     return SpeechTrack(
         open=opened,
-        width=shapes.width,
+        width=np.clip(SPREAD_GAIN * shapes.width, 0.0, SPREAD_GAIN).astype(np.float32),
+        pucker=np.clip(-shapes.width, 0.0, 1.0).astype(np.float32),
         activity=track.activity,
         emphasis=track.emphasis,
         seal=seal,

@@ -45,6 +45,10 @@ LIP_PRESS = 0.010
 """Lips thin towards the midline for "ee" and purse outwards for "oo", in face heights."""
 SEAL_PRESS = 0.004
 """Pressed lips (m, b, p) thin a little towards the line where they meet, in face heights."""
+PUCKER_NARROW = 0.22
+"""Rounded lips (oo, oh, w): the mouth this much narrower at full rounding, its middle parting a little
+as the lips push forward into a round opening."""
+PUCKER_PART = 0.004
 TUCK_RISE = 0.010
 """For f and v the upper lip lifts off the upper teeth this far while the lower lip comes up to them."""
 BROW_RAISE = 0.012
@@ -72,6 +76,8 @@ class Pose:
     """0 … 1: the lips pressed together (bilabials), meeting even where the photo shows teeth."""
     tuck: float = 0.0
     """0 … 1: the lower lip up to the upper teeth (labiodentals)."""
+    pucker: float = 0.0
+    """0 … 1: lips rounded and pushed forward (from the phonemes; the audio's width is ``width``)."""
     brow: float = 0.0
     """0 … 1: brows lifted with the voice's emphasis."""
     blink_right: float = 0.0
@@ -102,6 +108,7 @@ class Rig:
     press: FloatArray
     seal: FloatArray
     tuck: FloatArray
+    pucker: FloatArray
     brow: FloatArray
     blink_right: FloatArray
     blink_left: FloatArray
@@ -118,8 +125,8 @@ class Rig:
         width = p.width * min(1.0, p.open / 0.15)
         v = self.rest + p.open * self.jaw
         v = v + (width * (0.3 + 0.7 * p.open)) * self.stretch + (width * p.open) * self.press
-        if p.seal or p.tuck:
-            v = v + p.seal * self.seal + p.tuck * self.tuck
+        if p.seal or p.tuck or p.pucker:
+            v = v + p.seal * self.seal + p.tuck * self.tuck + p.pucker * self.pucker
         if p.brow:
             v = v + p.brow * self.brow
         v = v + p.blink_right * self.blink_right + p.blink_left * self.blink_left
@@ -142,7 +149,7 @@ def _lip_profile(x: FloatArray, half_width: float) -> FloatArray:
 
 
 def _mouth_fields(mesh: Mesh, weights: sp.csr_matrix) -> tuple[FloatArray, ...]:
-    """Jaw drop, mouth stretch, lip press, lip seal and lip tuck fields in face-local units (face heights).
+    """Jaw drop, mouth stretch, lip press, seal, tuck and pucker fields in face-local units (face heights).
 
     Each is prescribed on the lips, the face outline and everything above the nose, and spread
     harmonically over the cheeks, chin and mouth corners in between.
@@ -225,7 +232,18 @@ def _mouth_fields(mesh: Mesh, weights: sp.csr_matrix) -> tuple[FloatArray, ...]:
     tuck[upper + up_mid, 1] = -TUCK_RISE * profile[upper + upper]
     tuck[list(UPPER_LIP_OUTER), 1] = -0.6 * TUCK_RISE * profile[list(UPPER_LIP_OUTER)]
     tuck = harmonic_fill(weights, tuck, fixed)
-    return jaw, stretch, press, seal, tuck
+
+    # Pucker (oo, oh, w): the corners and the lips beside them draw in towards the middle, and the
+    # middle of the lips parts a little, so the opening rounds.
+    pucker = np.zeros((n, 2), np.float32)
+    pucker[mouth, 0] = -PUCKER_NARROW * x[mouth]
+    middle = np.clip(1 - (x / half_w) ** 2, 0.0, 1.0)
+    pucker[upper + up_mid, 1] = -PUCKER_PART * middle[upper + upper]
+    pucker[lower + lo_mid, 1] = PUCKER_PART * middle[lower + lower]
+    fixed = still.copy()
+    fixed[oval + mesh.head_ring.tolist() + mouth] = True
+    pucker = harmonic_fill(weights, pucker, fixed)
+    return jaw, stretch, press, seal, tuck, pucker
 
 
 def _blink_field(
@@ -282,7 +300,7 @@ def build_rig(mesh: Mesh) -> Rig:
     """Displacement fields for ``mesh``, in frame pixels."""
     axes = mesh.axes
     weights = adjacency(mesh.triangles, len(mesh.vertices), mesh.vertices)
-    jaw, stretch, press, seal, tuck = _mouth_fields(mesh, weights)
+    jaw, stretch, press, seal, tuck, pucker = _mouth_fields(mesh, weights)
     right = _blink_field(mesh, weights, RIGHT_EYE_CORNERS, RIGHT_EYE_UPPER, RIGHT_EYE_LOWER)
     left = _blink_field(mesh, weights, LEFT_EYE_CORNERS, LEFT_EYE_UPPER, LEFT_EYE_LOWER)
     oval_depth = float(mesh.depth[list(FACE_OVAL)].mean())
@@ -298,6 +316,7 @@ def build_rig(mesh: Mesh) -> Rig:
         press=axes.to_frame(press),
         seal=axes.to_frame(seal),
         tuck=axes.to_frame(tuck),
+        pucker=axes.to_frame(pucker),
         brow=axes.to_frame(_brow_field(mesh, weights)),
         blink_right=axes.to_frame(right),
         blink_left=axes.to_frame(left),
