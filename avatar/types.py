@@ -143,6 +143,36 @@ class SpeechSynthesizer(Backend, Protocol):
         ...
 
 
+@runtime_checkable
+class TimedSynthesizer(SpeechSynthesizer, Protocol):
+    """A synthesiser that also says which sounds it spoke when (hibari, Kokoro): the face shapes its
+    lips to them. Engines without it (XTTS) are spoken with ``synthesize`` and animated from the audio."""
+
+    def synthesize_timed(self, text: str, voice: VoiceSpec) -> Speech:
+        """``synthesize``'s audio and its phones (``None`` where they cannot be told for this text)."""
+        ...
+
+
+def speak_timed(tts: SpeechSynthesizer, text: str, voice: VoiceSpec) -> Speech:
+    """``text`` spoken by ``tts``, with its phones when the engine knows them."""
+    timed = getattr(tts, "synthesize_timed", None)
+    if timed is None:
+        return Speech(tts.synthesize(text, voice))
+    speech: Speech = timed(text, voice)
+    return speech
+
+
+def shift_phones(phones: Sequence[Phone] | None, seconds: float, duration: float) -> tuple[Phone, ...] | None:
+    """``phones`` moved by ``seconds`` (audio cut or padded at its start) and kept to what lies in
+    ``[0, duration)``, the audio they now belong to."""
+    if phones is None:
+        return None
+    moved = (Phone(p.symbol, p.start + seconds, p.end + seconds) for p in phones)
+    return tuple(
+        Phone(p.symbol, max(p.start, 0.0), min(p.end, duration)) for p in moved if p.end > 0 and p.start < duration
+    )
+
+
 class PreparedFace(Protocol):
     """Whatever an animator computed once from a reference photo (opaque to the pipeline)."""
 
@@ -154,16 +184,34 @@ class FaceAnimator(Backend, Protocol):
         """Locate and prepare the face in an RGB photo (h, w, 3). Raises NoFaceError."""
         ...
 
-    def render(self, face: PreparedFace, audio: AudioArray, sample_rate: int, *, start_frame: int = 0) -> FrameArray:
+    def render(
+        self,
+        face: PreparedFace,
+        audio: AudioArray,
+        sample_rate: int,
+        *,
+        start_frame: int = 0,
+        phones: Sequence[Phone] | None = None,
+    ) -> FrameArray:
         """Frames of the face speaking ``audio``: ``frame_count(len(audio)/sample_rate, fps)``.
 
         ``start_frame`` is the clip's first frame on the reply's timeline, so idle motion (blinks,
-        head sway) continues across clips rendered one sentence at a time.
+        head sway) continues across clips rendered one sentence at a time. ``phones`` are the sounds
+        in ``audio`` with their times (seconds from its start) where the voice knows them: an animator
+        that can shapes the lips to them; without them (or an animator that cannot) the motion
+        follows the audio alone.
         """
         ...
 
     def render_chunks(
-        self, face: PreparedFace, audio: AudioArray, sample_rate: int, chunk_frames: int = 25, *, start_frame: int = 0
+        self,
+        face: PreparedFace,
+        audio: AudioArray,
+        sample_rate: int,
+        chunk_frames: int = 25,
+        *,
+        start_frame: int = 0,
+        phones: Sequence[Phone] | None = None,
     ) -> Iterator[FrameArray]:
         """The frames of ``render`` in consecutive chunks, each yielded as soon as it is drawn."""
         ...

@@ -25,7 +25,7 @@ import queue
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ import numpy as np
 
 from avatar.catalog import check_files, ditto_checkpoints_dir
 from avatar.errors import ConfigError, ModelError, NoFaceError
-from avatar.types import AudioArray, FrameArray, frame_count
+from avatar.types import AudioArray, FrameArray, Phone, frame_count
 
 log = logging.getLogger(__name__)
 
@@ -244,11 +244,19 @@ class DittoAnimator:
 
     # --------------------------------------------------------------------------------- render
 
-    def render(self, face: DittoFace, audio: AudioArray, sample_rate: int, *, start_frame: int = 0) -> FrameArray:
+    def render(
+        self,
+        face: DittoFace,
+        audio: AudioArray,
+        sample_rate: int,
+        *,
+        start_frame: int = 0,
+        phones: Sequence[Phone] | None = None,
+    ) -> FrameArray:
         """Frames of the face speaking ``audio``: exactly ``frame_count(len(audio)/sample_rate, fps)``.
 
-        ``start_frame`` is accepted for the FaceAnimator contract; Ditto's motion comes from the audio
-        and its own state, so there is no idle timeline to continue."""
+        ``start_frame`` and ``phones`` are accepted for the FaceAnimator contract; Ditto's motion comes
+        from the audio and its own state (its network hears the sounds itself)."""
         return np.stack(list(self.stream_frames(face, [audio], sample_rate, total_samples=len(audio))))
 
     def render_chunks(
@@ -259,6 +267,7 @@ class DittoAnimator:
         chunk_frames: int = 25,
         *,
         start_frame: int = 0,
+        phones: Sequence[Phone] | None = None,
     ) -> Iterator[FrameArray]:
         """The frames of ``render`` in chunks of up to ``chunk_frames``, each as soon as it is drawn."""
         batch: list[FrameArray] = []

@@ -9,24 +9,28 @@ outside it is the prepared picture's own.
 
 from __future__ import annotations
 
+import logging
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from avatar import types as base
-from avatar.backends.puppet.audio import SpeechTrack, analyse, validate
+from avatar.backends.puppet.audio import SpeechTrack, analyse, validate, with_visemes
 from avatar.backends.puppet.framing import face_height, frame_face
 from avatar.backends.puppet.landmarks import Landmarker
 from avatar.backends.puppet.mesh import Mesh, build_mesh
 from avatar.backends.puppet.motion import blinks, head_motion
 from avatar.backends.puppet.mouth import MouthStyle, mouth_style, occlusion_split, shade_mouth
 from avatar.backends.puppet.rig import Pose, Rig, build_rig
+from avatar.backends.puppet.visemes import viseme_track
 from avatar.backends.puppet.warp import Warper
 from avatar.errors import InvalidAudioError, InvalidRequestError
-from avatar.types import AudioArray, FloatArray, FrameArray, frame_count
+from avatar.types import AudioArray, FloatArray, FrameArray, Phone, frame_count
+
+log = logging.getLogger(__name__)
 
 
 def _rate(sample_rate: int) -> int:
@@ -140,19 +144,27 @@ class PuppetAnimator:
         )
 
     def render(
-        self, face: base.PreparedFace, audio: AudioArray, sample_rate: int, *, start_frame: int = 0
+        self,
+        face: base.PreparedFace,
+        audio: AudioArray,
+        sample_rate: int,
+        *,
+        start_frame: int = 0,
+        phones: Sequence[Phone] | None = None,
     ) -> FrameArray:
         """All frames of ``face`` speaking ``audio``: ``frame_count(len(audio)/sample_rate, fps)``.
 
         ``start_frame`` places the clip on a longer timeline (a reply rendered sentence by sentence),
-        so blinks and head motion continue across clips instead of restarting.
+        so blinks and head motion continue across clips instead of restarting. ``phones`` (the sounds
+        in the audio with their times) shape the lips to the words; without them the mouth follows
+        the loudness and spectrum of the audio.
         """
         prepared = self._check(face)
         n = frame_count(len(validate(audio)) / _rate(sample_rate), self.fps)
         out = np.empty((n, prepared.size, prepared.size, 3), np.uint8)
         at = 0
         chunks = self.render_chunks(
-            prepared, audio, sample_rate, chunk_frames=max(8, 4 * self.threads), start_frame=start_frame
+            prepared, audio, sample_rate, chunk_frames=max(8, 4 * self.threads), start_frame=start_frame, phones=phones
         )
         for chunk in chunks:
             out[at : at + len(chunk)] = chunk
@@ -167,6 +179,7 @@ class PuppetAnimator:
         chunk_frames: int = 25,
         *,
         start_frame: int = 0,
+        phones: Sequence[Phone] | None = None,
     ) -> Iterator[FrameArray]:
         """The frames of ``render`` in consecutive chunks of ``chunk_frames`` (the last may be short).
 
@@ -178,7 +191,7 @@ class PuppetAnimator:
             raise ValueError(f"chunk_frames must be at least 1, got {chunk_frames}")
         samples = validate(audio)
         n = frame_count(len(samples) / _rate(sample_rate), self.fps)
-        track = analyse(samples, sample_rate, n, self.fps)
+        track = self._track(samples, sample_rate, n, phones)
         for start in range(0, n, chunk_frames):
             stop = min(start + chunk_frames, n)
             poses = self._poses(track, start, stop, start_frame)
@@ -187,6 +200,18 @@ class PuppetAnimator:
             else:
                 frames = [self._frame(prepared, p) for p in poses]
             yield np.stack(frames)
+
+    def _track(self, samples: AudioArray, sample_rate: int, n: int, phones: Sequence[Phone] | None) -> SpeechTrack:
+        """The clip's controls: from the audio, with the mouth shaped by the phones where there are any."""
+        track = analyse(samples, sample_rate, n, self.fps)
+        if not phones:
+            return track
+        try:
+            shapes = viseme_track(phones, n, self.fps)
+        except (ValueError, IndexError) as exc:  # odd timings: the audio alone still drives the mouth
+            log.warning("phones unusable; the mouth follows the audio", extra={"reason": str(exc)})
+            return track
+        return track if shapes is None else with_visemes(track, shapes, self.fps)
 
     def _check(self, face: base.PreparedFace) -> PreparedFace:
         if not isinstance(face, PreparedFace):
@@ -206,6 +231,10 @@ class PuppetAnimator:
             Pose(
                 open=float(track.open[start + i]),
                 width=float(track.width[start + i]),
+                seal=0.0 if track.seal is None else float(track.seal[start + i]),
+                tuck=0.0 if track.tuck is None else float(track.tuck[start + i]),
+                pucker=0.0 if track.pucker is None else float(track.pucker[start + i]),
+                brow=float(track.emphasis[start + i]) if self.head_motion else 0.0,
                 blink_right=float(closed[i]),
                 blink_left=float(closed[i]),
                 roll=float(sway[i, 0]),
@@ -225,7 +254,7 @@ class PuppetAnimator:
         vertices = face.rig.pose(pose)
         warped = face.warper.warp(vertices)
         x0, y0, x1, y1 = face.region
-        if pose.open > 0:
+        if pose.open > 0 or pose.tuck > 0 or pose.seal > 0 or pose.pucker > 0:
             shade_mouth(warped, vertices[face.mesh.upper_mid], vertices[face.mesh.lower_mid], (x0, y0), face.mouth)
         frame[y0:y1, x0:x1] = warped.pixels
         return frame

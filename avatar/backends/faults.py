@@ -25,7 +25,7 @@ from avatar.errors import ConfigError
 
 KINDS = ("asr", "llm", "tts", "face")
 MODES = ("raise", "oom", "hang")
-CALLS = {"asr": ("transcribe",), "llm": ("reply",), "tts": ("synthesize",), "face": ("render",)}
+CALLS = {"asr": ("transcribe",), "llm": ("reply",), "tts": ("synthesize", "synthesize_timed"), "face": ("render",)}
 STREAMS = {"llm": "stream", "face": "render_chunks"}  # generators: the fault strikes at each item
 
 

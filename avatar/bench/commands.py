@@ -53,7 +53,7 @@ def add_commands(sub: Any) -> None:
     ev.add_argument(
         "--only",
         action="append",
-        choices=("replies", "asr", "tts", "voices", "lipsync", "faces"),
+        choices=("replies", "asr", "tts", "voices", "lipsync", "faces", "visemes"),
         default=None,
         help="run only this section (repeatable)",
     )

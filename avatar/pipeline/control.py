@@ -13,6 +13,8 @@ import asyncio
 import math
 from dataclasses import dataclass, field
 
+from avatar.types import Phone
+
 
 class TurnControl:
     """The handle a caller keeps to stop one turn."""
@@ -61,6 +63,8 @@ class SpokenPiece:
     text: str
     start: float
     end: float
+    phones: tuple[Phone, ...] | None = None
+    """Its sounds on the reply's timeline, where the voice gave them."""
 
 
 @dataclass

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, overload
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from avatar.personas import Persona
 from avatar.pipeline.control import SpokenPiece, SpokenReply, TurnControl
 from avatar.pipeline.stages import AnimateStage, ReplyPart, RespondStage, SpeakStage
 from avatar.pipeline.timing import TurnTimings
-from avatar.types import AudioArray, ChatMessage, FrameArray, PreparedFace, frame_count
+from avatar.types import AudioArray, ChatMessage, FrameArray, Phone, PreparedFace, frame_count, shift_phones
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,9 @@ class Reply:
         size = getattr(animate.animator, "size", 512)
         self.still: FrameArray = np.full((size, size, 3), 96, np.uint8)  # held when the face cannot be drawn
         self.pieces: asyncio.Queue[ReplyPart | None] = asyncio.Queue(PIECES_AHEAD)
-        self.clips: asyncio.Queue[tuple[ReplyPart, AudioArray] | None] = asyncio.Queue(CLIPS_AHEAD)
+        self.clips: asyncio.Queue[tuple[ReplyPart, AudioArray, tuple[Phone, ...] | None] | None] = asyncio.Queue(
+            CLIPS_AHEAD
+        )
 
     async def run(self) -> None:
         """Make the whole reply into the output; the first stage failure stops the others and is raised."""
@@ -155,16 +157,20 @@ class Reply:
                 continue  # the text is still shown; the rest of the reply is not spoken
             try:
                 with self.timings.stage("tts"):
-                    clip = await self.speak(part.text, self.persona)
+                    speech = await self.speak.speech(part.text, self.persona)
             except Exception as exc:  # noqa: BLE001 - a voice failure leaves a text-only (rest of the) reply
                 voiceless = True
                 self.degrade("tts_failed", "tts", f"{type(exc).__name__}: {getattr(exc, 'message', exc)}")
                 continue
-            clip = trim_silence(clip, round(lead * self.rate), round(pause_after(part.text) * self.rate))
+            clip, moved = trim_silence(
+                speech.audio, round(lead * self.rate), round(pause_after(part.text) * self.rate), with_shift=True
+            )
             lead = PIECE_LEAD_S
             frames = frame_count(clip.size / self.rate, self.fps)
+            fitted = media.fit_audio_to_frames(clip, self.rate, frames, self.fps)
+            phones = shift_phones(speech.phones, moved / self.rate, fitted.size / self.rate)
             self.timings.mark("first_audio")
-            await self.clips.put((part, media.fit_audio_to_frames(clip, self.rate, frames, self.fps)))
+            await self.clips.put((part, fitted, phones))
         await self.clips.put(None)
 
     async def _animate(self, face: PreparedFace | None) -> None:
@@ -175,16 +181,19 @@ class Reply:
             self._go_on()
             if (item := await self.clips.get()) is None:
                 break
-            part, clip = item
+            part, clip, phones = item
             frames = clip.size * self.fps // self.rate
-            self.spoken.pieces.append(SpokenPiece(part.text, frame_at / self.fps, (frame_at + frames) / self.fps))
+            start, end = frame_at / self.fps, (frame_at + frames) / self.fps
+            self.spoken.pieces.append(SpokenPiece(part.text, start, end, shift_phones(phones, start, end)))
             # The reply's first frames are drawn and handed over in a small chunk (the client is waiting
             # for them); after that, drawn frames are handed over ``chunk_frames`` at a time.
             step = min(self.chunk_frames, FIRST_CHUNK_FRAMES) if frame_at == 0 else self.chunk_frames
             chunks = (
                 None
                 if face is None
-                else animator.render_chunks(face, clip, self.rate, step, start_frame=self.start_frame + frame_at)
+                else animator.render_chunks(
+                    face, clip, self.rate, step, start_frame=self.start_frame + frame_at, phones=phones
+                )
             )
             drawn = handed = 0
             while drawn < frames:
@@ -242,16 +251,29 @@ def pause_after(text: str) -> float:
     return PHRASE_PAUSE_S
 
 
-def trim_silence(clip: AudioArray, lead: int, tail: int) -> AudioArray:
+@overload
+def trim_silence(clip: AudioArray, lead: int, tail: int) -> AudioArray: ...
+
+
+@overload
+def trim_silence(clip: AudioArray, lead: int, tail: int, *, with_shift: Literal[True]) -> tuple[AudioArray, int]: ...
+
+
+def trim_silence(
+    clip: AudioArray, lead: int, tail: int, *, with_shift: bool = False
+) -> AudioArray | tuple[AudioArray, int]:
     """``clip`` from ``lead`` samples before its first sound to ``tail`` samples after its last, padded
-    with silence where it had less; a clip with no sound at all is returned as it is."""
+    with silence where it had less; a clip with no sound at all is returned as it is. ``with_shift``
+    also returns how many samples later every sample now lies (negative: earlier), for the timings
+    that go with the clip."""
     loud = np.flatnonzero(np.abs(clip) >= SILENCE_LEVEL)
     if not loud.size:
-        return clip
+        return (clip, 0) if with_shift else clip
     first, last = int(loud[0]), int(loud[-1]) + 1
     head = clip[max(0, first - lead) : first]
     body = clip[first:last]
     after = clip[last : last + tail]
     pad_head = np.zeros(lead - head.size, clip.dtype)
     pad_tail = np.zeros(tail - after.size, clip.dtype)
-    return np.concatenate([pad_head, head, body, after, pad_tail])
+    out = np.concatenate([pad_head, head, body, after, pad_tail])
+    return (out, lead - first) if with_shift else out

@@ -30,10 +30,12 @@ from avatar.types import (
     FaceAnimator,
     FrameArray,
     PreparedFace,
+    Speech,
     SpeechRecognizer,
     SpeechSynthesizer,
     Transcript,
     frame_count,
+    speak_timed,
 )
 from avatar.visitor import introduction
 
@@ -196,10 +198,14 @@ class SpeakStage:
         return self.tts.sample_rate
 
     async def __call__(self, text: str, persona: Persona) -> AudioArray:
-        audio = await self.calls(self.tts.synthesize, text, persona.voice_spec)
-        if audio.size == 0:
+        return (await self.speech(text, persona)).audio
+
+    async def speech(self, text: str, persona: Persona) -> Speech:
+        """The spoken ``text`` and, where the voice knows them, the sounds in it and their times."""
+        speech = await self.calls(speak_timed, self.tts, text, persona.voice_spec)
+        if speech.audio.size == 0:
             raise NoAudioError(f"The speech synthesiser produced no audio for {text[:80]!r}.")
-        return audio
+        return speech
 
 
 class AnimateStage:

@@ -9,7 +9,7 @@ shifted one peaks at its shift.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,10 @@ class MouthMeter:
 
         self.num_faces = num_faces
         self._landmarker = Landmarker(landmarker_path, max_faces=num_faces)
+
+    def faces(self, frame: FrameArray) -> list[npt.NDArray[np.float32]]:
+        """The (478, 3) landmarks of every face found in one RGB frame."""
+        return list(self._landmarker.detect(np.ascontiguousarray(frame)))
 
     def openings_by_face(self, frames: Iterable[FrameArray]) -> FloatArray:
         """(frames, num_faces) inner-lip gap / face height, faces ordered left to right; NaN where absent."""
@@ -163,18 +167,111 @@ def read_video(path: Path, sample_rate: int = 16_000) -> Video:
 
 
 def score_frames(
-    meter: MouthMeter, frames: list[FrameArray], audio: AudioArray, sample_rate: int, fps: int
+    meter: MouthMeter,
+    frames: list[FrameArray],
+    audio: AudioArray,
+    sample_rate: int,
+    fps: int,
+    closed_on_purpose: Iterable[tuple[str, float, float]] = (),
 ) -> LipSyncScore:
-    """Score frames against the audio they should be speaking."""
+    """Score frames against the audio they should be speaking.
+
+    ``closed_on_purpose`` are phones (symbol, start, end) where the lips shut while the voice still
+    sounds (m, b, p): a mouth that is right to close there is wrong by loudness, so their frames
+    (±``BILABIAL_WINDOW_S``) are left out; the viseme check judges them instead."""
     envelope = loudness_envelope(audio, sample_rate, fps, len(frames))
-    return score(meter.openings(frames), envelope, fps)
+    openings = meter.openings(frames)
+    found = int((~np.isnan(openings[: min(openings.size, envelope.size)])).sum())
+    for symbol, start, end in closed_on_purpose:
+        if symbol in BILABIALS:
+            first = max(0, int(np.floor((start - BILABIAL_WINDOW_S) * fps)))
+            openings[first : int(np.ceil((end + BILABIAL_WINDOW_S) * fps))] = np.nan
+    return replace(score(openings, envelope, fps), faces_found=found)
 
 
-def measure_video(path: Path, landmarker_path: Path, num_faces: int = 1) -> LipSyncScore:
-    """Score an MP4's lip sync from its own frames and audio track."""
+def measure_video(
+    path: Path,
+    landmarker_path: Path,
+    num_faces: int = 1,
+    closed_on_purpose: Iterable[tuple[str, float, float]] = (),
+) -> LipSyncScore:
+    """Score an MP4's lip sync from its own frames and audio track (``closed_on_purpose``: see
+    ``score_frames``)."""
     video = read_video(path)
     meter = MouthMeter(landmarker_path, num_faces=num_faces)
     try:
-        return score_frames(meter, video.frames, video.audio, video.sample_rate, video.fps)
+        return score_frames(meter, video.frames, video.audio, video.sample_rate, video.fps, closed_on_purpose)
     finally:
         meter.close()
+
+
+# ----------------------------------------------------------------------------------------- visemes
+
+MOUTH_LEFT_OUTER, MOUTH_RIGHT_OUTER = 61, 291
+CLOSED_GAP = 0.008
+"""An inner-lip gap below this (face heights, about 1.5 mm on an adult face) is a full closure."""
+BILABIAL_WINDOW_S = 0.04
+BILABIALS = frozenset("mbp")
+ROUNDED = frozenset("uOwʊ")
+SPREAD = frozenset("iAɪ")
+
+
+@dataclass(frozen=True)
+class MouthShapes:
+    """Per frame, from the rendered frames' landmarks: inner-lip gap and outer mouth width, both over
+    face height (NaN where no face was found)."""
+
+    gap: FloatArray
+    width: FloatArray
+
+
+def mouth_shapes(meter: MouthMeter, frames: Iterable[FrameArray]) -> MouthShapes:
+    """Gap and width of the (first) face's mouth in every frame."""
+    gaps, widths = [], []
+    for frame in frames:
+        faces = meter.faces(frame)
+        if not faces:
+            gaps.append(np.nan)
+            widths.append(np.nan)
+            continue
+        lm = faces[0]
+        height = float(np.hypot(*(lm[CHIN, :2] - lm[FOREHEAD, :2]))) or 1.0
+        gaps.append(float(np.hypot(*(lm[LOWER_INNER_LIP, :2] - lm[UPPER_INNER_LIP, :2]))) / height)
+        widths.append(float(np.hypot(*(lm[MOUTH_RIGHT_OUTER, :2] - lm[MOUTH_LEFT_OUTER, :2]))) / height)
+    return MouthShapes(np.asarray(gaps, np.float64), np.asarray(widths, np.float64))
+
+
+def closures(gap: FloatArray, closed_gap: float = CLOSED_GAP, *, rising_only: bool = False) -> int:
+    """Full lip closures: runs of frames whose gap is below ``closed_gap``, each counted once
+    (``rising_only``: only runs that begin inside ``gap``, not one it starts in)."""
+    closed = np.nan_to_num(gap, nan=1.0) < closed_gap
+    return int(np.count_nonzero(closed[1:] & ~closed[:-1]) + (0 if rising_only else int(closed[:1].sum())))
+
+
+def bilabials_closed(
+    gap: FloatArray,
+    phones: Iterable[tuple[str, float, float]],
+    fps: int,
+    window_s: float = BILABIAL_WINDOW_S,
+    closed_gap: float = CLOSED_GAP,
+) -> tuple[int, int]:
+    """(closed, all): bilabial phones with a fully closed frame within ``window_s`` of their span."""
+    closed = np.nan_to_num(gap, nan=1.0) < closed_gap
+    hits = total = 0
+    for symbol, start, end in phones:
+        if symbol not in BILABIALS:
+            continue
+        total += 1
+        first = max(0, int(np.floor((start - window_s) * fps)))
+        last = min(len(closed), int(np.ceil((end + window_s) * fps)))
+        hits += bool(closed[first:last].any())
+    return hits, total
+
+
+def width_at(width: FloatArray, phones: Iterable[tuple[str, float, float]], fps: int, symbols: frozenset[str]) -> float:
+    """Median mouth width at the centre frames of the phones in ``symbols``."""
+    values = [
+        width[min(len(width) - 1, int((start + end) / 2 * fps))] for symbol, start, end in phones if symbol in symbols
+    ]
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.median(finite)) if finite else float("nan")

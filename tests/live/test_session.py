@@ -92,12 +92,21 @@ class StillFace:
     def prepare(self, image: FrameArray) -> object:
         return object()
 
-    def render(self, face: object, audio: np.ndarray, sample_rate: int, *, start_frame: int = 0) -> FrameArray:
+    def render(
+        self, face: object, audio: np.ndarray, sample_rate: int, *, start_frame: int = 0, phones: object = None
+    ) -> FrameArray:
         frames = max(1, round(audio.size / sample_rate * FPS))
         return np.full((frames, SIZE, SIZE, 3), 128, np.uint8)
 
     def render_chunks(
-        self, face: object, audio: np.ndarray, sample_rate: int, chunk_frames: int = 25, *, start_frame: int = 0
+        self,
+        face: object,
+        audio: np.ndarray,
+        sample_rate: int,
+        chunk_frames: int = 25,
+        *,
+        start_frame: int = 0,
+        phones: object = None,
     ) -> Iterator[FrameArray]:
         frames = self.render(face, audio, sample_rate)
         for first in range(0, len(frames), chunk_frames):

@@ -17,6 +17,8 @@ import numpy as np
 from avatar.errors import InvalidAudioError
 from avatar.types import FloatArray
 
+from .visemes import VisemeTrack
+
 WINDOW_FRAMES = 2.0
 """Analysis window, in video frames (80 ms at 25 fps): long enough to span a pitch period or two."""
 SILENCE_DBFS = -60.0
@@ -44,6 +46,48 @@ class SpeechTrack:
     """0 silent … 1 speaking, slow: how animated the head is."""
     emphasis: FloatArray
     """0 … 1 where speech swells above its running average (stressed syllables): a small nod."""
+    seal: FloatArray | None = None
+    """0 … 1 lips pressed together (m, b, p); only known from the phones."""
+    tuck: FloatArray | None = None
+    """0 … 1 lower lip to the upper teeth (f, v); only known from the phones."""
+    pucker: FloatArray | None = None
+    """0 … 1 lips rounded and pushed forward (oo, oh, w); only known from the phones."""
+
+
+LOUDNESS_FLOOR = 0.45
+"""With phones, a vowel said at the utterance's quietest opens this share of its shape; at its loudest
+a little more than all of it (``LOUDNESS_FLOOR + LOUDNESS_GAIN``)."""
+LOUDNESS_GAIN = 0.7
+PAUSE_SEAL = 0.8
+"""How far the lips close in a pause between words."""
+SPREAD_GAIN = 1.5
+
+
+def with_visemes(track: SpeechTrack, shapes: VisemeTrack, fps: int) -> SpeechTrack:
+    """The mouth from the sounds (``shapes``), the vowels' opening scaled by loudness; head motion
+    (activity, emphasis) stays the audio's."""
+    c = _coefficient(0.08, fps)
+    loud = _zero_phase(track.open, c, c)
+    gain = np.clip(LOUDNESS_FLOOR + LOUDNESS_GAIN * loud / max(float(loud.max()), 1e-3), 0.0, 1.2)
+    opened = (shapes.open - shapes.vowel) + shapes.vowel * gain
+    # A pause in the sound closes the lips most of the way (``shapes.hush`` keeps the clip's ends open
+    # as the photo is); following the audio, not the phones, so they part as the sound comes back.
+    quiet = np.clip(1.0 - track.open / 0.05, 0.0, 1.0)
+    c = _coefficient(0.04, fps)
+    quiet = np.minimum(quiet, _zero_phase(quiet, c, c))
+    seal = np.maximum(shapes.seal, PAUSE_SEAL * shapes.hush * quiet).astype(np.float32)
+    opened = np.clip(opened * (1.0 - seal), 0.0, 1.0).astype(np.float32)
+    # Rounding is its own shape (``pucker``); spreading widens the mouth through ``width``, a little
+    # more than the audio's estimate may (the phones are sure of it).
+    return SpeechTrack(
+        open=opened,
+        width=np.clip(SPREAD_GAIN * shapes.width, 0.0, SPREAD_GAIN).astype(np.float32),
+        pucker=np.clip(-shapes.width, 0.0, 1.0).astype(np.float32),
+        activity=track.activity,
+        emphasis=track.emphasis,
+        seal=seal,
+        tuck=shapes.tuck,
+    )
 
 
 def _one_pole(x: FloatArray, up: float, down: float) -> FloatArray:

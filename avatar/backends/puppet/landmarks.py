@@ -35,6 +35,10 @@ LOWER_LIP_OUTER = (146, 91, 181, 84, 17, 314, 405, 321, 375)
 LIP_TOP = 13
 LIP_BOTTOM = 14
 
+# Eyebrows (upper and lower edges), subject's right then left.
+RIGHT_BROW = (70, 63, 105, 66, 107, 46, 53, 52, 65, 55)
+LEFT_BROW = (300, 293, 334, 296, 336, 276, 283, 282, 295, 285)
+
 # Eye contours, corner to corner; upper and lower lists pair up as for the lips. "Right" is the
 # subject's right eye, which appears on the left of the image.
 RIGHT_EYE_CORNERS = (33, 133)

@@ -1,9 +1,11 @@
 """Shading the inside of the mouth where the lips part.
 
 The gap between the two mouth bands is left uncovered by the warp; here it becomes a dark cavity
-tinted from the subject's own lips (so it suits any skin tone and lighting), lighter near the lips
-and darkest in the middle, with a hint of tongue low in a wide opening. When the photo's mouth is
-closed there are no teeth to carry, so a soft band of upper teeth is suggested under the upper lip.
+tinted from the subject's own lips (so it suits any skin tone and lighting): dark and warm, darkest
+at the back and in the corners (a shadow there, not the lips' red), with the tongue's top showing
+low in a wide opening and the lower teeth's edges just above the lower lip. When the photo's mouth
+is closed there are no teeth to carry, so a row of upper teeth is drawn under the upper lip too, in
+the photo's light; when it shows its own, their colour is taken from them for the lower row.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class MouthStyle:
     teeth: FloatArray | None
     """Suggested upper-teeth colour; None when the photo shows its own teeth."""
     face_height: float
+    lower_teeth: FloatArray | None = None
+    """Colour of the lower teeth's edges (the photo's own teeth, in the shadow of the upper lip)."""
 
 
 def _polygon_mean(image: ImageArray, polygon: FloatArray, hole: FloatArray | None = None) -> FloatArray:
@@ -60,21 +64,42 @@ def mouth_style(image: ImageArray, landmarks: FloatArray, face_height: float) ->
     lip = _polygon_mean(image, outer, inner)
     gap = float(np.mean(np.linalg.norm(pts[list(UPPER_LIP_INNER)] - pts[list(LOWER_LIP_INNER)], axis=1)))
     teeth = None
+    skin = _polygon_mean(image, pts[list(FACE_OVAL)], outer)
+    luma = float(skin @ np.array([0.299, 0.587, 0.114], np.float32))
+    # Ivory under the photo's own light: tinted a little towards the skin's hue and dimmed with
+    # its brightness, so the teeth neither glow nor look like grey plastic.
+    hue = skin / max(float(skin.max()), 1.0) * 255
+    ivory = np.array([250, 244, 230], np.float32)
+    drawn = ((0.65 * ivory + 0.35 * hue) * float(np.clip(luma / 150, 0.7, 1.0))).astype(np.float32)
     if gap / face_height < OPEN_AT_REST:
-        # Ivory under the photo's own light: tinted a little towards the skin's hue and dimmed with
-        # its brightness, so the teeth neither glow nor look like grey plastic.
-        skin = _polygon_mean(image, pts[list(FACE_OVAL)], outer)
-        luma = float(skin @ np.array([0.299, 0.587, 0.114], np.float32))
-        hue = skin / max(float(skin.max()), 1.0) * 255
-        ivory = np.array([246, 240, 226], np.float32)
-        teeth = ((0.65 * ivory + 0.35 * hue) * float(np.clip(luma / 150, 0.7, 1.0))).astype(np.float32)
+        teeth = drawn
+        own = drawn
+    else:
+        own = _teeth_colour(image, inner, drawn)
+    grey = float(lip @ np.array([0.299, 0.587, 0.114], np.float32))
+    # Inside the lips the colour is the lips' own, darkened and a little desaturated: a shadow, so a
+    # narrow slit at the corners reads as a crease and not as a red line.
+    muted = 0.55 * lip + 0.45 * grey
     return MouthStyle(
-        deep=lip * 0.16 + np.array([6, 1, 1], np.float32),
-        edge=lip * 0.45,
-        tongue=lip * np.array([0.62, 0.45, 0.45], np.float32),
+        deep=lip * np.array([0.2, 0.13, 0.13], np.float32) + np.array([4, 1, 1], np.float32),
+        edge=muted * 0.3,
+        tongue=lip * np.array([0.86, 0.52, 0.52], np.float32),
         teeth=teeth,
         face_height=face_height,
+        lower_teeth=(own * 0.72).astype(np.float32),
     )
+
+
+def _teeth_colour(image: ImageArray, inner: FloatArray, fallback: FloatArray) -> FloatArray:
+    """The photo's own teeth: the brightest quarter of what shows between its lips."""
+    mask = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(inner).astype(np.int32)], 1)
+    shown = image[mask > 0].astype(np.float32)
+    if len(shown) < 20:
+        return fallback
+    luma = shown @ np.array([0.299, 0.587, 0.114], np.float32)
+    bright = shown[luma >= np.percentile(luma, 75)]
+    return bright.mean(axis=0).astype(np.float32)
 
 
 def occlusion_split(image: ImageArray, landmarks: FloatArray, face_height: float) -> FloatArray:
@@ -148,24 +173,42 @@ def shade_mouth(
     depth = np.clip((ys - top) / height, 0.0, 1.0)  # 0 at the upper lip, 1 at the lower lip
 
     # A narrow slit is mostly the lips' own shadow; a real opening is dark, darkest just under the
-    # upper lip (the teeth and lip shade it) and towards the corners, with the tongue showing low
-    # down once the jaw is well open.
-    open_amount = np.clip(height / (0.035 * style.face_height), 0.0, 1.0) ** 0.5
-    shade = open_amount * (1.0 - 0.5 * np.clip((depth - 0.3) / 0.7, 0.0, 1.0))
+    # upper lip (the teeth and lip shade it), at the back and towards the corners (always: a corner is
+    # a crease in shadow, never the lips' red), with the tongue's top showing low down once the jaw is
+    # well open and the lower teeth's edges just above the lower lip.
+    fh = style.face_height
+    open_amount = np.clip(height / (0.035 * fh), 0.0, 1.0) ** 0.5
     half = max(float(xs[-1] - xs[0]) / 2, 1.0)
     across = np.clip(1.0 - ((xs - (xs[0] + xs[-1]) / 2) / half) ** 2, 0.0, 1.0)
-    shade = np.clip(shade + 0.3 * (1.0 - across) * open_amount, 0.0, 1.0)
+    shade = open_amount * (1.0 - 0.35 * np.clip((depth - 0.35) / 0.65, 0.0, 1.0))
+    shade = np.clip(np.maximum(shade, 1.0 - across**0.6) + 0.25 * (1.0 - across), 0.0, 1.0)
     colour = style.edge + (style.deep - style.edge) * shade[..., None]
-    wide = np.clip((height / style.face_height - 0.02) / 0.04, 0.0, 1.0) * across**0.5
-    tongue = np.clip((depth - 0.45) / 0.55, 0.0, 1.0) ** 1.5 * 0.7 * wide
-    colour += (style.tongue - colour) * tongue[..., None]
+    rows = ys - top
+    from_bottom = bottom - ys
+    # Tongue: a low mound filling the middle of the floor of the mouth, its top lit a little.
+    wide = np.clip((height / fh - 0.015) / 0.035, 0.0, 1.0) * across**0.8
+    mound = 0.48 * height * across
+    on_tongue = np.clip((mound - from_bottom) / 2.0 + 0.5, 0.0, 1.0) * wide
+    # Its back (the top edge seen here) is in the mouth's shadow; it catches light towards the front.
+    lit = 0.45 + 0.45 * np.clip(1.0 - (mound - from_bottom) / np.maximum(mound, 1.0), 0.0, 1.0) ** 0.7
+    colour += (style.tongue * lit[..., None] - colour) * (0.8 * on_tongue)[..., None]
+    if style.lower_teeth is not None:
+        # The lower incisors' edges, in the middle only, rising as the jaw drops (the lower lip
+        # covers them in a slight opening).
+        band = np.clip(height / fh - 0.02, 0.0, 0.008) * fh
+        on_lower = np.clip((band - from_bottom) / 1.2 + 0.5, 0.0, 1.0) * np.clip((across - 0.55) / 0.25, 0.0, 1.0)
+        shaded = 0.75 + 0.25 * np.clip(from_bottom / np.maximum(band, 1.0), 0.0, 1.0)
+        colour += (style.lower_teeth * shaded[..., None] - colour) * (0.9 * on_lower * (band > 0.5))[..., None]
     if style.teeth is not None:
-        band = np.minimum(0.02 * style.face_height, 0.4 * height)
-        rows = ys - top
-        on_teeth = np.clip((band - rows) / 1.5 + 0.5, 0.0, 1.0) * across**0.7 * 0.85
-        # The upper lip shades the top of the teeth.
-        lit = 0.7 + 0.3 * np.clip(rows / np.maximum(0.5 * band, 1.0), 0.0, 1.0)
-        colour += (style.teeth * lit[..., None] - colour) * on_teeth[..., None]
+        band = np.minimum(0.022 * fh, 0.45 * height)
+        on_teeth = np.clip((band - rows) / 1.2 + 0.5, 0.0, 1.0) * np.clip(across / 0.25, 0.0, 1.0) ** 0.7 * 0.92
+        # The upper lip shades the top of the teeth, the corners are in shadow, and a faint darker
+        # line between neighbouring teeth keeps the row from reading as one white bar.
+        lit = 0.68 + 0.32 * np.clip(rows / np.maximum(0.6 * band, 1.0), 0.0, 1.0)
+        lit = lit * (0.82 + 0.18 * across**0.5)
+        pitch = max(0.045 * fh, 3.0)
+        seams = 1.0 - 0.16 * np.clip(1.0 - np.abs(((xs - (xs[0] + xs[-1]) / 2) / pitch) % 1.0 - 0.5) * 6, 0.0, 1.0)
+        colour += (style.teeth * (lit * seams)[..., None] - colour) * on_teeth[..., None]
 
     region = warped.pixels[y0:y1, x0:x1].astype(np.float32)
     mixed = region + (colour - region) * alpha

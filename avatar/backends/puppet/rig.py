@@ -17,6 +17,7 @@ from avatar.types import FloatArray
 from .harmonic import adjacency, blur, harmonic_fill
 from .landmarks import (
     FACE_OVAL,
+    LEFT_BROW,
     LEFT_EYE_CORNERS,
     LEFT_EYE_LOWER,
     LEFT_EYE_UPPER,
@@ -25,6 +26,7 @@ from .landmarks import (
     MOUTH_CORNERS_INNER,
     MOUTH_CORNERS_OUTER,
     N_SURFACE,
+    RIGHT_BROW,
     RIGHT_EYE_CORNERS,
     RIGHT_EYE_LOWER,
     RIGHT_EYE_UPPER,
@@ -41,6 +43,16 @@ MOUTH_STRETCH = 0.10
 """Relative change of mouth width at full "ee" (+) or "oo" (−)."""
 LIP_PRESS = 0.010
 """Lips thin towards the midline for "ee" and purse outwards for "oo", in face heights."""
+SEAL_PRESS = 0.004
+"""Pressed lips (m, b, p) thin a little towards the line where they meet, in face heights."""
+PUCKER_NARROW = 0.22
+"""Rounded lips (oo, oh, w): the mouth this much narrower at full rounding, its middle parting a little
+as the lips push forward into a round opening."""
+PUCKER_PART = 0.004
+TUCK_RISE = 0.010
+"""For f and v the upper lip lifts off the upper teeth this far while the lower lip comes up to them."""
+BROW_RAISE = 0.012
+"""Brow lift at full emphasis, in face heights (about 2 mm): a stressed word lifts them a little."""
 LOWER_LID_RISE = 0.15
 """Share of a blink made by the lower lid; the upper lid travels the rest."""
 LID_CLOSURE = 0.97
@@ -60,6 +72,14 @@ class Pose:
 
     open: float = 0.0
     width: float = 0.0
+    seal: float = 0.0
+    """0 … 1: the lips pressed together (bilabials), meeting even where the photo shows teeth."""
+    tuck: float = 0.0
+    """0 … 1: the lower lip up to the upper teeth (labiodentals)."""
+    pucker: float = 0.0
+    """0 … 1: lips rounded and pushed forward (from the phonemes; the audio's width is ``width``)."""
+    brow: float = 0.0
+    """0 … 1: brows lifted with the voice's emphasis."""
     blink_right: float = 0.0
     blink_left: float = 0.0
     roll: float = 0.0
@@ -86,6 +106,10 @@ class Rig:
     jaw: FloatArray
     stretch: FloatArray
     press: FloatArray
+    seal: FloatArray
+    tuck: FloatArray
+    pucker: FloatArray
+    brow: FloatArray
     blink_right: FloatArray
     blink_left: FloatArray
     head_weight: FloatArray
@@ -101,6 +125,10 @@ class Rig:
         width = p.width * min(1.0, p.open / 0.15)
         v = self.rest + p.open * self.jaw
         v = v + (width * (0.3 + 0.7 * p.open)) * self.stretch + (width * p.open) * self.press
+        if p.seal or p.tuck or p.pucker:
+            v = v + p.seal * self.seal + p.tuck * self.tuck + p.pucker * self.pucker
+        if p.brow:
+            v = v + p.brow * self.brow
         v = v + p.blink_right * self.blink_right + p.blink_left * self.blink_left
         if p.roll or p.yaw or p.pitch or p.shift_x or p.shift_y:
             c, s = np.cos(p.roll), np.sin(p.roll)
@@ -120,8 +148,8 @@ def _lip_profile(x: FloatArray, half_width: float) -> FloatArray:
     return (0.6 + 0.4 * np.clip(1 - (x / half_width) ** 2, 0.0, 1.0)).astype(np.float32)
 
 
-def _mouth_fields(mesh: Mesh, weights: sp.csr_matrix) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Jaw drop, mouth stretch and lip press fields in face-local units (face heights).
+def _mouth_fields(mesh: Mesh, weights: sp.csr_matrix) -> tuple[FloatArray, ...]:
+    """Jaw drop, mouth stretch, lip press, seal, tuck and pucker fields in face-local units (face heights).
 
     Each is prescribed on the lips, the face outline and everything above the nose, and spread
     harmonically over the cheeks, chin and mouth corners in between.
@@ -176,7 +204,46 @@ def _mouth_fields(mesh: Mesh, weights: sp.csr_matrix) -> tuple[FloatArray, Float
     press[list(LOWER_LIP_OUTER), 1] = -0.5 * LIP_PRESS * profile[list(LOWER_LIP_OUTER)]
     fixed[list(MOUTH_CORNERS_INNER) + list(MOUTH_CORNERS_OUTER)] = True
     press = harmonic_fill(weights, press, fixed)
-    return jaw, stretch, press
+
+    # Seal (m, b, p): each inner lip goes to the line where the mouth splits, so the lips meet over
+    # any teeth the photo shows (those rows fold away under them); the outer lip lines follow most
+    # of the way, less the little the lips thin as they press.
+    mid_up = axes.local(verts[mesh.upper_mid[1:-1]], centre)
+    mid_lo = axes.local(verts[mesh.lower_mid[1:-1]], centre)
+    to_mid_up = mid_up - loc[upper]
+    to_mid_lo = mid_lo - loc[lower]
+    seal = np.zeros((n, 2), np.float32)
+    seal[upper] = to_mid_up
+    seal[lower] = to_mid_lo
+    seal[list(UPPER_LIP_OUTER)] = 0.85 * to_mid_up
+    seal[list(UPPER_LIP_OUTER), 1] += SEAL_PRESS * profile[list(UPPER_LIP_OUTER)]
+    seal[list(LOWER_LIP_OUTER)] = 0.85 * to_mid_lo
+    seal[list(LOWER_LIP_OUTER), 1] -= SEAL_PRESS * profile[list(LOWER_LIP_OUTER)]
+    fixed = still.copy()
+    fixed[oval + mesh.head_ring.tolist() + lips + list(MOUTH_CORNERS_INNER) + list(MOUTH_CORNERS_OUTER)] = True
+    seal = harmonic_fill(weights, seal, fixed)
+
+    # Tuck (f, v): the lower lip comes up to the split line and rolls in a little; the upper lip lifts
+    # off the teeth, which show between them.
+    tuck = np.zeros((n, 2), np.float32)
+    tuck[lower] = to_mid_lo
+    tuck[list(LOWER_LIP_OUTER)] = 0.6 * to_mid_lo
+    tuck[list(LOWER_LIP_OUTER), 1] -= 0.5 * SEAL_PRESS * profile[list(LOWER_LIP_OUTER)]
+    tuck[upper + up_mid, 1] = -TUCK_RISE * profile[upper + upper]
+    tuck[list(UPPER_LIP_OUTER), 1] = -0.6 * TUCK_RISE * profile[list(UPPER_LIP_OUTER)]
+    tuck = harmonic_fill(weights, tuck, fixed)
+
+    # Pucker (oo, oh, w): the corners and the lips beside them draw in towards the middle, and the
+    # middle of the lips parts a little, so the opening rounds.
+    pucker = np.zeros((n, 2), np.float32)
+    pucker[mouth, 0] = -PUCKER_NARROW * x[mouth]
+    middle = np.clip(1 - (x / half_w) ** 2, 0.0, 1.0)
+    pucker[upper + up_mid, 1] = -PUCKER_PART * middle[upper + upper]
+    pucker[lower + lo_mid, 1] = PUCKER_PART * middle[lower + lower]
+    fixed = still.copy()
+    fixed[oval + mesh.head_ring.tolist() + mouth] = True
+    pucker = harmonic_fill(weights, pucker, fixed)
+    return jaw, stretch, press, seal, tuck, pucker
 
 
 def _blink_field(
@@ -213,11 +280,27 @@ def _blink_field(
     return harmonic_fill(weights, field, fixed)
 
 
+def _brow_field(mesh: Mesh, weights: sp.csr_matrix) -> FloatArray:
+    """Both brows lifted by ``BROW_RAISE``; the eyes' contours, the nose and everything below stay, and
+    the forehead and upper lids stretch between."""
+    loc = mesh.axes.local(mesh.vertices)
+    field = np.zeros((len(mesh.vertices), 2), np.float32)
+    brows = list(RIGHT_BROW) + list(LEFT_BROW)
+    field[brows, 1] = -BROW_RAISE
+    eyes = [*RIGHT_EYE_CORNERS, *RIGHT_EYE_UPPER, *RIGHT_EYE_LOWER, *LEFT_EYE_CORNERS, *LEFT_EYE_UPPER, *LEFT_EYE_LOWER]
+    brow_y = float(loc[brows, 1].mean())
+    fixed = np.zeros(len(mesh.vertices), bool)
+    fixed[:N_SURFACE] = loc[:N_SURFACE, 1] > brow_y + 0.12  # below the eyes
+    fixed[N_SURFACE:] = True
+    fixed[brows + eyes] = True
+    return harmonic_fill(weights, field, fixed)
+
+
 def build_rig(mesh: Mesh) -> Rig:
     """Displacement fields for ``mesh``, in frame pixels."""
     axes = mesh.axes
     weights = adjacency(mesh.triangles, len(mesh.vertices), mesh.vertices)
-    jaw, stretch, press = _mouth_fields(mesh, weights)
+    jaw, stretch, press, seal, tuck, pucker = _mouth_fields(mesh, weights)
     right = _blink_field(mesh, weights, RIGHT_EYE_CORNERS, RIGHT_EYE_UPPER, RIGHT_EYE_LOWER)
     left = _blink_field(mesh, weights, LEFT_EYE_CORNERS, LEFT_EYE_UPPER, LEFT_EYE_LOWER)
     oval_depth = float(mesh.depth[list(FACE_OVAL)].mean())
@@ -231,6 +314,10 @@ def build_rig(mesh: Mesh) -> Rig:
         jaw=axes.to_frame(jaw),
         stretch=axes.to_frame(stretch),
         press=axes.to_frame(press),
+        seal=axes.to_frame(seal),
+        tuck=axes.to_frame(tuck),
+        pucker=axes.to_frame(pucker),
+        brow=axes.to_frame(_brow_field(mesh, weights)),
         blink_right=axes.to_frame(right),
         blink_left=axes.to_frame(left),
         head_weight=mesh.head_weight,

@@ -1,0 +1,82 @@
+"""The viseme check of `make eval` on real models: it passes where the lips follow the sounds, tells a
+mouth driven by loudness alone apart, and writes its strip."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from avatar.bench.eval import _Checks
+from avatar.bench.visemes import PORTRAITS, bearded, visemes_section
+from avatar.quality import lipsync
+from avatar.types import FaceAnimator
+
+LIMITS = {"viseme_closure_ratio_min": 2.0, "viseme_bilabials_closed_min": 0.8, "viseme_rounded_narrower_min": 1}
+
+
+def values(checks: _Checks) -> dict[str, float | None]:
+    return {row["name"]: row["value"] for row in checks.rows}
+
+
+@pytest.fixture(scope="module")
+def tts() -> Iterator[Any]:
+    from avatar.backends.hibari_tts import HibariSynthesizer
+
+    synth = HibariSynthesizer()
+    yield synth
+    synth.close()
+
+
+class AudioOnly:
+    """The same voice without its phonemes (as XTTS speaks): nothing to check."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.sample_rate, self.name = inner, inner.sample_rate, "audio-only"
+
+    def synthesize(self, text: str, voice: Any) -> Any:
+        return self.inner.synthesize(text, voice)
+
+
+def test_the_check_passes_on_a_closed_mouth_and_writes_its_strip(
+    tts, animator: FaceAnimator, landmarker: Path, tmp_path: Path
+) -> None:
+    checks = _Checks(LIMITS)
+    section = visemes_section(
+        tts, animator, landmarker, checks, {"closed mouth": PORTRAITS["closed mouth"]}, strips=tmp_path
+    )
+    found = values(checks)
+    assert (found["viseme_closure_ratio"] or 0) >= 2.0
+    assert (found["viseme_bilabials_closed"] or 0) >= 0.8
+    assert found["viseme_rounded_narrower"] == 1.0
+    assert len(section["rows"]) == 1
+    strip = Image.open(tmp_path / "mouth-strip-hopper.png")
+    assert strip.width > 5 * strip.height
+
+
+def test_a_voice_without_phonemes_is_not_measured(tts, animator: FaceAnimator, landmarker: Path) -> None:
+    checks = _Checks(LIMITS)
+    section = visemes_section(AudioOnly(tts), animator, landmarker, checks, strips=None)  # type: ignore[arg-type]
+    assert list(values(checks).values()) == [None, None, None]
+    assert "no phoneme timings" in section["text"] and not section["rows"]
+
+
+def test_the_painted_beard_covers_the_lower_face_and_leaves_the_lips(landmarker: Path) -> None:
+    meter = lipsync.MouthMeter(landmarker)
+    try:
+        image = np.asarray(Image.open(PORTRAITS["closed mouth"][1]).convert("RGB"))
+        face = meter.faces(image)[0]
+        painted = bearded(image, face)
+        again = meter.faces(painted)
+    finally:
+        meter.close()
+    assert len(again) == 1  # still a face
+    lip = face[14, :2].astype(int)
+    x, y = ((face[17, :2] + face[152, :2]) / 2).astype(int)  # between the lower lip and the chin
+    patch = np.s_[y - 3 : y + 4, x - 3 : x + 4]
+    assert painted[patch].mean() < image[patch].mean() - 15  # hair on the chin
+    assert np.abs(painted[lip[1], lip[0]].astype(int) - image[lip[1], lip[0]]).max() < 12  # the lips bare
