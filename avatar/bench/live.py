@@ -191,7 +191,7 @@ async def _sound_over_reply(base_url: str, question: AudioArray, sound: AudioArr
         stopped = client.after(since, "interrupted")
         resumed = [(at, e) for at, e in client.events if at >= since and e.get("event") == "resumed"]
         after = client.first_voice(played.ended_at)
-        fps, _ = client.frame_rate(since - SOUND_AFTER_S, time.perf_counter())
+        fps = client.received_rate(since - SOUND_AFTER_S, time.perf_counter())
     return {
         "paused": bool(paused),
         "stopped": bool(stopped),
@@ -238,7 +238,7 @@ async def _barge_in(base_url: str, question: AudioArray, interruption: AudioArra
         # answer to it, to that answer's end (or 10 s)
         with contextlib.suppress(TimeoutError):
             await client.wait_event("timings", since=cut.ended_at, timeout=10)
-        fps, _ = client.frame_rate(voice.arrived, time.perf_counter())
+        fps = client.received_rate(voice.arrived, time.perf_counter())
     return {"stop_s": _round(silent - cut.spoke_at if silent is not None else None), "fps": round(fps, 2)}
 
 

@@ -167,7 +167,7 @@ def test_the_client_receives_25_frames_a_second_through_an_interruption(
             stopped_at, _ = await client.wait_event("interrupted", since=speaking_at, timeout=30)
             await cut.done.wait()
             await client.wait_event("timings", since=cut.spoke_at, where=lambda e: e["turn"] == 2, timeout=120)
-            fps, _ = client.frame_rate(speaking_at - 1.0, time.perf_counter())
+            fps = client.received_rate(speaking_at - 1.0, time.perf_counter())
             held = [s for s in client.seen if paused_at + 0.2 <= s.arrived <= stopped_at]
             return fps, stopped_at - paused_at - 0.2, held, started
 
