@@ -19,7 +19,7 @@ from avatar.server.live.codecs import silence_packet
 from avatar.server.live.holding import REJOIN_EVERY_S
 from avatar.server.live.idle import IdleLoop
 from avatar.server.live.output import LiveOutput
-from avatar.server.live.playout import Playout
+from avatar.server.live.playout import HOLD_AFTER_LATE, Playout
 from avatar.types import AudioArray
 
 FPS, SIZE, KBPS, RATE = 25, 128, 300, 16_000
@@ -37,12 +37,13 @@ class Clock:
 def drawn(
     settings: Settings, prepared_models: Path, portrait: Path, fixture_speech: Callable[[str, int], AudioArray]
 ) -> Iterator[tuple[np.ndarray, AudioArray]]:
-    """Three seconds of the puppet speaking, and the speech."""
+    """Five seconds of the puppet speaking, and the speech."""
     animator = PuppetAnimator(settings.model_path(settings.face_model), size=SIZE, fps=FPS)
     try:
         face = animator.prepare(load_image(portrait.read_bytes(), max_pixels=settings.max_image_pixels))
         speech = fixture_speech("question-medium", RATE)
-        speech = speech[int(np.argmax(np.abs(speech) > 0.05)) :][: 3 * RATE]  # loud at once: nothing skipped
+        speech = speech[int(np.argmax(np.abs(speech) > 0.05)) :][: 5 * RATE]  # loud at once: nothing skipped
+        speech = np.pad(speech, (0, 5 * RATE - speech.size))  # past the reply's keyframe at 4 s
         yield animator.render(face, speech, RATE), speech
     finally:
         animator.close()
@@ -79,9 +80,6 @@ async def play(
     for _ in range(pause_slots):
         sent.append(playout.slot(n).video)
         n += 1
-        holding = playback.holding
-        if holding is not None and not holding.made.done():
-            await asyncio.wait([holding.made])  # made in a worker thread: here, within the slot
     playback.paused = False
     if late:
         await output.write(frames[first:], speech[first * RATE // FPS :])
@@ -97,11 +95,11 @@ def test_a_held_reply_sends_its_picture_every_slot_and_its_frames_decode_after_i
     drawn: tuple[np.ndarray, AudioArray], late: bool
 ) -> None:
     frames, speech = drawn
-    pause_at, pause_slots = 33, 20  # paused between keyframes (one every REJOIN frames)
+    pause_at, pause_slots = 33, 20  # paused between keyframes (one every REJOIN frames: the reply has one)
     sent, _ = asyncio.run(play(frames, speech, pause_at=pause_at, pause_slots=pause_slots, late=late))
     held = sent[pause_at : pause_at + pause_slots]
     missing = sum(1 for video in held if video is None)
-    assert missing <= (4 if late else 2), missing  # the first slot or two, while the held frame is made
+    assert missing == (HOLD_AFTER_LATE - 1 if late else 0), missing  # late: held after a few slots
     pictures = decode([video for video in sent if video is not None])
     assert len(pictures) == len(sent) - sent.count(None)  # every frame sent decodes
     shown = pictures[pause_at : pause_at + pause_slots - missing]
@@ -115,15 +113,20 @@ def test_a_held_reply_sends_its_picture_every_slot_and_its_frames_decode_after_i
     rejoin = (pause_at // REJOIN + 1) * REJOIN - pause_at
     untouched = decode([v for v in sent if v is not None][:pause_at])  # the reply as it was encoded
     plain = decode([v for v in sent if v is not None][pause_at + pause_slots - missing :][rejoin:])
+    assert len(plain) >= FPS  # the reply's own frames from its next keyframe on, exactly as encoded
     assert all(np.array_equal(a, b) for a, b in zip(plain, after[rejoin:], strict=True))
     assert len(untouched) == pause_at
 
 
-def test_a_reply_that_resumes_at_once_goes_on_with_its_own_frames(drawn: tuple[np.ndarray, AudioArray]) -> None:
-    """Resumed before a held frame was sent: nothing was sent again, and the reply's chain goes on."""
+def test_a_reply_paused_for_one_slot_sends_a_still_frame_before_it_goes_on(
+    drawn: tuple[np.ndarray, AudioArray],
+) -> None:
+    """Paused for a slot: its keyframe, then a still frame (the reply's frames are encoded to follow
+    it), then the reply."""
     frames, speech = drawn
     sent, _ = asyncio.run(play(frames, speech, pause_at=10, pause_slots=1))
-    assert sent[10] is None and sent.count(None) == 1
+    assert None not in sent and len(sent) == len(frames) + 2
     pictures = decode([video for video in sent if video is not None])
-    assert len(pictures) == len(frames)
-    assert max(error(p, f) for p, f in zip(pictures, frames, strict=True)) < 5
+    assert error(pictures[10], frames[9]) < 4 and error(pictures[11], frames[9]) < 4
+    after = pictures[12:]
+    assert max(error(p, f) for p, f in zip(after, frames[10:], strict=True)) < 5

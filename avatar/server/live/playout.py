@@ -9,10 +9,10 @@ time, encoded (``LiveOutput``); stopping one drops what is queued, so the face f
 slot. A reply may also be paused (its frame held, silent) and resumed where it stopped: the user made
 a sound over it that may turn out to be a "mm-hm" or a cough.
 
-A held frame is still sent, every slot (``holding.py``): a frame that shows the picture on screen
-again, made in a worker thread when the reply pauses (or is late for ``HOLD_AFTER_LATE`` slots); a
-slot or two pass without a frame while it is made. So the client receives the full frame rate through
-pauses, resumptions and late replies, not only while a reply or the idle loop plays.
+A held frame is still sent, every slot (``holding.py``): a keyframe of the picture on screen, then a
+frame that shows it again, made when the reply pauses (or has been late for ``HOLD_AFTER_LATE`` slots).
+So the client receives the full frame rate through pauses, resumptions and late replies, not only while
+a reply or the idle loop plays.
 """
 
 from __future__ import annotations
@@ -22,13 +22,12 @@ import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
-from avatar.pipeline.threads import run_blocking
 from avatar.server.live.codecs import PACKET_S
-from avatar.server.live.holding import Bridge, Held, hold
+from avatar.server.live.holding import Decoded, Hold
 from avatar.server.live.idle import IdleLoop
 
 log = structlog.stdlib.get_logger(__name__)
@@ -46,26 +45,6 @@ class Slot:
     audio: tuple[bytes, ...]
     reply: int = 0  # the reply it belongs to (0: idle)
     keyframe: bool = False  # its frame decodes on its own (a reply's frames rejoin there after a hold)
-    original: bytes | None = None  # the reply's own frame, where ``video`` is it encoded again (a bridge)
-
-    @property
-    def own(self) -> bytes | None:
-        """The reply's own frame (what its encoder's chain holds)."""
-        return self.original if self.original is not None else self.video
-
-
-@dataclass
-class Holding:
-    """A reply's frame being held by frames sent again (``holding.hold``, in a worker thread)."""
-
-    made: asyncio.Future[Held]
-    sent_key: bool = False
-    sent_still: bool = False
-
-    @property
-    def held(self) -> Held | None:
-        made = self.made
-        return made.result() if made.done() and not made.cancelled() and made.exception() is None else None
 
 
 @dataclass
@@ -85,10 +64,8 @@ class ReplyPlayback:
     paused: bool = False  # stopped where it is (the user made a sound): its frame stays, silent, until resumed
     paused_slots: int = 0  # slots it has spent paused
     late: int = 0  # slots in a row it has been late
-    sent: list[bytes] = field(default_factory=list)  # frames sent since the client's last keyframe
-    own: list[bytes] = field(default_factory=list)  # its own frames played since its last keyframe
-    holding: Holding | None = None  # its frame held by frames sent again
-    bridge: Bridge | None = None  # its frames pushed from now on are encoded again, up to a keyframe
+    decoded: Decoded | None = None  # its frames decoded as they play (what a held frame shows)
+    hold: Hold | None = None  # its frame held by frames sent again; then its frames encoded to follow them
 
     def __post_init__(self) -> None:
         self.done = asyncio.Event()  # played to its end, or stopped
@@ -169,8 +146,6 @@ class Playout:
     def push(self, reply: ReplyPlayback, slots: list[Slot]) -> None:
         if reply is not self.reply or reply.done.is_set():
             return  # stopped meanwhile
-        if reply.bridge is not None:  # a hold was rejoined before the reply's next keyframe had come
-            slots = [self._carried(reply, slot) for slot in slots]
         self.queue.extend(slots)
         reply.queued += len(slots)
 
@@ -216,7 +191,9 @@ class Playout:
         reply = self.reply
         if reply is not None and not reply.done.is_set() and not reply.held:
             begun = reply.first_slot is not None
-            if begun and (reply.paused or not self._rejoined(reply)):  # its frame held, silent
+            hold = reply.hold
+            rejoining = hold is not None and not hold.stills and not hold.carried and bool(self.queue)
+            if begun and (reply.paused or rejoining):  # its frame held, silent (then a still frame first)
                 reply.paused_slots += 1
                 return Slot(self._held_frame(reply), self.silence_slot, reply.id)
             if self.queue:
@@ -227,97 +204,53 @@ class Playout:
                     if self.on_first_slot is not None:
                         self.on_first_slot(reply)
                 reply.played += 1
-                self._played(reply, slot)
+                slot = self._played(reply, slot)
                 if reply.finished and reply.played >= reply.queued:
                     self._end_reply()
                 return slot
             if begun:  # the reply has begun and is late: hold its frame
                 reply.underruns += 1
                 reply.late += 1
-                held = self._held_frame(reply) if reply.late >= HOLD_AFTER_LATE or reply.holding else None
+                held = self._held_frame(reply) if reply.late >= HOLD_AFTER_LATE or reply.hold else None
                 return Slot(held, self.silence_slot, reply.id)
         return self._idle_slot(n)
 
     # ------------------------------------------------------------------------------ held frames
 
-    def _played(self, reply: ReplyPlayback, slot: Slot) -> None:
-        """Keep what a hold would be made from: the frames since the last keyframe, sent and its own."""
-        if slot.video is None:
-            return
+    def _played(self, reply: ReplyPlayback, slot: Slot) -> Slot:
+        """Decode the reply's frame (what a hold would show); after a hold, send it encoded again, up
+        to the reply's next keyframe."""
+        if self.kbps is None or slot.video is None:
+            return slot
         if slot.keyframe:
-            reply.sent, reply.own, reply.bridge = [slot.video], [slot.video], None
-            return
-        reply.sent.append(slot.video)
-        if slot.own is not None:
-            reply.own.append(slot.own)
+            reply.hold = None  # the client's decoder follows the reply's own frames again
+        try:
+            if reply.decoded is None:
+                reply.decoded = Decoded()
+            picture = reply.decoded.add(slot.video)
+            if reply.hold is not None:
+                return dataclasses.replace(slot, video=reply.hold.carry(picture))
+        except Exception:  # a bug or a bad frame: no frame is held for this reply any more (a glitch)
+            log.exception("a live reply's frame could not be decoded or encoded again")
+            self.kbps, reply.hold = None, None
+        return slot
 
     def _held_frame(self, reply: ReplyPlayback) -> bytes | None:
-        """A frame that shows the reply's picture again (None while it is being made, or without one)."""
-        holding = reply.holding
-        if holding is None:
-            if self.kbps is None or not reply.sent or not reply.own:
+        """A frame that shows the reply's picture again (None without one: the slot sends no frame)."""
+        picture = reply.decoded.picture if reply.decoded is not None else None
+        if self.kbps is None or picture is None:
+            return None
+        hold = reply.hold
+        if hold is None or hold.carried:  # a new hold (or one after frames carried since the last)
+            try:
+                reply.hold = Hold(picture, fps=self.fps, kbps=self.kbps)
+            except Exception:  # a bug: the frame is held as before, without frames
+                log.exception("a held live frame could not be made")
+                self.kbps, reply.hold = None, None
                 return None
-            upcoming = []
-            for slot in self.queue:
-                if slot.keyframe or slot.own is None:
-                    break
-                upcoming.append(slot.own)
-            reply.bridge = None  # pushed frames wait, as they are, for this hold's own bridge
-            made = asyncio.ensure_future(
-                run_blocking(hold, list(reply.sent), list(reply.own), upcoming, fps=self.fps, kbps=self.kbps)
-            )
-            made.add_done_callback(_logged)
-            reply.holding = Holding(made)
-            return None
-        held = holding.held
-        if held is None:
-            return None
-        if not holding.sent_key:
-            holding.sent_key = True
-            reply.sent = [held.key]
-            return held.key
-        if not holding.sent_still:
-            holding.sent_still = True
-            reply.sent.append(held.still)
-        return held.still
-
-    def _rejoined(self, reply: ReplyPlayback) -> bool:
-        """Whether the reply may play on: its frame was not held, or the held frames were followed by
-        its own frames encoded again (False: a still frame must be sent first)."""
-        holding = reply.holding
-        if holding is None or not self.queue:  # not held; or still late (and held while so)
-            return True
-        if not holding.sent_key:  # the client's decoder still holds the reply's chain: it goes on as it is
-            reply.holding = None
-            return True
-        held = holding.held
-        if not holding.sent_still or held is None:
-            return False
-        reply.holding, reply.bridge = None, held.bridge
-        bridged = iter(held.bridged)
-        for i, slot in enumerate(self.queue):
-            if slot.keyframe or slot.own is None:
-                reply.bridge = None
-                break
-            again = next(bridged, None)
-            self.queue[i] = self._carried(reply, slot, again)
-        return True
-
-    def _carried(self, reply: ReplyPlayback, slot: Slot, again: bytes | None = None) -> Slot:
-        """``slot`` with its frame encoded again by the reply's bridge (``again``: already done)."""
-        bridge = reply.bridge
-        if bridge is None or slot.own is None:
-            return slot
-        if slot.keyframe:
-            reply.bridge = None
-            return slot
-        try:
-            video = again if again is not None else bridge.carry(slot.own)
-        except Exception:  # a bug or a bad frame: the reply goes on as it is (a glitch)
-            log.exception("a held reply's frame could not be encoded again")
-            reply.bridge = None
-            return slot
-        return dataclasses.replace(slot, video=video, original=slot.own)
+            return reply.hold.key
+        hold.stills += 1
+        return hold.still
 
     def _idle_slot(self, n: int) -> Slot:
         silence = self.silence_slot
@@ -340,8 +273,3 @@ class Playout:
         reply.done.set()
         if self.on_reply_done is not None:
             self.on_reply_done(reply)
-
-
-def _logged(made: asyncio.Future[Held]) -> None:
-    if not made.cancelled() and made.exception() is not None:
-        log.error("a held frame could not be made", exc_info=made.exception())
