@@ -29,12 +29,6 @@ OPTIONS = FinishOptions(finished_ms=200, unsure_ms=700, unfinished_ms=1500, fall
         ("Could you tell me more about", "about"),
         ("What did you", "did you"),
         ("Where can we", "can we"),
-        ("What did you miss the most while you were", "you were"),  # the hesitant set's premature turn
-        ("Tell me what it was like when I was", "i was"),
-        ("Where were you?", None),
-        ("I know who you are.", None),
-        ("I did it because I could.", None),  # another auxiliary: whole
-        ("I wish I could tell you where we were.", None),
         ("What are you thinking of?", None),  # a question may end in a preposition
         ("Where are you from?", None),
         ("How are you", None),

@@ -50,11 +50,6 @@ PREPOSITIONS = frozenset("of to for with from about into onto at by in on as lik
 QUESTION_WORDS = frozenset("what when where why how which who whom whose".split())
 AUXILIARIES = frozenset("do did does can could would will should shall might must have has had".split())
 SUBJECTS = frozenset("i you we they he she it".split())
-# A clause opened by one of these, then its subject and a form of "be" last ("while you were", "when I
-# was"): what they were is still to come (the hesitant set's "What did you miss the most while you
-# were ... up in space?"). Not other auxiliaries: "I did it because I could." is whole.
-SUBORDINATORS = frozenset("while when if because since although unless until whereas whether before after".split())
-BE = frozenset("am is are was were".split())
 GREETINGS = frozenset("hello hi hey hiya greetings morning evening afternoon good there".split())
 TRAILING_MARKS = (",", "...", "…", "-", "–", "—", ";", ":")
 WORD = re.compile(r"[a-z']+")
@@ -101,8 +96,6 @@ def unfinished_cue(text: str) -> str | None:
     if len(words) >= 3 and words[-2] in AUXILIARIES and words[-1] in SUBJECTS:
         if QUESTION_WORDS & set(words[:-2]):
             return f"{words[-2]} {words[-1]}"
-    if len(words) >= 3 and words[-2] in SUBJECTS and words[-1] in BE and words[-3] in SUBORDINATORS:
-        return f"{words[-2]} {words[-1]}"
     return None
 
 
