@@ -22,7 +22,14 @@ from avatar.backends.puppet.audio import SpeechTrack, analyse, validate, with_vi
 from avatar.backends.puppet.framing import face_height, frame_face
 from avatar.backends.puppet.landmarks import Landmarker
 from avatar.backends.puppet.mesh import Mesh, build_mesh
-from avatar.backends.puppet.motion import blinks, head_motion
+from avatar.backends.puppet.motion import (
+    Listening,
+    blinks,
+    head_motion,
+    listening_blinks,
+    listening_motion,
+    listening_sway,
+)
 from avatar.backends.puppet.mouth import MouthStyle, mouth_style, occlusion_split, shade_mouth
 from avatar.backends.puppet.rig import Pose, Rig, build_rig
 from avatar.backends.puppet.visemes import viseme_track
@@ -180,6 +187,7 @@ class PuppetAnimator:
         *,
         start_frame: int = 0,
         phones: Sequence[Phone] | None = None,
+        listening: Listening | None = None,
     ) -> Iterator[FrameArray]:
         """The frames of ``render`` in consecutive chunks of ``chunk_frames`` (the last may be short).
 
@@ -194,7 +202,7 @@ class PuppetAnimator:
         track = self._track(samples, sample_rate, n, phones)
         for start in range(0, n, chunk_frames):
             stop = min(start + chunk_frames, n)
-            poses = self._poses(track, start, stop, start_frame)
+            poses = self._poses(track, start, stop, start_frame, listening)
             if self._pool is not None:
                 frames = list(self._pool.map(lambda p: self._frame(prepared, p), poses))
             else:
@@ -218,7 +226,9 @@ class PuppetAnimator:
             raise InvalidRequestError(f"{self.name} cannot render a face prepared by another animator")
         return face
 
-    def _poses(self, track: SpeechTrack, start: int, stop: int, offset: int = 0) -> list[Pose]:
+    def _poses(
+        self, track: SpeechTrack, start: int, stop: int, offset: int = 0, listening: Listening | None = None
+    ) -> list[Pose]:
         n = stop - start
         first, last = start + offset, stop + offset  # on the reply's whole timeline
         closed = blinks(first, last, self.fps, self.seed) if self.blink else np.zeros(n, np.float32)
@@ -227,6 +237,10 @@ class PuppetAnimator:
             sway = head_motion(first, last, self.fps, self.seed, activity, emphasis)
         else:
             sway = np.zeros((n, 5), np.float32)
+        if listening is not None:  # the face listens to the user (motion.py): added to the idle motion
+            added, weight = listening_motion(first, last, self.fps, listening)
+            sway = listening_sway(sway, weight) + added
+            closed = listening_blinks(first, last, self.fps, self.seed, weight) if self.blink else closed
         return [
             Pose(
                 open=float(track.open[start + i]),

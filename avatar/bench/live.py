@@ -16,6 +16,7 @@ clients run on the same machine and use CPU of their own (decoding the video); t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 import time
@@ -190,6 +191,7 @@ async def _sound_over_reply(base_url: str, question: AudioArray, sound: AudioArr
         stopped = client.after(since, "interrupted")
         resumed = [(at, e) for at, e in client.events if at >= since and e.get("event") == "resumed"]
         after = client.first_voice(played.ended_at)
+        fps = client.received_rate(since - SOUND_AFTER_S, time.perf_counter())
     return {
         "paused": bool(paused),
         "stopped": bool(stopped),
@@ -199,6 +201,8 @@ async def _sound_over_reply(base_url: str, question: AudioArray, sound: AudioArr
         "resume_after_sound_s": _round(resumed[0][1].get("after_sound_s")) if resumed else None,
         # at the client: the end of the sound → the reply's voice again
         "voice_again_s": _round(after.arrived - played.ended_at) if after is not None and paused else None,
+        # received frames a second from the reply's voice through the sound and what followed it
+        "fps": round(fps, 2),
     }
 
 
@@ -230,7 +234,12 @@ async def _barge_in(base_url: str, question: AudioArray, interruption: AudioArra
         until = cut.ended_at + 0.3
         await asyncio.sleep(max(0.0, until + 0.2 - time.perf_counter()))
         silent = client.fell_silent(cut.spoke_at, until)
-    return {"stop_s": _round(silent - cut.spoke_at if silent is not None else None)}
+        # received frames a second from the reply's voice through the interruption, its pause and the
+        # answer to it, to that answer's end (or 10 s)
+        with contextlib.suppress(TimeoutError):
+            await client.wait_event("timings", since=cut.ended_at, timeout=10)
+        fps = client.received_rate(voice.arrived, time.perf_counter())
+    return {"stop_s": _round(silent - cut.spoke_at if silent is not None else None), "fps": round(fps, 2)}
 
 
 async def _levels(
@@ -335,6 +344,7 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
         "jitter_ms": of("jitter_ms", turns),
         "speaking_cpu_pct": of("speaking_cpu_pct", turns),
         "barge_in_s": of("stop_s", result.get("barge_ins", [])),
+        "interrupted_fps": of("fps", [*result.get("barge_ins", []), *sounds]),
         "complete_premature_turns": sum(t.get("premature_turns", 0) for t in result.get("turns", [])),
         "hesitant_first_voice_s": of("first_voice_s", [t for t in hesitant if t.get("first_voice_s") is not None]),
         "hesitant_premature_turns": sum(t.get("premature_turns", 0) for t in hesitant),
@@ -373,6 +383,8 @@ def live_checks(summary: dict[str, Any], limits: dict[str, float]) -> list[Check
               limits.get("live_sounds_stopping_pct", 10.0), "%"),
         Check("live_resume_s", "live: a paused reply goes on after the sound's end (p95)",
               p("resume_after_sound_s", "p95"), limits.get("live_resume_s", 0.5), "s"),
+        Check("live_interrupted_fps", "live: frames a second at the client through interruptions and sounds (min)",
+              p("interrupted_fps", "min"), limits.get("live_interrupted_fps", 24.0), "fps", higher_is_better=True),
         Check("live_idle_cpu_pct", "live: CPU per idle session (% of one core)",
               summary.get("idle_cpu_pct_per_session"), limits.get("live_idle_cpu_pct", 15.0), "%"),
     ]  # fmt: skip

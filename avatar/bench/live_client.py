@@ -334,6 +334,13 @@ class LiveClient:
         gaps = np.diff(times)
         return float((times.size - 1) / (times[-1] - times[0])), float(np.std(gaps))
 
+    def received_rate(self, start: float, end: float) -> float:
+        """Frames a second received between ``start`` and ``end``, counted over that whole window: a
+        stretch in which no frame came (a held frame not sent) counts, even at the window's end."""
+        if end <= start:
+            return 0.0
+        return sum(1 for s in self.seen if start <= s.arrived < end) / (end - start)
+
 
 class LiveRefused(Exception):
     """The server answered the offer with an error."""

@@ -14,6 +14,10 @@ def _p(spread: dict[str, Any] | None, scale: float = 1.0, digits: int = 2) -> st
     return f"{spread['p50'] * scale:.{digits}f} / {spread['p95'] * scale:.{digits}f}"
 
 
+def _min(spread: dict[str, Any] | None) -> str:
+    return "–" if not spread else f"{spread['min']:.2f} (p50 {spread['p50']:.2f})"
+
+
 def live_markdown(result: dict[str, Any]) -> str:
     s = result["summary"]
     lines = [
@@ -44,6 +48,10 @@ def live_markdown(result: dict[str, Any]) -> str:
                 ["frame arrival jitter (std of gaps, ms)", _p(s["jitter_ms"], digits=1)],
                 ["server CPU while a session is answered (% of one core)", _p(s["speaking_cpu_pct"], digits=0)],
                 ["barge-in: user starts speaking → voice stops (s)", _p(s["barge_in_s"])],
+                [
+                    "received frame rate through interruptions and sounds over the reply (fps, min)",
+                    _min(s.get("interrupted_fps")),
+                ],
             ],
         ),
         "",
@@ -135,7 +143,7 @@ def _taking(result: dict[str, Any]) -> str:
     ]  # fmt: skip
     per_sound = [
         [x.get("sound"), x.get("paused"), x.get("stopped"), x.get("resumed"), x.get("heard_as"),
-         x.get("resume_after_sound_s"), x.get("voice_again_s"), x.get("error", "")]
+         x.get("resume_after_sound_s"), x.get("voice_again_s"), x.get("fps"), x.get("error", "")]
         for x in sounds
     ]  # fmt: skip
     per_question = [
@@ -182,6 +190,7 @@ def _taking(result: dict[str, Any]) -> str:
                     "heard as",
                     "resumed after s (server)",
                     "voice again after s (client)",
+                    "fps",
                     "error",
                 ],
                 per_sound,

@@ -6,6 +6,7 @@ vanishes is cleaned up; the session limit refuses clearly; bad offers get clear 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 import signal
@@ -145,6 +146,39 @@ def test_speaking_during_the_reply_interrupts_it(live: ServerProcess, voice: Cal
     cancelled = live.wait_for_log(event="turn cancelled", reason="the user spoke", timeout=30)
     assert cancelled["heard"]  # the history keeps what was played, cut where it stopped
     assert cancelled["heard_s"] > 0.8
+
+
+def test_the_client_receives_25_frames_a_second_through_an_interruption(
+    live: ServerProcess, voice: Callable[[str], AudioArray]
+) -> None:
+    """Words over the reply pause it (its frame held) for a second or more, then stop it, and the
+    interruption is answered: the client receives the face at 25 frames a second all along, the held
+    frame too (sent again, showing the same picture), not only while a reply or the idle face plays."""
+
+    async def interrupted() -> tuple[float, float, list[Any], dict[str, Any]]:
+        async with LiveClient(live.base_url) as client:
+            client.recording = True
+            said = client.mic.say(voice("Tell me the whole story of your life, from childhood to today, in detail."))
+            await said.done.wait()
+            speaking_at, _ = await client.wait_event("speaking", since=said.ended_at, timeout=120)
+            await asyncio.sleep(1.0)
+            cut = client.mic.say(voice("Wait, what is your favourite planet?"))
+            paused_at, started = await client.wait_event("user_speech_started", since=speaking_at, timeout=30)
+            stopped_at, _ = await client.wait_event("interrupted", since=speaking_at, timeout=30)
+            await cut.done.wait()
+            await client.wait_event("timings", since=cut.spoke_at, where=lambda e: e["turn"] == 2, timeout=120)
+            fps = client.received_rate(speaking_at - 1.0, time.perf_counter())
+            held = [s for s in client.seen if paused_at + 0.2 <= s.arrived <= stopped_at]
+            return fps, stopped_at - paused_at - 0.2, held, started
+
+    fps, held_for, held, started = run(interrupted())
+    assert started["paused"] is True  # the reply was held, not stopped at once
+    print(f"received {fps:.2f} frames a second; {len(held)} frames in the {held_for:.2f} s the reply was held")
+    assert fps >= 24.0, fps
+    assert len(held) >= 0.8 * 25 * held_for, (len(held), held_for)
+    pictures = [s.image.astype(int) for s in held if s.image is not None]
+    steps = [float(np.abs(b - a).mean()) for a, b in itertools.pairwise(pictures)]
+    assert steps and max(steps) < 3, steps  # the same picture, again and again
 
 
 def test_talking_on_before_the_reply_is_heard_makes_one_utterance(

@@ -1,4 +1,5 @@
-"""Blinks and head sway, as pure functions of the frame index (and the seed).
+"""Blinks and head sway, as pure functions of the frame index (and the seed); and the face listening
+(``Listening``: nods at the user's phrase ends, fewer blinks, a stiller head), added to them.
 
 Nothing here keeps state between calls, so rendering in chunks gives the same frames as rendering
 at once, and the same seed always gives the same performance.
@@ -7,6 +8,7 @@ at once, and the same seed always gives the same performance.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
@@ -52,10 +54,7 @@ def blinks(start: int, stop: int, fps: int, seed: int) -> FloatArray:
     for t in times:
         # Snap the fully-closed instant onto a frame so every blink really closes on screen.
         closed = (math.floor(t * fps) + 0.5) / fps
-        dt = frame_t - closed
-        closing = np.clip(1 + dt / BLINK_CLOSE_S, 0, 1) * (dt <= 0)
-        opening = np.clip(1 - dt / BLINK_OPEN_S, 0, 1) * (dt > 0)
-        out = np.maximum(out, (closing + opening).astype(np.float32))
+        out = np.maximum(out, _blink_shape(frame_t - closed))
     return (out * out * (3 - 2 * out)).astype(np.float32)
 
 
@@ -84,3 +83,85 @@ def head_motion(start: int, stop: int, fps: int, seed: int, activity: FloatArray
     out[:, :3] = np.radians(out[:, :3])
     out[:, 2] += math.radians(NOD_DEG) * emphasis
     return out
+
+
+# Listening: while the user speaks, the face attends to them. Everything below is added to the idle
+# motion with a weight that eases in when they begin and out after they stop, so a listening frame
+# at weight 0 is exactly the idle frame (the face joins its idle loop or its reply without a jump).
+LISTEN_EASE_S = 0.4
+"""The weight rises over this from the user's first sound and falls over this after their last."""
+LISTEN_NOD_DEG = 2.5
+"""A nod at each of the user's phrase ends (a pause in their speech): twice the idle sway."""
+LISTEN_NOD_S = (0.15, 0.2, 0.35)
+"""The nod begins this long after the phrase end, takes this long down and this long back up."""
+LISTEN_TILT_DEG = 0.6
+"""The head held a little lower (towards the speaker) while listening."""
+LISTEN_STILLER = 0.4
+"""The idle sway is this much smaller while listening (attention, not wandering)."""
+LISTEN_BLINK_EVERY = 3
+"""While listening only every third blink of the idle schedule happens (attentive eyes)."""
+
+
+@dataclass(frozen=True)
+class Listening:
+    """The user's turn on the face's timeline, in seconds: when they spoke (``spans``, start and end)
+    and where their phrases ended (``phrase_ends``: the pauses in their speech)."""
+
+    spans: tuple[tuple[float, float], ...]
+    phrase_ends: tuple[float, ...] = ()
+
+    def weight(self, t: FloatArray) -> FloatArray:
+        """How much the face listens at times ``t`` (0 … 1, eased in and out)."""
+        out = np.zeros(t.shape, np.float32)
+        for begin, end in self.spans:
+            rise = np.clip((t - begin) / LISTEN_EASE_S, 0, 1)
+            fall = np.clip(1 - (t - end) / LISTEN_EASE_S, 0, 1)
+            out = np.maximum(out, np.minimum(rise, fall).astype(np.float32))
+        return (out * out * (3 - 2 * out)).astype(np.float32)
+
+
+def listening_motion(start: int, stop: int, fps: int, listening: Listening) -> tuple[FloatArray, FloatArray]:
+    """What listening adds to ``head_motion`` for frames ``start:stop`` ((n, 5), the same channels), and
+    the frames' listening weights (for ``listening_blinks`` and the sway, ``listening_sway``)."""
+    t = ((np.arange(start, stop) + 0.5) / fps).astype(np.float32)
+    weight = listening.weight(t)
+    nods = np.zeros(t.shape, np.float32)
+    delay, down, up = LISTEN_NOD_S
+    for end in listening.phrase_ends:
+        u = t - (end + delay)
+        going = np.clip(u / down, 0, 1) * (u < down)
+        coming = np.clip(1 - (u - down) / up, 0, 1) * (u >= down)
+        shape = going + coming
+        nods = np.maximum(nods, (shape * shape * (3 - 2 * shape)).astype(np.float32))
+    out = np.zeros((stop - start, 5), np.float32)
+    out[:, 2] = np.radians(LISTEN_NOD_DEG * nods + LISTEN_TILT_DEG) * weight
+    return out, weight
+
+
+def listening_sway(sway: FloatArray, weight: FloatArray) -> FloatArray:
+    """``head_motion``'s sway, stiller while listening."""
+    return (sway * (1 - LISTEN_STILLER * weight)[:, None]).astype(np.float32)
+
+
+def listening_blinks(start: int, stop: int, fps: int, seed: int, weight: FloatArray) -> FloatArray:
+    """``blinks`` with fewer blinks while listening: of those whose closed instant falls where the face
+    listens (weight over a half), only every ``LISTEN_BLINK_EVERY``-th stays."""
+    t_end = stop / fps
+    times = _blink_times(seed, max(1, math.ceil(t_end / BLINK_GAP_S[0]) + 2))
+    frame_t = (np.arange(start, stop) + 0.5) / fps
+    out = np.zeros(stop - start, np.float32)
+    for k, t in enumerate(times):
+        closed = (math.floor(t * fps) + 0.5) / fps
+        at = math.floor(t * fps) - start
+        listening = 0 <= at < len(weight) and weight[at] > 0.5
+        if listening and k % LISTEN_BLINK_EVERY:
+            continue
+        out = np.maximum(out, _blink_shape(frame_t - closed))
+    return (out * out * (3 - 2 * out)).astype(np.float32)
+
+
+def _blink_shape(dt: np.ndarray) -> FloatArray:
+    """One blink's closure (before easing) at ``dt`` seconds from its closed instant."""
+    closing = np.clip(1 + dt / BLINK_CLOSE_S, 0, 1) * (dt <= 0)
+    opening = np.clip(1 - dt / BLINK_OPEN_S, 0, 1) * (dt > 0)
+    return (closing + opening).astype(np.float32)

@@ -59,6 +59,10 @@ class VideoEncoder:
     def encode(self, frame: FrameArray, keyframe: bool = False) -> Encoded:
         """One (size, size, 3) RGB frame; ``keyframe`` forces a frame that decodes on its own."""
         picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24").reformat(format="yuv420p")
+        return self.encode_yuv(picture, keyframe)
+
+    def encode_yuv(self, picture: av.VideoFrame, keyframe: bool = False) -> Encoded:
+        """One yuv420p frame of the encoder's size (a decoded one: what a client's decoder shows)."""
         picture.pts = self._count
         if keyframe:
             picture.pict_type = av.video.frame.PictureType.I

@@ -148,7 +148,7 @@ class LiveHub:
             raise InvalidRequestError("The offer has no video section: add a video transceiver (recvonly).")
         prompt_audio(audio.receiver)
         s = self.settings
-        playout = Playout(s.fps, self.idle_loop(persona), self.silence)
+        playout = Playout(s.fps, self.idle_loop(persona), self.silence, kbps=s.live_video_kbps)
         finishing = None
         if s.live_turn_detector == "smart-turn":
             finishing = FinishOptions(

@@ -13,6 +13,7 @@ import numpy as np
 
 from avatar.pipeline.threads import run_blocking
 from avatar.server.live.codecs import Encoded, VideoEncoder, VoiceEncoder
+from avatar.server.live.holding import REJOIN_EVERY_S
 from avatar.server.live.playout import Playout, ReplyPlayback, Slot
 from avatar.types import AudioArray, FrameArray
 
@@ -40,6 +41,8 @@ class LiveOutput:
         self.voice = VoiceEncoder(sample_rate)
         self.per_slot = len(playout.silence_slot)
         self.frames = 0  # frames written
+        self.encoded = 0  # frames encoded (a keyframe every ``REJOIN_EVERY_S``: a held reply rejoins there)
+        self._rejoin_every = max(1, round(REJOIN_EVERY_S * self.fps))
         self.skipped = 0  # silent frames at the start, not played
         self._sounded = False
         self._video: list[Encoded] = []
@@ -67,7 +70,8 @@ class LiveOutput:
         if not self._sounded:
             frames, audio = self._skip_silence(frames, audio)
         for frame in frames:
-            self._video.append(self.video.encode(frame, keyframe=self.frames == 0 and not self._video))
+            self._video.append(self.video.encode(frame, keyframe=self.encoded % self._rejoin_every == 0))
+            self.encoded += 1
         self._voice += self.voice.encode(audio)
         return self._pair()
 
@@ -95,7 +99,7 @@ class LiveOutput:
         while self._video and len(self._voice) >= self.per_slot:
             voice, self._voice = self._voice[: self.per_slot], self._voice[self.per_slot :]
             frame = self._video.pop(0)
-            slots.append(Slot(frame.data, tuple(v.data for v in voice), self.playback.id))
+            slots.append(Slot(frame.data, tuple(v.data for v in voice), self.playback.id, keyframe=frame.keyframe))
         return slots
 
 

@@ -8,20 +8,32 @@ held with silence until the reply catches up (a stutter, never a shift). Replies
 time, encoded (``LiveOutput``); stopping one drops what is queued, so the face falls silent within a
 slot. A reply may also be paused (its frame held, silent) and resumed where it stopped: the user made
 a sound over it that may turn out to be a "mm-hm" or a cough.
+
+A held frame is still sent, every slot (``holding.py``): a keyframe of the picture on screen, then a
+frame that shows it again, made when the reply pauses (or has been late for ``HOLD_AFTER_LATE`` slots).
+So the client receives the full frame rate through pauses, resumptions and late replies, not only while
+a reply or the idle loop plays.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import structlog
+
 from avatar.server.live.codecs import PACKET_S
+from avatar.server.live.holding import Decoded, Hold
 from avatar.server.live.idle import IdleLoop
 
+log = structlog.stdlib.get_logger(__name__)
+
 KEYFRAME_REPEAT_S = 1.0  # while the idle loop is still being drawn, its first frame is sent this often
+HOLD_AFTER_LATE = 3  # a reply late for this many slots in a row has its frame held by frames sent again
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,7 @@ class Slot:
     video: bytes | None
     audio: tuple[bytes, ...]
     reply: int = 0  # the reply it belongs to (0: idle)
+    keyframe: bool = False  # its frame decodes on its own (a reply's frames rejoin there after a hold)
 
 
 @dataclass
@@ -50,6 +63,9 @@ class ReplyPlayback:
     held: bool = False  # made ahead and not to play yet (an early reply, until the user's turn has ended)
     paused: bool = False  # stopped where it is (the user made a sound): its frame stays, silent, until resumed
     paused_slots: int = 0  # slots it has spent paused
+    late: int = 0  # slots in a row it has been late
+    decoded: Decoded | None = None  # its frames decoded as they play (what a held frame shows)
+    hold: Hold | None = None  # its frame held by frames sent again; then its frames encoded to follow them
 
     def __post_init__(self) -> None:
         self.done = asyncio.Event()  # played to its end, or stopped
@@ -58,8 +74,19 @@ class ReplyPlayback:
 class Playout:
     """The slots of one session. ``slot(n)`` is asked by both tracks; the first to ask decides it."""
 
-    def __init__(self, fps: int, idle: IdleLoop, silence: bytes, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        fps: int,
+        idle: IdleLoop,
+        silence: bytes,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        kbps: int | None = None,
+    ) -> None:
+        """``kbps``: the bit rate of the frames that hold a paused reply's picture (None: a held frame
+        is not sent again: the slot sends no frame)."""
         self.fps = fps
+        self.kbps = kbps
         self.idle = idle
         self.silence = silence
         self.silence_slot = (silence,) * round(1 / (fps * PACKET_S))
@@ -163,23 +190,67 @@ class Playout:
         self._progress.set()
         reply = self.reply
         if reply is not None and not reply.done.is_set() and not reply.held:
-            if reply.paused and reply.first_slot is not None:  # its frame held, silent; nothing of it used
+            begun = reply.first_slot is not None
+            hold = reply.hold
+            rejoining = hold is not None and not hold.stills and not hold.carried and bool(self.queue)
+            if begun and (reply.paused or rejoining):  # its frame held, silent (then a still frame first)
                 reply.paused_slots += 1
-                return Slot(None, self.silence_slot, reply.id)
+                return Slot(self._held_frame(reply), self.silence_slot, reply.id)
             if self.queue:
+                reply.late = 0
                 slot = self.queue.popleft()
                 if reply.first_slot is None:
                     reply.first_slot = n
                     if self.on_first_slot is not None:
                         self.on_first_slot(reply)
                 reply.played += 1
+                slot = self._played(reply, slot)
                 if reply.finished and reply.played >= reply.queued:
                     self._end_reply()
                 return slot
-            if reply.first_slot is not None:  # the reply has begun and is late: hold its frame
+            if begun:  # the reply has begun and is late: hold its frame
                 reply.underruns += 1
-                return Slot(None, self.silence_slot, reply.id)
+                reply.late += 1
+                held = self._held_frame(reply) if reply.late >= HOLD_AFTER_LATE or reply.hold else None
+                return Slot(held, self.silence_slot, reply.id)
         return self._idle_slot(n)
+
+    # ------------------------------------------------------------------------------ held frames
+
+    def _played(self, reply: ReplyPlayback, slot: Slot) -> Slot:
+        """Decode the reply's frame (what a hold would show); after a hold, send it encoded again, up
+        to the reply's next keyframe."""
+        if self.kbps is None or slot.video is None:
+            return slot
+        if slot.keyframe:
+            reply.hold = None  # the client's decoder follows the reply's own frames again
+        try:
+            if reply.decoded is None:
+                reply.decoded = Decoded()
+            picture = reply.decoded.add(slot.video)
+            if reply.hold is not None:
+                return dataclasses.replace(slot, video=reply.hold.carry(picture))
+        except Exception:  # a bug or a bad frame: no frame is held for this reply any more (a glitch)
+            log.exception("a live reply's frame could not be decoded or encoded again")
+            self.kbps, reply.hold = None, None
+        return slot
+
+    def _held_frame(self, reply: ReplyPlayback) -> bytes | None:
+        """A frame that shows the reply's picture again (None without one: the slot sends no frame)."""
+        picture = reply.decoded.picture if reply.decoded is not None else None
+        if self.kbps is None or picture is None:
+            return None
+        hold = reply.hold
+        if hold is None or hold.carried:  # a new hold (or one after frames carried since the last)
+            try:
+                reply.hold = Hold(picture, fps=self.fps, kbps=self.kbps)
+            except Exception:  # a bug: the frame is held as before, without frames
+                log.exception("a held live frame could not be made")
+                self.kbps, reply.hold = None, None
+                return None
+            return reply.hold.key
+        hold.stills += 1
+        return hold.still
 
     def _idle_slot(self, n: int) -> Slot:
         silence = self.silence_slot
