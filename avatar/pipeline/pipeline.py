@@ -51,6 +51,8 @@ class TurnRequest:
     video_format: VideoFormat
     received: float = field(default_factory=time.perf_counter)
     """When the input was complete (``perf_counter``); every timing of the turn counts from here."""
+    voice_note: str | None = None
+    """Why the voice asked for may not suit the persona (another language), said with the result."""
 
 
 @dataclass
@@ -75,6 +77,8 @@ class TurnResult:
     spoken: SpokenReply = field(default_factory=SpokenReply, repr=False)  # the reply's pieces on its timeline
     recorded: bool = False  # whether the turn went into the session's history
     owner: str | None = None  # the session's owner (``Session.owner``)
+    voice: str | None = None  # the named voice it spoke with (None: the engine has none, as XTTS)
+    voice_note: str | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -90,6 +94,8 @@ class TurnResult:
             "video_format": self.video_format,
             "segments": self.segments,
             "degraded": self.degraded,
+            "voice": self.voice,
+            "voice_note": self.voice_note,
         }
 
 
@@ -182,9 +188,11 @@ class Pipeline:
         received: float | None = None,
         owner: str | None = None,
         voice: str | None = None,
+        voice_note: str | None = None,
     ) -> TurnRequest:
         """Check a turn's inputs and find its persona and session (nothing runs on a model yet).
-        ``voice``: a voice name (checked by the caller) the persona speaks with for this turn."""
+        ``voice``: a voice name (checked by the caller) the persona speaks with for this turn, and
+        ``voice_note`` the caller's note on it, kept with the result."""
         if (audio is None) == (text is None):
             raise InvalidRequestError("Give either audio or text, not both and not neither.")
         who = self.personas.get(persona or self.default_persona)
@@ -193,7 +201,7 @@ class Pipeline:
         checked = self.check_text(text) if text is not None else None
         fmt = video_format(video_format_name)
         session = await self.sessions.get(session_id, who.name, owner)
-        return TurnRequest(who, session, audio, checked, fmt, received or time.perf_counter())
+        return TurnRequest(who, session, audio, checked, fmt, received or time.perf_counter(), voice_note)
 
     async def run(
         self,
@@ -374,6 +382,8 @@ class Pipeline:
             degraded=reply.degraded,
             video_path=out_dir / VIDEO_NAME if files.frames else None,
             audio_path=out_dir / AUDIO_NAME if files.frames else None,
+            voice=request.persona.voice,
+            voice_note=request.voice_note,
         )
         summary = json.dumps(result.summary(), indent=2) + "\n"
         await run_blocking(_write_atomic, out_dir / SUMMARY_NAME, summary)

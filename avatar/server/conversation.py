@@ -37,10 +37,10 @@ PING_S = 15  # keeps proxies from closing a quiet stream while the turn waits in
 STOP_WAIT_S = 30.0  # the longest a DELETE waits for the stopped turn to let go of the models
 
 
-async def _turn_request(request: Request[AppState]) -> tuple[Service, TurnRequest, str | None]:
+async def _turn_request(request: Request[AppState]) -> tuple[Service, TurnRequest]:
     """The form of a turn (``audio`` file or ``text``; optional ``persona``, ``voice``, ``session_id``,
-    ``video_format``), checked and decoded, and the note on its voice (a language other than the
-    persona's); the timings of the turn count from the end of the upload."""
+    ``video_format``), checked and decoded, with the note on its voice (a language other than the
+    persona's) for the result; the timings of the turn count from the end of the upload."""
     service = request.state["service"]
     service.require_ready()
     form = await read_form(request, max_bytes=service.max_upload_bytes, files={"audio": audio_type})
@@ -63,22 +63,23 @@ async def _turn_request(request: Request[AppState]) -> tuple[Service, TurnReques
         received=received,
         owner=caller.key,
         voice=persona.voice,
+        voice_note=voice_note,
     )
-    return service, turn, voice_note
+    return service, turn
 
 
 async def conversation(request: Request[AppState]) -> JSONResponse:
     """The turn's summary, with the URLs of its MP4 and WAV, once the turn is complete."""
-    service, turn, voice_note = await _turn_request(request)
+    service, turn = await _turn_request(request)
     with service.results.reserve(owner=turn.session.owner) as folder:
         result = await service.turns.run_request(turn, folder, disconnect=request.receive)
-    return JSONResponse({**_answer(request, result), "voice": turn.persona.voice, "voice_note": voice_note})
+    return JSONResponse(_answer(request, result))
 
 
 async def conversation_stream(request: Request[AppState]) -> EventSourceResponse:
     """The turn as Server-Sent Events: ``queued``, ``started``, ``transcript``, ``reply`` (text
     deltas), ``segment`` (each playable piece of video, in order), then ``done`` or ``error``."""
-    service, turn, _ = await _turn_request(request)
+    service, turn = await _turn_request(request)
     # A full queue is a 503 with Retry-After, not a stream that says so: the place is taken now, before
     # the 200 goes out, so that streams arriving together cannot all pass the check.
     admission = service.queue.admit()

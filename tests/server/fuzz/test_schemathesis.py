@@ -42,6 +42,8 @@ OPERATIONS = [
     ("DELETE", "/api/v1/personas/{persona}"),
     ("GET", "/api/v1/personas/{persona}/image"),
     ("GET", "/api/v1/personas/{persona}/face.jpg"),
+    ("GET", "/api/v1/voices"),
+    ("GET", "/api/v1/voices/{voice}/sample.wav"),
     ("GET", "/api/v1/results/{result_id}"),
     ("GET", "/api/v1/results/{result_id}/segments/{index}.m4s"),
     ("GET", "/api/v1/results/{result_id}/video.mp4"),
