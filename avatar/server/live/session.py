@@ -35,7 +35,7 @@ from avatar.pipeline import Pipeline
 from avatar.pipeline.pipeline import TurnRequest
 from avatar.pipeline.timing import TurnTimings
 from avatar.server.live.events import EventChannel
-from avatar.server.live.finishing import FinishOptions, TurnEndModel, Verdict, is_backchannel, judge
+from avatar.server.live.finishing import FinishOptions, TurnEndModel, Verdict, heard_words, is_backchannel, judge
 from avatar.server.live.listener import Heard, ListenOptions, TurnDetector
 from avatar.server.live.listening import LEAD_FRAMES as LISTEN_LEAD_FRAMES
 from avatar.server.live.listening import ListenFeed, ListeningFace, can_listen
@@ -141,6 +141,7 @@ class LiveSession:
         self._closing = False
         self._echo_until = 0.0
         self._listening: ListeningFace | None = None  # the face listening while the user speaks
+        self._sure_words: tuple[int, str] | None = None  # (version, the words at its pause the recogniser was sure of)
         self.closed = asyncio.Event()
         playout.on_first_slot = self._first_slot
         playout.on_reply_done = self._reply_done
@@ -433,7 +434,8 @@ class LiveSession:
         model_ms = (time.perf_counter() - started) * 1000
         await asyncio.wait([transcript])
         text = None if transcript.cancelled() or transcript.exception() is not None else transcript.result()
-        verdict = judge(probability, text, finishing)
+        sure = self._sure_words[1] if self._sure_words is not None and self._sure_words[0] == version else None
+        verdict = judge(probability, text, finishing, sure)
         if self.detector.end_after(version, verdict.wait_ms):
             self._verdict = (version, verdict, model_ms)
         log.info(
@@ -443,6 +445,7 @@ class LiveSession:
             wait_ms=verdict.wait_ms,
             probability=None if probability is None else round(probability, 3),
             cue=verdict.cue,
+            unsure_words_left_out=sure is not None and sure != text,
             model_ms=round(model_ms, 1),
             in_time=self._verdict is not None and self._verdict[0] == version,
         )
@@ -486,14 +489,19 @@ class LiveSession:
     def _speculating(self) -> bool:
         return self._speculation is not None and self._speculation.running
 
-    async def _transcribe(self, audio: AudioArray, *, queued: bool = True) -> str:
+    async def _transcribe(self, audio: AudioArray, *, queued: bool = True, version: int | None = None) -> str:
         """The words of ``audio``. ``queued=False``: without waiting for the model queue, which the reply
         being made holds (and, paused, may hold until it resumes): a sound over the reply is short and
-        must be known within a moment, and Whisper takes concurrent calls."""
+        must be known within a moment, and Whisper takes concurrent calls. ``version``: the utterance
+        at a pause, whose words the recogniser is sure of are kept for judging it (``heard_words``)."""
         pipeline = self.pipeline()
+        words = version is not None
         if not queued:
-            return str((await pipeline.transcribe(audio, self.persona.language)).text)
-        transcript = await self.admitted(lambda: pipeline.transcribe(audio, self.persona.language))
+            transcript = await pipeline.transcribe(audio, self.persona.language, words=words)
+        else:
+            transcript = await self.admitted(lambda: pipeline.transcribe(audio, self.persona.language, words=words))
+        if version is not None:
+            self._sure_words = (version, heard_words(transcript))
         return str(transcript.text)
 
     async def _speculate(
@@ -503,7 +511,7 @@ class LiveSession:
         at the end of the turn, which then reports the error). With words in it, its reply is begun
         meanwhile (or, without early replies, the model reads the prompt of it)."""
         try:
-            text = await self._transcribe(audio, queued=self._hush is None)
+            text = await self._transcribe(audio, queued=self._hush is None, version=version)
         except AvatarError:
             return None
         if not text.strip() or not self.detector.in_speech or self.detector.version != version:
