@@ -79,6 +79,7 @@ def session(animator: PuppetAnimator) -> dict[str, Any]:
     at 4 s, their turn over at 6.5 s, idling again. Returns the slots' frames decoded and where each
     slot's frame came from."""
     bgr = cv2.imread(str(PORTRAIT), cv2.IMREAD_COLOR)
+    assert bgr is not None, PORTRAIT
     face = animator.prepare(np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
     loop = IdleLoop(forward=250, keyframe_every=25)
 
@@ -121,7 +122,7 @@ def session(animator: PuppetAnimator) -> dict[str, Any]:
         frames = []
         for n, data in enumerate(packets):
             assert data is not None, f"slot {n} ({sources[n]}) without a frame (the drawing fell behind)"
-            pictures = decoder.decode(av.Packet(data))  # type: ignore[attr-defined]
+            pictures = decoder.decode(av.Packet(data))
             frames.append(pictures[-1].to_ndarray(format="rgb24"))
         return {"frames": frames, "sources": sources}
 

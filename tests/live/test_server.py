@@ -89,6 +89,8 @@ def test_a_spoken_question_gets_a_spoken_animated_answer_and_the_next_continues(
             assert len(loud) * 0.02 > 0.4 * timings["reply_seconds"]
             # (from half a second on: the frames queued while the client was not yet recording come at once)
             fps, _ = client.frame_rate(idle_from + 0.5, time.perf_counter())
+            listened = [line for line in live.log_lines() if line.get("event") == "live listening face"]
+            print(f"{fps:.2f} frames a second; the listening face: {listened[-1:]}")
             assert 20 <= fps <= 27, fps
 
             # The mouth moves while the face speaks, and rests before.

@@ -35,8 +35,9 @@ from avatar.types import FaceAnimator, PreparedFace
 log = structlog.stdlib.get_logger(__name__)
 
 CHUNK_FRAMES = 5  # frames drawn at a time (0.2 s at 25 fps)
-AHEAD_FRAMES = 8  # drawn at most this far ahead of the slot playing (a phrase end is drawn this late at most)
-LEAD_FRAMES = 4  # the feed's first frame plays this many slots after the user's first sound is heard
+AHEAD_FRAMES = 15  # drawn at most this far ahead of the slot playing (a busy machine draws late; a nod
+# at a phrase end heard after this is drawn is begun at the first frame not drawn)
+LEAD_FRAMES = 8  # the feed's first frame plays this many slots after the user's first sound is heard
 MAX_WAIT_S = 15.0  # a reply begun but not playing after this long no longer keeps the face listening
 
 DrawWork = Callable[[Callable[[], list[bytes]]], Awaitable[list[bytes]]]
