@@ -59,6 +59,7 @@ class ListenFeed:
     packets: deque[bytes] = field(default_factory=deque)
     played: int = 0
     underruns: int = 0  # slots that came due with no frame drawn (the frame before stays on screen)
+    late_start: int = 0  # slots the idle loop played on for, its first frames not drawn in time
     finished: bool = False  # no more frames will come; after the last the loop goes on at ``resume_index``
     resume_index: int = 0
     dropped: bool = False  # a reply took over (or the session closed): nothing more is drawn
@@ -188,6 +189,7 @@ class ListeningFace:
                 frames=self.drawn,
                 nods=len(self.phrase_ends),
                 underruns=feed.underruns,
+                late_start=feed.late_start,
                 taken_over=feed.dropped,
             )
 

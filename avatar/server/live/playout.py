@@ -272,11 +272,15 @@ class Playout:
             return Slot(None, silence)
         feed = self.listening
         if feed is not None and n >= feed.first_slot:
-            if not feed.done:
+            if feed.done:
+                self.listening = None
+                if not feed.dropped and feed.played:
+                    self.idle_index = feed.resume_index
+            elif feed.played or feed.packets:
                 return Slot(feed.take(), silence)
-            self.listening = None
-            if not feed.dropped:
-                self.idle_index = feed.resume_index
+            else:  # its first frames are not drawn yet: the loop plays on meanwhile
+                feed.first_slot = n + 1
+                feed.late_start += 1
         index = self.idle_index % self.idle.cycle
         self.idle_index = index + 1
         return Slot(self.idle.packets[index], silence)
