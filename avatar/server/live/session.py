@@ -304,6 +304,8 @@ class LiveSession:
         self.playout.listening = feed
         try:
             await listening.run()
+        except Exception:  # a bug: the face goes back to its idle loop (at a keyframe), the session goes on
+            log.exception("the live listening face failed", live_session=self.id)
         finally:
             if self._listening is listening:
                 self._listening = None
