@@ -34,6 +34,7 @@ class Word:
     text: str
     start: float
     end: float
+    probability: float = 1.0  # how sure the recogniser is of it (Whisper's word probability)
 
 
 @dataclass(frozen=True)

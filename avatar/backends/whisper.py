@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,14 +92,21 @@ class WhisperRecognizer:
         self._tokenizers: dict[str, Any] = {}  # by language
 
     def transcribe(
-        self, audio: AudioArray, *, language: str | None = None, word_timestamps: bool | None = None
+        self,
+        audio: AudioArray,
+        *,
+        language: str | None = None,
+        word_timestamps: bool | None = None,
+        word_probabilities: bool = False,
     ) -> Transcript:
         """Transcribe 16 kHz mono audio. ``language`` None detects it (multilingual models); an
-        English-only model always transcribes English. ``word_timestamps`` None uses the options."""
+        English-only model always transcribes English. ``word_timestamps`` None uses the options.
+        ``word_probabilities``: the segments' words with how sure the model was of each (for the
+        short window, each word is timed to its segment only: exact times would cost a second pass)."""
         language = self._language(language)
         words = self.options.word_timestamps if word_timestamps is None else word_timestamps
         if self.options.short_window and language is not None and not words:
-            short = self._short_window(audio, language)
+            short = self._short_window(audio, language, word_probabilities)
             if short is not None:
                 self.short_windows += 1
                 return short
@@ -115,14 +123,16 @@ class WhisperRecognizer:
                 text=s.text.strip(),
                 start=float(s.start),
                 end=float(s.end),
-                words=tuple(Word(w.word.strip(), float(w.start), float(w.end)) for w in (s.words or ())),
+                words=tuple(
+                    Word(w.word.strip(), float(w.start), float(w.end), float(w.probability)) for w in (s.words or ())
+                ),
             )
             for s in segments  # consumed here, in the calling (worker) thread
         )
         text = " ".join(s.text for s in collected if s.text).strip()
         return Transcript(text=text, language=info.language, segments=collected)
 
-    def _short_window(self, audio: AudioArray, language: str) -> Transcript | None:
+    def _short_window(self, audio: AudioArray, language: str, probabilities: bool = False) -> Transcript | None:
         """The transcript from a window just longer than the speech; None when the speech is too long
         for one, or Whisper's checks reject what the short window gave (the caller then does it the
         usual way)."""
@@ -157,12 +167,13 @@ class WhisperRecognizer:
             suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
             return_scores=True,
             return_no_speech_prob=True,
+            return_logits_vocab=probabilities,
         )[0]
         ids = result.sequences_ids[0]
-        pieces = [
-            (start, end, tokenizer.decode(p).strip())
-            for start, end, p in _timed_pieces(ids, tokenizer.timestamp_begin, seconds)
-        ]
+        token_probs = _token_probabilities(result.logits[0], ids) if probabilities else []
+        text_probs = iter([p for token, p in zip(ids, token_probs, strict=False) if token < tokenizer.timestamp_begin])
+        timed = _timed_pieces(ids, tokenizer.timestamp_begin, seconds)
+        pieces = [(start, end, tokenizer.decode(p).strip()) for start, end, p in timed]
         text = " ".join(t for _, _, t in pieces if t)
         if result.no_speech_prob > NO_SPEECH_PROB and result.scores[0] < MIN_MEAN_LOG_PROB:
             return Transcript(text="", language=language)  # what the usual path drops as silence
@@ -174,12 +185,13 @@ class WhisperRecognizer:
             log.debug("short window rejected (%r); transcribing the usual way", text[:80])
             return None
         timeline = SpeechTimestampsMap(chunks, ASR_SAMPLE_RATE)
-        segments = tuple(
-            Segment(text=t, start=timeline.get_original_time(start), end=timeline.get_original_time(end, is_end=True))
-            for start, end, t in pieces
-            if t
-        )
-        return Transcript(text=text, language=language, segments=segments)
+        segments = []
+        for (start, end, t), (_, _, tokens) in zip(pieces, timed, strict=True):
+            begin, finish = timeline.get_original_time(start), timeline.get_original_time(end, is_end=True)
+            words = _words(tokenizer, tokens, text_probs, begin, finish) if probabilities else ()
+            if t:
+                segments.append(Segment(text=t, start=begin, end=finish, words=words))
+        return Transcript(text=text, language=language, segments=tuple(segments))
 
     def _language(self, language: str | None) -> str | None:
         if self.english_only:
@@ -204,6 +216,30 @@ class WhisperRecognizer:
 
     def close(self) -> None:
         del self._model
+
+
+def _token_probabilities(logits: Any, ids: list[int]) -> list[float]:
+    """The probability the model gave each of the tokens it chose (``logits``: one vector per step)."""
+    probs = []
+    for step, token in zip(logits, ids, strict=False):
+        scores = np.asarray(step, dtype=np.float64)
+        top = scores.max()
+        log_total = top + math.log(np.exp(scores - top).sum())
+        probs.append(float(math.exp(scores[token] - log_total)))
+    return probs
+
+
+def _words(tokenizer: Any, tokens: list[int], probs: Iterator[float], start: float, end: float) -> tuple[Word, ...]:
+    """The words of a piece's tokens (a token opening with a space begins one), each with the mean
+    probability of its tokens, timed to the piece."""
+    words: list[tuple[str, list[float]]] = []
+    for token in tokens:
+        piece, p = tokenizer.decode([token]), next(probs, 1.0)
+        if not words or piece.startswith(" "):
+            words.append((piece, [p]))
+        else:
+            words[-1] = (words[-1][0] + piece, [*words[-1][1], p])
+    return tuple(Word(w.strip(), start, end, float(np.mean(ps))) for w, ps in words if w.strip())
 
 
 def _timed_pieces(ids: list[int], timestamp_begin: int, seconds: float) -> list[tuple[float, float, list[int]]]:

@@ -297,13 +297,15 @@ class Pipeline:
         chunk_frames: int | None = None,
         opening_silence_s: float | None = None,
         control: TurnControl | None = None,
+        listening: object | None = None,
     ) -> Reply:
         """The reply to ``user_text`` in ``request``'s session, made into ``output`` when run.
         ``start_frame`` places it on the face's motion timeline (blinks, head sway), so that a face
         idling before it moves on without a jump; ``chunk_frames`` is how many frames are drawn before
         each hand-over to ``output`` (default half a second); ``opening_silence_s`` cuts the silence the
         voice opens the reply with to that much (default 0.1 s); ``control`` is the turn's, whose stop the
-        stages honour between their steps."""
+        stages honour between their steps; ``listening`` (the puppet's ``motion.Listening``, live mode)
+        is the user's turn on the motion timeline, so the face goes on from listening without a jump."""
         return Reply(
             respond=self.respond,
             speak=self.speak,
@@ -320,6 +322,7 @@ class Pipeline:
             chunk_frames=chunk_frames,
             opening_silence_s=opening_silence_s,
             control=control,
+            listening=listening,
         )
 
     async def keep_heard(self, result: TurnResult, seconds: float) -> str | None:

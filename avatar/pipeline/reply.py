@@ -68,6 +68,7 @@ class Reply:
         opening_silence_s: float | None = None,
         control: TurnControl | None = None,
         visitor: Sequence[str] = (),
+        listening: object | None = None,
     ) -> None:
         self.respond, self.speak, self.animate = respond, speak, animate
         self.control = control  # checked between steps: a stopped turn stops even if its cancellation was lost
@@ -75,6 +76,7 @@ class Reply:
         # keeps a single frame of it).
         self.opening_silence_s = OPENING_SILENCE_S if opening_silence_s is None else opening_silence_s
         self.start_frame = start_frame  # where the reply begins on the face's motion timeline (live idling)
+        self.listening = listening  # the face listening before it (live mode): passed on to the animator
         self.persona = persona
         self.history = history
         self.visitor = visitor  # what the visitor has said about themself this session
@@ -192,7 +194,13 @@ class Reply:
                 None
                 if face is None
                 else animator.render_chunks(
-                    face, clip, self.rate, step, start_frame=self.start_frame + frame_at, phones=phones
+                    face,
+                    clip,
+                    self.rate,
+                    step,
+                    start_frame=self.start_frame + frame_at,
+                    phones=phones,
+                    **({} if self.listening is None else {"listening": self.listening}),
                 )
             )
             drawn = handed = 0

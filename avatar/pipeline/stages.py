@@ -5,6 +5,7 @@ through the constructor, and every blocking call runs in a worker thread so the 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import threading
 from collections import OrderedDict
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 SILENCE_DBFS = -60.0
 
 
+def _gives_words(asr: SpeechRecognizer) -> bool:
+    return "word_probabilities" in inspect.signature(asr.transcribe).parameters
+
+
 class TranscribeStage:
     """16 kHz audio → the words in it. No words → NoSpeechError."""
 
@@ -51,10 +56,12 @@ class TranscribeStage:
         self.asr = asr
         self.calls = calls or ModelCalls()
 
-    async def __call__(self, audio: AudioArray, language: str | None = None) -> Transcript:
+    async def __call__(self, audio: AudioArray, language: str | None = None, *, words: bool = False) -> Transcript:
+        """``words``: with how sure the recogniser was of each word, where it says (Whisper)."""
         if media.rms_dbfs(audio) < SILENCE_DBFS:
             raise NoSpeechError("The recording is silent: no speech was heard. Check the microphone and try again.")
-        transcript = await self.calls(self.asr.transcribe, audio, language=language)
+        sure = {"word_probabilities": True} if words and _gives_words(self.asr) else {}
+        transcript = await self.calls(self.asr.transcribe, audio, language=language, **sure)
         if not any(ch.isalnum() for ch in transcript.text):
             raise NoSpeechError("No speech was recognised in the recording. Speak clearly and try again.")
         return transcript

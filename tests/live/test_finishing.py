@@ -8,11 +8,13 @@ import pytest
 from avatar.server.live.finishing import (
     FinishOptions,
     TurnEndModel,
+    heard_words,
     is_backchannel,
     is_greeting,
     judge,
     unfinished_cue,
 )
+from avatar.types import Segment, Transcript, Word
 
 OPTIONS = FinishOptions(finished_ms=200, unsure_ms=700, unfinished_ms=1500, fallback_ms=400)
 
@@ -132,3 +134,38 @@ def test_a_backchannel_or_a_noise_is_told_from_words_that_take_the_turn(
     heard: str | None, keeps_the_turn: bool
 ) -> None:
     assert is_backchannel(heard) is keeps_the_turn
+
+
+def _transcript(*words: tuple[str, float]) -> Transcript:
+    timed = tuple(Word(text, i * 0.3, i * 0.3 + 0.3, p) for i, (text, p) in enumerate(words))
+    text = " ".join(w for w, _ in words)
+    return Transcript(text, "en", (Segment(text, 0.0, len(words) * 0.3, timed),))
+
+
+def test_the_words_the_recogniser_guessed_at_the_end_are_left_out() -> None:
+    """Whisper tiny at the first pause of what-did-you: "What did you mean?", its last word at 0.43."""
+    guessed = _transcript(("What", 0.81), ("did", 0.98), ("you", 0.99), ("mean?", 0.43))
+    assert heard_words(guessed) == "What did you"
+    two = _transcript(("What", 0.9), ("did", 0.98), ("you", 0.99), ("eat", 0.45), ("there?", 0.2))
+    assert heard_words(two) == "What did you"
+    three = _transcript(("tell", 0.9), ("me", 0.5), ("about", 0.4), ("it?", 0.2))
+    assert heard_words(three) == "tell me"  # at most two are left out
+    said = _transcript(("What", 0.8), ("is", 0.99), ("your", 0.99), ("name?", 0.98))
+    assert heard_words(said) == "What is your name?"
+    unsure_inside = _transcript(("up", 0.98), ("in", 0.35), ("space.", 0.94))
+    assert heard_words(unsure_inside) == "up in space."  # only from the end
+    no_words = Transcript("What did you mean?", "en", (Segment("What did you mean?", 0.0, 1.0),))
+    assert heard_words(no_words) == "What did you mean?"  # a recogniser without probabilities
+
+
+def test_a_guessed_last_word_does_not_make_a_cut_off_question_look_finished() -> None:
+    """In the bench the turn-end model gave 0.59 at that pause: without the guess left out, a 700 ms
+    wait (shorter than the 1.0 s pause: a premature turn); with it, the words say unfinished."""
+    text, sure = "What did you mean?", "What did you"
+    assert judge(0.59, text, OPTIONS).why == "unsure"
+    verdict = judge(0.59, text, OPTIONS, sure)
+    assert (verdict.why, verdict.wait_ms, verdict.cue) == ("unfinished", 1500, "did you")
+    # Leaving words out only ever adds a cue: a cue in the whole transcript stays.
+    assert judge(0.9, "I want to fly one day because...", OPTIONS, "I want to fly one day").cue == "..."
+    # A finished question whose words were all sure is judged as before.
+    assert judge(0.99, "What is your name?", OPTIONS, "What is your name?").why == "finished"

@@ -89,6 +89,8 @@ def test_a_spoken_question_gets_a_spoken_animated_answer_and_the_next_continues(
             assert len(loud) * 0.02 > 0.4 * timings["reply_seconds"]
             # (from half a second on: the frames queued while the client was not yet recording come at once)
             fps, _ = client.frame_rate(idle_from + 0.5, time.perf_counter())
+            listened = [line for line in live.log_lines() if line.get("event") == "live listening face"]
+            print(f"{fps:.2f} frames a second; the listening face: {listened[-1:]}")
             assert 20 <= fps <= 27, fps
 
             # The mouth moves while the face speaks, and rests before.
@@ -439,3 +441,72 @@ async def _offer_without_video() -> str:
     sdp = pc.localDescription.sdp
     await pc.close()
     return str(sdp)
+
+
+def test_the_face_listens_while_the_user_speaks(
+    live: ServerProcess, voice: Callable[[str], AudioArray], meter: MouthMeter
+) -> None:
+    """While a fake user asks a question with a pause in it, the frames the client decodes show the face
+    listening: its head moves more than it idles (a nod after the pause, the head lowered), its mouth
+    stays still, and the frames keep coming at 25 a second, into the reply."""
+    gap = np.zeros(int(0.7 * 48_000), np.float32)
+    pad = np.zeros(4_800, np.float32)
+    opening = trimmed(voice("Tell me about"))
+    question = np.concatenate([pad, opening, gap, trimmed(voice("your favourite planet, and the moons.")), pad])
+    paused_s = (pad.size + opening.size) / 48_000  # where the pause begins, into the clip
+
+    async def listened() -> tuple[list[Any], list[Any], list[Any], float]:
+        async with LiveClient(live.base_url) as client:
+            await asyncio.sleep(1.5)
+            client.recording = True
+            idle_from = time.perf_counter()
+            await asyncio.sleep(3.0)
+            said = client.mic.say(question)
+            await said.done.wait()
+            spoke_at, ended_at = said.spoke_at, said.ended_at
+            await client.wait_event("speaking", since=spoke_at, timeout=90)
+            await asyncio.sleep(1.0)
+            fps = client.received_rate(idle_from, time.perf_counter())
+            client.recording = False
+            idle = [s.image for s in client.seen if s.image is not None and idle_from <= s.arrived < spoke_at]
+            heard = [s.image for s in client.seen if s.image is not None and spoke_at + 0.5 <= s.arrived < ended_at]
+            pause = said.started + paused_s  # type: ignore[operator]
+            after_pause = [s.image for s in client.seen if s.image is not None and pause <= s.arrived < pause + 1.5]
+            return idle, heard, after_pause, fps
+
+    idle, heard, after_pause, fps = run(listened())
+    idle_m = np.array([_head_and_mouth(meter, f) for f in idle[-len(heard) :]])
+    heard_m = np.array([_head_and_mouth(meter, f) for f in heard])
+    assert np.isfinite(heard_m).all(axis=1).mean() > 0.9
+    nod_idle = _dip(idle_m[:, 0])
+    nod_heard = _dip(np.array([_head_and_mouth(meter, f)[0] for f in after_pause]))
+    gap_heard = np.nanmax(heard_m[:, 1]) - np.nanmin(heard_m[:, 1])
+    print(
+        f"received {fps:.2f} frames a second; head dip {nod_heard:.4f} face heights listening, "
+        f"{nod_idle:.4f} idling; lip gap range {gap_heard:.4f} listening"
+    )
+    assert live.wait_for_log(event="live listening face", timeout=10)
+    (logged,) = [line for line in live.log_lines() if line.get("event") == "live listening face"][-1:]
+    print(logged)
+    assert logged["nods"] >= 1 and logged["frames"] > 25, logged
+    # The nod after the pause: 2.5 degrees (0.028 face heights; the idle loop's sharpest turn, where it
+    # reverses, dips about 0.015).
+    assert nod_heard > 0.02 and nod_heard > 2 * nod_idle, (nod_heard, nod_idle)
+    assert gap_heard < 0.01, gap_heard  # the mouth did not move
+    assert fps >= 24.0, fps
+
+
+def _dip(nose: np.ndarray, half: int = 7) -> float:
+    """The deepest quick dip of the head (a nod): how far the nose tip goes below the mean of where it
+    was ``half`` frames before and after (the idle sway is too slow to make much of one)."""
+    return float(np.nanmax(nose[half:-half] - (nose[: -2 * half] + nose[2 * half :]) / 2))
+
+
+def _head_and_mouth(meter: MouthMeter, image: Any) -> tuple[float, float]:
+    """The nose tip's height and the inner-lip gap, in face heights (NaN without a face)."""
+    faces = meter.faces(image)
+    if not faces:
+        return float("nan"), float("nan")
+    lm = faces[0][:, :2]
+    height = float(np.linalg.norm(lm[152] - lm[10]))
+    return float(lm[1, 1]) / height, float(np.linalg.norm(lm[14] - lm[13])) / height

@@ -5,15 +5,17 @@ last word; so is a complete one, ended a short silence after it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from avatar.backends.smart_turn import SmartTurn
+from avatar.backends.whisper import WhisperOptions, WhisperRecognizer
 from avatar.bench.fixtures import HESITANT, TURNS, HesitantQuestion, hesitant_audio, question_audio
 from avatar.config import PROJECT_ROOT
-from avatar.server.live.finishing import FinishOptions, judge
+from avatar.server.live.finishing import FinishOptions, heard_words, judge, unfinished_cue
 from avatar.server.live.listener import ListenOptions, TurnDetector
 from avatar.types import ASR_SAMPLE_RATE, AudioArray
 
@@ -31,9 +33,13 @@ def model() -> SmartTurn:
     return SmartTurn(folder)
 
 
-def _listen(model: SmartTurn, audio: AudioArray, words_at: dict[float, str] | str) -> list[float]:
+Words = dict[float, str] | str | Callable[[AudioArray], tuple[str, str]]
+
+
+def _listen(model: SmartTurn, audio: AudioArray, words_at: Words) -> list[float]:
     """Where turns end (the end of their speech, in seconds of ``audio``), each pause judged as the
-    session judges it: P(complete) of the utterance so far and the words said before the pause."""
+    session judges it: P(complete) of the utterance so far and the words said before the pause (or
+    recognised in it: a callable gives the transcript and the words it is sure of)."""
     lead = np.zeros(ASR_SAMPLE_RATE // 2, np.float32)
     stream = np.concatenate([lead, audio, np.zeros(2 * ASR_SAMPLE_RATE, np.float32)])
     detector = TurnDetector(ListenOptions(end_silence_ms=OPTIONS.unfinished_ms, partial_seconds=0))
@@ -44,8 +50,12 @@ def _listen(model: SmartTurn, audio: AudioArray, words_at: dict[float, str] | st
             if heard.kind == "paused":
                 assert heard.audio is not None
                 at = heard.speech_end - lead.size / ASR_SAMPLE_RATE
-                text = words_at if isinstance(words_at, str) else _said_by(words_at, at)
-                verdict = judge(model.probability(heard.audio), text, OPTIONS)
+                sure = None
+                if callable(words_at):
+                    text, sure = words_at(heard.audio)
+                else:
+                    text = words_at if isinstance(words_at, str) else _said_by(words_at, at)
+                verdict = judge(model.probability(heard.audio), text, OPTIONS, sure)
                 pending.append((detector.windows + VERDICT_WINDOWS, heard.version, verdict.wait_ms))
             elif heard.kind == "turn_ended":
                 ends.append(round(heard.speech_end - lead.size / ASR_SAMPLE_RATE, 2))
@@ -83,6 +93,36 @@ def test_a_hesitant_question_is_one_turn_ended_after_its_last_word(
     assert ends[0] > max(phrases) - 0.4  # the last phrase (the speech detector hears its decay as silence)
 
 
+@pytest.fixture(scope="module")
+def recognised() -> Callable[[AudioArray], tuple[str, str]]:
+    """What the session's recogniser (Whisper tiny, short window) writes at a pause, and the words of
+    it it is sure of."""
+    folder = PROJECT_ROOT / "models_cache" / "whisper-tiny.en"
+    if not folder.is_dir():
+        pytest.fail("the speech recogniser is not prepared: run `make models` (avatar models prepare)")
+    asr = WhisperRecognizer(folder, WhisperOptions(device="cpu"))
+
+    def words(audio: AudioArray) -> tuple[str, str]:
+        transcript = asr.transcribe(audio, language="en", word_probabilities=True)
+        return transcript.text, heard_words(transcript)
+
+    return words
+
+
+@pytest.mark.parametrize("question", [*HESITANT, *TURNS], ids=lambda q: q.name)
+def test_with_the_recognisers_own_words_each_question_is_one_turn(
+    model: SmartTurn, recognised: Callable[[AudioArray], tuple[str, str]], question: object
+) -> None:
+    """As above, with what Whisper tiny writes at each pause instead of what was said: at the first
+    pause of what-did-you it writes "What did you mean?" (its last word a guess, probability 0.43),
+    which would look finished; left out, "What did you" is not."""
+    hesitant = isinstance(question, HesitantQuestion)
+    audio = hesitant_audio(question) if hesitant else question_audio(question)  # type: ignore[arg-type]
+    ends = _listen(model, audio, recognised)
+    assert len(ends) == 1, f"{question.name}: turns ended at {ends} s"  # type: ignore[attr-defined]
+    assert ends[0] >= audio.size / ASR_SAMPLE_RATE - 1.0
+
+
 @pytest.mark.parametrize("turn", TURNS, ids=lambda t: t.name)
 def test_a_complete_question_is_one_turn_ended_soon_after_it(model: SmartTurn, turn: object) -> None:
     audio = question_audio(turn)  # type: ignore[arg-type]
@@ -115,3 +155,21 @@ def test_a_missing_model_file_is_named_with_the_fix(tmp_path: Path) -> None:
 
     with pytest.raises(ModelError, match=r"smart-turn-v3.2-cpu.onnx.*avatar models prepare"):
         SmartTurn(tmp_path)
+
+
+def test_at_the_first_pause_of_what_did_you_the_recognisers_guess_is_left_out(
+    recognised: Callable[[AudioArray], tuple[str, str]],
+) -> None:
+    """Whisper tiny finishes the cut-off "What did you" with a word that was not said; the words it
+    is sure of are the ones that were, and they say the question goes on."""
+    (question,) = [q for q in HESITANT if q.name == "what-did-you"]
+    stream = np.concatenate([np.zeros(ASR_SAMPLE_RATE // 2, np.float32), hesitant_audio(question)])
+    detector = TurnDetector(ListenOptions(end_silence_ms=OPTIONS.unfinished_ms, partial_seconds=0))
+    first = next(
+        h for s in range(0, stream.size, CHUNK) for h in detector.feed(stream[s : s + CHUNK]) if h.kind == "paused"
+    )
+    assert first.audio is not None
+    text, sure = recognised(first.audio)
+    print(f"recognised {text!r}, sure of {sure!r}")
+    assert unfinished_cue(text) is None  # the guess makes it look whole
+    assert sure.lower().startswith("what did you") and unfinished_cue(sure) == "did you"

@@ -134,7 +134,10 @@ def listening_motion(start: int, stop: int, fps: int, listening: Listening) -> t
         shape = going + coming
         nods = np.maximum(nods, (shape * shape * (3 - 2 * shape)).astype(np.float32))
     out = np.zeros((stop - start, 5), np.float32)
-    out[:, 2] = np.radians(LISTEN_NOD_DEG * nods + LISTEN_TILT_DEG) * weight
+    # A nod is whole in itself (from rest and back), so it is not eased: it happens in full even where
+    # the tilt eases out (a pause that may end the user's turn), and a reply drawn with the same
+    # ``Listening`` goes on with it where it is.
+    out[:, 2] = np.radians(LISTEN_NOD_DEG * nods + LISTEN_TILT_DEG * weight)
     return out, weight
 
 

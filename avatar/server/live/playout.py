@@ -29,6 +29,7 @@ import structlog
 from avatar.server.live.codecs import PACKET_S
 from avatar.server.live.holding import Decoded, Hold
 from avatar.server.live.idle import IdleLoop
+from avatar.server.live.listening import ListenFeed
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -101,6 +102,7 @@ class Playout:
         self._last_decided = -1
         self._progress = asyncio.Event()
         self._keyframe_sent_at = -(10**9)
+        self.listening: ListenFeed | None = None  # the face listening to the user, in the idle loop's place
 
     # ------------------------------------------------------------------------------ the clock
 
@@ -130,7 +132,14 @@ class Playout:
         return reply is not None and reply.first_slot is not None and not reply.done.is_set()
 
     def predicted_position(self, frames_ahead: int) -> int:
-        """The idle motion frame the face will show ``frames_ahead`` slots from now."""
+        """The idle motion frame the face will show ``frames_ahead`` slots from now (the listening
+        face's while it listens: a reply then begins where it is)."""
+        feed = self.listening
+        if feed is not None and not feed.finished:
+            target = self.now_slot + frames_ahead
+            if self._last_decided < feed.first_slot:
+                return feed.start_position + max(0, target - feed.first_slot)
+            return feed.position(max(0, target - self._last_decided - 1))
         if not self.idle.ready.is_set():
             return 0
         return self.idle.position(self.idle_index + frames_ahead)
@@ -201,6 +210,8 @@ class Playout:
                 slot = self.queue.popleft()
                 if reply.first_slot is None:
                     reply.first_slot = n
+                    if self.listening is not None:  # the reply takes over from the listening face
+                        self.listening.dropped, self.listening = True, None
                     if self.on_first_slot is not None:
                         self.on_first_slot(reply)
                 reply.played += 1
@@ -259,6 +270,17 @@ class Playout:
                 self._keyframe_sent_at = n
                 return Slot(self.idle.packets[0], silence)
             return Slot(None, silence)
+        feed = self.listening
+        if feed is not None and n >= feed.first_slot:
+            if feed.done:
+                self.listening = None
+                if not feed.dropped and feed.played:
+                    self.idle_index = feed.resume_index
+            elif feed.played or feed.packets:
+                return Slot(feed.take(), silence)
+            else:  # its first frames are not drawn yet: the loop plays on meanwhile
+                feed.first_slot = n + 1
+                feed.late_start += 1
         index = self.idle_index % self.idle.cycle
         self.idle_index = index + 1
         return Slot(self.idle.packets[index], silence)

@@ -35,8 +35,10 @@ from avatar.pipeline import Pipeline
 from avatar.pipeline.pipeline import TurnRequest
 from avatar.pipeline.timing import TurnTimings
 from avatar.server.live.events import EventChannel
-from avatar.server.live.finishing import FinishOptions, TurnEndModel, Verdict, is_backchannel, judge
+from avatar.server.live.finishing import FinishOptions, TurnEndModel, Verdict, heard_words, is_backchannel, judge
 from avatar.server.live.listener import Heard, ListenOptions, TurnDetector
+from avatar.server.live.listening import LEAD_FRAMES as LISTEN_LEAD_FRAMES
+from avatar.server.live.listening import ListenFeed, ListeningFace, can_listen
 from avatar.server.live.playout import Playout, ReplyPlayback
 from avatar.server.live.taking import Carried, EarlyReply, Hush, Speculation, with_carry
 from avatar.server.live.tracks import FaceVideoTrack, VoiceAudioTrack
@@ -138,6 +140,8 @@ class LiveSession:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._echo_until = 0.0
+        self._listening: ListeningFace | None = None  # the face listening while the user speaks
+        self._sure_words: tuple[int, str] | None = None  # (version, the words at its pause the recogniser was sure of)
         self.closed = asyncio.Event()
         playout.on_first_slot = self._first_slot
         playout.on_reply_done = self._reply_done
@@ -237,6 +241,7 @@ class LiveSession:
         """What the detector heard, decided by one small step per kind of event."""
         if heard.kind in ("resumed", "speech_started", "paused"):
             self._drop_early()  # the utterance it answered has grown (a new pause begins another)
+        self._listen_face(heard, arrived)
         if heard.kind == "speech_started":
             self._speech_started()
         elif heard.audio is not None and heard.kind == "partial":
@@ -245,6 +250,65 @@ class LiveSession:
             self._paused(heard.audio, heard.version, self._stream_to_clock(heard.speech_end, arrived))
         elif heard.audio is not None and heard.kind == "turn_ended":
             self._turn_ended(heard.audio, heard.version, self._stream_to_clock(heard.speech_end, arrived))
+
+    def _listen_face(self, heard: Heard, arrived: float) -> None:
+        """The listening face follows the user's turn: it begins at their first sound (when no reply
+        plays), nods at each pause, and eases out when their turn ends."""
+        face = self._listening
+        if face is not None and (face.feed.done or face.feed.finished):
+            face = self._listening = None
+        if heard.kind in ("speech_started", "resumed"):
+            if face is None:
+                self._spawn(self._start_listening(), "listening-face")
+            else:
+                face.spoke()
+            return
+        if face is None:
+            return
+        if heard.kind == "paused":  # the slot playing when the pause began
+            ago = time.perf_counter() - self._stream_to_clock(heard.speech_end, arrived)
+            face.paused(face.seconds_at(self.playout.now_slot - ago * self.playout.fps))
+        elif heard.kind == "turn_ended":
+            face.turn_over(face.seconds_at(self.playout.now_slot))
+
+    async def _start_listening(self) -> None:
+        """Draw the face listening (``listening.py``) in the idle loop's place until the user's turn is over."""
+        if self.playout.speaking or self.playout.listening is not None or not self.playout.idle.ready.is_set():
+            return  # a reply plays (it pauses or stops itself), or the face listens already
+        try:
+            pipeline = self.pipeline()
+            animate = pipeline.animate
+            if not can_listen(animate.animator):
+                return
+            face = await animate.face_for(self.persona.image_path)
+        except AvatarError:
+            return  # not ready: the idle loop plays on
+        if self.playout.speaking or self.playout.listening is not None:
+            return
+        first = self.playout.now_slot + LISTEN_LEAD_FRAMES
+        feed = ListenFeed(first, self.playout.predicted_position(LISTEN_LEAD_FRAMES))
+        listening = ListeningFace(
+            feed,
+            animate.animator,
+            face,
+            self.playout.idle,
+            size=self.options.reply.size,
+            kbps=self.options.reply.kbps,
+            fps=self.playout.fps,
+            begun=-LISTEN_LEAD_FRAMES / self.playout.fps,
+            now_slot=lambda: self.playout.now_slot,
+            reply_pending=lambda: self.playout.reply is not None and self.playout.reply.first_slot is None,
+            draw_work=animate.calls,
+        )
+        self._listening = listening
+        self.playout.listening = feed
+        try:
+            await listening.run()
+        except Exception:  # a bug: the face goes back to its idle loop (at a keyframe), the session goes on
+            log.exception("the live listening face failed", live_session=self.id)
+        finally:
+            if self._listening is listening:
+                self._listening = None
 
     def _speech_started(self) -> None:
         """The user speaks: a reply playing pauses (or stops: barge-in); one not begun yet waits for the rest."""
@@ -372,7 +436,8 @@ class LiveSession:
         model_ms = (time.perf_counter() - started) * 1000
         await asyncio.wait([transcript])
         text = None if transcript.cancelled() or transcript.exception() is not None else transcript.result()
-        verdict = judge(probability, text, finishing)
+        sure = self._sure_words[1] if self._sure_words is not None and self._sure_words[0] == version else None
+        verdict = judge(probability, text, finishing, sure)
         if self.detector.end_after(version, verdict.wait_ms):
             self._verdict = (version, verdict, model_ms)
         log.info(
@@ -382,6 +447,7 @@ class LiveSession:
             wait_ms=verdict.wait_ms,
             probability=None if probability is None else round(probability, 3),
             cue=verdict.cue,
+            unsure_words_left_out=sure is not None and sure != text,
             model_ms=round(model_ms, 1),
             in_time=self._verdict is not None and self._verdict[0] == version,
         )
@@ -425,14 +491,19 @@ class LiveSession:
     def _speculating(self) -> bool:
         return self._speculation is not None and self._speculation.running
 
-    async def _transcribe(self, audio: AudioArray, *, queued: bool = True) -> str:
+    async def _transcribe(self, audio: AudioArray, *, queued: bool = True, version: int | None = None) -> str:
         """The words of ``audio``. ``queued=False``: without waiting for the model queue, which the reply
         being made holds (and, paused, may hold until it resumes): a sound over the reply is short and
-        must be known within a moment, and Whisper takes concurrent calls."""
+        must be known within a moment, and Whisper takes concurrent calls. ``version``: the utterance
+        at a pause, whose words the recogniser is sure of are kept for judging it (``heard_words``)."""
         pipeline = self.pipeline()
+        words = version is not None
         if not queued:
-            return str((await pipeline.transcribe(audio, self.persona.language)).text)
-        transcript = await self.admitted(lambda: pipeline.transcribe(audio, self.persona.language))
+            transcript = await pipeline.transcribe(audio, self.persona.language, words=words)
+        else:
+            transcript = await self.admitted(lambda: pipeline.transcribe(audio, self.persona.language, words=words))
+        if version is not None:
+            self._sure_words = (version, heard_words(transcript))
         return str(transcript.text)
 
     async def _speculate(
@@ -442,7 +513,7 @@ class LiveSession:
         at the end of the turn, which then reports the error). With words in it, its reply is begun
         meanwhile (or, without early replies, the model reads the prompt of it)."""
         try:
-            text = await self._transcribe(audio, queued=self._hush is None)
+            text = await self._transcribe(audio, queued=self._hush is None, version=version)
         except AvatarError:
             return None
         if not text.strip() or not self.detector.in_speech or self.detector.version != version:
@@ -622,6 +693,7 @@ class LiveSession:
                 lead_frames=lead,
                 skip_frames=round(self.skip_frames),
                 held=early is not None and not early.released,
+                listening=self._listening.listening() if self._listening is not None else None,
             )
             made = turn.interrupted is None  # a whole reply: its timings go into the latency metrics
         except AvatarError as exc:

@@ -93,10 +93,12 @@ async def run_turn(
     lead_frames: int,
     skip_frames: int = 0,
     held: bool = False,
+    listening: object | None = None,
 ) -> None:
     """Make ``turn``'s reply into ``playout`` and wait until it has played (or was stopped); then
     record it in the session's history, whole or as far as it was heard. ``held``: made now, played
-    once ``turn.playback.held`` is cleared (an early reply)."""
+    once ``turn.playback.held`` is cleared (an early reply). ``listening``: the face listened before
+    it (``listening.py``); the reply is drawn going on from that."""
     # Where the idle face will be when the reply's first sound plays (its silent start is not played).
     start_frame = max(0, playout.predicted_position(lead_frames) - skip_frames)
     playback = playout.begin(turn.number, start_frame)
@@ -126,6 +128,7 @@ async def run_turn(
         chunk_frames=max(1, playout.fps // 5),  # the first frames go out after 0.2 s of drawing, not 0.5
         opening_silence_s=LEAD_IN_FRAMES / playout.fps,  # not drawn, then skipped: not drawn at all
         control=turn.control,
+        listening=listening,
     )
 
     async def make() -> None:
