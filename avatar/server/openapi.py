@@ -512,7 +512,14 @@ def _paths(settings: Settings) -> dict[str, Any]:
         "/api/v1/voices/{voice}/sample.wav": {
             "get": {
                 "summary": "A few seconds of a voice (made once, on first asking)",
-                "parameters": [{"name": "voice", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "parameters": [
+                    {
+                        "name": "voice",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,31}$"},
+                    }
+                ],
                 "responses": {
                     "200": {"description": "16-bit PCM mono WAV.", "content": {"audio/wav": {}}},
                     **_errors(401, 404, 503),
