@@ -211,7 +211,10 @@ class SpeakStage:
         """Whether the persona's voice is slow to start, and so is handed a shorter first piece (an
         engine says so with ``quick_start(voice)``; the fast ones have none)."""
         says = getattr(self.tts, "quick_start", None)
-        return bool(says(persona.voice_spec)) if says is not None else False
+        try:
+            return bool(says(persona.voice_spec)) if says is not None else False
+        except Exception:  # noqa: BLE001 - a voice it cannot find fails where it speaks (a degraded turn)
+            return False
 
     async def speech(self, text: str, persona: Persona) -> Speech:
         """The spoken ``text`` and, where the voice knows them, the sounds in it and their times."""

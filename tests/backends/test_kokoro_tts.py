@@ -127,5 +127,7 @@ def test_each_persona_voice_goes_to_its_engine_and_an_unknown_one_stops_start_up
     speak = SpeakStage(voices)
     assert speak.quick_start(replace(eileen, voice="jm_kumo")) and not speak.quick_start(replace(eileen, voice="heart"))
     assert not SpeakStage(voices.hibari).quick_start(eileen)  # an engine that says nothing is not slow
+    # A voice it cannot find is not asked about here: the Speak stage meets that failure (a degraded turn).
+    assert not speak.quick_start(replace(eileen, voice="nobody"))
     with pytest.raises(ConfigError, match="heart, jm_kumo, jf_gongitsune"):
         voices.prepare_voice(VoiceSpec("bob", voice="nobody"))
