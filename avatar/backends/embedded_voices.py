@@ -52,6 +52,12 @@ class EmbeddedVoices:
         engine, spec = self._engine(voice)
         engine.prepare_voice(spec)
 
+    def quick_start(self, voice: VoiceSpec) -> bool:
+        """Whether ``voice``'s engine is slow to start (Kokoro): the reply's first piece is cut shorter."""
+        engine, spec = self._engine(voice)
+        says = getattr(engine, "quick_start", None)
+        return bool(says(spec)) if says is not None else False
+
     def synthesize(self, text: str, voice: VoiceSpec) -> AudioArray:
         engine, spec = self._engine(voice)
         return engine.synthesize(text, spec)

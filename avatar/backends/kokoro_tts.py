@@ -5,7 +5,8 @@ Kokoro's style voices (``voices_ja.npz``: Japanese speakers, the male ``jm_kumo`
 predicts how many 25 ms frames each phoneme lasts before it draws the audio; ``avatar models prepare``
 adds that tensor to the graph's outputs, so the phone times returned here are the model's own, not an
 alignment guessed afterwards. Kokoro is ~50x slower than hibari's distilled voice: it runs on one
-thread, sentence by sentence (the pipeline hands it the first clause of a reply on its own).
+thread, sentence by sentence; it says it is slow (``quick_start``), so the pipeline hands it a short
+first piece of a reply (``avatar.pipeline.pieces.quick_opening``) to start on.
 """
 
 from __future__ import annotations
@@ -88,6 +89,11 @@ class KokoroSynthesizer:
         if name not in self._styles:
             raise ConfigError(f"Kokoro voice {name!r} is not loaded; the loaded ones are {', '.join(self.voices)}.")
         return self._styles[name]
+
+    def quick_start(self, voice: VoiceSpec) -> bool:
+        """Kokoro is slow to start (~0.25 s plus ~0.3 s a second of speech on one core): the reply's first
+        piece is cut short for it (``avatar.pipeline.pieces.quick_opening``)."""
+        return True
 
     def synthesize(self, text: str, voice: VoiceSpec) -> AudioArray:
         return self.synthesize_timed(text, voice).audio

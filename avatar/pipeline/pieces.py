@@ -6,6 +6,11 @@ opens a phrase after ``FIRST_PHRASE_WORDS``, an article or the like after ``FIRS
 ellipsis after ``FIRST_PAUSE_WORDS``): the voice and
 the face start on it while the model finishes the sentence. A sentence counts as finished once the next
 one has begun.
+
+A slow voice (one that says so: ``quick_start``) is handed a shorter first piece still (``quick_opening``:
+a clause mark after ``QUICK_WORDS`` words, a conjunction, preposition or article after
+``QUICK_PHRASE_WORDS``), and then the rest of that sentence's first clause, so that the second piece is
+short enough to be voiced while the first plays.
 """
 
 from __future__ import annotations
@@ -68,6 +73,43 @@ _FIRST_LONG_PHRASE = _before(FIRST_LONG_WORDS, f"{_PREPOSITIONS}|{_PHRASE_OPENER
 _FIRST_PAUSE = re.compile(rf"^(?:\S+\s+){{{FIRST_PAUSE_WORDS - 1},}}?\S*?(?:\u2026|\.\.\.)(?=\s|$)")
 
 
+# A slow voice's first piece: up to a clause mark after two words ("Well, yes," | "In the end,"), or up to
+# the space before a conjunction, preposition, article, "of" or "that" once three are written ("I looked
+# down | at the Earth"), never ending on a word that binds to the next ("the", "of", "to", "I"). Measured on Kokoro-82M
+# (docs/models.md, "Voices"): its first piece costs ~0.25 s plus ~0.3 s a second of speech on one core.
+QUICK_WORDS = 2
+QUICK_PHRASE_WORDS = 3
+_QUICK_OPENERS = frozenset(
+    f"{_CONJUNCTIONS}|{_PREPOSITIONS}|a|an|the|my|our|your|his|her|their|its|this|these|those|some|every".split("|")
+)
+_BINDS_ON = _QUICK_OPENERS | frozenset("of|to|that|i|is|was|were|be|been|very|so|not|no|just|really".split("|"))
+# "of" and "that" open a phrase too ("The hardest part | of my training", "a vast expanse | that
+# stretched"), except after a word they bind to ("a lot of", "most of", "so that").
+_QUICK_OPENERS_AFTER = frozenset(("of", "that"))
+_BINDS_OF = frozenset("lot|lots|bit|couple|kind|sort|bunch|most|all|some|one|each|none|many|few|much|out".split("|"))
+_WORD = re.compile(r"\S+")
+_CLAUSE_MARK = re.compile(r"(?<!\d)(?:[,;:\u2013\u2014\u2026]|\.\.\.)$")
+_WORD_END = re.compile(r"[\w'\"\)]$")
+
+
+def quick_opening(sentence: str) -> str | None:
+    """The short opening of ``sentence`` a slow voice may start on (``QUICK_WORDS``), if it has one yet;
+    a conjunction, preposition or article counts once the word after it has begun."""
+    words = list(_WORD.finditer(sentence))
+    for k, word in enumerate(words):
+        text = word.group(0)
+        if k + 1 >= QUICK_WORDS and _CLAUSE_MARK.search(text):
+            return sentence[: word.end()]
+        if k + 1 < QUICK_PHRASE_WORDS or k + 2 >= len(words):
+            continue
+        after = words[k + 1].group(0).lower()
+        bare = text.lower().strip("\"'()")
+        opens = after in _QUICK_OPENERS or (after in _QUICK_OPENERS_AFTER and bare not in _BINDS_OF)
+        if opens and bare not in _BINDS_ON and _WORD_END.search(text):
+            return sentence[: word.end()]
+    return None
+
+
 def first_clause(sentence: str) -> str | None:
     """The opening of ``sentence`` that may be spoken before the rest is written, if it has one yet."""
     rules = (_FIRST_PAUSE, _FIRST_CLAUSE, _FIRST_PHRASE, _FIRST_LONG_PHRASE)
@@ -100,9 +142,15 @@ class PieceSplitter:
     """
 
     def __init__(
-        self, max_sentences: int = 2, messages: Sequence[ChatMessage] = (), unknown_reply: str | None = None
+        self,
+        max_sentences: int = 2,
+        messages: Sequence[ChatMessage] = (),
+        unknown_reply: str | None = None,
+        *,
+        quick_start: bool = False,
     ) -> None:
         self.max_sentences = max_sentences
+        self.quick_start = quick_start  # a slow voice: the first piece is shorter (``quick_opening``)
         self.messages = messages  # the prompt: a piece that reads it back is not spoken
         # Said instead of a piece that makes up facts of the persona's own life; the reply ends there.
         self.unknown_reply = unknown_reply
@@ -111,6 +159,7 @@ class PieceSplitter:
         self.emitted = 0  # sentences handed on (wholly or in part)
         self._used = 0  # sentences of the text finished with
         self._head = 0  # characters of sentence ``_used`` already handed on (its first clause)
+        self._openings = 0  # pieces of the first sentence handed on before its end
         self._spoken: list[str] = []  # the pieces handed on
         self._visitor_notes = prompt_parts(messages).visitor_notes
 
@@ -132,16 +181,34 @@ class PieceSplitter:
         out: list[str] = []
         while self._used < len(parts) - 1 and not self.complete:
             out += self._finish_sentence(parts)
-        if not self.complete and self.emitted == 0 and self._head == 0 and self._used < len(parts):
-            clause = first_clause(parts[self._used])
-            if clause and opens_visitor_claim(clause, self._visitor_notes):
+        while not self.complete and self.emitted == 0 and self._used < len(parts):
+            clause = self._opening(parts[self._used])
+            if clause and opens_visitor_claim(parts[self._used][: self._head + len(clause)], self._visitor_notes):
                 clause = None  # judged whole once written: it may be the visitor's fact said as its own
-            piece = self._checked(clause, "") if clause else None
-            if clause and piece:
-                out.append(piece)
-                self._spoken.append(piece)
-                self._head = len(clause)
+            piece = self._checked(clause, " ".join(self._spoken)) if clause else None
+            if not (clause and piece):
+                break
+            out.append(piece)
+            self._spoken.append(piece)
+            self._head += len(clause)
+            self._openings += 1
         return out
+
+    def _opening(self, sentence: str) -> str | None:
+        """The next opening piece of the first sentence, if one is written (the text up to it, from
+        ``_head``): its first clause; for a slow voice its quick opening, then the rest of its first
+        clause."""
+        if self._openings >= (2 if self.quick_start else 1):
+            return None
+        if self._openings == 0:
+            if not self.quick_start:
+                return first_clause(sentence)
+            found = [c for c in (quick_opening(sentence), first_clause(sentence)) if c]
+            return min(found, key=len) if found else None
+        rest = sentence[self._head :]
+        lead = len(rest) - len(rest.lstrip())
+        clause = first_clause(rest[lead:])
+        return rest[:lead] + clause if clause else None
 
     def finish(self) -> list[str]:
         """The model has stopped: what is left worth saying."""

@@ -118,7 +118,9 @@ class Reply:
             raise failed.exceptions[0] from None
 
     async def _respond(self) -> None:
-        replies = self.respond.stream(self.persona, self.history, self.user_text, self.visitor)
+        replies = self.respond.stream(
+            self.persona, self.history, self.user_text, self.visitor, quick_start=self.speak.quick_start(self.persona)
+        )
         async with contextlib.aclosing(replies):  # an error elsewhere still stops the model cleanly
             while True:
                 self._go_on()

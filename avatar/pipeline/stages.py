@@ -117,17 +117,24 @@ class RespondStage:
             log.info("llm prefill failed", extra={"error": f"{type(exc).__name__}: {exc}"})
 
     async def stream(
-        self, persona: Persona, history: Sequence[ChatMessage], user_text: str, visitor: Sequence[str] = ()
+        self,
+        persona: Persona,
+        history: Sequence[ChatMessage],
+        user_text: str,
+        visitor: Sequence[str] = (),
+        *,
+        quick_start: bool = False,
     ) -> AsyncGenerator[ReplyPart, None]:
         """Display deltas and pieces of speech, as the model writes them (``visitor``: what the visitor
-        has said about themself in this session)."""
+        has said about themself in this session; ``quick_start``: the voice is slow, so its first piece
+        is shorter, ``PieceSplitter``)."""
         canned = canned_reply(persona, user_text)
         if canned is not None:
             yield ReplyPart("delta", canned, canned)
             yield ReplyPart("piece", canned)
             return
         messages = await run_blocking(self.messages, persona, history, user_text, visitor)
-        splitter = PieceSplitter(self.max_sentences, messages, persona.unknown_reply)
+        splitter = PieceSplitter(self.max_sentences, messages, persona.unknown_reply, quick_start=quick_start)
         spoken = 0
         tokens = self.llm.stream(messages, max_new_tokens=self.max_new_tokens)
         try:
@@ -206,6 +213,15 @@ class SpeakStage:
 
     async def __call__(self, text: str, persona: Persona) -> AudioArray:
         return (await self.speech(text, persona)).audio
+
+    def quick_start(self, persona: Persona) -> bool:
+        """Whether the persona's voice is slow to start, and so is handed a shorter first piece (an
+        engine says so with ``quick_start(voice)``; the fast ones have none)."""
+        says = getattr(self.tts, "quick_start", None)
+        try:
+            return bool(says(persona.voice_spec)) if says is not None else False
+        except Exception:  # noqa: BLE001 - a voice it cannot find fails where it speaks (a degraded turn)
+            return False
 
     async def speech(self, text: str, persona: Persona) -> Speech:
         """The spoken ``text`` and, where the voice knows them, the sounds in it and their times."""

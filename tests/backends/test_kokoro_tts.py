@@ -3,6 +3,7 @@ times (the model's own durations) lying where the sounds are."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,11 @@ from avatar.backends.kokoro_tts import EDGE_SILENCE_SECONDS, KokoroSynthesizer, 
 from avatar.backends.whisper import WhisperOptions, WhisperRecognizer
 from avatar.bench.eval import ROUNDTRIP_SENTENCES
 from avatar.bench.wer import WordErrors, word_errors
-from avatar.config import Settings
+from avatar.config import PROJECT_ROOT, Settings
 from avatar.embedded import KOKORO, WHISPER
 from avatar.errors import ConfigError
+from avatar.personas import PersonaStore
+from avatar.pipeline.stages import SpeakStage
 from avatar.types import ASR_SAMPLE_RATE, Speech, VoiceSpec
 from avatar.voices import KOKORO_VOICES
 
@@ -114,5 +117,17 @@ def test_each_persona_voice_goes_to_its_engine_and_an_unknown_one_stops_start_up
     assert heart.audio.size and kumo.audio.size
     assert kumo.phones is not None and [p.symbol for p in kumo.phones][:3] == ["h", "ə", "l"]
     assert voices.synthesize("Hello there.", VoiceSpec("eileen")).size == heart.audio.size  # heart: the default
+    # Kokoro is slow to start: the reply's first piece is cut shorter for its voices, not for hibari's.
+    assert voices.quick_start(VoiceSpec("sam", voice="jm_kumo")) and voices.quick_start(
+        VoiceSpec("x", voice="jf_gongitsune")
+    )
+    assert not voices.quick_start(VoiceSpec("eileen", voice="heart")) and not voices.quick_start(VoiceSpec("eileen"))
+    # The Speak stage asks it for the persona's voice (the Reply passes the answer to the splitter).
+    eileen = PersonaStore(PROJECT_ROOT / "assets" / "personas").get("eileen")
+    speak = SpeakStage(voices)
+    assert speak.quick_start(replace(eileen, voice="jm_kumo")) and not speak.quick_start(replace(eileen, voice="heart"))
+    assert not SpeakStage(voices.hibari).quick_start(eileen)  # an engine that says nothing is not slow
+    # A voice it cannot find is not asked about here: the Speak stage meets that failure (a degraded turn).
+    assert not speak.quick_start(replace(eileen, voice="nobody"))
     with pytest.raises(ConfigError, match="heart, jm_kumo, jf_gongitsune"):
         voices.prepare_voice(VoiceSpec("bob", voice="nobody"))

@@ -275,3 +275,58 @@ def test_the_prompt_carries_the_visitor_notes_and_the_persona_knowledge() -> Non
     assert "Chandra X-ray Observatory" in chat.seen[0].content  # Eileen's knowledge, whole, in the static start
     assert chat.seen[-2].role == "system" and '"Your name is Sam."' in chat.seen[-2].content
     assert chat.seen[-1] == ChatMessage("user", "Do you remember my name?")
+
+
+def quick_pieces(text: str) -> list[str]:
+    """The pieces a slow voice is handed (``quick_start``), fed word by word."""
+    splitter = PieceSplitter(2, quick_start=True)
+    out: list[str] = []
+    for token in ScriptedChat(text).tokens:
+        out += splitter.feed(token)
+        if splitter.complete:
+            break
+    return out if splitter.complete else out + splitter.finish()
+
+
+def test_a_slow_voice_starts_on_a_shorter_piece_then_the_rest_of_the_first_clause() -> None:
+    text = "I looked down at the Earth from orbit at night, and the cities glowed like jewels. It was lovely."
+    assert pieces(text)[0][0] == "I looked down at the Earth"
+    # Three words before a preposition; then the rest of the opening up to its own first break.
+    assert quick_pieces(text) == [
+        "I looked down",
+        "at the Earth from orbit",
+        "at night, and the cities glowed like jewels.",
+        "It was lovely.",
+    ]
+    # A clause mark after two words ends it too.
+    assert quick_pieces("In space, everything floats around you all day long. Yes.")[0] == "In space,"
+    # The whole reply is said, once, in order, whichever way it is cut.
+    for reply in (text, "Well, I remember the first time I saw the sunrise from orbit, it was breathtaking. Yes."):
+        assert " ".join(quick_pieces(reply)) == " ".join(pieces(reply)[0])
+
+
+def test_a_slow_voices_first_piece_does_not_end_on_a_word_that_binds_to_the_next() -> None:
+    # "the", "of", "was" lead into what follows: no cut after them ("It was | the best" is two words).
+    assert quick_pieces("It was the best time of my life, really. Yes.")[0] == "It was the best time"
+    assert quick_pieces("It was so very quiet in orbit. Yes.")[0] == "It was so very quiet"
+    # "of" and "that" open a phrase, except after a word they bind to ("a lot of", "most of").
+    assert quick_pieces("The Earth was a vast expanse that glowed. Yes.")[0] == "The Earth was a vast expanse"
+    assert quick_pieces("I had a lot of fun up there. Yes.")[0] == "I had a lot of fun up there."
+    assert quick_pieces("Most of the time we worked hard. Yes.")[0] == "Most of the time we worked hard."
+    assert quick_pieces("Flying was the best thing, honestly, I ever did. Yes.")[0] == "Flying was the best thing,"
+    # One word and a comma is not a piece; a sentence with no break waits to be whole, as for any voice.
+    assert quick_pieces("Oh, the view was incredible, and deep. Yes.")[0] == "Oh, the view was incredible,"
+
+
+def test_a_slow_voices_opening_is_handed_on_as_soon_as_the_word_after_it_has_begun() -> None:
+    tokens = ["I", " looked", " down", " at", " the", " Earth", ",", " glowing", ".", " Wow", "."]
+    chat = ScriptedChat(tokens=tokens)
+
+    async def run() -> list[tuple[str, int]]:
+        stream = RespondStage(chat).stream(EILEEN, [], "Hi", quick_start=True)
+        return [(part.text, chat.words_sent) async for part in stream if part.kind == "piece"]
+
+    out = asyncio.run(run())
+    assert out[0] == ("I looked down", 5)  # "at" is whole once " the" begins
+    # The rest's own first clause needs four words, as any voice's: "at the Earth," waits for the sentence.
+    assert [piece for piece, _ in out] == ["I looked down", "at the Earth, glowing.", "Wow."]
