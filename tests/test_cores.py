@@ -220,3 +220,29 @@ def test_xllamacpp_reloads_with_the_cores_it_may_use_and_keeps_its_cached_prompt
         os.sched_setaffinity(0, everything)
         watch.stop()
         chat.close()
+
+
+# ------------------------------------------------------------------------------ OpenMP's wait policy
+
+
+def _in_a_new_process(code: str, **env: str) -> str:
+    environ = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | env
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_openmp_is_told_to_wait_passively_before_torch_can_load_its_libgomp() -> None:
+    pytest.importorskip("torch", reason="the case needs torch installed (its libgomp.so.1 is what llama.cpp shares)")
+    code = "import avatar, os, torch; print(avatar.OPENMP_WAIT_POLICY, os.environ['OMP_WAIT_POLICY'])"
+    assert _in_a_new_process(code) == "PASSIVE PASSIVE"
+    assert _in_a_new_process(code, OMP_WAIT_POLICY="active") == "active active"  # the user's value wins
+
+
+def test_a_libgomp_loaded_before_the_package_is_known_to_spin() -> None:
+    pytest.importorskip("torch", reason="the case needs torch installed (its libgomp.so.1 is what llama.cpp shares)")
+    code = "import torch, avatar; print(avatar.OPENMP_LOADED_BEFORE, avatar.OPENMP_WAIT_POLICY)"
+    if _in_a_new_process("import torch, avatar; print(avatar.OPENMP_LOADED_BEFORE)") != "True":
+        pytest.skip("this torch bundles its OpenMP under another name, which llama.cpp does not share")
+    assert _in_a_new_process(code) == "True default"  # read before the package could say PASSIVE
+    assert _in_a_new_process(code, OMP_WAIT_POLICY="PASSIVE") == "True PASSIVE"  # the user said it in time

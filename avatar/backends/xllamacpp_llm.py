@@ -93,12 +93,10 @@ class XLlamaCppChat(FittedPrompt):
     def __init__(self, model_path: Path, options: LlamaCppOptions | None = None) -> None:
         options = options or LlamaCppOptions()
         gguf = find_gguf(model_path)
-        # The wheel's llama.cpp runs its threads under OpenMP, whose workers by default spin while they
-        # wait. On a busy machine (a browser beside the service, other processes) a spinning worker keeps
-        # the core its descheduled partner needs: the first token of a reply took 3-5 s there, against
-        # 0.2-0.3 s with passive waiting (load 7-11 on 2 cores, docs/models.md). Read by libgomp when it
-        # loads, i.e. at the import below; a value the user set wins.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # The wheel's llama.cpp runs its threads under OpenMP, told to wait passively when the package was
+        # imported (avatar/__init__.py: why, and what a libgomp loaded before that means).
+        import avatar
+
         try:
             import xllamacpp
         except ImportError as exc:
@@ -110,8 +108,8 @@ class XLlamaCppChat(FittedPrompt):
         self._folder = Path(tempfile.mkdtemp(prefix="avatar-llm-"))  # mkdtemp makes it 0700: ours alone
         self._key = secrets.token_urlsafe(32)
         self._loads = 0
-        # What libgomp does while a worker waits, as it read the variable when it loaded (above).
-        self.spins_while_waiting = os.environ.get("OMP_WAIT_POLICY", "").strip().upper() != "PASSIVE"
+        # What libgomp does while a worker waits, as it read the variable when it loaded (avatar/cores.py).
+        self.spins_while_waiting = avatar.OPENMP_WAIT_POLICY.strip().upper() != "PASSIVE"
         self.last_reload_seconds: float | None = None
         try:
             self._server: Any = self._start(options, warmup=True)
