@@ -124,7 +124,9 @@ class ThreadGovernor:
             wanted = min(self.configured, cap)
             if wanted > current:
                 return self._decide(wanted, reading, others, "as configured: the cores are back")
-            self.decision = replace(self.decision, allowed=reading.allowed, others=others)
+            why = "no measure of the other processes" if others is None else "threads that wait passively keep it"
+            reason = f"as set ({why})" if current == self.configured else self.decision.reason
+            self.decision = replace(self.decision, allowed=reading.allowed, others=others, reason=reason)
             return None
         down = _clamp(math.floor(reading.allowed + p.down_margin - others), 1, min(self.configured, cap))
         if down < current:
