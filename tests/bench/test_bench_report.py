@@ -212,7 +212,7 @@ def test_a_contended_run_is_held_to_twice_the_latest_idle_run_and_a_first_frame_
 
     limits = load_thresholds()["bench"]
     idle = _result()
-    for stamp, kind, contended in (
+    for stamp, kind, busy in (
         ("20260101T000000Z", "bench", None),  # older idle run
         ("20260102T000000Z", "bench", None),  # the newest idle run: the one to compare with
         ("20260103T000000Z-contended", "bench", DESCRIPTION),
@@ -221,7 +221,7 @@ def test_a_contended_run_is_held_to_twice_the_latest_idle_run_and_a_first_frame_
         run = json.loads(json.dumps(idle))
         if stamp.startswith("20260101"):
             run["inprocess"]["samples"] = []
-        run |= {"kind": kind, "contended": contended}
+        run |= {"kind": kind, "contended": busy}
         (tmp_path / f"{stamp}.json").write_text(json.dumps(run))
     (tmp_path / "20260105T000000Z.json").write_text("not json")
     reference = idle_reference(tmp_path)
