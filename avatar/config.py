@@ -134,6 +134,12 @@ class Settings:
         ge=0,
         le=256,
     )
+    llm_adapt_threads: bool = setting(
+        True,
+        "llama.cpp: follow the cores this process gets: fewer threads while other processes take cores its "
+        "threads would spin on, the set counts again once the machine is quiet (`avatar/cores.py`); `false`: "
+        "`AVATAR_LLM_THREADS` and `AVATAR_LLM_ALONE_THREADS` as given",
+    )
     llm_context_tokens: int = setting(
         2048,
         "llama.cpp: context (KV cache) size, 256-131072; the oldest turns are dropped to fit (`0`: the model's own, "

@@ -20,11 +20,13 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from types import TracebackType
+from typing import Any
 
 import anyio.from_thread
 
 from avatar.backends.factory import model_specs
 from avatar.config import Settings
+from avatar.cores import CoreWatch
 from avatar.errors import AvatarError, ModelError
 from avatar.gpu import check_gpu_memory
 from avatar.personas import CreatedPersonas, PersonaStore
@@ -71,6 +73,7 @@ class Runtime:
         self._loading: asyncio.Future[None] | None = None
         self._loaded = False
         self._pipeline: Pipeline | None = None
+        self.cores: CoreWatch | None = None  # the LLM's thread counts following the free cores
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -137,7 +140,24 @@ class Runtime:
                 self.registry.get("tts").prepare_voice(persona.voice_spec)
             if set(ALL_KINDS) <= set(self.kinds):
                 self.pipeline.animate.prepare_path(persona.image_path)
+        self._watch_cores()
         self._loaded = True
+
+    def _watch_cores(self) -> None:
+        """Start following the free cores with the LLM's threads, if it can change them (llama.cpp)."""
+        if "llm" not in self.kinds or not self.settings.llm_adapt_threads or not self._owns_models:
+            return
+        llm = self.registry.get("llm")
+        if not callable(getattr(llm, "set_threads", None)):
+            return
+        options = llm.options
+        self.cores = CoreWatch(llm, writing=options.threads, reading=options.alone_threads)
+        self.cores.start()
+        log.info("threads: following the free cores (%s)", self.cores.status())
+
+    def thread_status(self) -> dict[str, Any] | None:
+        """What the core watch decided (``/readyz``), or None when it does not run."""
+        return None if self.cores is None else self.cores.status()
 
     @property
     def state(self) -> str:
@@ -180,6 +200,9 @@ class Runtime:
         return self._pipeline
 
     def close(self) -> None:
+        cores, self.cores = self.cores, None
+        if cores is not None:
+            cores.stop()
         if self._owns_models:
             self.registry.close()
 

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,8 @@ class LlamaCppChat(FittedPrompt):
         self.last_reused_tokens = 0
         self.last_first_token_seconds = 0.0  # call to first token of the latest stream (prompt reading)
         self.generating_threads = options.alone_threads  # what the next token is generated with
+        self._applied = (options.alone_threads, options.alone_threads)  # (generating, reading) in the context
+        self.spins_while_waiting = True  # ggml's own thread pool: its workers spin at each barrier (avatar/cores.py)
 
     def _token_text(self, token: int) -> str:
         if token < 0:
@@ -205,10 +207,20 @@ class LlamaCppChat(FittedPrompt):
         Called between two tokens, while the stream waits to be asked for the next."""
         self._use_threads(self.options.threads)
 
+    def set_threads(self, writing: int, reading: int) -> None:
+        """New thread counts (``avatar/cores.py`` follows the free cores with them): writing the reply
+        beside other work, and reading the prompt. Taken up by the next call, or by this one at its next
+        hand-back, on the generating thread itself: llama.cpp's context is never touched from here."""
+        if writing < 1 or reading < 1:
+            raise ValueError(f"thread counts must be at least 1, not {writing}/{reading}")
+        self.options = replace(self.options, threads=writing, alone_threads=reading)
+
     def _use_threads(self, generating: int) -> None:
-        if generating != self.generating_threads:
-            self._lib.llama_set_n_threads(self._llm.ctx, generating, self.options.alone_threads)
-            self.generating_threads = generating
+        wanted = (generating, self.options.alone_threads)
+        if wanted != self._applied:
+            self._lib.llama_set_n_threads(self._llm.ctx, *wanted)
+            self._applied = wanted
+        self.generating_threads = generating
 
     def _ends_turn(self, token: int) -> bool:
         """End of generation, or any control token (a model that opens a new turn, <|im_start|>, has

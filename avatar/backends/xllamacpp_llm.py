@@ -13,8 +13,9 @@ What the engine does differently, and how this module keeps the interface:
   generation.
 - The thread counts are fixed at load: ``alone_threads`` read the prompt (a batch), ``threads`` write the
   reply one token at a time (there is no call to change them between tokens, so ``share_cores`` has
-  nothing left to do). The engine keeps its slot's KV cache between calls, so a prompt that starts like
-  the previous one is read only from where they differ (``last_reused_tokens``).
+  nothing left to do); ``set_threads`` reloads the engine with new ones, keeping its KV cache. The engine
+  keeps its slot's KV cache between calls, so a prompt that starts like the previous one is read only
+  from where they differ (``last_reused_tokens``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,35 +93,26 @@ class XLlamaCppChat(FittedPrompt):
     def __init__(self, model_path: Path, options: LlamaCppOptions | None = None) -> None:
         options = options or LlamaCppOptions()
         gguf = find_gguf(model_path)
-        # The wheel's llama.cpp runs its threads under OpenMP, whose workers by default spin while they
-        # wait. On a busy machine (a browser beside the service, other processes) a spinning worker keeps
-        # the core its descheduled partner needs: the first token of a reply took 3-5 s there, against
-        # 0.2-0.3 s with passive waiting (load 7-11 on 2 cores, docs/models.md). Read by libgomp when it
-        # loads, i.e. at the import below; a value the user set wins.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # The wheel's llama.cpp runs its threads under OpenMP, told to wait passively when the package was
+        # imported (avatar/__init__.py: why, and what a libgomp loaded before that means).
+        import avatar
+
         try:
             import xllamacpp
         except ImportError as exc:
             raise ConfigError(f"AVATAR_LLAMACPP_RUNTIME=xllamacpp needs xllamacpp: {INSTALL_HINT}.") from exc
+        self._xllamacpp: Any = xllamacpp
         self.options = options
         self.name = f"llamacpp:{gguf.parent.name if gguf.name == GGUF_NAME else gguf.stem}"
+        self._gguf = gguf
         self._folder = Path(tempfile.mkdtemp(prefix="avatar-llm-"))  # mkdtemp makes it 0700: ours alone
-        self.listener = EngineListener(self._folder / "engine.sock", secrets.token_urlsafe(32))
-        params = xllamacpp.CommonParams()
-        params.model.path = str(gguf)
-        params.n_ctx = options.context_tokens
-        params.n_parallel = 1  # one slot: one KV cache, kept between calls (the prefix reuse)
-        params.cpuparams.n_threads = options.threads
-        params.cpuparams_batch.n_threads = options.alone_threads
-        params.hostnames = [str(self.listener.socket_path)]  # a path ending in .sock: a Unix socket
-        params.api_keys = [self.listener.api_key]
-        params.endpoint_metrics = params.endpoint_slots = params.endpoint_props = False
-        params.verbosity = -1
-        # As llama-cpp-python runs it: flash attention left to "auto" decoded slower here on the CPU.
-        params.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        params.sampling.seed = options.seed if options.seed >= 0 else xllamacpp.LLAMA_DEFAULT_SEED
+        self._key = secrets.token_urlsafe(32)
+        self._loads = 0
+        # What libgomp does while a worker waits, as it read the variable when it loaded (avatar/cores.py).
+        self.spins_while_waiting = avatar.OPENMP_WAIT_POLICY.strip().upper() != "PASSIVE"
+        self.last_reload_seconds: float | None = None
         try:
-            self._server: Any = xllamacpp.Server(params)
+            self._server: Any = self._start(options, warmup=True)
         except (ValueError, RuntimeError) as exc:
             shutil.rmtree(self._folder, ignore_errors=True)
             raise ModelError(f"llama.cpp could not load {gguf}: {exc}. Is it a complete GGUF file?") from exc
@@ -133,6 +125,56 @@ class XLlamaCppChat(FittedPrompt):
         self.last_first_token_seconds = 0.0
         self.prompt_tokens_evaluated = 0  # prompt tokens read since loading: proof of prefix reuse
         self.generating_threads = options.threads
+
+    def _start(self, options: LlamaCppOptions, *, warmup: bool) -> Any:
+        """A new engine on the model with ``options``' thread counts, listening on a new socket."""
+        xllamacpp = self._xllamacpp
+        self._loads += 1
+        self.listener = EngineListener(self._folder / f"engine-{self._loads}.sock", self._key)
+        params = xllamacpp.CommonParams()
+        params.model.path = str(self._gguf)
+        params.n_ctx = options.context_tokens
+        params.n_parallel = 1  # one slot: one KV cache, kept between calls (the prefix reuse)
+        params.cpuparams.n_threads = options.threads
+        params.cpuparams_batch.n_threads = options.alone_threads
+        params.hostnames = [str(self.listener.socket_path)]  # a path ending in .sock: a Unix socket
+        params.api_keys = [self.listener.api_key]
+        params.endpoint_metrics = params.endpoint_props = False
+        params.endpoint_slots = True  # save and restore the KV cache across a reload (set_threads)
+        params.slot_save_path = str(self._folder) + os.sep  # the engine joins the file name to it as text
+        params.warmup = warmup  # a reload's model is already in memory: no empty run needed
+        params.verbosity = -1
+        # As llama-cpp-python runs it: flash attention left to "auto" decoded slower here on the CPU.
+        params.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.sampling.seed = options.seed if options.seed >= 0 else xllamacpp.LLAMA_DEFAULT_SEED
+        return xllamacpp.Server(params)
+
+    def set_threads(self, writing: int, reading: int) -> None:
+        """New thread counts (``avatar/cores.py`` follows the free cores with them): writing the reply and
+        reading the prompt. The engine fixes them at load, so it is reloaded, between two calls (a call
+        in progress is waited for, a new one waits for this): the KV cache is saved first and restored
+        after, so the cached prompt is not read again. About 1 s on 2 cores; the model file is in memory."""
+        if writing < 1 or reading < 1:
+            raise ValueError(f"thread counts must be at least 1, not {writing}/{reading}")
+        if (writing, reading) == (self.options.threads, self.options.alone_threads):
+            return
+        with self._lock:
+            started = time.perf_counter()
+            saved = self.listener.request("POST", "/slots/0?action=save", {"filename": "slot.bin"})[0] == 200
+            wanted = replace(self.options, threads=writing, alone_threads=reading)
+            self._server = None  # the old engine goes first: two would hold the model twice
+            try:
+                self._server = self._start(wanted, warmup=False)
+            except (ValueError, RuntimeError) as exc:
+                self._server = self._start(self.options, warmup=False)
+                raise ModelError(f"{self.name}: could not reload with {writing}/{reading} threads: {exc}") from exc
+            finally:
+                if saved:
+                    self.listener.request("POST", "/slots/0?action=restore", {"filename": "slot.bin"})
+                (self._folder / "slot.bin").unlink(missing_ok=True)
+            self.options = wanted
+            self.generating_threads = writing
+            self.last_reload_seconds = time.perf_counter() - started
 
     def _props(self) -> dict[str, Any]:
         status, answer = self.listener.request("GET", "/props")

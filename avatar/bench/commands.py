@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,11 @@ def add_commands(sub: Any) -> None:
         "--contended",
         action="store_true",
         help="keep one core busy with another process for the whole run (a busy laptop)",
+    )
+    bench.add_argument(
+        "--ab",
+        action="store_true",
+        help="--contended: the LLM's threads fixed against following the free cores, turns alternating (in-process)",
     )
     bench.add_argument(
         "--runtimes",
@@ -89,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     stamp = machine.timestamp()
     if args.command == "bench" and args.runtimes:
         return _runtimes(settings, args, out_dir, stamp)
+    if args.command == "bench" and args.ab:
+        return _adaptation_ab(settings, args, out_dir, stamp)
     if args.command == "bench" and args.live:
         from avatar.bench.live import LiveBenchOptions, live_checks, run_live_bench
         from avatar.bench.live_report import write_live
@@ -117,7 +125,10 @@ def run(args: argparse.Namespace) -> int:
                 _log(f"contended: {DESCRIPTION}")
             result = run_bench(settings, options, log=_log)
         if args.contended:
+            from avatar.bench.contention import idle_reference
+
             result["contended"] = DESCRIPTION
+            result["idle_reference"] = idle_reference(out_dir)
         checks = bench_checks(result, limits["bench"])
         result["targets"] = [c.as_dict() for c in checks]
         written = write_bench(result, out_dir, stamp + ("-contended" if args.contended else ""))
@@ -159,6 +170,32 @@ def _runtimes(settings: Any, args: argparse.Namespace, out_dir: Path, stamp: str
 
     threads = tuple(args.threads or ((1, 1), (2, 2), (1, 2)))
     write(run_runtimes(settings, reps=args.reps or (1 if args.quick else 4), threads=threads, log=_log, on_rows=write))
+    print(md.read_text())
+    return 0
+
+
+def _adaptation_ab(settings: Any, args: argparse.Namespace, out_dir: Path, stamp: str) -> int:
+    import json
+
+    from avatar.bench import machine
+    from avatar.bench.adapt_ab import markdown, run_adaptation_ab
+    from avatar.bench.contention import DESCRIPTION, one_core_busy
+    from avatar.bench.report import machine_line
+
+    if not args.contended:
+        _log("--ab compares the two with one core busy: add --contended")
+        return 2
+    started, described = time.perf_counter(), machine.describe()
+    with one_core_busy():
+        _log(f"contended: {DESCRIPTION}")
+        result = run_adaptation_ab(settings, reps=args.reps or (1 if args.quick else 2), log=_log)
+    described |= {"load_average_end": machine.load_average(), "elapsed_s": round(time.perf_counter() - started, 1)}
+    result |= {"stamp": stamp, "machine": described, "contended": DESCRIPTION}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stamp}-contended-ab.json").write_text(json.dumps(result, indent=1) + "\n")
+    md = out_dir / f"{stamp}-contended-ab.md"
+    title = f"# Threads fixed (A) or following the free cores (B), {stamp}"
+    md.write_text(f"{title}\n\nMachine: {machine_line(described)}.\nContended: {DESCRIPTION}.\n\n{markdown(result)}\n")
     print(md.read_text())
     return 0
 

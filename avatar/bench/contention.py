@@ -7,10 +7,13 @@ the default priority, started before the models load and stopped when the run en
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 BUSY_LOOP = "while True:\n    pass\n"
 DESCRIPTION = "one core kept busy by another process (a busy loop at normal priority) for the whole run"
@@ -25,3 +28,23 @@ def one_core_busy() -> Iterator[subprocess.Popen[bytes]]:
     finally:
         busy.kill()
         busy.wait()
+
+
+def idle_reference(results: Path, before: str | None = None) -> dict[str, Any] | None:
+    """The idle figure a contended run is held to: the newest bench run in ``results`` made without the
+    busy loop (its name before ``before``, a stamp, if given) and its first spoken piece p50."""
+    from avatar.bench.runner import first_clause_p50
+
+    for path in sorted(results.glob("*.json"), reverse=True):
+        if before is not None and path.stem >= before:
+            continue
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(result, dict) or result.get("kind") != "bench" or result.get("contended"):
+            continue
+        figure = first_clause_p50(result)
+        if figure is not None:
+            return {"run": path.stem, "first_clause_s": figure}
+    return None

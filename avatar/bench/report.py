@@ -107,6 +107,7 @@ def bench_markdown(result: dict[str, Any]) -> str:
         f"Repetitions: {result['options']['reps']} per turn after a warm-up"
         f"{' (quick run)' if result['options']['quick'] else ''}. Cells are p50 / p95 seconds.",
         *([f"**Contended run**: {result['contended']}."] if result.get("contended") else []),
+        *_contended_lines(result),
         "",
     ]
     out += ["## Targets", "", _checks_table(result.get("targets", [])), ""]
@@ -306,6 +307,32 @@ def plot_concurrency(result: dict[str, Any], path: Path) -> Path | None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _contended_lines(result: dict[str, Any]) -> list[str]:
+    """The idle run a contended run is held to, and what the LLM's core watch decided by each part's end."""
+    lines = []
+    if result.get("contended"):
+        idle = result.get("idle_reference")
+        lines.append(
+            f"Idle figure for the 2x target: run `{idle['run']}`, first spoken piece {idle['first_clause_s']:.3f} s."
+            if idle
+            else "No idle run in the results folder to compare with: the 2x target is taken of the idle target."
+        )
+    for where, threads in (
+        ("in-process", result.get("inprocess", {}).get("threads")),
+        ("service", result.get("http", {}).get("threads")),
+    ):
+        if threads:
+            others = threads.get("others_busy_cores")
+            lines.append(
+                f"LLM threads at the end ({where}): reading {threads['llm_reading']}, writing {threads['llm_writing']} "
+                f"of {threads['configured']['llm_reading']} / {threads['configured']['llm_writing']} configured, "
+                f"{threads['changes']} change(s); {threads['cores']:g} cores, others using "
+                f"{'?' if others is None else f'{others:.2f}'}; threads wait {threads['engine_waits']} "
+                f"({threads['reason']})."
+            )
+    return lines
 
 
 def write_bench(result: dict[str, Any], out_dir: Path, stamp: str) -> list[Path]:

@@ -80,6 +80,7 @@ def run_bench(settings: Settings, options: BenchOptions, log: Any = print) -> di
             result["inprocess"] = asyncio.run(_inprocess(bench, questions, options, log))
             result["inprocess"]["ready_s"] = round(ready, 3)
             result["inprocess"]["peak_rss_mb"] = _round(peak_rss_mb())
+            result["inprocess"]["threads"] = bench.runtime.thread_status() if bench.runtime else None
             if options.profile and bench.runtime is not None:
                 stage = hottest_stage(result["inprocess"]["per_turn"])
                 if stage:
@@ -158,6 +159,7 @@ def _http(questions: dict[str, AudioArray], options: BenchOptions, work: Path, l
         log(f"http: ready in {ready:.1f} s")
         out = asyncio.run(_http_turns(server.base_url, wavs, options, log))
         out["peak_rss_mb"] = _round(server.sample_memory())
+        out["threads"] = _threads(server.base_url)
     out.update(available=True, ready_s=round(ready, 3))
     return out
 
@@ -192,6 +194,15 @@ async def _http_turns(base_url: str, wavs: dict[str, bytes], options: BenchOptio
         }
 
 
+def _threads(base_url: str) -> dict[str, Any] | None:
+    """What the service's core watch decided by the end of the run (its /readyz), if it says."""
+    try:
+        threads = httpx.get(f"{base_url}/readyz", timeout=10).json().get("threads")
+    except (httpx.HTTPError, ValueError):
+        return None
+    return threads if isinstance(threads, dict) else None
+
+
 async def _levels(ask: RunTurn, options: BenchOptions, where: str, log: Any) -> dict[str, Any]:
     levels = []
     for clients in options.concurrency:
@@ -210,6 +221,17 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
+def first_clause_p50(result: dict[str, Any]) -> float | None:
+    """The first spoken piece after the prompt (first audio less first transcript), p50 over every
+    in-process turn of a bench result; None when no turn succeeded."""
+    clauses = [
+        t["first_audio"] - t["first_transcript"]
+        for sample in result.get("inprocess", {}).get("samples", [])
+        if not sample.get("error") and {"first_audio", "first_transcript"} <= (t := sample.get("timings") or {}).keys()
+    ]
+    return round(float(np.median(clauses)), 3) if clauses else None
+
+
 def bench_checks(result: dict[str, Any], limits: dict[str, float]) -> list[Check]:
     """The issue's targets, checked against the figures of ``result``."""
     checks = []
@@ -219,17 +241,24 @@ def bench_checks(result: dict[str, Any], limits: dict[str, float]) -> list[Check
         limit = limits["turn_reply_factor"] * reply + limits["turn_offset_s"]
         label = f"full turn, {name} question (p50, in-process; reply {reply:.1f} s)"
         checks.append(Check(f"turn_{name}", label, summary["stages"]["total"]["p50"], round(limit, 3), "s"))
-    clauses = [
-        t["first_audio"] - t["first_transcript"]
-        for sample in inproc.get("samples", [])
-        if not sample.get("error") and {"first_audio", "first_transcript"} <= (t := sample.get("timings") or {}).keys()
-    ]
+    clause_label = "the model's first spoken piece after the prompt, voiced (p50 over every in-process turn)"
+    clause_limit, frame_limit = limits["first_clause_s"], limits["first_frame_s"]
+    if result.get("contended"):  # issue 22: within 2x the idle figure; the first frame within 2 s
+        idle = result.get("idle_reference") or {}
+        factor = limits["contended_first_clause_factor"]
+        if idle.get("first_clause_s"):
+            clause_limit = factor * idle["first_clause_s"]
+            clause_label += f"; limit {factor:g}x the idle run {idle['run']}'s {idle['first_clause_s']:.3f} s"
+        else:
+            clause_limit = factor * limits["first_clause_s"]
+            clause_label += f"; limit {factor:g}x the idle target (no idle run found to compare with)"
+        frame_limit = limits["contended_first_frame_s"]
     checks.append(
         Check(
             "first_clause",
-            "the model's first spoken piece after the prompt, voiced (p50 over every in-process turn)",
-            round(float(np.median(clauses)), 3) if clauses else None,
-            limits["first_clause_s"],
+            clause_label,
+            first_clause_p50(result),
+            round(clause_limit, 3),
             "s",
             note="no in-process turn succeeded",
         )
@@ -243,7 +272,7 @@ def bench_checks(result: dict[str, Any], limits: dict[str, float]) -> list[Check
             "first_frame",
             "first video frame available at an HTTP client, streamed (p50, worst turn, from the upload's end)",
             max(firsts) if firsts else None,
-            limits["first_frame_s"],
+            frame_limit,
             "s",
             note=http.get("reason", "") if not served else "no streamed turn succeeded",
         )

@@ -49,6 +49,10 @@ class Observed(Protocol):
         """Tokens the loaded LLM has generated since it loaded; None before it is ready."""
         ...
 
+    def thread_status(self) -> Mapping[str, Any] | None:
+        """The LLM's thread counts and the cores they follow (avatar/cores.py); None without the watch."""
+        ...
+
 
 class Metrics:
     """The service's metrics. ``Service`` holds one; the request middleware and the turn code feed it."""
@@ -108,7 +112,26 @@ class _ServiceCollector(Collector):
         tokens = self.service.llm_tokens()
         if tokens is not None:
             yield CounterMetricFamily("avatar_llm_tokens", "Tokens the LLM has generated.", value=tokens)
+        threads = self.service.thread_status()
+        if threads is not None:
+            yield from _thread_metrics(threads)
         yield from _gpu_memory()
+
+
+def _thread_metrics(status: Mapping[str, Any]) -> Iterator[Metric]:
+    counts = GaugeMetricFamily("avatar_llm_threads", "The LLM's threads now, per phase.", labels=["phase"])
+    counts.add_metric(["writing"], float(status["llm_writing"]))
+    counts.add_metric(["reading"], float(status["llm_reading"]))
+    yield counts
+    cores = float(status["cores"])
+    yield GaugeMetricFamily("avatar_cpu_cores", "Cores this process may use (affinity, CPU quota).", value=cores)
+    if status.get("others_busy_cores") is not None:
+        yield GaugeMetricFamily(
+            "avatar_cpu_others_busy_cores",
+            "Cores' worth of CPU other processes use (2 s mean).",
+            value=status["others_busy_cores"],
+        )
+    yield CounterMetricFamily("avatar_llm_thread_changes", "Thread count changes since start.", value=status["changes"])
 
 
 def _gpu_memory() -> Iterator[Metric]:

@@ -623,6 +623,25 @@ _SCHEMAS: dict[str, Any] = {
                     "limit": {"type": "integer", "minimum": 0},
                 },
             },
+            "threads": {
+                "type": "object",
+                "description": "The llama.cpp LLM's thread counts as the service set them for the cores other "
+                "processes leave free (docs/models.md, 'Threads on a busy machine'), and why; never makes this 503. "
+                "Absent for an LLM whose threads cannot change.",
+                "properties": {
+                    "adapting": {"type": "boolean"},
+                    "llm_writing": {"type": "integer", "minimum": 1},
+                    "llm_reading": {"type": "integer", "minimum": 1},
+                    "configured": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "engine_waits": {"enum": ["spinning", "passively"]},
+                    "changes": {"type": "integer", "minimum": 0},
+                    "threads": {"type": "integer", "minimum": 1, "description": "the decision: at most this many"},
+                    "cores": {"type": "number", "description": "cores this process may use (affinity, CPU quota)"},
+                    "others_busy_cores": {"type": ["number", "null"], "description": "other processes' use, 2 s mean"},
+                    "reason": {"type": "string"},
+                    "error": {"type": "string", "description": "why the adaptation stopped, if it did"},
+                },
+            },
         },
     },
     "Timings": {

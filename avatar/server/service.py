@@ -93,7 +93,13 @@ class Service:
             "waiting": self.queue.waiting,
             "limit": self.settings.max_queued_requests,
         }
+        if (threads := self.thread_status()) is not None:
+            body["threads"] = threads  # informs; never makes it 503
         return body
+
+    def thread_status(self) -> dict[str, Any] | None:
+        """The LLM's thread counts as the core watch set them, and why (avatar/cores.py); None without it."""
+        return self.runtime.thread_status()
 
     async def _session_store_problem(self) -> str | None:
         """Why the session store cannot be used now (it must answer within STORE_PROBE_S), or None."""

@@ -59,7 +59,12 @@ def test_the_engine_listens_on_no_port_and_refuses_a_caller_without_its_key(gguf
         body = {"prompt": "Hello", "n_predict": 2}
         assert listener.request("POST", "/completion", body)[0] == 200  # the scenario: the key opens it
         for key in ("", "wrong-key", listener.api_key[:-1]):
-            for method, path, payload in (("POST", "/completion", body), ("POST", "/tokenize", {"content": "hi"})):
+            for method, path, payload in (
+                ("POST", "/completion", body),
+                ("POST", "/tokenize", {"content": "hi"}),
+                ("GET", "/slots", None),  # open for the KV cache's save and restore (set_threads)
+                ("POST", "/slots/0?action=save", {"filename": "x.bin"}),
+            ):
                 status, answer = listener.request(method, path, payload, key=key)
                 assert status == 401, (key, path, answer)
         assert len(listener.api_key) >= 40 and listener.api_key not in repr(listener)

@@ -72,3 +72,9 @@ def test_a_thread_pair_that_is_not_one_is_refused_with_the_form_to_use(
         main(["bench", "--runtimes", "--threads", bad])
     assert stopped.value.code == 2
     assert "give two thread counts, writing/reading, e.g. 1/2" in capsys.readouterr().err
+
+
+def test_the_threads_a_b_needs_the_busy_core(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--ab", "--out", str(tmp_path)]) == 2
+    assert "add --contended" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

@@ -203,3 +203,39 @@ def _spread(values: list[float]) -> dict[str, float]:
     figures = spread(values)
     assert figures is not None
     return figures.as_dict()
+
+
+def test_a_contended_run_is_held_to_twice_the_latest_idle_run_and_a_first_frame_in_two_seconds(
+    tmp_path: Path,
+) -> None:
+    from avatar.bench.contention import DESCRIPTION, idle_reference
+
+    limits = load_thresholds()["bench"]
+    idle = _result()
+    for stamp, kind, busy in (
+        ("20260101T000000Z", "bench", None),  # older idle run
+        ("20260102T000000Z", "bench", None),  # the newest idle run: the one to compare with
+        ("20260103T000000Z-contended", "bench", DESCRIPTION),
+        ("20260104T000000Z-live", "live", None),
+    ):
+        run = json.loads(json.dumps(idle))
+        if stamp.startswith("20260101"):
+            run["inprocess"]["samples"] = []
+        run |= {"kind": kind, "contended": busy}
+        (tmp_path / f"{stamp}.json").write_text(json.dumps(run))
+    (tmp_path / "20260105T000000Z.json").write_text("not json")
+    reference = idle_reference(tmp_path)
+    assert reference == {"run": "20260102T000000Z", "first_clause_s": 0.16}
+
+    contended = _result() | {"contended": DESCRIPTION, "idle_reference": reference}
+    checks = {c.name: c for c in bench_checks(contended, limits)}
+    assert checks["first_clause"].limit == round(2.0 * 0.16, 3)
+    assert "2x the idle run 20260102T000000Z's 0.160 s" in checks["first_clause"].label
+    assert checks["first_frame"].limit == limits["contended_first_frame_s"] == 2.0
+    without = {c.name: c for c in bench_checks(contended | {"idle_reference": None}, limits)}
+    assert without["first_clause"].limit == 2.0 * limits["first_clause_s"]
+    assert "no idle run found" in without["first_clause"].label
+    contended["targets"] = [c.as_dict() for c in checks.values()]
+    write_bench(contended, tmp_path, "20260106T000000Z-contended")
+    md = (tmp_path / "20260106T000000Z-contended.md").read_text()
+    assert "Idle figure for the 2x target: run `20260102T000000Z`, first spoken piece 0.160 s." in md

@@ -69,3 +69,17 @@ def test_live_metrics_follow_the_traffic(server: ServerProcess, client: httpx.Cl
     assert value(after, "avatar_turns_in_flight") == 0 and value(after, "avatar_live_sessions") == 0
     assert value(after, "avatar_llm_tokens_total") > value(before, "avatar_llm_tokens_total")
     assert value(after, "process_resident_memory_bytes") > 100 * 2**20
+
+
+@pytest.mark.slow
+def test_the_llm_threads_and_the_cores_they_follow_are_on_readyz_and_metrics(
+    server: ServerProcess, client: httpx.Client
+) -> None:
+    threads = client.get("/readyz").json()["threads"]
+    assert threads["adapting"] is True and threads["engine_waits"] == "passively"  # xllamacpp, the default
+    assert 1 <= threads["llm_reading"] <= threads["configured"]["llm_reading"]
+    assert threads["cores"] >= 1 and threads["reason"]
+    samples = scrape(client)
+    assert value(samples, "avatar_llm_threads", phase="writing") == threads["llm_writing"]
+    assert value(samples, "avatar_cpu_cores") == threads["cores"]
+    assert ("avatar_llm_thread_changes_total", ()) in samples
