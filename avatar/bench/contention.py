@@ -2,7 +2,12 @@
 
 The common case it stands for is a browser playing the reply on the same laptop. The process is a
 plain busy loop in a separate Python interpreter (so it holds a core whatever this process does) at
-the default priority, started before the models load and stopped when the run ends.
+the default priority, started before the models load and stopped when the run ends. It runs in a session
+of its own, as a program started from the desktop does (not a child of the terminal that runs the
+service): where the kernel groups processes by session for scheduling (``sched_autogroup``, on in
+desktop distributions' kernels), the two sessions share the cores, and the service's worker threads,
+which run at a lower priority than its event loop (nice +10), compete with the loop as a whole rather
+than thread by thread.
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ from pathlib import Path
 from typing import Any
 
 BUSY_LOOP = "while True:\n    pass\n"
-DESCRIPTION = "one core kept busy by another process (a busy loop at normal priority) for the whole run"
+DESCRIPTION = (
+    "one core kept busy by another process (a busy loop at normal priority, in a session of its own, as a "
+    "program started from the desktop) for the whole run"
+)
 
 
 @contextmanager
 def one_core_busy() -> Iterator[subprocess.Popen[bytes]]:
     """Keep one core busy while the block runs."""
-    busy = subprocess.Popen([sys.executable, "-c", BUSY_LOOP], stdin=subprocess.DEVNULL)
+    busy = subprocess.Popen([sys.executable, "-c", BUSY_LOOP], stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         yield busy
     finally:
