@@ -22,7 +22,7 @@ from avatar.bench.faces import check_variant, make_variants
 from avatar.bench.fixtures import read_clips
 from avatar.bench.grounded import grounded_section
 from avatar.bench.replies import EVAL_SEED, replies_section
-from avatar.bench.visemes import visemes_section
+from avatar.bench.viseme_check import visemes_section
 from avatar.bench.voice_eval import voices_section
 from avatar.bench.wer import WordErrors, word_errors
 from avatar.config import Settings

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from avatar.bench.eval import _Checks
-from avatar.bench.visemes import PORTRAITS, bearded, visemes_section
+from avatar.bench.viseme_check import PORTRAITS, bearded, visemes_section
 from avatar.quality import lipsync
 from avatar.types import FaceAnimator
 
