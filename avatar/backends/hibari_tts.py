@@ -15,7 +15,7 @@ import numpy as np
 
 from avatar.errors import ConfigError, ModelError
 from avatar.media import normalize_loudness
-from avatar.types import AudioArray, Phone, Speech, VoiceSpec
+from avatar.types import KOKORO_SOUNDS_EARLY_S, AudioArray, Phone, Speech, VoiceSpec
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,9 @@ class HibariSynthesizer:
                     units = np.asarray(out[6]).reshape(-1)
                     seconds_per_unit = sentence.size / rate / float(units.sum())
                     symbols = "".join(c for c in phonemes if c in self._tts.vocab)
-                    phones.extend(phones_from_durations(symbols, units, seconds_per_unit, at / rate))
+                    phones.extend(
+                        phones_from_durations(symbols, units, seconds_per_unit, at / rate - KOKORO_SOUNDS_EARLY_S)
+                    )
                 except (ValueError, IndexError, ZeroDivisionError) as exc:
                     log.warning(
                         "hibari phoneme timings unusable; the face follows the audio", extra={"reason": str(exc)}

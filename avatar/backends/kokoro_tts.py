@@ -20,7 +20,7 @@ import numpy as np
 
 from avatar.errors import ConfigError, ModelError
 from avatar.media import normalize_loudness
-from avatar.types import AudioArray, Phone, Speech, VoiceSpec
+from avatar.types import KOKORO_SOUNDS_EARLY_S, AudioArray, Phone, Speech, VoiceSpec
 
 MODEL_FILE = "kokoro-v1.0.int8.timed.onnx"
 VOICES_FILE = "voices_ja.npz"
@@ -114,7 +114,8 @@ class KokoroSynthesizer:
                 audio, said = self._piece(piece, style, voice.speed)
                 if audio.size == 0:
                     continue
-                phones.extend(Phone(p.symbol, p.start + offset / rate, p.end + offset / rate) for p in said)
+                at = offset / rate - KOKORO_SOUNDS_EARLY_S
+                phones.extend(Phone(p.symbol, max(0.0, p.start + at), p.end + at) for p in said)
                 parts.append(audio)
                 offset += audio.size
                 spoken = True

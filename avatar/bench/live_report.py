@@ -42,7 +42,11 @@ def live_markdown(result: dict[str, Any]) -> str:
             [
                 ["end of speech → first reply voice at the client (s)", _p(s["first_voice_s"])],
                 ["end of speech → first moving-mouth frame at the client (s)", _p(s["moving_mouth_s"])],
-                ["voice/mouth lag, sender clock (ms; + = mouth later)", _p(s["sync_lag_ms"], digits=1)],
+                [
+                    "voice/mouth lag, sender clock (ms; + = mouth later; replies with 3 s of speech or more: "
+                    f"{(s['sync_lag_ms'] or {}).get('n', 0)} of {len(result.get('turns', []))})",
+                    _p(s["sync_lag_ms"], digits=1),
+                ],
                 ["peak correlation of mouth and loudness", _p(s["sync_peak_correlation"])],
                 ["received frame rate while speaking (fps)", _p(s["fps"], digits=1)],
                 ["frame arrival jitter (std of gaps, ms)", _p(s["jitter_ms"], digits=1)],
@@ -82,6 +86,30 @@ def live_markdown(result: dict[str, Any]) -> str:
                 for t in result.get("turns", [])
             ],
         ),
+        "",
+        "## Each other voice (a persona made with it; the same questions and repetitions)",
+        "",
+        table(
+            [
+                "voice",
+                "engine",
+                "first voice s (p50 / p95)",
+                "|voice/mouth lag| ms (p50 / p95)",
+                "the new persona's first turn: first voice s",
+            ],
+            [
+                [
+                    voice,
+                    row.get("engine"),
+                    _p(row.get("first_voice_s")),
+                    _p(row.get("abs_sync_lag_ms"), digits=1),
+                    row.get("new_persona_first_turn_s", "–"),
+                ]
+                for voice, row in s.get("voices", {}).items()
+            ],
+        )
+        if s.get("voices")
+        else "(none run)",
         "",
         "## Turn-taking, per set of clips",
         "",

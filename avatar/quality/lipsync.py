@@ -189,6 +189,36 @@ def score_frames(
     return replace(score(openings, envelope, fps), faces_found=found)
 
 
+def without_brief_closures(
+    openings: FloatArray, fps: int, longest_s: float = 0.12, closed_gap: float | None = None, pad: int = 0
+) -> FloatArray:
+    """``openings`` with the frames of every brief full closure (``longest_s`` or shorter) left out
+    (NaN; ``pad`` frames either side too), for a stream whose phones are not known (live mode).
+
+    Lips drawn from the phones seal for a moment on m, b and p while the voice still sounds, which
+    loudness calls wrong; ``score_frames`` leaves those phones out when it knows them. A seal that
+    short is a bilabial's: a photo's own closed mouth, and the lips in a pause, stay shut longer. Only
+    the sealed frames are left out (``score_frames`` leaves ±40 ms, as a phone's edges are not sure):
+    the lips' release is kept, as it comes with the sound. A stream out of step is still caught by its
+    vowels, which are all kept."""
+    gap = CLOSED_GAP if closed_gap is None else closed_gap
+    closed = np.nan_to_num(openings, nan=1.0) < gap
+    out = openings.copy()
+    longest = max(1, round(longest_s * fps))
+    i = 0
+    while i < closed.size:
+        if not closed[i]:
+            i += 1
+            continue
+        j = i
+        while j < closed.size and closed[j]:
+            j += 1
+        if j - i <= longest:
+            out[max(0, i - pad) : j + pad] = np.nan
+        i = j
+    return out
+
+
 def measure_video(
     path: Path,
     landmarker_path: Path,

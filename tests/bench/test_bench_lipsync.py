@@ -13,7 +13,7 @@ from avatar.bench.eval import shifted, static
 from avatar.config import PROJECT_ROOT
 from avatar.pipeline.stages import AnimateStage
 from avatar.quality import lipsync
-from avatar.types import AudioArray, FaceAnimator, FrameArray
+from avatar.types import AudioArray, FaceAnimator, FrameArray, VoiceSpec
 
 RATE = 24_000
 PORTRAIT = PROJECT_ROOT / "assets" / "personas" / "eileen" / "portrait.png"
@@ -77,3 +77,42 @@ def test_sub_frame_peak_refinement() -> None:
     assert lipsync._refine({-1: 0.5, 0: 0.9, 1: 0.5}, 0) == 0.0
     assert 0 < lipsync._refine({-1: 0.4, 0: 0.9, 1: 0.8}, 0) < 0.5
     assert lipsync._refine({0: 0.9}, 0) == 0.0
+
+
+def test_brief_closures_are_left_out_and_long_ones_kept() -> None:
+    gap = np.array([0.06, 0.08, 0.003, 0.004, 0.07, 0.09, 0.002, 0.002, 0.002, 0.002, 0.002, 0.06, np.nan])
+    out = lipsync.without_brief_closures(gap, 25)  # 120 ms: three frames at most
+    assert np.isnan(out[2:4]).all() and out[1] == 0.08 and out[4] == 0.07  # the two-frame seal only
+    assert np.isnan(lipsync.without_brief_closures(gap, 25, pad=1)[1:5]).all()  # and a frame either side
+    assert not np.isnan(out[6:11]).any()  # five frames shut: a closed mouth, not a bilabial
+    assert out[11] == 0.06 and np.isnan(out[12])
+
+
+@pytest.mark.parametrize("text", ["My name is Eileen Collins.", "Bob made my baby a maple pie, mom."])
+def test_phone_driven_lips_as_live_mode_measures_them(text: str, animator: FaceAnimator, landmarker: Path) -> None:
+    """Lips drawn from the phones seal on m/b/p while the voice sounds. Live mode cannot know the phones
+    and leaves out the brief seals it sees: the reply in step passes, and one 200 ms late is caught."""
+    from avatar.backends.hibari_tts import HibariSynthesizer
+
+    tts = HibariSynthesizer()
+    try:
+        spoken = tts.synthesize_timed(text, VoiceSpec("test"))
+    finally:
+        tts.close()
+    assert spoken.phones
+    face = AnimateStage(animator).prepare_path(PORTRAIT)
+    frames = animator.render(face, spoken.audio, RATE, phones=spoken.phones)
+    fps = animator.fps
+    audio = media.fit_audio_to_frames(spoken.audio, RATE, len(frames), fps)
+    envelope = lipsync.loudness_envelope(audio, RATE, fps, len(frames))
+    meter = lipsync.MouthMeter(landmarker)
+    try:
+        opened = meter.openings(list(frames))
+        late = meter.openings(list(shifted(frames, fps, 200)))
+    finally:
+        meter.close()
+    assert lipsync.closures(opened) >= 2  # the seals are there to be left out
+    seen = lipsync.score(lipsync.without_brief_closures(opened, fps), envelope, fps)
+    assert seen.passes(), seen
+    off = lipsync.score(lipsync.without_brief_closures(late, fps), envelope, fps)
+    assert off.lag_ms - seen.lag_ms > 120 and not off.passes(), (off, seen)

@@ -80,6 +80,8 @@ class VisemeTrack:
     """0 … 1: lower lip to the upper teeth (f, v)."""
     hush: FloatArray
     """0 … 1: how far a pause here may close the lips (0 at the clip's ends)."""
+    rest: FloatArray
+    """0 … 1: the phones' own silence (openfacefx's ``sil`` weight, handing over to the next sound)."""
 
 
 def _smoothstep(edge0: float, edge1: float, x: FloatArray) -> FloatArray:
@@ -156,4 +158,5 @@ def viseme_track(phones: Sequence[Phone], n_frames: int, fps: int) -> VisemeTrac
         seal=seal.astype(np.float32),
         tuck=tuck.astype(np.float32),
         hush=hush.astype(np.float32),
+        rest=weights["sil"].mean(axis=1).astype(np.float32),
     )
