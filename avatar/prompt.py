@@ -99,6 +99,14 @@ def asks_about_visitor(text: str) -> bool:
     return text.rstrip().endswith("?") and _ABOUT_ME.search(text) is not None
 
 
+OPENING_TEXT = "Hello!"
+"""What the model reads ahead when a persona is about to be spoken to (a live session opens, a persona is
+made): the prompt of a reply to it begins as every reply's does (the persona's instructions and knowledge,
+the conversation so far), so the first question finds them read. That matters for a persona other than
+the one the model last spoke as: one just made took 5.7 s to its first voice in ``bench-live``, its
+whole prompt read after the question."""
+
+
 def build_messages(
     persona: Persona, history: Sequence[ChatMessage], user_text: str, visitor: Sequence[str] = ()
 ) -> list[ChatMessage]:

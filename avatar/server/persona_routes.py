@@ -14,23 +14,27 @@ import hmac
 import io
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import numpy as np
+import structlog
 from PIL import Image
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from avatar import media
-from avatar.errors import InvalidRequestError, NoSpeechError, UnknownPersonaError
+from avatar.errors import AvatarError, InvalidRequestError, NoSpeechError, UnknownPersonaError
 from avatar.images import load_image
 from avatar.knowledge import KNOWLEDGE_FILE, knowledge_problem
 from avatar.personas import DEFAULT_PROMPT, MAX_PORTRAIT_SIDE, PORTRAIT, UNNAMED_PROMPT, VOICE, Persona
 from avatar.pipeline.stages import SILENCE_DBFS
 from avatar.pipeline.text import checked_text
 from avatar.pipeline.threads import run_blocking
+from avatar.prompt import OPENING_TEXT
 from avatar.server import voice_routes
 from avatar.server.security import caller_of, picture_token
 from avatar.server.service import AppState, Service
@@ -38,6 +42,8 @@ from avatar.server.uploads import audio_type, image_type, read_form
 from avatar.server.urls import public_url_for
 from avatar.types import ImageArray
 from avatar.voices import find_voice
+
+log = structlog.stdlib.get_logger(__name__)
 
 NAME_CHARS = 64
 PROMPT_CHARS = 2000
@@ -215,7 +221,23 @@ async def create_persona(request: Request[AppState]) -> JSONResponse:
     if voice_note is not None:
         body["voice_note"] = voice_note
     location = public_url_for(request, "persona", persona=name)
-    return JSONResponse(body, status_code=201, headers={"Location": location})
+    # Its first question then finds its prompt read (``avatar.prompt.OPENING_TEXT``).
+    read = BackgroundTask(_read_prompt, service, kept)
+    return JSONResponse(body, status_code=201, headers={"Location": location}, background=read)
+
+
+async def _read_prompt(service: Service, persona: Persona) -> None:
+    """The new persona's prompt read into the model's cache, if nothing else is waiting for the model
+    (reading it holds the model for seconds: other users' turns come first)."""
+    if not service.queue.idle.is_set():
+        return
+    started = time.perf_counter()
+    try:
+        await service.queue.run(lambda: service.pipeline.respond.prefill(persona, (), OPENING_TEXT))
+    except AvatarError as exc:  # only a head start: a busy or failing service skips it
+        log.info("persona prompt not read ahead", persona=persona.name, error=exc.message)
+    else:
+        log.info("persona prompt read ahead", persona=persona.name, seconds=round(time.perf_counter() - started, 2))
 
 
 def _text(value: str | None, field: str, limit: int) -> str | None:

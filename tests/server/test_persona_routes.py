@@ -62,7 +62,9 @@ def test_the_photo_becomes_a_persona(client: httpx.Client, created: dict[str, An
     assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg"
 
 
-def test_the_new_persona_answers(client: httpx.Client, created: dict[str, Any]) -> None:
+def test_the_new_persona_answers(client: httpx.Client, created: dict[str, Any], server: ServerProcess) -> None:
+    # Made, its prompt is read into the model's cache while the user gets ready to speak.
+    server.wait_for_log(timeout=60, event="persona prompt read ahead", persona=created["name"])
     response = client.post("/api/v1/conversation", data={"text": "Hello, who are you?", "persona": created["name"]})
     assert response.status_code == 200, response.text
     turn = response.json()

@@ -34,6 +34,7 @@ from avatar.personas import Persona
 from avatar.pipeline import Pipeline
 from avatar.pipeline.pipeline import TurnRequest
 from avatar.pipeline.timing import TurnTimings
+from avatar.prompt import OPENING_TEXT
 from avatar.server.live.events import EventChannel
 from avatar.server.live.finishing import FinishOptions, TurnEndModel, Verdict, heard_words, is_backchannel, judge
 from avatar.server.live.listener import Heard, ListenOptions, TurnDetector
@@ -158,6 +159,7 @@ class LiveSession:
                 self._close_soon(f"the connection is {self.pc.connectionState}")
 
         self.events.send("listening", session_id=self.session_id, live_session=self.id)
+        self._reading_ahead = self._spawn(self._read_ahead(OPENING_TEXT), "read-prompt")
 
     def _close_soon(self, reason: str) -> None:
         if not self._closing:
