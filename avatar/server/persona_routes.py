@@ -50,6 +50,7 @@ PROMPT_CHARS = 2000
 VOICE_RATE = 24_000
 VOICE_SECONDS = (3.0, 30.0)  # a voice sample long enough to clone from, short enough to keep
 TOKEN = re.compile(r"[0-9a-f]{32}")
+READ_AHEAD_WITHIN_S = 60.0  # a new persona's prompt is read ahead if the model is free within this
 LANGUAGE = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})?$")
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
@@ -227,9 +228,12 @@ async def create_persona(request: Request[AppState]) -> JSONResponse:
 
 
 async def _read_prompt(service: Service, persona: Persona) -> None:
-    """The new persona's prompt read into the model's cache, if nothing else is waiting for the model
-    (reading it holds the model for seconds: other users' turns come first)."""
-    if not service.queue.idle.is_set():
+    """The new persona's prompt read into the model's cache once nothing else runs or waits for the
+    model (reading it holds the model for seconds: other users' turns come first), within a minute."""
+    try:
+        await asyncio.wait_for(service.queue.idle.wait(), READ_AHEAD_WITHIN_S)
+    except TimeoutError:
+        log.info("persona prompt not read ahead", persona=persona.name, error="the model stayed busy")
         return
     started = time.perf_counter()
     try:
