@@ -36,6 +36,7 @@ from avatar.bench.live_measures import cpu_seconds, measure_reply
 from avatar.bench.stats import spread
 from avatar.bench.targets import Check
 from avatar.config import PROJECT_ROOT, Settings
+from avatar.personas import load_persona
 from avatar.quality.lipsync import MouthMeter
 from avatar.server.live.ice import use_host_addresses
 from avatar.types import AudioArray
@@ -147,7 +148,7 @@ async def _voices(
     from the default portrait and knowledge with that voice (``POST /api/v1/personas``)."""
     async with httpx.AsyncClient(base_url=base_url, timeout=120) as http:
         voices = (await http.get("/api/v1/voices")).json()["voices"]
-        default = _toml_voice(DEFAULT_PERSONA / "persona.toml")
+        default = load_persona(DEFAULT_PERSONA).voice
         made = []
         for voice in voices:
             if voice["name"] == default:
@@ -178,12 +179,6 @@ async def _voices(
                 rows.append({"voice": voice["name"], "engine": voice.get("engine"), **turn})
                 log(f"live bench: {voice['name']} voice, {name} question, rep {rep + 1}: " + _brief(turn))
     return rows
-
-
-def _toml_voice(path: Path) -> str:
-    import tomllib
-
-    return str(tomllib.loads(path.read_text()).get("voice", ""))
 
 
 async def _turn(
