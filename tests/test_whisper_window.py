@@ -12,7 +12,9 @@ import pytest
 
 from avatar import media
 from avatar.backends.whisper import WINDOW_MAX_S, WhisperOptions, WhisperRecognizer, _timed_pieces
+from avatar.bench.fixtures import BACKCHANNELS, NOISES, sound_audio
 from avatar.config import PROJECT_ROOT
+from avatar.server.live.finishing import is_backchannel, is_vocal_sound
 from avatar.types import ASR_SAMPLE_RATE, AudioArray
 
 FIXTURES = PROJECT_ROOT / "bench" / "fixtures"
@@ -92,3 +94,35 @@ def test_text_after_the_speech_has_ended_is_dropped() -> None:
     assert [(round(s, 2), round(e, 2), t) for s, e, t in pieces] == [(0.0, 1.5, [1, 2]), (1.5, 2.9, [3])]
     # Text with no closing timestamp ends at the end of the speech.
     assert _timed_pieces([at(0.4), 7, 8], begin, seconds=2.0) == [(pytest.approx(0.4), 2.0, [7, 8])]
+
+
+@pytest.mark.parametrize("name", [name for name, _ in BACKCHANNELS] + list(NOISES))
+def test_a_glance_at_a_backchannel_or_a_noise_tells_it_from_words(
+    recognizers: tuple[WhisperRecognizer, WhisperRecognizer], name: str
+) -> None:
+    """What a live session resumes a paused reply on at once: a backchannel, no words, or (unsure) a hum."""
+    short, _ = recognizers
+    glanced = short.glance(sound_audio(name), language="en")
+    assert glanced is not None
+    text, sure = glanced
+    assert is_backchannel(text) or (not sure and is_vocal_sound(text)), (text, sure)
+
+
+@pytest.mark.parametrize("name", ["question-short.flac", "asr/tts-library.flac"])
+def test_a_glance_at_words_reads_them_as_the_transcript_does(
+    recognizers: tuple[WhisperRecognizer, WhisperRecognizer], name: str
+) -> None:
+    short, usual = recognizers
+    audio = clip(name)
+    glanced = short.glance(audio, language="en")
+    assert glanced is not None
+    text, sure = glanced
+    assert sure and words(text) == words(usual.transcribe(audio).text)
+    assert not is_backchannel(text) and not is_vocal_sound(text)
+
+
+def test_no_glance_at_speech_longer_than_the_window(recognizers: tuple[WhisperRecognizer, WhisperRecognizer]) -> None:
+    short, _ = recognizers
+    question = clip("question-medium.flac")
+    long = np.concatenate([question] * int(WINDOW_MAX_S / (question.size / ASR_SAMPLE_RATE) + 1))
+    assert short.glance(long, language="en") is None

@@ -132,10 +132,30 @@ class WhisperRecognizer:
         text = " ".join(s.text for s in collected if s.text).strip()
         return Transcript(text=text, language=info.language, segments=collected)
 
+    def glance(self, audio: AudioArray, *, language: str | None = None) -> tuple[str, bool] | None:
+        """A quick first reading of a short sound (one greedy pass in a short window, ~0.06 s on one core)
+        and whether Whisper's own checks pass it (False: they would decode it again, at rising
+        temperatures over the whole 30 s window, 0.3-0.8 s for a lone "Mm-hmm." or "Right."). None
+        when the speech is too long for a short window. For deciding at once what a sound was, not
+        for its final words."""
+        language = self._language(language)
+        if language is None:
+            return None
+        reading = self._short_reading(audio, language)
+        return None if reading is None else (reading[0].text, reading[1])
+
     def _short_window(self, audio: AudioArray, language: str, probabilities: bool = False) -> Transcript | None:
         """The transcript from a window just longer than the speech; None when the speech is too long
         for one, or Whisper's checks reject what the short window gave (the caller then does it the
         usual way)."""
+        reading = self._short_reading(audio, language, probabilities)
+        return reading[0] if reading is not None and reading[1] else None
+
+    def _short_reading(
+        self, audio: AudioArray, language: str, probabilities: bool = False
+    ) -> tuple[Transcript, bool] | None:
+        """The short window's transcript, and whether Whisper's checks (compression ratio, mean
+        log-probability) pass it; None when the speech is too long for one, or it repeated itself."""
         import ctranslate2
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
@@ -143,7 +163,7 @@ class WhisperRecognizer:
 
         chunks = get_speech_timestamps(audio, VadOptions()) if self.options.vad else [{"start": 0, "end": audio.size}]
         if not chunks:
-            return Transcript(text="", language=language)  # no speech at all (as the usual path says)
+            return Transcript(text="", language=language), True  # no speech at all (as the usual path says)
         speech = np.concatenate([audio[c["start"] : c["end"]] for c in chunks])
         seconds = speech.size / ASR_SAMPLE_RATE
         window = max(WINDOW_MIN_S, WINDOW_STEP_S * math.ceil((seconds + WINDOW_MARGIN_S) / WINDOW_STEP_S))
@@ -176,14 +196,15 @@ class WhisperRecognizer:
         pieces = [(start, end, tokenizer.decode(p).strip()) for start, end, p in timed]
         text = " ".join(t for _, _, t in pieces if t)
         if result.no_speech_prob > NO_SPEECH_PROB and result.scores[0] < MIN_MEAN_LOG_PROB:
-            return Transcript(text="", language=language)  # what the usual path drops as silence
+            return Transcript(text="", language=language), True  # what the usual path drops as silence
         said = [t for _, _, t in pieces if t]
         if len(set(said)) < len(said):  # a piece said again: Whisper looping, as it does in short windows
             log.debug("short window repeated itself (%r); transcribing the usual way", text[:80])
             return None
-        if not text or get_compression_ratio(text) > MAX_COMPRESSION_RATIO or result.scores[0] < MIN_MEAN_LOG_PROB:
-            log.debug("short window rejected (%r); transcribing the usual way", text[:80])
-            return None
+        passes = bool(text) and get_compression_ratio(text) <= MAX_COMPRESSION_RATIO
+        passes = passes and result.scores[0] >= MIN_MEAN_LOG_PROB
+        if not passes:
+            log.debug("short window rejected (%r)", text[:80])
         timeline = SpeechTimestampsMap(chunks, ASR_SAMPLE_RATE)
         segments = []
         for (start, end, t), (_, _, tokens) in zip(pieces, timed, strict=True):
@@ -191,7 +212,7 @@ class WhisperRecognizer:
             words = _words(tokenizer, tokens, text_probs, begin, finish) if probabilities else ()
             if t:
                 segments.append(Segment(text=t, start=begin, end=finish, words=words))
-        return Transcript(text=text, language=language, segments=tuple(segments))
+        return Transcript(text=text, language=language, segments=tuple(segments)), passes
 
     def _language(self, language: str | None) -> str | None:
         if self.english_only:

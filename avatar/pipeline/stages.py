@@ -66,6 +66,15 @@ class TranscribeStage:
             raise NoSpeechError("No speech was recognised in the recording. Speak clearly and try again.")
         return transcript
 
+    async def glance(self, audio: AudioArray, language: str | None = None) -> tuple[str, bool] | None:
+        """A quick first reading of a short sound and whether the recogniser is sure of it (Whisper's
+        ``glance``); None where the recogniser has none, or the sound is too long for one."""
+        glance = getattr(self.asr, "glance", None)
+        if glance is None:
+            return None
+        result: tuple[str, bool] | None = await self.calls(glance, audio, language=language)
+        return result
+
 
 @dataclass(frozen=True)
 class ReplyPart:

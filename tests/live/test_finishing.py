@@ -11,6 +11,7 @@ from avatar.server.live.finishing import (
     heard_words,
     is_backchannel,
     is_greeting,
+    is_vocal_sound,
     judge,
     unfinished_cue,
 )
@@ -134,6 +135,24 @@ def test_a_backchannel_or_a_noise_is_told_from_words_that_take_the_turn(
     heard: str | None, keeps_the_turn: bool
 ) -> None:
     assert is_backchannel(heard) is keeps_the_turn
+
+
+@pytest.mark.parametrize(
+    ("unsure_reading", "a_hum"),
+    [
+        ("M'hama.", True),  # how tiny.en spells a "mm-hm" it cannot make out
+        ("Eha.", True),  # an "uh-huh"
+        ("A hum.", True),  # an "ahem"
+        ("Mm-hmm.", True),
+        ("Wait.", False),
+        ("Hey!", False),
+        ("Tell me more.", False),
+        ("Um, ah, um, ah.", False),  # more than a listener's hum
+        ("", False),  # no words at all is a noise, told by ``is_backchannel``
+    ],
+)
+def test_an_unsure_reading_spelt_like_a_hum_is_a_sound_not_words(unsure_reading: str, a_hum: bool) -> None:
+    assert is_vocal_sound(unsure_reading) is a_hum
 
 
 def _transcript(*words: tuple[str, float]) -> Transcript:

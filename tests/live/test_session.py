@@ -64,6 +64,23 @@ class ScriptedAsr:
     def close(self) -> None: ...
 
 
+class GlancingAsr(ScriptedAsr):
+    """Also has Whisper's quick first reading (``glance``): the text and whether it is sure of it, for
+    an utterance of a given length; its full transcripts take ``slow_s`` (the usual 30 s window)."""
+
+    def __init__(self, words: dict[int, str], glances: dict[int, tuple[str, bool]], slow_s: float) -> None:
+        super().__init__(words)
+        self.glances = glances
+        self.slow_s = slow_s
+
+    def transcribe(self, audio: np.ndarray, *, language: str | None = None) -> Transcript:
+        time.sleep(self.slow_s)
+        return super().transcribe(audio, language=language)
+
+    def glance(self, audio: np.ndarray, *, language: str | None = None) -> tuple[str, bool] | None:
+        return self.glances.get(audio.size)
+
+
 class Tone:
     """A voice: 0.1 s of a quiet tone per word (after ``delay_s``, as a slow model would take)."""
 
@@ -162,10 +179,12 @@ class Scene:
         finishing: FinishOptions | None = None,
         turn_end: TurnEndModel | None = None,
         answer: str = ANSWER,
+        glances: dict[int, tuple[str, bool]] | None = None,
+        slow_asr_s: float = 0.0,
     ) -> None:
         self.finishing = finishing
         self.turn_end = turn_end
-        self.asr = ScriptedAsr(words)
+        self.asr = ScriptedAsr(words) if glances is None else GlancingAsr(words, glances, slow_asr_s)
         self.chat = ScriptedChat(answer)
         self.pipeline = Pipeline(
             transcribe=TranscribeStage(self.asr),
@@ -503,6 +522,62 @@ def test_a_backchannel_or_a_noise_over_the_reply_pauses_it_and_it_resumes_where_
     spoken = scene.events("timings")[0]["reply"]
     assert [m.role for m in history] == ["user", "assistant"] and history[1].content == spoken  # heard in full
     assert [e["turn"] for e in scene.events("timings")] == [1]
+
+
+SLOW_S = 1.5  # a full transcript of a lone "mm-hm" over Whisper's 30 s window, on a busy machine
+
+
+@pytest.mark.parametrize(
+    ("glanced", "resumes_at_once"),
+    [
+        (("Right.", False), True),  # a backchannel, though Whisper would read it again
+        (("M'hama.", False), True),  # an "mm-hm" Whisper cannot spell: a hum
+        (("Yeah.", True), True),
+        (("", True), True),  # no words: a noise
+        (("Emma.", True), False),  # said clearly: a word, so the transcript decides
+        (("Wait.", False), False),  # unsure, but not a hum
+    ],
+)
+def test_a_quick_reading_of_the_sound_resumes_the_reply_without_waiting_for_its_transcript(
+    glanced: tuple[str, bool], resumes_at_once: bool
+) -> None:
+    async def scenario() -> tuple[Scene, float]:
+        glances = {4000: glanced}
+        async with Scene({4000: "Mm-hmm."}, answer=STORY, glances=glances, slow_asr_s=SLOW_S) as scene:
+            await _speaking(scene)
+            scene.heard("speech_started", 1)
+            started = time.perf_counter()
+            scene.heard("paused", 1, 4000)
+            await scene.until("resumed")  # the transcript ("Mm-hmm.") resumes it in any case
+            return scene, time.perf_counter() - started
+
+    scene, waited = asyncio.run(scenario())
+    (resumed,) = scene.events("resumed")
+    assert scene.events("interrupted") == []
+    if resumes_at_once:
+        assert waited < SLOW_S / 2 and resumed["heard"] == glanced[0]
+    else:
+        assert waited >= SLOW_S and resumed["heard"] == "Mm-hmm."
+
+
+def test_a_quick_reading_does_not_resume_a_reply_the_user_has_gone_on_talking_over() -> None:
+    async def scenario() -> Scene:
+        glances = {2000: ("Yeah.", True)}
+        words = {2000: "Yeah,", 6000: "Yeah, but what about Mars?"}
+        async with Scene(words, answer=STORY, glances=glances, slow_asr_s=0.3) as scene:
+            await _speaking(scene)
+            scene.heard("speech_started", 1)
+            scene.heard("paused", 1, 2000)
+            scene.heard("resumed", 2)  # before the quick reading has come back
+            await asyncio.sleep(0.5)
+            assert scene.events("resumed") == []
+            scene.heard("paused", 2, 6000)
+            scene.heard("turn_ended", 2, 6000)
+            await scene.until("interrupted")
+        return scene
+
+    scene = asyncio.run(scenario())
+    assert scene.events("resumed") == []
 
 
 def test_words_over_the_paused_reply_stop_it_for_good_and_are_answered() -> None:

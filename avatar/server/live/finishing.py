@@ -147,6 +147,19 @@ def is_backchannel(text: str | None) -> bool:
     return len(words) <= BACKCHANNEL_MAX_WORDS and all(w in BACKCHANNEL_WORDS for w in words)
 
 
+# The letters Whisper spells a hum, a hem or an "uh-huh" with when it cannot tell what it heard ("M'hama.",
+# "Eha.", "A hum.", "Aham." for "mm-hm", "uh-huh" and "ahem" spoken by the embedded voice).
+VOCAL_LETTERS = frozenset("aehmu'")
+
+
+def is_vocal_sound(text: str) -> bool:
+    """Whether a reading the recogniser is *unsure* of is a vocal sound, not words: at most
+    ``BACKCHANNEL_MAX_WORDS`` words, each spelt only with ``VOCAL_LETTERS``. Not for a sure reading:
+    said clearly, "Emma." and "Mum." are words."""
+    words = WORD.findall(NOT_WORDS.sub(" ", text).lower())
+    return 0 < len(words) <= BACKCHANNEL_MAX_WORDS and all(set(w) <= VOCAL_LETTERS for w in words)
+
+
 def is_greeting(text: str) -> bool:
     """Whether ``text`` is only a greeting (and maybe a name): "Hello!", "Hi there, Eileen."."""
     words = re.findall(r"[A-Za-z']+", text)

@@ -36,7 +36,15 @@ from avatar.pipeline.pipeline import TurnRequest
 from avatar.pipeline.timing import TurnTimings
 from avatar.prompt import OPENING_TEXT
 from avatar.server.live.events import EventChannel
-from avatar.server.live.finishing import FinishOptions, TurnEndModel, Verdict, heard_words, is_backchannel, judge
+from avatar.server.live.finishing import (
+    FinishOptions,
+    TurnEndModel,
+    Verdict,
+    heard_words,
+    is_backchannel,
+    is_vocal_sound,
+    judge,
+)
 from avatar.server.live.listener import Heard, ListenOptions, TurnDetector
 from avatar.server.live.listening import LEAD_FRAMES as LISTEN_LEAD_FRAMES
 from avatar.server.live.listening import ListenFeed, ListeningFace, can_listen
@@ -354,8 +362,18 @@ class LiveSession:
         elif time.perf_counter() - hush.at > HUSH_MAX_S and hush.pending_end is None:
             self._resume(hush, "", hush.at)  # the recogniser is late (a busy machine): do not stay silent
 
-    async def _settle(self, hush: Hush, version: int, transcript: asyncio.Task[str | None], ended: float) -> None:
-        """At the pause after the sound: resume the reply if it was no words or a backchannel."""
+    async def _settle(
+        self, hush: Hush, version: int, transcript: asyncio.Task[str | None], ended: float, audio: AudioArray
+    ) -> None:
+        """At the pause after the sound: resume the reply if it was no words or a backchannel. A quick
+        first reading decides at once when it shows one (or, unsure, a hum); else the transcript does."""
+        glanced = await self._glance(audio)
+        if glanced is not None and self._hush is hush and hush.fits(self.turn):
+            seen, sure = glanced
+            went_on = hush.pending_end is None and self.detector.version != version
+            if not went_on and (is_backchannel(seen) or (not sure and is_vocal_sound(seen))):
+                self._resume(hush, seen, ended)
+                return
         await asyncio.wait([transcript])
         text = None if transcript.cancelled() or transcript.exception() is not None else transcript.result()
         if self._hush is not hush or not hush.fits(self.turn):
@@ -368,6 +386,14 @@ class LiveSession:
             self._stop_hushed(hush)  # the user's turn is over, and it was words
         else:  # words so far: perhaps the first half of a "mm-hm"; the next pause, or its length, decides
             hush.words = True
+
+    async def _glance(self, audio: AudioArray) -> tuple[str, bool] | None:
+        """The recogniser's quick first reading of a sound over the paused reply (``glance``), if it has one."""
+        try:
+            return await self.pipeline().transcribe.glance(audio, self.persona.language)
+        except Exception:  # only a shortcut: the transcript begun at the same pause decides
+            log.warning("a quick reading of a sound over the reply failed", live_session=self.id, exc_info=True)
+            return None
 
     def _resume(self, hush: Hush, text: str, ended: float) -> None:
         """The sound was no turn: the reply goes on where it stopped, and the sound is forgotten."""
@@ -411,7 +437,9 @@ class LiveSession:
         speculation = self._speculate(with_carry(audio, carry), audio, version, carry, ended)
         self._speculation = Speculation(version, carry, self._spawn(speculation, "speculative"))
         if self._hush is not None:
-            self._spawn(self._settle(self._hush, version, self._speculation.task, ended), "settle")
+            self._spawn(
+                self._settle(self._hush, version, self._speculation.task, ended, with_carry(audio, carry)), "settle"
+            )
         if self.options.finishing is not None:
             self._judge_pause(with_carry(audio, carry), version, self._speculation.task)
 
