@@ -434,14 +434,13 @@ class LiveSession:
         if self._partial is not None and not self._partial.done():
             self._partial.cancel()  # the whole utterance goes first (a partial already running finishes)
         carry = self._carry
-        speculation = self._speculate(with_carry(audio, carry), audio, version, carry, ended)
+        heard = with_carry(audio, carry)  # the whole utterance: recognised, glanced at and judged alike
+        speculation = self._speculate(heard, audio, version, carry, ended)
         self._speculation = Speculation(version, carry, self._spawn(speculation, "speculative"))
         if self._hush is not None:
-            self._spawn(
-                self._settle(self._hush, version, self._speculation.task, ended, with_carry(audio, carry)), "settle"
-            )
+            self._spawn(self._settle(self._hush, version, self._speculation.task, ended, heard), "settle")
         if self.options.finishing is not None:
-            self._judge_pause(with_carry(audio, carry), version, self._speculation.task)
+            self._judge_pause(heard, version, self._speculation.task)
 
     def _judge_pause(self, audio: AudioArray, version: int, transcript: asyncio.Task[str | None]) -> None:
         """Decide how long this pause must last to end the turn (see ``finishing.py``)."""
