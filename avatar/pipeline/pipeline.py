@@ -23,7 +23,7 @@ from avatar.fmp4 import VideoFormat, video_format
 from avatar.personas import Persona, PersonaStore
 from avatar.pipeline.control import SpokenReply, TurnControl
 from avatar.pipeline.files import AUDIO_NAME, SUMMARY_NAME, VIDEO_NAME, ReplyFiles
-from avatar.pipeline.reply import Reply, ReplyOutput, TurnEvents
+from avatar.pipeline.reply import FIRST_CHUNK_FRAMES, Reply, ReplyOutput, TurnEvents
 from avatar.pipeline.sessions import MemorySessionStore, Session, SessionStore
 from avatar.pipeline.stages import AnimateStage, RespondStage, SpeakStage, TranscribeStage
 from avatar.pipeline.text import checked_text
@@ -295,6 +295,7 @@ class Pipeline:
         spoken: SpokenReply,
         start_frame: int = 0,
         chunk_frames: int | None = None,
+        first_chunk_frames: int = FIRST_CHUNK_FRAMES,
         opening_silence_s: float | None = None,
         control: TurnControl | None = None,
         listening: object | None = None,
@@ -302,7 +303,8 @@ class Pipeline:
         """The reply to ``user_text`` in ``request``'s session, made into ``output`` when run.
         ``start_frame`` places it on the face's motion timeline (blinks, head sway), so that a face
         idling before it moves on without a jump; ``chunk_frames`` is how many frames are drawn before
-        each hand-over to ``output`` (default half a second); ``opening_silence_s`` cuts the silence the
+        each hand-over to ``output`` (default half a second), ``first_chunk_frames`` how many at a time
+        the first piece is drawn (its first 0.2 s handed over draw by draw); ``opening_silence_s`` cuts the silence the
         voice opens the reply with to that much (default 0.1 s); ``control`` is the turn's, whose stop the
         stages honour between their steps; ``listening`` (the puppet's ``motion.Listening``, live mode)
         is the user's turn on the motion timeline, so the face goes on from listening without a jump."""
@@ -320,6 +322,7 @@ class Pipeline:
             spoken=spoken,
             start_frame=start_frame,
             chunk_frames=chunk_frames,
+            first_chunk_frames=first_chunk_frames,
             opening_silence_s=opening_silence_s,
             control=control,
             listening=listening,

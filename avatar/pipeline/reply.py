@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 PIECES_AHEAD = 2  # pieces of text the model may write ahead of the voice
 CLIPS_AHEAD = 2  # spoken pieces the voice may make ahead of the face
-FIRST_CHUNK_FRAMES = 5  # frames drawn before the reply's first hand-over: 0.2 s at 25 fps (the client waits)
+FIRST_CHUNK_FRAMES = 5  # the reply's first 0.2 s (at 25 fps) is handed over as soon as it is drawn: the client waits
 
 TurnEvents = Callable[[str, dict[str, Any]], Awaitable[None]]
 """Receives ``(event, data)`` as a turn goes: ``transcript``, ``reply``, ``segment``."""
@@ -65,6 +65,7 @@ class Reply:
         spoken: SpokenReply,
         start_frame: int = 0,
         chunk_frames: int | None = None,
+        first_chunk_frames: int = FIRST_CHUNK_FRAMES,
         opening_silence_s: float | None = None,
         control: TurnControl | None = None,
         visitor: Sequence[str] = (),
@@ -73,7 +74,7 @@ class Reply:
         self.respond, self.speak, self.animate = respond, speak, animate
         self.control = control  # checked between steps: a stopped turn stops even if its cancellation was lost
         # The first clip's silence before its first sound, cut to this: the user is waiting (live mode
-        # keeps a single frame of it).
+        # keeps none of it).
         self.opening_silence_s = OPENING_SILENCE_S if opening_silence_s is None else opening_silence_s
         self.start_frame = start_frame  # where the reply begins on the face's motion timeline (live idling)
         self.listening = listening  # the face listening before it (live mode): passed on to the animator
@@ -89,6 +90,10 @@ class Reply:
         self.fps = animate.fps
         # Frames drawn before each hand-over: half a second by default; live mode hands over sooner.
         self.chunk_frames = chunk_frames or max(1, self.fps // 2)
+        # The first piece is drawn this many frames at a time, and each draw is handed over at once until
+        # ``FIRST_CHUNK_FRAMES`` have gone: live mode draws one (its first frame plays 25-40 ms sooner),
+        # the frames after it keeping ahead of playback.
+        self.first_chunk_frames = max(1, min(first_chunk_frames, self.chunk_frames))
         self.fallback = False
         self.texts: list[str] = []  # every piece the model wrote (spoken or, after a voice failure, not)
         self.degraded: list[dict[str, str]] = []
@@ -189,9 +194,9 @@ class Reply:
             frames = clip.size * self.fps // self.rate
             start, end = frame_at / self.fps, (frame_at + frames) / self.fps
             self.spoken.pieces.append(SpokenPiece(part.text, start, end, shift_phones(phones, start, end)))
-            # The reply's first frames are drawn and handed over in a small chunk (the client is waiting
+            # The reply's first frames are drawn and handed over in small chunks (the client is waiting
             # for them); after that, drawn frames are handed over ``chunk_frames`` at a time.
-            step = min(self.chunk_frames, FIRST_CHUNK_FRAMES) if frame_at == 0 else self.chunk_frames
+            step = self.first_chunk_frames if frame_at == 0 else self.chunk_frames
             chunks = (
                 None
                 if face is None
@@ -213,7 +218,7 @@ class Reply:
                 batch.append(chunk)
                 drawn += len(chunk)
                 self.still = chunk[-1]
-                if frame_at + handed == 0 or drawn - handed >= self.chunk_frames or drawn >= frames:
+                if frame_at + handed < FIRST_CHUNK_FRAMES or drawn - handed >= self.chunk_frames or drawn >= frames:
                     await self._hand_over(batch, clip[handed * self.rate // self.fps : drawn * self.rate // self.fps])
                     handed = drawn
             if batch:

@@ -10,7 +10,7 @@ import numpy as np
 
 from avatar.server.live.codecs import silence_packet
 from avatar.server.live.idle import IdleLoop
-from avatar.server.live.output import LiveOutput
+from avatar.server.live.output import LEAD_IN_FRAMES, LiveOutput
 from avatar.server.live.playout import Playout
 
 FPS, RATE, SIZE = 25, 24_000, 64
@@ -46,10 +46,11 @@ def test_the_silence_before_the_first_sound_is_not_played() -> None:
         await output.write(frames(5), tone(5))  # sound from here on: all of it plays, silent or not
         await output.write(frames(2), np.zeros(2 * PER_FRAME, np.float32))
         await output.finish(resume_index=0)
-        assert output.skipped == 7 and playback.skipped == 7  # the 8 silent frames, less one of lead-in
+        skipped = 8 - LEAD_IN_FRAMES  # the 8 silent frames, less those kept as a lead-in
+        assert output.skipped == skipped and playback.skipped == skipped
         assert output.frames == 18 and output.delivered_seconds == 18 / FPS
-        slots = [playout.slot(n) for n in range(11)]
-        assert [s.reply for s in slots] == [1] * 11 and playback.done.is_set()
+        slots = [playout.slot(n) for n in range(18 - skipped)]
+        assert [s.reply for s in slots] == [1] * (18 - skipped) and playback.done.is_set()
         decoder = av.CodecContext.create("vp8", "r")  # the first played frame decodes on its own
         assert len(decoder.decode(av.Packet(slots[0].video))) == 1
         assert all(len(s.audio) == 2 for s in slots)

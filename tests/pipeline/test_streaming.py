@@ -189,3 +189,52 @@ def test_a_stage_that_loses_the_stop_still_stops_at_its_next_step(long_replies) 
     assert output.lost, "the scenario did not lose the stop"
     assert cancelled and writes_after <= 1  # at most the chunk drawn while the stop was lost
     assert later == tokens  # and the model stopped with it
+
+
+class Chunks:
+    """A reply output (our own interface) that keeps how many frames, and how much audio, each write had."""
+
+    def __init__(self, fps: int, rate: int) -> None:
+        self.fps, self.rate = fps, rate
+        self.sizes: list[int] = []
+        self.audio: list[int] = []
+
+    async def write(self, frames: Any, audio: Any) -> None:
+        self.sizes.append(len(frames))
+        self.audio.append(len(audio))
+
+    @property
+    def delivered_seconds(self) -> float:
+        return sum(self.sizes) / self.fps
+
+
+@pytest.mark.parametrize(("first", "expected"), [(1, [1, 1, 1, 1, 1]), (5, [5])])
+def test_the_first_frames_are_handed_over_as_soon_as_they_are_drawn(runtime: Runtime, first, expected) -> None:
+    """Live mode draws the first piece a frame at a time and hands each of its first 0.2 s over at
+    once (the first frame plays without waiting for four more); the HTTP stream hands over 0.2 s."""
+    pipeline = runtime.pipeline
+    output = Chunks(pipeline.animate.fps, pipeline.speak.sample_rate)
+
+    async def quiet(event: str, data: dict[str, Any]) -> None:
+        return None
+
+    async def scenario() -> None:
+        request = await pipeline.request(text="What is your name?")
+        reply = pipeline.reply(
+            request,
+            "What is your name?",
+            output,
+            emit=quiet,
+            timings=TurnTimings(),
+            spoken=SpokenReply(),
+            chunk_frames=5,
+            first_chunk_frames=first,
+        )
+        await reply.run()
+
+    asyncio.run(scenario())
+    sizes = output.sizes
+    assert sizes[: len(expected)] == expected, sizes
+    # Then 0.2 s at a time (a piece's last chunk may be shorter), and every frame goes with its audio.
+    assert max(sizes[len(expected) :]) == 5 and sizes[len(expected)] == 5, sizes
+    assert [a for a in output.audio] == [n * output.rate // output.fps for n in sizes]

@@ -18,7 +18,7 @@ from avatar.server.live.playout import Playout, ReplyPlayback, Slot
 from avatar.types import AudioArray, FrameArray
 
 SILENT_DBFS = -50.0  # a frame whose audio is quieter than this is silence
-LEAD_IN_FRAMES = 1  # silent frames kept before the first sound (a natural onset)
+LEAD_IN_FRAMES = 0  # silent frames kept before the first sound (one was 40 ms more to wait for the voice)
 MAX_SKIP_S = 1.0  # a reply that opens with a longer silence keeps the rest of it
 
 
@@ -76,7 +76,7 @@ class LiveOutput:
         return self._pair()
 
     def _skip_silence(self, frames: FrameArray, audio: AudioArray) -> tuple[FrameArray, AudioArray]:
-        """The chunk from its first sound on (less a frame of lead-in); all of it once past ``MAX_SKIP_S``."""
+        """The chunk from its first sound on (less ``LEAD_IN_FRAMES``); all of it once past ``MAX_SKIP_S``."""
         per_frame = audio.size // max(1, len(frames))
         loud = np.flatnonzero(_frame_dbfs(audio, per_frame, len(frames)) >= SILENT_DBFS)
         room = max(0, round(MAX_SKIP_S * self.fps) - self.skipped)

@@ -125,7 +125,8 @@ async def run_turn(
         timings=turn.timings,
         spoken=turn.spoken,
         start_frame=start_frame,
-        chunk_frames=max(1, playout.fps // 5),  # the first frames go out after 0.2 s of drawing, not 0.5
+        chunk_frames=max(1, playout.fps // 5),  # frames go out 0.2 s at a time, not 0.5
+        first_chunk_frames=1,  # the first ones one by one: the first plays as soon as it is drawn
         opening_silence_s=LEAD_IN_FRAMES / playout.fps,  # not drawn, then skipped: not drawn at all
         control=turn.control,
         listening=listening,
