@@ -3,8 +3,9 @@
 Each portrait speaks sentences dense in m/b/p and sentences without any, with the voice's own phoneme
 timings; the FaceLandmarker measures every output frame (inner-lip gap and mouth width over face
 height). Counted: full lip closures per second of speech in each set, the share of bilabial phonemes
-with a closed frame within ±40 ms, and the mouth's width on rounded (oo, oh, w) against spread (ee)
-vowels. A zoomed strip of mouth frames per portrait goes to ``docs/mouth-strips/`` for a person to look at.
+with a closed frame within ±40 ms, the mouth's width on rounded (oo, oh, w) against spread (ee)
+vowels, and the share of f and v phonemes whose frame shows the lower lip up at the upper teeth. A
+zoomed strip of mouth frames per portrait goes to ``docs/mouth-strips/`` for a person to look at.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ PLAIN_SENTENCES = (
     "Her sister told us she would go to the lake tonight.",
 )
 ROUND_SPREAD_SENTENCES = ("Who knew you would go home so soon?", "We see three green keys, Lee, and he agrees.")
+LABIODENTAL_SENTENCES = ("Five fine vans of fresh fish flew far.", "Vivian found a fluffy violet fox for Fred.")
 STRIP_FRAMES = 12
 
 
@@ -167,10 +169,12 @@ def visemes_section(
     """The viseme check on every portrait; strips of mouth frames written to ``strips``."""
     meter = lipsync.MouthMeter(landmarker)
     try:
-        rows, worst_ratio, worst_share, width_ok = _measure(tts, animator, meter, portraits or PORTRAITS, strips)
+        rows, worst_ratio, worst_share, width_ok, worst_teeth = _measure(
+            tts, animator, meter, portraits or PORTRAITS, strips
+        )
         note = ""
     except NoPhonesError as exc:
-        rows, worst_ratio, worst_share, width_ok, note = [], None, None, None, str(exc)
+        rows, worst_ratio, worst_share, width_ok, worst_teeth, note = [], None, None, None, None, str(exc)
     finally:
         meter.close()
     checks.add(
@@ -198,12 +202,22 @@ def visemes_section(
         higher=True,
         note=note,
     )
+    checks.add(
+        "viseme_labiodentals_at_teeth",
+        "share of f/v phonemes with the lower lip up at the upper teeth (worst portrait)",
+        worst_teeth,
+        "viseme_labiodentals_at_teeth_min",
+        higher=True,
+        note=note,
+    )
     text = (
         "Sentences dense in m/b/p and sentences without, spoken with the voice's phoneme timings and "
         "measured on the rendered frames (FaceLandmarker), from each sentence's first sound to its last: "
         "a full closure is an inner-lip gap under "
         f"{lipsync.CLOSED_GAP} face heights; widths are the outer mouth corners over face height at "
-        "the centre of rounded (oo, oh, w) and spread (ee, ay, ih) vowels."
+        "the centre of rounded (oo, oh, w) and spread (ee, ay, ih) vowels; an f or v is at the teeth when its "
+        f"centre frame has the lips no more than {lipsync.TEETH_GAP} face heights apart with teeth between them "
+        f"(at least {lipsync.TEETH_SHOWN:.0%} of the opening bright and colourless), in sentences dense in f/v."
     ) + (f" Not measured: {note}." if note else "")
     return {
         "title": "Visemes",
@@ -216,6 +230,7 @@ def visemes_section(
             "bilabials closed ±40 ms",
             "width rounded",
             "width spread",
+            "f/v lip at teeth",
         ],
         "rows": rows,
     }
@@ -227,12 +242,12 @@ def _measure(
     meter: lipsync.MouthMeter,
     portraits: dict[str, tuple[str, Path]],
     strips: Path | None,
-) -> tuple[list[list[object]], float, float, bool]:
-    """The table's rows, the worst closure ratio and bilabial share, and whether every portrait's mouth
-    was narrower on rounded vowels; strips written to ``strips``."""
+) -> tuple[list[list[object]], float, float, bool, float]:
+    """The table's rows, the worst closure ratio and bilabial share, whether every portrait's mouth
+    was narrower on rounded vowels, and the worst share of f/v at the teeth; strips written to ``strips``."""
     rows: list[list[object]] = []
     width_ok = True
-    worst_share = 1.0
+    worst_share = worst_teeth = 1.0
     worst_ratio = float("inf")
     for kind, (name, path) in portraits.items():
         image = np.asarray(Image.open(path).convert("RGB"))
@@ -247,6 +262,12 @@ def _measure(
             return [speak_and_measure(tts, animator, meter, face, text) for text in texts]
 
         dense, plain, shaped = said(BILABIAL_SENTENCES), said(PLAIN_SENTENCES), said(ROUND_SPREAD_SENTENCES)
+        at_teeth = n_fv = 0
+        for s in said(LABIODENTAL_SENTENCES):
+            h, n = lipsync.labiodentals_at_teeth(meter, s.frames, s.shapes.gap, s.triples(), s.fps)
+            at_teeth, n_fv = at_teeth + h, n_fv + n
+        teeth = at_teeth / max(n_fv, 1)
+        worst_teeth = min(worst_teeth, teeth)
         rate_dense = sum(s.closures() for s in dense) / sum(s.speech_seconds() for s in dense)
         rate_plain = sum(s.closures() for s in plain) / sum(s.speech_seconds() for s in plain)
         hits = total = 0
@@ -268,9 +289,10 @@ def _measure(
                 f"{hits}/{total} ({100 * share:.0f} %)",
                 round(rounded, 3),
                 round(spread, 3),
+                f"{at_teeth}/{n_fv} ({100 * teeth:.0f} %)",
             ]
         )
         if strips is not None:
             strips.mkdir(parents=True, exist_ok=True)
             mouth_strip(dense[0], _mouth_box(face)).save(strips / f"mouth-strip-{name}.png")
-    return rows, worst_ratio, worst_share, width_ok
+    return rows, worst_ratio, worst_share, width_ok, worst_teeth

@@ -244,6 +244,12 @@ BILABIAL_WINDOW_S = 0.04
 BILABIALS = frozenset("mbp")
 ROUNDED = frozenset("uOwʊ")
 SPREAD = frozenset("iAɪ")
+LABIODENTALS = frozenset("fv")
+TEETH_GAP = 0.04
+"""f and v: an inner-lip gap no wider than this (face heights, about 8 mm: the upper incisors' height
+that shows) with teeth between the lips is the lower lip up at the upper teeth."""
+TEETH_SHOWN = 0.1
+"""The share of the opening between the inner lips that must be teeth (bright, unsaturated) to show them."""
 
 
 @dataclass(frozen=True)
@@ -305,3 +311,41 @@ def width_at(width: FloatArray, phones: Iterable[tuple[str, float, float]], fps:
     ]
     finite = [v for v in values if np.isfinite(v)]
     return float(np.median(finite)) if finite else float("nan")
+
+
+def teeth_share(frame: FrameArray, landmarks: npt.NDArray[np.floating]) -> float:
+    """The share of the opening between the inner lips (the landmarks' inner-lip contour) that is
+    teeth: bright and nearly colourless, unlike the lips, the mouth's shadow or skin."""
+    import cv2
+
+    from avatar.backends.puppet.landmarks import LOWER_LIP_INNER, UPPER_LIP_INNER
+
+    contour = np.concatenate([landmarks[list(UPPER_LIP_INNER), :2], landmarks[list(LOWER_LIP_INNER)[::-1], :2]])
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(contour).astype(np.int32)], 1)
+    inside = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2HSV)[mask.astype(bool)]
+    if not inside.size:
+        return 0.0
+    return float(np.mean((inside[:, 1] < 80) & (inside[:, 2] > 150)))
+
+
+def labiodentals_at_teeth(
+    meter: MouthMeter,
+    frames: FrameArray,
+    gap: FloatArray,
+    phones: Iterable[tuple[str, float, float]],
+    fps: int,
+) -> tuple[int, int]:
+    """(at the teeth, all): f and v phones whose centre frame shows the lower lip up at the upper
+    teeth: the lips apart by no more than ``TEETH_GAP`` with teeth between them (not sealed as for an
+    m, not open as for a vowel)."""
+    hits = total = 0
+    for symbol, start, end in phones:
+        if symbol not in LABIODENTALS:
+            continue
+        total += 1
+        k = min(len(frames) - 1, int((start + end) / 2 * fps))
+        faces = meter.faces(frames[k])
+        if faces and np.isfinite(gap[k]) and gap[k] <= TEETH_GAP and teeth_share(frames[k], faces[0]) >= TEETH_SHOWN:
+            hits += 1
+    return hits, total
