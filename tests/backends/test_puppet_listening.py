@@ -112,3 +112,30 @@ def test_fewer_blinks_while_listening(rendered: dict[str, np.ndarray], lively: P
     shut = eyes < 0.5 * np.median(eyes)
     assert count(shut[inside].astype(float)) == count(planned[inside])
     assert np.array_equal(planned[: frame(begin)], planned_idle[: frame(begin)])
+
+
+def test_blinks_far_into_a_timeline_are_the_schedules_own() -> None:
+    """Only the blinks near the frames asked for are drawn, each gap drawn once: the same lids as the
+    whole schedule gives (recomputed here the plain way), at any frame rate and however late."""
+    import math
+
+    import numpy as np
+
+    from avatar.backends.puppet import motion
+
+    def reference(start: int, stop: int, fps: int, seed: int) -> np.ndarray:
+        t, out = 0.0, np.zeros(stop - start, np.float32)
+        frame_t = (np.arange(start, stop) + 0.5) / fps
+        for k in range(math.ceil(stop / fps / motion.BLINK_GAP_S[0]) + 2):
+            lo, hi = motion.FIRST_BLINK_S if k == 0 else motion.BLINK_GAP_S
+            t += float(np.random.default_rng([seed, k]).uniform(lo, hi))
+            out = np.maximum(out, motion._blink_shape(frame_t - (math.floor(t * fps) + 0.5) / fps))
+        return (out * out * (3 - 2 * out)).astype(np.float32)
+
+    for fps in (5, 25, 50):
+        for start in (0, 3, 997, 40_000):
+            for length in (1, 5, 40):
+                got = motion.blinks(start, start + length, fps, seed=7)
+                assert np.array_equal(got, reference(start, start + length, fps, 7)), (fps, start, length)
+    whole = motion.blinks(0, 3000, 25, 7)
+    assert whole.max() > 0.99 and np.count_nonzero(whole > 0.5) > 10  # they do close, often
