@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import lru_cache
 
 import numpy as np
 
@@ -33,7 +33,6 @@ NOD_DEG = 1.2
 SWAY_HZ = (0.07, 0.45)
 
 
-@cache
 @lru_cache(maxsize=1 << 16)
 def _blink_gap(seed: int, k: int) -> float:
     """Seconds from blink ``k - 1`` to blink ``k`` (from the start, for the first)."""
