@@ -601,8 +601,13 @@ class LiveSession:
         previous = self._turn_task
 
         async def after_previous() -> None:
-            if previous is not None and not previous.done():
-                await asyncio.wait([previous])
+            try:
+                if previous is not None and not previous.done():
+                    await asyncio.wait([previous])
+            except asyncio.CancelledError:
+                if asyncio.iscoroutine(work):
+                    work.close()  # stopped before it began (the session closed): it never runs
+                raise
             await work
 
         self._turn_task = self._spawn(after_previous(), "turn")
