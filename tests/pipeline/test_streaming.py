@@ -237,4 +237,4 @@ def test_the_first_frames_are_handed_over_as_soon_as_they_are_drawn(runtime: Run
     assert sizes[: len(expected)] == expected, sizes
     # Then 0.2 s at a time (a piece's last chunk may be shorter), and every frame goes with its audio.
     assert max(sizes[len(expected) :]) == 5 and sizes[len(expected)] == 5, sizes
-    assert [a for a in output.audio] == [n * output.rate // output.fps for n in sizes]
+    assert output.audio == [n * output.rate // output.fps for n in sizes]
